@@ -1,0 +1,30 @@
+"""Data: TOFU loading, prompt/answer formatting and forget/retain batching."""
+
+from .collator import ForgetRetainCollator, pad_examples
+from .formatting import PLAIN_PROMPT_TEMPLATE, ColumnLayout, PromptEncoder
+from .preparation import prepare_dataset
+from .tofu import (
+    BUNDLED,
+    BUNDLED_TOFU_DIR,
+    TOFU_HUB_ID,
+    available_tofu_configs,
+    load_refusal_answers,
+    load_tofu,
+    read_jsonl,
+)
+
+__all__ = [
+    "BUNDLED",
+    "BUNDLED_TOFU_DIR",
+    "PLAIN_PROMPT_TEMPLATE",
+    "TOFU_HUB_ID",
+    "ColumnLayout",
+    "ForgetRetainCollator",
+    "PromptEncoder",
+    "available_tofu_configs",
+    "load_refusal_answers",
+    "load_tofu",
+    "pad_examples",
+    "prepare_dataset",
+    "read_jsonl",
+]

@@ -1,0 +1,126 @@
+"""Turning dataset rows into token ids: prompt tokens masked, answer tokens as labels.
+
+Three input layouts are accepted (trl's conventions plus TOFU's):
+
+- question/answer columns (names configurable), e.g. TOFU;
+- `prompt`/`completion` columns, as strings or as conversational lists of messages;
+- a conversational `messages` column whose last message is the assistant's answer.
+
+A tokenizer with a chat template formats the conversation with it; otherwise prompts read
+`Question: {question}\\nAnswer:` and the answer follows after a space, ending with the EOS token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+PLAIN_PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class ColumnLayout:
+    """Which columns hold the prompt and the answer."""
+
+    kind: str  # "qa", "prompt_completion" or "messages"
+    prompt_key: str
+    answer_key: str | None
+
+    @classmethod
+    def detect(cls, columns: Sequence[str], question_key: str = "question", answer_key: str = "answer",
+               dataset_name: str = "dataset") -> ColumnLayout:
+        cols = set(columns)
+        if {question_key, answer_key} <= cols:
+            return cls("qa", question_key, answer_key)
+        if {"prompt", "completion"} <= cols:
+            return cls("prompt_completion", "prompt", "completion")
+        if "messages" in cols:
+            return cls("messages", "messages", None)
+        raise ValueError(
+            f"The {dataset_name} has columns {sorted(cols)}, but one of these layouts is expected: "
+            f"question/answer columns ({question_key!r}, {answer_key!r}; set `question_key`/`answer_key` in "
+            "UnlearningConfig for other names), 'prompt' and 'completion', or a conversational 'messages' column."
+        )
+
+    def split(self, row: Mapping[str, Any]) -> tuple[Messages | str, str]:
+        """Return `(prompt, answer)`: the prompt as messages (or a raw string for string prompt/completion rows)."""
+        if self.kind == "qa":
+            return [{"role": "user", "content": str(row[self.prompt_key])}], str(row[self.answer_key])
+        if self.kind == "prompt_completion":
+            prompt, completion = row["prompt"], row["completion"]
+            if isinstance(prompt, str) and isinstance(completion, str):
+                return prompt, completion
+            return list(prompt), _assistant_content(completion)
+        messages = list(row["messages"])
+        if not messages or messages[-1].get("role") != "assistant":
+            raise ValueError("A 'messages' row must end with the assistant's answer (role 'assistant').")
+        return messages[:-1], str(messages[-1]["content"])
+
+
+def _assistant_content(completion: Any) -> str:
+    if isinstance(completion, str):
+        return completion
+    if len(completion) != 1 or completion[0].get("role") != "assistant":
+        raise ValueError("A conversational 'completion' must be exactly one assistant message.")
+    return str(completion[0]["content"])
+
+
+class PromptEncoder:
+    """Encodes prompts and answers the same way for training, evaluation and generation.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        use_chat_template: None uses the tokenizer's chat template when it has one.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, use_chat_template: bool | None = None):
+        self.tokenizer = tokenizer
+        has_template = bool(getattr(tokenizer, "chat_template", None))
+        if use_chat_template and not has_template:
+            raise ValueError("use_chat_template=True but the tokenizer has no chat template.")
+        self.use_chat_template = has_template if use_chat_template is None else use_chat_template
+
+    def _ids(self, text: str, add_special_tokens: bool) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
+
+    def _template(self, messages: Messages, add_generation_prompt: bool) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return self._ids(text, add_special_tokens=False)
+
+    def encode_prompt(self, prompt: Messages | str) -> list[int]:
+        """Token ids of a prompt, ready for generation (ends where the answer starts)."""
+        if isinstance(prompt, str):
+            return self._ids(prompt, add_special_tokens=True)
+        if self.use_chat_template:
+            return self._template(prompt, add_generation_prompt=True)
+        user_turns = [m for m in prompt if m.get("role") != "system"]
+        if len(user_turns) != 1:
+            raise ValueError(
+                "Multi-turn conversations need a tokenizer with a chat template; this tokenizer has none "
+                "(set `tokenizer.chat_template`)."
+            )
+        return self._ids(PLAIN_PROMPT_TEMPLATE.format(question=user_turns[0]["content"]), add_special_tokens=True)
+
+    def encode_answer(self, prompt: Messages | str, answer: str, prompt_ids: list[int] | None = None) -> list[int]:
+        """Token ids of the answer that follow `prompt` (with the end-of-turn / EOS tokens the model must learn)."""
+        if isinstance(prompt, str) or not self.use_chat_template:
+            ids = self._ids(answer if isinstance(prompt, str) else " " + answer, add_special_tokens=False)
+            eos = self.tokenizer.eos_token_id
+            return ids + ([eos] if eos is not None else [])
+        prompt_ids = self.encode_prompt(prompt) if prompt_ids is None else prompt_ids
+        full_ids = self._template([*prompt, {"role": "assistant", "content": answer}], add_generation_prompt=False)
+        if full_ids[: len(prompt_ids)] != prompt_ids:
+            raise ValueError(
+                "The chat template renders the prompt differently with and without the answer, so the answer tokens "
+                "cannot be located. Use a template whose generation prompt is a prefix of the full conversation."
+            )
+        return full_ids[len(prompt_ids):]
+
+    def encode(self, prompt: Messages | str, answer: str) -> tuple[list[int], list[int]]:
+        prompt_ids = self.encode_prompt(prompt)
+        return prompt_ids, self.encode_answer(prompt, answer, prompt_ids)

@@ -1,0 +1,36 @@
+"""Unlearning losses: a registry of small classes, one file per method.
+
+Add a loss by adding one file that subclasses [`ForgetLoss`] or [`RetainLoss`] and decorates it with
+`@register_loss("name")`, then import it below (built-in) or anywhere before training (user losses).
+"""
+
+from .base import (
+    IGNORE_INDEX,
+    ForgetLoss,
+    LossContext,
+    RetainLoss,
+    UnlearningLoss,
+    masked_token_mean,
+    mean_nll,
+    sequence_nll,
+    token_log_probs,
+)
+from .registry import get_loss, list_losses, register_loss
+
+# Built-in losses register themselves on import.
+from . import ga, idk, kl, nll, none, npo  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "IGNORE_INDEX",
+    "ForgetLoss",
+    "LossContext",
+    "RetainLoss",
+    "UnlearningLoss",
+    "get_loss",
+    "list_losses",
+    "masked_token_mean",
+    "mean_nll",
+    "register_loss",
+    "sequence_nll",
+    "token_log_probs",
+]

@@ -1,0 +1,234 @@
+"""Base classes of unlearning losses and the per-batch context they read from."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-probabilities of the label tokens under causal (shifted) logits.
+
+    Position t of `logits` predicts `labels[:, t + 1]`. Returns `(logp, mask)`, both `[batch, seq_len - 1]`:
+    `logp` holds log p(y_t | x, y_<t) in float32 (0 where masked) and `mask` is True on answer tokens.
+    """
+    logits = logits[:, :-1, :]
+    targets = labels[:, 1:]
+    mask = targets != IGNORE_INDEX
+    safe_targets = targets.masked_fill(~mask, 0)
+    # log_softmax in float32: bf16 logits lose too much precision in the normaliser.
+    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+    return logp * mask, mask
+
+
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """NLL(x, y) = sum_t CE_t over the answer tokens of each sequence, shape `[batch]`."""
+    logp, _ = token_log_probs(logits, labels)
+    return -logp.sum(dim=-1)
+
+
+def mean_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """mean-NLL(x, y) = NLL / |y| for each sequence, shape `[batch]`."""
+    logp, mask = token_log_probs(logits, labels)
+    return -logp.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+
+
+def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the answer tokens of each sequence, then over the batch (every example weighs the same)."""
+    per_example = (values * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+    return per_example.mean()
+
+
+class LossContext:
+    """Everything a loss may read for one training batch.
+
+    Model outputs are computed lazily and cached, so a loss that reads the forget logits and another that reads the
+    forget log-probabilities share ONE forward pass. Splits: `"forget"`, `"retain"` and `"idk"` (the forget prompts
+    paired with refusal answers, present when a loss declares `needs_refusals`).
+
+    Args:
+        model: the model being trained (possibly wrapped by DDP/peft).
+        batch: a mapping split -> `{"input_ids", "attention_mask", "labels"}`.
+        reference_forward: a function running the frozen reference model on a split's inputs (no gradients), or None.
+        output_hidden_states: whether forwards return hidden states (some losses declare they need them).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        batch: Mapping[str, Mapping[str, torch.Tensor]],
+        reference_forward: Callable[[Mapping[str, torch.Tensor]], Any] | None = None,
+        output_hidden_states: bool = False,
+    ):
+        self.model = model
+        self._batch = batch
+        self._reference_forward = reference_forward
+        self._output_hidden_states = output_hidden_states
+        self._outputs: dict[str, Any] = {}
+        self._ref_outputs: dict[str, Any] = {}
+
+    def batch(self, split: str) -> Mapping[str, torch.Tensor]:
+        if split not in self._batch:
+            raise KeyError(
+                f"This batch has no {split!r} split (it has {sorted(self._batch)}). A loss that reads refusal "
+                "answers must declare `needs_refusals = True`."
+            )
+        return self._batch[split]
+
+    def labels(self, split: str) -> torch.Tensor:
+        return self.batch(split)["labels"]
+
+    def _model_inputs(self, split: str) -> dict[str, torch.Tensor]:
+        batch = self.batch(split)
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def outputs(self, split: str) -> Any:
+        """The trained model's outputs on a split (cached: one forward per split and batch)."""
+        if split not in self._outputs:
+            self._outputs[split] = self.model(
+                **self._model_inputs(split), output_hidden_states=self._output_hidden_states, use_cache=False
+            )
+        return self._outputs[split]
+
+    def ref_outputs(self, split: str) -> Any:
+        """The reference model's outputs on a split (no gradients, cached)."""
+        if self._reference_forward is None:
+            raise RuntimeError(
+                "This loss reads the reference model but none is available; declare `needs_ref_model = True` on the "
+                "loss class so the trainer provides one."
+            )
+        if split not in self._ref_outputs:
+            with torch.no_grad():
+                self._ref_outputs[split] = self._reference_forward(self._model_inputs(split))
+        return self._ref_outputs[split]
+
+    def release(self, split: str) -> None:
+        """Drop the cached outputs of a split (frees its activations once its loss has been backpropagated)."""
+        self._outputs.pop(split, None)
+        self._ref_outputs.pop(split, None)
+
+    def logits(self, split: str) -> torch.Tensor:
+        return self.outputs(split).logits
+
+    def ref_logits(self, split: str) -> torch.Tensor:
+        return self.ref_outputs(split).logits
+
+    def token_log_probs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(logp, mask)` of the answer tokens, see [`token_log_probs`]."""
+        return token_log_probs(self.logits(split), self.labels(split))
+
+    def ref_token_log_probs(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return token_log_probs(self.ref_logits(split), self.labels(split))
+
+    def nll(self, split: str) -> torch.Tensor:
+        """Sequence NLL (sum over answer tokens), `[batch]`."""
+        logp, _ = self.token_log_probs(split)
+        return -logp.sum(dim=-1)
+
+    def mean_nll(self, split: str) -> torch.Tensor:
+        """Per-token mean NLL of each answer, `[batch]`."""
+        logp, mask = self.token_log_probs(split)
+        return -logp.sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+
+    def ref_nll(self, split: str) -> torch.Tensor:
+        logp, _ = self.ref_token_log_probs(split)
+        return -logp.sum(dim=-1)
+
+    def hidden_states(self, split: str, layer: int) -> torch.Tensor:
+        """Hidden state after decoder layer `layer` (0 = embeddings), `[batch, seq_len, hidden]`."""
+        return _select_hidden(self.outputs(split), layer)
+
+    def ref_hidden_states(self, split: str, layer: int) -> torch.Tensor:
+        return _select_hidden(self.ref_outputs(split), layer)
+
+
+def _select_hidden(outputs: Any, layer: int) -> torch.Tensor:
+    hidden = getattr(outputs, "hidden_states", None)
+    if hidden is None:
+        raise RuntimeError("Hidden states were not computed; the loss must declare `needs_hidden_states = True`.")
+    if not -len(hidden) <= layer < len(hidden):
+        raise ValueError(f"Layer {layer} is out of range: the model returns {len(hidden)} hidden states.")
+    return hidden[layer]
+
+
+class UnlearningLoss:
+    """Base class of every registered loss. Subclass [`ForgetLoss`] or [`RetainLoss`], not this.
+
+    A loss is a small callable object: its constructor takes the hyperparameters (from `forget_loss_kwargs` /
+    `retain_loss_kwargs`), `__call__(ctx)` returns a scalar tensor. Class attributes declare what the trainer must
+    provide, and the trainer provides exactly that:
+
+    - `needs_ref_model`: a frozen reference model (peft: the same model with adapters off; otherwise a frozen copy).
+    - `needs_hidden_states`: forwards return hidden states.
+    - `needs_refusals`: an `"idk"` split pairing each forget prompt with a refusal answer.
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    needs_ref_model: ClassVar[bool] = False
+    needs_hidden_states: ClassVar[bool] = False
+    needs_refusals: ClassVar[bool] = False
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any] | None) -> UnlearningLoss:
+        """Instantiate with user hyperparameters; an unknown one raises an error that lists the accepted ones."""
+        kwargs = dict(kwargs or {})
+        params = inspect.signature(cls.__init__).parameters
+        accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        accepted = [n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD]
+        unknown = sorted(set(kwargs) - set(accepted))
+        if unknown and not accepts_any:
+            raise ValueError(
+                f"Loss {cls.name or cls.__name__!r} got unknown hyperparameter(s) {unknown}; "
+                f"it accepts: {accepted or 'none'}."
+            )
+        return cls(**kwargs)
+
+    def setup(self, model: torch.nn.Module, seed: int) -> None:
+        """Called once by the trainer before training (e.g. to draw a fixed random direction from the seed)."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """State saved with checkpoints (e.g. a random direction); empty for most losses."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what [`state_dict`] returned."""
+
+    def __call__(self, ctx: LossContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+
+class ForgetLoss(UnlearningLoss):
+    """A forget objective L_forget, computed on the `"forget"` split (and `"idk"` when it declares refusals)."""
+
+    kind: ClassVar[str] = "forget"
+
+
+class RetainLoss(UnlearningLoss):
+    """A retain objective L_retain, computed on the `"retain"` split."""
+
+    kind: ClassVar[str] = "retain"
+    #: False for the `none` loss: the trainer then skips the retain forward entirely.
+    uses_retain_data: ClassVar[bool] = True
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "ForgetLoss",
+    "LossContext",
+    "RetainLoss",
+    "UnlearningLoss",
+    "masked_token_mean",
+    "mean_nll",
+    "sequence_nll",
+    "token_log_probs",
+]

@@ -1,0 +1,314 @@
+"""UnlearningTrainer: trl's SFTTrainer driven by a forget objective and a retain objective."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from datasets import Dataset
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers.utils import logging
+from trl import SFTTrainer
+from trl.trainer.utils import create_model_from_path
+
+from .config import UnlearningConfig
+from .data import ForgetRetainCollator, PromptEncoder, load_refusal_answers, prepare_dataset
+from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
+
+logger = logging.get_logger(__name__)
+
+UNLEARNING_STATE_FILE = "unlearning.json"
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or gradient; the model was not updated with it."""
+
+
+def _is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency, but stay importable without it
+        return False
+    return isinstance(model, PeftModel)
+
+
+def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give a tokenizer without a pad token its EOS token as pad token, and say so (as trl does)."""
+    if tokenizer.pad_token is not None:
+        return
+    if tokenizer.eos_token is None:
+        raise ValueError(
+            "The tokenizer has neither a pad token nor an EOS token to pad with. Set one before training, e.g. "
+            "`tokenizer.pad_token = tokenizer.unk_token` or `tokenizer.add_special_tokens({'pad_token': '<pad>'})` "
+            "(then resize the model's embeddings)."
+        )
+    tokenizer.pad_token = tokenizer.eos_token
+    logger.warning(
+        f"The tokenizer has no pad token; using its EOS token {tokenizer.eos_token!r} for padding. Padding is masked "
+        "out of the attention and the losses, so this does not change training."
+    )
+
+
+class _CollatorEpochCallback(TrainerCallback):
+    """Tells the collator the epoch, so that its retain draws depend only on (seed, rank, epoch, row)."""
+
+    def __init__(self, collator: ForgetRetainCollator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int((state.epoch or 0.0) + 1e-9)
+
+
+class UnlearningTrainer(SFTTrainer):
+    """Unlearning on top of trl's [`~trl.SFTTrainer`]: minimise L = gamma * L_forget + alpha * L_retain.
+
+    ```python
+    from hf_unlearn import UnlearningConfig, UnlearningTrainer
+    args = UnlearningConfig(output_dir="out", forget_loss="npo", forget_loss_kwargs={"beta": 0.1}, retain_loss="nll")
+    trainer = UnlearningTrainer(model="meta-llama/Llama-3.2-1B-Instruct", args=args,
+                                forget_dataset=forget, retain_dataset=retain)
+    trainer.train(); trainer.save_model()
+    ```
+
+    Each training example is a forget example paired with a retain example drawn at random (independently on each
+    rank, reproducibly from the seed). The losses are looked up in the registry and declare what they need: a
+    reference model is built only if one does (for a peft model the same model with adapters off, no copy;
+    otherwise a frozen copy; `ref_model` wins), hidden states are returned only if one reads them, refusal answers
+    are batched only if one trains on them. `loss/forget` and `loss/retain` are logged with the trainer's logs.
+
+    Args:
+        model: a model id or path, or a `PreTrainedModel` / `PeftModel`.
+        args: an [`UnlearningConfig`].
+        forget_dataset: the data to unlearn (question/answer, prompt/completion or `messages` columns).
+        retain_dataset: data whose knowledge must stay; may be None only with `retain_loss="none"`.
+        processing_class: the tokenizer (loaded from `model` when omitted).
+        peft_config: a peft config to train an adapter instead of the full model.
+        ref_model: the reference model for losses that need one (default: built as described above).
+        callbacks, optimizers, optimizer_cls_and_kwargs: as in `transformers.Trainer`.
+    """
+
+    _tag_names = ["trl", "hf-unlearn", "unlearning"]
+    _name = "Unlearning"
+
+    def __init__(
+        self,
+        model: str | PreTrainedModel | torch.nn.Module,
+        args: UnlearningConfig | None = None,
+        forget_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        peft_config: Any | None = None,
+        ref_model: PreTrainedModel | torch.nn.Module | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
+    ):
+        if args is None:
+            model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = UnlearningConfig(output_dir=f"{str(model_name).split('/')[-1]}-unlearned")
+        elif not isinstance(args, UnlearningConfig):
+            raise TypeError(f"`args` must be an UnlearningConfig, got {type(args).__name__}.")
+
+        self.forget_loss_fn: ForgetLoss = get_loss(args.forget_loss, "forget").from_kwargs(args.forget_loss_kwargs)
+        self.retain_loss_fn: RetainLoss = get_loss(args.retain_loss, "retain").from_kwargs(args.retain_loss_kwargs)
+        losses = [self.forget_loss_fn, self.retain_loss_fn]
+        if not self.retain_loss_fn.uses_retain_data:
+            losses = [self.forget_loss_fn]
+        needs_ref = any(loss.needs_ref_model for loss in losses)
+
+        if isinstance(model, str):
+            init_kwargs = dict(args.model_init_kwargs or {})
+            init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+            model = create_model_from_path(model, **init_kwargs)
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        if not isinstance(processing_class, PreTrainedTokenizerBase):
+            raise TypeError(f"`processing_class` must be a tokenizer, got {type(processing_class).__name__}.")
+        _ensure_pad_token(processing_class)
+        model.config.pad_token_id = processing_class.pad_token_id
+
+        # Data: tokenized once here; the collator pairs and pads on the fly.
+        encoder = PromptEncoder(processing_class, args.use_chat_template)
+        prep = {"question_key": args.question_key, "answer_key": args.answer_key, "max_length": args.max_length,
+                "num_proc": args.dataset_num_proc}
+        forget_data = prepare_dataset(forget_dataset, encoder, name="forget dataset", **prep)
+        retain_data = None
+        if self.retain_loss_fn.uses_retain_data:
+            if retain_dataset is None:
+                raise ValueError(
+                    f"retain_loss={args.retain_loss!r} trains on retain data, but no retain_dataset was given. "
+                    "Pass retain_dataset=..., or set retain_loss='none' to unlearn without a retain term."
+                )
+            retain_data = prepare_dataset(retain_dataset, encoder, name="retain dataset", **prep)
+        refusal_ids = None
+        if any(loss.needs_refusals for loss in losses):
+            probe = [{"role": "user", "content": "?"}]
+            refusal_ids = [encoder.encode_answer(probe, text) for text in
+                           load_refusal_answers(args.refusal_answers_file)]
+
+        # Reference model: only when a loss reads one.
+        self._reference_is_base_model = False
+        if not needs_ref:
+            if ref_model is not None:
+                logger.warning("A ref_model was given, but no configured loss uses one; it is ignored.")
+            ref_model = None
+        elif ref_model is None:
+            if peft_config is not None or _is_peft_model(model):
+                self._reference_is_base_model = True
+            else:
+                ref_model = self._frozen_copy(model, args)
+
+        self.encoder = encoder
+        self.unlearning_collator = ForgetRetainCollator(
+            pad_token_id=processing_class.pad_token_id,
+            retain_dataset=retain_data,
+            refusal_answer_ids=refusal_ids,
+            seed=args.seed,
+            process_index=args.process_index,
+            max_length=args.max_length,
+            pad_to_multiple_of=args.pad_to_multiple_of,
+        )
+        callbacks = [*(callbacks or []), _CollatorEpochCallback(self.unlearning_collator)]
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=self.unlearning_collator,
+            train_dataset=forget_data,
+            processing_class=processing_class,
+            peft_config=peft_config,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+        )
+        # Our losses average per example; the Trainer must divide by the accumulation steps itself.
+        self.model_accepts_loss_kwargs = False
+        self._output_hidden_states = any(loss.needs_hidden_states for loss in losses)
+        for loss in losses:
+            loss.setup(self.model, args.seed)
+        self.ref_model = self._prepare_ref_model(ref_model) if ref_model is not None else None
+        self._nonfinite_micro_steps = torch.zeros((), device=args.device)
+
+    # ------------------------------------------------------------------ reference model
+    @staticmethod
+    def _frozen_copy(model: torch.nn.Module, args: UnlearningConfig) -> torch.nn.Module:
+        how = (f"The {args.forget_loss!r}/{args.retain_loss!r} losses need a reference model. Pass "
+               "`ref_model=...`, or train a peft adapter (`peft_config=...`) so that the reference is the same model "
+               "with its adapter switched off.")
+        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+            raise ValueError(f"A quantized model cannot be copied to serve as the frozen reference. {how}")
+        try:
+            ref = copy.deepcopy(model)
+        except Exception as err:  # noqa: BLE001  (any copy failure gets the same advice)
+            raise ValueError(f"The model could not be copied to build the frozen reference ({err}). {how}") from err
+        ref.eval()
+        for param in ref.parameters():
+            param.requires_grad_(False)
+        return ref
+
+    def _prepare_ref_model(self, ref_model: torch.nn.Module) -> torch.nn.Module:
+        ref_model.eval()
+        for param in ref_model.parameters():
+            param.requires_grad_(False)
+        if self.is_deepspeed_enabled:
+            from trl.models.utils import prepare_deepspeed
+
+            return prepare_deepspeed(ref_model, self.accelerator)
+        return self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    def _reference_forward(self, model: torch.nn.Module, inputs: Mapping[str, torch.Tensor]) -> Any:
+        kwargs = {"output_hidden_states": self._output_hidden_states, "use_cache": False}
+        if self.ref_model is not None:
+            return self.ref_model(**inputs, **kwargs)
+        base = self.accelerator.unwrap_model(model)
+        was_training = base.training
+        base.eval()
+        try:
+            with base.disable_adapter():
+                return base(**inputs, **kwargs)
+        finally:
+            base.train(was_training)
+
+    def loss_context(self, model: torch.nn.Module, inputs: Mapping[str, Mapping[str, torch.Tensor]]) -> LossContext:
+        """The [`LossContext`] of a batch: lazily computed, cached model and reference outputs."""
+        needs_ref = self.ref_model is not None or self._reference_is_base_model
+        reference = (lambda batch: self._reference_forward(model, batch)) if needs_ref else None
+        return LossContext(model, inputs, reference, output_hidden_states=self._output_hidden_states)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        ctx = self.loss_context(model, inputs)
+        forget = self.forget_loss_fn(ctx)
+        loss = self.args.gamma * forget
+        self._record("loss/forget", forget)
+        if self.retain_loss_fn.uses_retain_data:
+            retain = self.retain_loss_fn(ctx)
+            loss = loss + self.args.alpha * retain
+            self._record("loss/retain", retain)
+        return (loss, {}) if return_outputs else loss
+
+    def _record(self, key: str, value: torch.Tensor) -> None:
+        mode = "train" if self.model.training else "eval"
+        self._metrics[mode][key].append(self.accelerator.reduce(value.detach().float(), reduction="mean").item())
+
+    def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        # Batches hold one sub-batch per split; count the tokens of each.
+        return sum(super(UnlearningTrainer, self).floating_point_ops(sub) for sub in inputs.values()
+                   if isinstance(sub, Mapping) and "input_ids" in sub)
+
+    # ------------------------------------------------------------------ non-finite guard
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self._nonfinite_micro_steps += (~torch.isfinite(loss)).float()
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        # All ranks take the same decision (a NaN on one rank reaches all through the gradient all-reduce).
+        bad_steps = self.accelerator.reduce(self._nonfinite_micro_steps, reduction="sum").item()
+        self._nonfinite_micro_steps.zero_()
+        if bad_steps or not math.isfinite(float(norm)):
+            what = "loss" if bad_steps else "gradient norm"
+            last = self._last_checkpoint()
+            raise NonFiniteLossError(
+                f"Training stopped before optimizer step {self.state.global_step + 1}: the {what} became non-finite "
+                f"(forget loss {self.args.forget_loss!r}, retain loss {self.args.retain_loss!r}). The model was not "
+                f"updated with it. Last good checkpoint: {last or 'none saved yet (set save_steps to keep one)'}. "
+                "Lower the learning rate or gamma, clip gradients (max_grad_norm), or use a bounded objective such "
+                "as 'npo' instead of 'ga'."
+            )
+        return norm
+
+    def _last_checkpoint(self) -> str | None:
+        from transformers.trainer_utils import get_last_checkpoint
+
+        if not os.path.isdir(self.args.output_dir):
+            return None
+        return get_last_checkpoint(self.args.output_dir)
+
+    # ------------------------------------------------------------------ saving
+    def unlearning_state(self) -> dict[str, Any]:
+        """What was unlearned and how: saved as `unlearning.json` beside the model (read by model cards)."""
+        return {
+            "forget_loss": self.args.forget_loss,
+            "forget_loss_kwargs": self.args.forget_loss_kwargs,
+            "retain_loss": self.args.retain_loss,
+            "retain_loss_kwargs": self.args.retain_loss_kwargs,
+            "gamma": self.args.gamma,
+            "alpha": self.args.alpha,
+            "learning_rate": self.args.learning_rate,
+            "seed": self.args.seed,
+            "peft": _is_peft_model(self.accelerator.unwrap_model(self.model)),
+        }
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, UNLEARNING_STATE_FILE), "w", encoding="utf-8") as f:
+                json.dump(self.unlearning_state(), f, indent=2)
