@@ -1,11 +1,33 @@
 """hf_unlearn: machine unlearning for language models on the Hugging Face stack (trl, peft, accelerate)."""
 
-from .config import UnlearningConfig
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .data import load_tofu
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss, list_losses, register_loss
-from .trainer import NonFiniteLossError, UnlearningTrainer
 
 __version__ = "0.1.0.dev0"
+
+# trl and its trainer stack take seconds to import: load them on first use, so that `hf_unlearn.evaluation`,
+# the losses and the CLI's --help stay quick.
+_LAZY = {
+    "UnlearningConfig": "hf_unlearn.config",
+    "UnlearningTrainer": "hf_unlearn.trainer",
+    "NonFiniteLossError": "hf_unlearn.trainer",
+}
+
+if TYPE_CHECKING:
+    from .config import UnlearningConfig
+    from .trainer import NonFiniteLossError, UnlearningTrainer
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'hf_unlearn' has no attribute {name!r}")
+
 
 __all__ = [
     "ForgetLoss",

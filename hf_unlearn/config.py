@@ -96,8 +96,9 @@ class UnlearningConfig(SFTConfig):
                 "remove_unused_columns=True would strip the forget/retain columns the trainer batches; leave it False."
             )
         if self.gamma < 0 or self.alpha < 0:
-            raise ValueError(f"gamma and alpha are loss weights and must be >= 0, got gamma={self.gamma}, "
-                             f"alpha={self.alpha}.")
+            raise ValueError(
+                f"gamma and alpha are loss weights and must be >= 0, got gamma={self.gamma}, alpha={self.alpha}."
+            )
         # The trainer tokenizes forget/retain data itself, so trl's dataset preparation must be skipped.
         self.dataset_kwargs = {**_parse_kwargs("dataset_kwargs", self.dataset_kwargs), "skip_prepare_dataset": True}
         super().__post_init__()

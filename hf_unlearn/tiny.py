@@ -15,23 +15,32 @@ from .data.collator import pad_examples
 from .data.formatting import PromptEncoder
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048, pad_token: str | None = "<pad>"
-                    ) -> PreTrainedTokenizerFast:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = 2048, pad_token: str | None = "<pad>"
+) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer trained on `texts`, with `<s>` (BOS, prepended), `</s>` (EOS) and a pad token."""
     special = ["<unk>", "<s>", "</s>"] + ([pad_token] if pad_token else [])
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(list(texts), trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token=pad_token)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token=pad_token
+    )
 
 
-def tiny_llama(vocab_size: int, num_layers: int = 2, hidden_size: int = 64, seed: int = 0, **overrides
-               ) -> LlamaForCausalLM:
+def tiny_llama(
+    vocab_size: int, num_layers: int = 2, hidden_size: int = 64, seed: int = 0, **overrides
+) -> LlamaForCausalLM:
     """A randomly initialised Llama with a few layers (float32)."""
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -80,7 +89,7 @@ def finetune_on_qa(
         rng.shuffle(order)
         losses = []
         for start in range(0, len(order), batch_size):
-            batch = pad_examples([examples[i] for i in order[start:start + batch_size]], tokenizer.pad_token_id)
+            batch = pad_examples([examples[i] for i in order[start : start + batch_size]], tokenizer.pad_token_id)
             loss = model(**batch).loss
             loss.backward()
             optimizer.step()

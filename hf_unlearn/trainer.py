@@ -134,8 +134,12 @@ class UnlearningTrainer(SFTTrainer):
 
         # Data: tokenized once here; the collator pairs and pads on the fly.
         encoder = PromptEncoder(processing_class, args.use_chat_template)
-        prep = {"question_key": args.question_key, "answer_key": args.answer_key, "max_length": args.max_length,
-                "num_proc": args.dataset_num_proc}
+        prep = {
+            "question_key": args.question_key,
+            "answer_key": args.answer_key,
+            "max_length": args.max_length,
+            "num_proc": args.dataset_num_proc,
+        }
         forget_data = prepare_dataset(forget_dataset, encoder, name="forget dataset", **prep)
         retain_data = None
         if self.retain_loss_fn.uses_retain_data:
@@ -148,8 +152,9 @@ class UnlearningTrainer(SFTTrainer):
         refusal_ids = None
         if any(loss.needs_refusals for loss in losses):
             probe = [{"role": "user", "content": "?"}]
-            refusal_ids = [encoder.encode_answer(probe, text) for text in
-                           load_refusal_answers(args.refusal_answers_file)]
+            refusal_ids = [
+                encoder.encode_answer(probe, text) for text in load_refusal_answers(args.refusal_answers_file)
+            ]
 
         # Reference model: only when a loss reads one.
         self._reference_is_base_model = False
@@ -196,9 +201,11 @@ class UnlearningTrainer(SFTTrainer):
     # ------------------------------------------------------------------ reference model
     @staticmethod
     def _frozen_copy(model: torch.nn.Module, args: UnlearningConfig) -> torch.nn.Module:
-        how = (f"The {args.forget_loss!r}/{args.retain_loss!r} losses need a reference model. Pass "
-               "`ref_model=...`, or train a peft adapter (`peft_config=...`) so that the reference is the same model "
-               "with its adapter switched off.")
+        how = (
+            f"The {args.forget_loss!r}/{args.retain_loss!r} losses need a reference model. Pass "
+            "`ref_model=...`, or train a peft adapter (`peft_config=...`) so that the reference is the same model "
+            "with its adapter switched off."
+        )
         if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
             raise ValueError(f"A quantized model cannot be copied to serve as the frozen reference. {how}")
         try:
@@ -257,8 +264,11 @@ class UnlearningTrainer(SFTTrainer):
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         # Batches hold one sub-batch per split; count the tokens of each.
-        return sum(super(UnlearningTrainer, self).floating_point_ops(sub) for sub in inputs.values()
-                   if isinstance(sub, Mapping) and "input_ids" in sub)
+        return sum(
+            super(UnlearningTrainer, self).floating_point_ops(sub)
+            for sub in inputs.values()
+            if isinstance(sub, Mapping) and "input_ids" in sub
+        )
 
     # ------------------------------------------------------------------ non-finite guard
     def training_step(self, model, inputs, num_items_in_batch=None):

@@ -32,8 +32,13 @@ class ColumnLayout:
     answer_key: str | None
 
     @classmethod
-    def detect(cls, columns: Sequence[str], question_key: str = "question", answer_key: str = "answer",
-               dataset_name: str = "dataset") -> ColumnLayout:
+    def detect(
+        cls,
+        columns: Sequence[str],
+        question_key: str = "question",
+        answer_key: str = "answer",
+        dataset_name: str = "dataset",
+    ) -> ColumnLayout:
         cols = set(columns)
         if {question_key, answer_key} <= cols:
             return cls("qa", question_key, answer_key)
@@ -89,7 +94,9 @@ class PromptEncoder:
         return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def _template(self, messages: Messages, add_generation_prompt: bool) -> list[int]:
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
         return self._ids(text, add_special_tokens=False)
 
     def encode_prompt(self, prompt: Messages | str) -> list[int]:
@@ -119,7 +126,7 @@ class PromptEncoder:
                 "The chat template renders the prompt differently with and without the answer, so the answer tokens "
                 "cannot be located. Use a template whose generation prompt is a prefix of the full conversation."
             )
-        return full_ids[len(prompt_ids):]
+        return full_ids[len(prompt_ids) :]
 
     def encode(self, prompt: Messages | str, answer: str) -> tuple[list[int], list[int]]:
         prompt_ids = self.encode_prompt(prompt)

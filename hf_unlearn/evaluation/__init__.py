@@ -1,0 +1,53 @@
+"""Evaluation for hf_unlearn: TOFU / MUSE metrics (runners are added alongside)."""
+
+from __future__ import annotations
+
+from .metrics import (
+    IGNORE_INDEX,
+    TOFU_UTILITY_KEYS,
+    answer_probability,
+    exact_memorization,
+    extraction_strength,
+    forget_quality,
+    mia_auc,
+    mia_loss,
+    mia_min_k,
+    mia_min_k_plus_plus,
+    mia_zlib,
+    min_k_plus_plus_stats,
+    model_utility,
+    normalized_option_probability,
+    privleak,
+    rouge_l,
+    rouge_l_f1,
+    rouge_l_recall,
+    tofu_model_utility,
+    truth_ratio_forget,
+    truth_ratio_retain,
+    truth_ratio_stat,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "TOFU_UTILITY_KEYS",
+    "answer_probability",
+    "exact_memorization",
+    "extraction_strength",
+    "forget_quality",
+    "mia_auc",
+    "mia_loss",
+    "mia_min_k",
+    "mia_min_k_plus_plus",
+    "mia_zlib",
+    "min_k_plus_plus_stats",
+    "model_utility",
+    "normalized_option_probability",
+    "privleak",
+    "rouge_l",
+    "rouge_l_f1",
+    "rouge_l_recall",
+    "tofu_model_utility",
+    "truth_ratio_forget",
+    "truth_ratio_retain",
+    "truth_ratio_stat",
+]

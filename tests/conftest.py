@@ -1,0 +1,71 @@
+"""Shared fixtures: a tokenizer trained on the bundled TOFU text and a tiny Llama that memorised the bundled subset.
+
+Nothing is downloaded: the models are built locally, as transformers' own tests do with tiny random models.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from hf_unlearn import UnlearningConfig, load_tofu
+from hf_unlearn.tiny import finetune_on_qa, tiny_llama, train_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tofu():
+    names = ["full", "forget01", "retain99", "forget01_perturbed", "retain_perturbed"]
+    return {name: load_tofu(name, data_dir="bundled") for name in names}
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tofu):
+    full = tofu["full"]
+    return train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], vocab_size=1024)
+
+
+@pytest.fixture(scope="session")
+def target_model_dir(tmp_path_factory, tofu, tokenizer):
+    """A tiny Llama fine-tuned on all bundled questions (it 'knows' the forget authors), saved once per session."""
+    full = tofu["full"]
+    model = tiny_llama(len(tokenizer), num_layers=2, hidden_size=64, seed=0)
+    finetune_on_qa(model, tokenizer, full["question"], full["answer"], epochs=12, progress=False)
+    path = tmp_path_factory.mktemp("target_model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def target_model(target_model_dir):
+    return AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def small_forget(tofu):
+    return tofu["forget01"].select(range(16))
+
+
+@pytest.fixture(scope="session")
+def small_retain(tofu):
+    return tofu["retain99"].select(range(64))
+
+
+def cpu_args(output_dir, **overrides) -> UnlearningConfig:
+    """An UnlearningConfig suited to fast CPU tests (no bf16, no checkpointing, no reporting, quiet)."""
+    defaults = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=4,
+        max_steps=4,
+        learning_rate=1e-3,
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+    )
+    defaults.update(overrides)
+    return UnlearningConfig(**defaults)

@@ -1,0 +1,171 @@
+"""TOFU loading, prompt/answer formatting and forget/retain pairing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+
+from hf_unlearn.data import (
+    BUNDLED_TOFU_DIR,
+    ColumnLayout,
+    ForgetRetainCollator,
+    PromptEncoder,
+    available_tofu_configs,
+    load_refusal_answers,
+    load_tofu,
+    prepare_dataset,
+)
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def test_bundled_subset_has_the_hub_configurations_and_is_small():
+    configs = set(available_tofu_configs())
+    assert {
+        "forget01",
+        "forget01_perturbed",
+        "retain99",
+        "retain_perturbed",
+        "holdout01",
+        "real_authors",
+        "real_authors_perturbed",
+        "world_facts",
+        "world_facts_perturbed",
+        "full",
+    } <= configs
+    assert sum(p.stat().st_size for p in BUNDLED_TOFU_DIR.iterdir()) < 600_000
+    forget, retain, full = (
+        load_tofu("forget01", "bundled"),
+        load_tofu("retain99", "bundled"),
+        load_tofu("full", "bundled"),
+    )
+    assert len(forget) == 40 and len(retain) == 160 and len(full) == 200
+    assert set(forget["question"]).isdisjoint(retain["question"])
+    perturbed = load_tofu("forget01_perturbed", "bundled")
+    assert perturbed["question"] == forget["question"] and len(perturbed[0]["perturbed_answer"]) == 5
+
+
+def test_local_directory_and_missing_config(tmp_path):
+    (tmp_path / "forget01.json").write_text('{"question": "q?", "answer": "a."}\n')
+    assert load_tofu("forget01", data_dir=tmp_path)["answer"] == ["a."]
+    with pytest.raises(FileNotFoundError, match=r"No TOFU configuration 'forget10'.*Available there: forget01"):
+        load_tofu("forget10", data_dir=tmp_path)
+    (tmp_path / "bad.json").write_text('{"question": "q?"\n')
+    with pytest.raises(ValueError, match=r"bad.json:1 is not valid JSON"):
+        load_tofu("bad", data_dir=tmp_path)
+
+
+def test_hub_loading_goes_through_datasets(monkeypatch):
+    import hf_unlearn.data.tofu as tofu_module
+
+    calls = []
+    monkeypatch.setattr(tofu_module, "load_dataset", lambda *a, **k: calls.append((a, k)) or "loaded")
+    assert load_tofu("forget10") == "loaded"
+    assert calls == [(("locuslab/TOFU", "forget10"), {"split": "train"})]
+
+
+def test_refusal_answers():
+    answers = load_refusal_answers()
+    assert len(answers) == 100 and len(set(answers)) > 90 and "I don't have that information." in answers
+
+
+def test_plain_template_masks_the_prompt(tokenizer):
+    assert not tokenizer.chat_template
+    prompt, answer = PromptEncoder(tokenizer).encode([{"role": "user", "content": "Who wrote it?"}], "Jane did.")
+    assert tokenizer.decode(prompt) == "<s>Question: Who wrote it?\nAnswer:"
+    assert tokenizer.decode(answer) == " Jane did.</s>"
+
+
+def test_chat_template_is_applied_when_present(tokenizer):
+    import copy
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = CHAT_TEMPLATE
+    prompt, answer = PromptEncoder(tok).encode([{"role": "user", "content": "Who wrote it?"}], "Jane did.")
+    assert tok.decode(prompt) == "<|user|>Who wrote it?</s><|assistant|>"
+    assert tok.decode(answer) == "Jane did.</s>"
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        {"question": ["Who wrote it?"], "answer": ["Jane did."]},
+        {
+            "prompt": [[{"role": "user", "content": "Who wrote it?"}]],
+            "completion": [[{"role": "assistant", "content": "Jane did."}]],
+        },
+        {"messages": [[{"role": "user", "content": "Who wrote it?"}, {"role": "assistant", "content": "Jane did."}]]},
+    ],
+    ids=["question_answer", "conversational_prompt_completion", "messages"],
+)
+def test_layouts_give_the_same_tokens(tokenizer, rows):
+    data = prepare_dataset(Dataset.from_dict(rows), PromptEncoder(tokenizer), name="forget dataset")
+    assert tokenizer.decode(data[0]["prompt_ids"]) == "<s>Question: Who wrote it?\nAnswer:"
+    assert tokenizer.decode(data[0]["answer_ids"]) == " Jane did.</s>"
+
+
+def test_string_prompt_completion_is_used_verbatim(tokenizer):
+    data = prepare_dataset(
+        Dataset.from_dict({"prompt": ["The capital is"], "completion": [" Paris."]}),
+        PromptEncoder(tokenizer),
+        name="forget dataset",
+    )
+    assert tokenizer.decode(data[0]["prompt_ids"]) == "<s>The capital is"
+    assert tokenizer.decode(data[0]["answer_ids"]) == " Paris.</s>"
+
+
+def test_messages_must_end_with_the_answer(tokenizer):
+    rows = {"messages": [[{"role": "user", "content": "Hi"}]]}
+    with pytest.raises(ValueError, match="end with the assistant"):
+        prepare_dataset(Dataset.from_dict(rows), PromptEncoder(tokenizer), name="forget dataset")
+
+
+def test_column_layout_error_lists_layouts():
+    with pytest.raises(ValueError, match="'prompt' and 'completion'.*'messages'"):
+        ColumnLayout.detect(["text"])
+
+
+def _prepared(tokenizer, n):
+    rows = {"question": [f"Question {i}?" for i in range(n)], "answer": [f"Answer {i}." for i in range(n)]}
+    return prepare_dataset(Dataset.from_dict(rows), PromptEncoder(tokenizer), name="retain dataset")
+
+
+def test_pairing_is_reproducible_and_differs_across_ranks_and_epochs(tokenizer):
+    retain = _prepared(tokenizer, 50)
+    forget = _prepared(tokenizer, 8)
+    features = [forget[i] for i in range(8)]
+
+    def draws(rank, epoch=0, seed=42):
+        collator = ForgetRetainCollator(tokenizer.pad_token_id, retain, seed=seed, process_index=rank)
+        collator.epoch = epoch
+        return collator(features)["retain"]["row_index"].tolist()
+
+    assert draws(0) == draws(0)
+    assert draws(0) != draws(1)
+    assert draws(0) != draws(0, epoch=1)
+    assert draws(0) != draws(0, seed=7)
+    # a row's draw does not depend on which other rows share its batch (so resuming mid-epoch redraws the same)
+    collator = ForgetRetainCollator(tokenizer.pad_token_id, retain, seed=42)
+    alone = collator([features[3]])["retain"]["row_index"].tolist()
+    assert alone == [draws(0)[3]]
+
+
+def test_padding_and_labels(tokenizer):
+    forget = _prepared(tokenizer, 3)
+    collator = ForgetRetainCollator(tokenizer.pad_token_id, pad_to_multiple_of=8)
+    batch = collator([forget[i] for i in range(3)])["forget"]
+    assert batch["input_ids"].shape[1] % 8 == 0
+    for row in range(3):
+        n_prompt, n_answer = len(forget[row]["prompt_ids"]), len(forget[row]["answer_ids"])
+        labels = batch["labels"][row]
+        assert (labels[:n_prompt] == -100).all() and (labels[n_prompt + n_answer :] == -100).all()
+        assert labels[n_prompt : n_prompt + n_answer].tolist() == forget[row]["answer_ids"]
+        assert batch["attention_mask"][row].sum() == n_prompt + n_answer
+    assert torch.equal(
+        batch["input_ids"][batch["attention_mask"] == 0],
+        torch.full_like(batch["input_ids"][batch["attention_mask"] == 0], tokenizer.pad_token_id),
+    )

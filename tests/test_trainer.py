@@ -1,0 +1,247 @@
+"""UnlearningTrainer: the objectives do what they claim on a tiny model that memorised the bundled TOFU subset."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from conftest import cpu_args
+from helpers import mean_answer_nll
+from peft import LoraConfig
+
+from hf_unlearn import UnlearningTrainer
+from hf_unlearn.losses import get_loss
+
+
+def unlearn(model, tokenizer, forget, retain, tmp_path, **overrides):
+    trainer = UnlearningTrainer(
+        model=model,
+        args=cpu_args(tmp_path, **overrides),
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    return trainer
+
+
+@pytest.mark.parametrize("forget_loss", ["ga", "npo"])
+def test_forget_losses_lower_forget_likelihood(
+    forget_loss, target_model, tokenizer, small_forget, small_retain, tmp_path
+):
+    before = mean_answer_nll(target_model, tokenizer, small_forget)
+    unlearn(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss=forget_loss, retain_loss="none")
+    after = mean_answer_nll(target_model, tokenizer, small_forget)
+    assert after > before + 0.2, f"{forget_loss} should raise the forget NLL: {before:.3f} -> {after:.3f}"
+
+
+def test_retain_nll_limits_retain_damage(
+    target_model_dir, target_model, tokenizer, small_forget, small_retain, tmp_path
+):
+    from transformers import AutoModelForCausalLM
+
+    retain_before = mean_answer_nll(target_model, tokenizer, small_retain)
+    damage = {}
+    for retain_loss in ["none", "nll"]:
+        model = AutoModelForCausalLM.from_pretrained(target_model_dir)
+        unlearn(
+            model,
+            tokenizer,
+            small_forget,
+            small_retain,
+            tmp_path / retain_loss,
+            forget_loss="ga",
+            retain_loss=retain_loss,
+        )
+        damage[retain_loss] = mean_answer_nll(model, tokenizer, small_retain) - retain_before
+    assert damage["none"] > 0.1, damage
+    assert damage["nll"] < 0.5 * damage["none"], damage
+
+
+def test_losses_are_logged_separately(target_model, tokenizer, small_forget, small_retain, tmp_path):
+    trainer = unlearn(
+        target_model,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path,
+        forget_loss="npo",
+        retain_loss="nll",
+        max_steps=2,
+    )
+    logs = [entry for entry in trainer.state.log_history if "loss/forget" in entry]
+    assert len(logs) == 2
+    # At step 0 the model is its own reference: NPO's loss is (2 / beta) ln 2.
+    assert logs[0]["loss/forget"] == pytest.approx(2 / 0.1 * math.log(2), rel=1e-4)
+    assert logs[0]["loss"] == pytest.approx(logs[0]["loss/forget"] + logs[0]["loss/retain"], rel=1e-3)
+
+
+def test_lora_trains_only_the_adapter_and_uses_it_as_reference(
+    target_model, tokenizer, small_forget, small_retain, tmp_path
+):
+    base_before = {n: p.detach().clone() for n, p in target_model.named_parameters()}
+    nll_before = mean_answer_nll(target_model, tokenizer, small_forget)
+    trainer = UnlearningTrainer(
+        model=target_model,
+        args=cpu_args(tmp_path, forget_loss="npo", retain_loss="nll", learning_rate=1e-2, max_steps=6),
+        forget_dataset=small_forget,
+        retain_dataset=small_retain,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+    )
+    assert trainer.ref_model is None, "with peft the reference is the model with its adapter off, not a copy"
+    trainer.train()
+    peft_model = trainer.model
+    changed = [n for n, p in peft_model.named_parameters() if "lora_" in n and p.requires_grad]
+    assert changed
+    for name, param in peft_model.get_base_model().named_parameters():
+        if "lora_" in name:
+            continue
+        original = base_before[name.replace("base_layer.", "")]
+        assert torch.equal(param.detach(), original), f"base weight {name} changed"
+    assert mean_answer_nll(peft_model, tokenizer, small_forget) > nll_before + 0.05
+    with peft_model.disable_adapter():
+        assert mean_answer_nll(peft_model, tokenizer, small_forget) == pytest.approx(nll_before, abs=1e-5)
+
+
+def test_gradient_accumulation_matches_the_larger_batch(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    from transformers import AutoModelForCausalLM
+
+    params = {}
+    for name, batch, accumulation in [("big", 4, 1), ("accumulated", 2, 2)]:
+        model = AutoModelForCausalLM.from_pretrained(target_model_dir)
+        unlearn(
+            model,
+            tokenizer,
+            small_forget,
+            small_retain,
+            tmp_path / name,
+            forget_loss="npo",
+            retain_loss="nll",
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            max_steps=2,
+            optim="sgd",
+            learning_rate=0.5,
+            max_grad_norm=0.0,
+        )
+        params[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    initial = torch.cat(
+        [p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(target_model_dir).parameters()]
+    )
+    update_big = params["big"] - initial
+    update_acc = params["accumulated"] - initial
+    assert update_big.norm() > 1e-3
+    torch.testing.assert_close(update_acc, update_big, rtol=1e-4, atol=1e-6)
+
+
+def test_npo_at_the_reference_has_ga_gradient(target_model, tokenizer, small_forget, small_retain, tmp_path):
+    """Sign check of ALGORITHMS.md: at theta = ref, NPO's loss is (2/beta) ln 2 and its gradient is GA's
+    (GA on the sequence NLL, as in the NPO paper)."""
+    trainer = UnlearningTrainer(
+        model=target_model,
+        args=cpu_args(tmp_path, forget_loss="npo", retain_loss="none"),
+        forget_dataset=small_forget,
+        processing_class=tokenizer,
+    )
+    batch = trainer.unlearning_collator([trainer.train_dataset[i] for i in range(4)])
+    model = trainer.model
+
+    def grads(loss_fn):
+        model.zero_grad()
+        ctx = trainer.loss_context(model, batch)
+        loss = loss_fn(ctx)
+        loss.backward()
+        return loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    npo_loss, npo_grad = grads(get_loss("npo")(beta=0.1))
+    _, ga_grad = grads(lambda ctx: -ctx.nll("forget").mean())
+    assert npo_loss.item() == pytest.approx(2 / 0.1 * math.log(2), rel=1e-6)
+    torch.testing.assert_close(npo_grad, ga_grad, rtol=1e-4, atol=1e-7)
+    # and the registry's GA (per-token mean) is the same direction with per-example weights 1/|y|
+    _, ga_mean_grad = grads(get_loss("ga")())
+    cos = torch.nn.functional.cosine_similarity(npo_grad, ga_mean_grad, dim=0)
+    assert cos > 0.9
+
+
+def test_reference_model_is_built_only_when_needed(target_model, tokenizer, small_forget, small_retain, tmp_path):
+    ga = UnlearningTrainer(
+        model=target_model,
+        args=cpu_args(tmp_path / "ga", forget_loss="ga"),
+        forget_dataset=small_forget,
+        retain_dataset=small_retain,
+        processing_class=tokenizer,
+    )
+    assert ga.ref_model is None
+    npo = UnlearningTrainer(
+        model=copy.deepcopy(target_model),
+        args=cpu_args(tmp_path / "npo", forget_loss="npo"),
+        forget_dataset=small_forget,
+        retain_dataset=small_retain,
+        processing_class=tokenizer,
+    )
+    assert npo.ref_model is not None and npo.ref_model is not npo.model
+    assert not any(p.requires_grad for p in npo.ref_model.parameters())
+    mine = copy.deepcopy(target_model)
+    given = UnlearningTrainer(
+        model=copy.deepcopy(target_model),
+        args=cpu_args(tmp_path / "own", forget_loss="npo"),
+        forget_dataset=small_forget,
+        retain_dataset=small_retain,
+        processing_class=tokenizer,
+        ref_model=mine,
+    )
+    assert given.ref_model is mine
+
+
+def test_refusal_batches_only_for_losses_that_need_them(target_model, tokenizer, small_forget, small_retain, tmp_path):
+    idk = UnlearningTrainer(
+        model=target_model,
+        args=cpu_args(tmp_path, forget_loss="idk"),
+        forget_dataset=small_forget,
+        retain_dataset=small_retain,
+        processing_class=tokenizer,
+    )
+    batch = idk.unlearning_collator([idk.train_dataset[i] for i in range(3)])
+    assert set(batch) == {"forget", "retain", "idk"}
+    # the refusal follows the same forget prompt
+    for row in range(3):
+        prompt_len = int(
+            (batch["forget"]["labels"][row] == -100).sum() - (batch["forget"]["attention_mask"][row] == 0).sum()
+        )
+        assert torch.equal(batch["idk"]["input_ids"][row, :prompt_len], batch["forget"]["input_ids"][row, :prompt_len])
+    refusals = {tokenizer.decode(ids[ids != -100], skip_special_tokens=True).strip() for ids in batch["idk"]["labels"]}
+    from hf_unlearn.data import load_refusal_answers
+
+    assert refusals <= set(load_refusal_answers())
+    ga = UnlearningTrainer(
+        model=target_model,
+        args=cpu_args(tmp_path / "ga", forget_loss="ga"),
+        forget_dataset=small_forget,
+        retain_dataset=small_retain,
+        processing_class=tokenizer,
+    )
+    assert set(ga.unlearning_collator([ga.train_dataset[0]])) == {"forget", "retain"}
+
+
+def test_save_model_writes_the_method(target_model, tokenizer, small_forget, small_retain, tmp_path):
+    import json
+
+    trainer = unlearn(
+        target_model,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path,
+        forget_loss="npo",
+        forget_loss_kwargs={"beta": 0.2},
+        max_steps=1,
+    )
+    trainer.save_model()
+    state = json.loads((tmp_path / "unlearning.json").read_text())
+    assert state["forget_loss"] == "npo" and state["forget_loss_kwargs"] == {"beta": 0.2}
+    assert (tmp_path / "model.safetensors").is_file()
