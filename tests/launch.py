@@ -1,0 +1,47 @@
+"""Launching test scripts with `accelerate launch` as real separate processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+CPU_DDP_CONFIG = REPO / "examples" / "accelerate" / "cpu_ddp_2proc.yaml"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_accelerate(
+    script: str | Path, *args: str, config: Path = CPU_DDP_CONFIG, timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """Run `accelerate launch --config_file config script args...`; fail the test with its output if it fails."""
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(config),
+        "--main_process_port",
+        str(free_port()),
+        str(script),
+        *map(str, args),
+    ]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"accelerate launch failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )
+    return result
