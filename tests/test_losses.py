@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import FixedLogits, batch_of
 
 from hf_unlearn.losses import LossContext, get_loss, mean_nll, sequence_nll, token_log_probs
 
 VOCAB = 5
-
-
-class FixedLogits(torch.nn.Module):
-    """A 'model' whose logits are a parameter: gradients and values are easy to compute by hand."""
-
-    def __init__(self, logits: torch.Tensor):
-        super().__init__()
-        self.logits = torch.nn.Parameter(logits.clone())
-
-    def forward(self, input_ids, attention_mask, **kwargs):
-        return SimpleNamespace(logits=self.logits, hidden_states=None)
-
-
-def batch_of(labels: list[list[int]]) -> dict[str, torch.Tensor]:
-    labels = torch.tensor(labels)
-    return {"input_ids": labels.clamp(min=0), "attention_mask": torch.ones_like(labels), "labels": labels}
 
 
 @pytest.fixture

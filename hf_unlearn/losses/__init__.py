@@ -18,7 +18,7 @@ from .base import (
 from .registry import get_loss, list_losses, register_loss
 
 # Built-in losses register themselves on import.
-from . import ga, idk, kl, nll, none, npo  # noqa: E402,F401  isort: skip
+from . import ceu, dpo, ga, idk, kl, nll, none, npo, rmu, satimp, simnpo, tnpo, undial, wga  # noqa: E402,F401  isort: skip
 
 __all__ = [
     "IGNORE_INDEX",

@@ -1,0 +1,95 @@
+"""RMU: representation misdirection (WMDP paper), and its retain term `embed_diff`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from .base import ForgetLoss, LossContext, RetainLoss, masked_token_mean
+from .registry import register_loss
+
+
+def _layer_hidden(ctx: LossContext, split: str, layer: int, reference: bool = False) -> torch.Tensor:
+    # hidden_states[0] is the embedding output, so decoder layer `layer` (0-based) is at index layer + 1
+    n_layers = len(ctx.outputs(split).hidden_states) - 1
+    if not 0 <= layer < n_layers:
+        raise ValueError(
+            f"RMU layer {layer} does not exist: the model has decoder layers 0..{n_layers - 1}. "
+            "Set `layer` in the loss kwargs."
+        )
+    return (ctx.ref_hidden_states if reference else ctx.hidden_states)(split, layer + 1)
+
+
+@register_loss("rmu")
+class RMU(ForgetLoss):
+    """L_forget = mean over answer tokens of ||h_l(x) - c * u||^2 / d at decoder layer l.
+
+    Li et al. 2024, "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning" (arXiv 2403.03218):
+    steer the forget data's activations at one layer toward a fixed random direction u (a unit vector drawn
+    uniformly from [0, 1)^d then normalised, reproducibly from the seed, saved with the run) scaled by c, which
+    scrambles what later layers read. Squared distances are averaged over the d hidden units (the reference
+    implementation's mean squared error). Pair with the `embed_diff` retain loss at the same layer, and train only a
+    few modules around it (the paper updates the MLPs of layers l-2..l: `trainable_parameters` in
+    UnlearningConfig).
+
+    Args:
+        layer: decoder layer (0-based) whose output is steered (default 7).
+        steering_coeff: c (default 6.5, the paper's value for Zephyr-7B; smaller models often need less).
+    """
+
+    needs_hidden_states = True
+
+    def __init__(self, layer: int = 7, steering_coeff: float = 6.5):
+        self.layer = int(layer)
+        self.steering_coeff = float(steering_coeff)
+        self._direction: torch.Tensor | None = None
+
+    def setup(self, model: torch.nn.Module, seed: int) -> None:
+        hidden_size = model.config.get_text_config().hidden_size
+        generator = torch.Generator().manual_seed(seed)
+        direction = torch.rand(hidden_size, generator=generator)
+        self._direction = direction / direction.norm()
+
+    @property
+    def direction(self) -> torch.Tensor:
+        if self._direction is None:
+            raise RuntimeError("RMU's direction is drawn in setup(); the trainer calls it before training.")
+        return self._direction
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"direction": self.direction.clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self._direction = torch.as_tensor(state["direction"]).float()
+
+    def __call__(self, ctx: LossContext) -> torch.Tensor:
+        hidden = _layer_hidden(ctx, "forget", self.layer).float()
+        target = self.steering_coeff * self.direction.to(hidden.device)
+        mask = ctx.labels("forget") != -100
+        return masked_token_mean((hidden - target).pow(2).mean(dim=-1), mask)
+
+
+@register_loss("embed_diff")
+class EmbeddingDifference(RetainLoss):
+    """L_retain = mean over retain answer tokens of ||h_l,theta(x) - h_l,ref(x)||^2 / d at decoder layer l.
+
+    RMU's retain term (Li et al. 2024): keep the retain data's activations where the model before unlearning had
+    them. Use the same `layer` as the `rmu` forget loss.
+
+    Args:
+        layer: decoder layer (0-based), default 7.
+    """
+
+    needs_ref_model = True
+    needs_hidden_states = True
+
+    def __init__(self, layer: int = 7):
+        self.layer = int(layer)
+
+    def __call__(self, ctx: LossContext) -> torch.Tensor:
+        hidden = _layer_hidden(ctx, "retain", self.layer).float()
+        ref_hidden = _layer_hidden(ctx, "retain", self.layer, reference=True).float()
+        mask = ctx.labels("retain") != -100
+        return masked_token_mean((hidden - ref_hidden).pow(2).mean(dim=-1), mask)

@@ -1,0 +1,31 @@
+"""WGA: weighted gradient ascent (G-effect paper)."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import ForgetLoss, LossContext, masked_token_mean
+from .registry import register_loss
+
+
+@register_loss("wga")
+class WeightedGradientAscent(ForgetLoss):
+    """L_forget = -mean_t (w_t * CE_t) with w_t = p_t^beta, detached.
+
+    Wang et al., ICLR 2025, "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond": GA's
+    gradient weighs each token by 1 / p_t, so already-unlikely tokens dominate and retention suffers; weighting the
+    token losses by p_t^beta removes that bias. beta = 0 is GA. The mean is per answer, then over the batch.
+
+    Args:
+        beta: weight exponent (default 1; the G-effect code uses 5).
+    """
+
+    def __init__(self, beta: float = 1.0):
+        if beta < 0:
+            raise ValueError(f"WGA's beta must be >= 0, got {beta}.")
+        self.beta = float(beta)
+
+    def __call__(self, ctx: LossContext) -> torch.Tensor:
+        logp, mask = ctx.token_log_probs("forget")
+        weights = torch.exp(self.beta * logp).detach()
+        return -masked_token_mean(weights * -logp, mask)
