@@ -51,3 +51,32 @@ __all__ = [
     "truth_ratio_retain",
     "truth_ratio_stat",
 ]
+
+# Runners, logs and plots (their heavier imports stay out of `import hf_unlearn.evaluation.metrics`).
+from .logs import (  # noqa: E402
+    TOFU_LOG_FILES,
+    TOFU_SPLITS,
+    load_retain_truth_ratio_stats,
+    read_tofu_logs,
+    split_truth_ratio_stats,
+    summarize_tofu_logs,
+    tofu_summary_from_logs,
+    write_tofu_logs,
+)
+from .plots import plot_fq_vs_utility, plot_metrics_over_steps  # noqa: E402
+from .tofu import TOFUEvaluator, tofu_split_config  # noqa: E402
+
+__all__ += [
+    "TOFU_LOG_FILES",
+    "TOFU_SPLITS",
+    "TOFUEvaluator",
+    "load_retain_truth_ratio_stats",
+    "plot_fq_vs_utility",
+    "plot_metrics_over_steps",
+    "read_tofu_logs",
+    "split_truth_ratio_stats",
+    "summarize_tofu_logs",
+    "tofu_split_config",
+    "tofu_summary_from_logs",
+    "write_tofu_logs",
+]

@@ -1,0 +1,439 @@
+"""TOFU evaluation of a model: batched teacher-forced scoring, batched greedy generation, per-question logs, summary.
+
+The numbers are TOFU's (Maini et al. 2024; ALGORITHMS.md "TOFU metrics"); the per-question logs follow the layout of
+TOFU's published evaluation logs (see :mod:`hf_unlearn.evaluation.logs`), so that forget quality can be computed
+against a retain model evaluated by us or by others.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from ..data.collator import pad_examples
+from ..data.formatting import PromptEncoder
+from ..data.tofu import load_tofu
+from ..losses.base import IGNORE_INDEX
+from .logs import TOFU_SPLITS, load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
+from .metrics import normalized_option_probability, rouge_l_recall
+
+__all__ = ["TOFUEvaluator", "tofu_split_config"]
+
+# The splits whose "paraphrased" answer is the answer itself (TOFU scores the answer there).
+_OPTION_SPLITS = ("real_authors", "world_facts")
+
+
+def tofu_split_config(split: str, forget_split: str = "forget10") -> str:
+    """The TOFU configuration an evaluation split reads (``"forget"`` -> ``"forget10_perturbed"``, ...)."""
+    configs = {
+        "retain": "retain_perturbed",
+        "real_authors": "real_authors_perturbed",
+        "world_facts": "world_facts_perturbed",
+        "forget": f"{forget_split}_perturbed",
+    }
+    if split not in configs:
+        raise ValueError(f"Unknown TOFU evaluation split {split!r}; expected one of {list(TOFU_SPLITS)}.")
+    return configs[split]
+
+
+def _required_fields(split: str) -> list[str]:
+    fields = ["question", "answer", "perturbed_answer"]
+    return fields if split in _OPTION_SPLITS else [*fields[:2], "paraphrased_answer", fields[2]]
+
+
+@dataclass
+class _Question:
+    index: str
+    prompt_ids: list[int]
+    answer: str
+    answer_ids: list[int]
+    paraphrased_ids: list[int] | None  # None: the answer is the paraphrase (real authors / world facts)
+    perturbed_ids: list[list[int]]
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def _embedding_rows(model: torch.nn.Module) -> int | None:
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        embeddings = None
+    if embeddings is not None and getattr(embeddings, "num_embeddings", None) is not None:
+        return int(embeddings.num_embeddings)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(vocab) if vocab is not None else None
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+class TOFUEvaluator:
+    """TOFU evaluation (probability, ROUGE-L recall, truth ratio on four splits; model utility; forget quality).
+
+    Teacher-forced scoring flattens every (prompt, answer) pair of every split, the answer, the paraphrased answer
+    and each perturbed answer of every question, sorts them by length and scores them ``batch_size`` sequences per
+    forward pass. Greedy generation is batched too, with left padding built here (the tokenizer is never modified).
+    Prompts are formatted by :class:`~hf_unlearn.data.PromptEncoder`, exactly as for training. Works with
+    transformers models and peft models (anything with ``forward(input_ids, attention_mask)`` returning ``logits``
+    and a ``generate`` method).
+
+    Args:
+        model: the causal LM to evaluate (left in the train/eval mode it had).
+        tokenizer: its tokenizer.
+        forget_split: TOFU forget split name (``"forget01"``, ``"forget05"``, ``"forget10"``).
+        data_dir: where TOFU is read from, as in :func:`~hf_unlearn.data.load_tofu` (None: the Hub; ``"bundled"``: the
+            subset shipped with hf_unlearn; or a directory of the Hub's JSON Lines files).
+        batch_size: sequences per teacher-forced forward pass.
+        generation_batch_size: prompts per ``generate`` call (default: ``batch_size``).
+        max_new_tokens: greedy generation length (TOFU: 200).
+        splits: which of ``"retain"``, ``"real_authors"``, ``"world_facts"``, ``"forget"`` to evaluate. Model utility
+            needs the first three, forget quality the last.
+        max_questions: evaluate only the first N questions of each split; None evaluates all of them. TOFU's own
+            script used ``ds_size=300``, so its published logs hold the first 300 questions of forget10 and
+            retain_perturbed: pass 300 to compare with them question for question.
+        progress: show tqdm progress bars.
+        use_chat_template: passed to :class:`~hf_unlearn.data.PromptEncoder` (None: when the tokenizer has one).
+        datasets: split -> dataset (or list of row dicts) to use instead of loading that split's configuration.
+
+    After :meth:`evaluate`, ``self.logs`` holds the per-question logs (split -> log).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        forget_split: str = "forget10",
+        data_dir: str | Path | None = None,
+        batch_size: int = 32,
+        generation_batch_size: int | None = None,
+        max_new_tokens: int = 200,
+        splits: Sequence[str] = TOFU_SPLITS,
+        max_questions: int | None = None,
+        progress: bool = True,
+        use_chat_template: bool | None = None,
+        datasets: Mapping[str, Dataset | Sequence[Mapping[str, Any]]] | None = None,
+    ):
+        if isinstance(splits, str):
+            splits = [splits]
+        unknown = [s for s in splits if s not in TOFU_SPLITS]
+        if unknown or not splits:
+            raise ValueError(f"Unknown TOFU split(s) {unknown or splits}; choose among {list(TOFU_SPLITS)}.")
+        for name, value in (("batch_size", batch_size), ("generation_batch_size", generation_batch_size or 1)):
+            if int(value) < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if max_questions is not None and max_questions < 1:
+            raise ValueError(f"max_questions must be >= 1 or None, got {max_questions}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.forget_split = forget_split.removesuffix("_perturbed")
+        self.batch_size = int(batch_size)
+        self.generation_batch_size = int(generation_batch_size or batch_size)
+        self.max_new_tokens = int(max_new_tokens)
+        self.splits = [s for s in TOFU_SPLITS if s in splits]
+        self.progress = progress
+        self.logs: dict[str, dict[str, Any]] = {}
+
+        self._check_vocabulary()
+        self._logits_to_keep = _accepts_logits_to_keep(model)
+        self.pad_token_id = self._pad_token_id()
+        self.encoder = PromptEncoder(tokenizer, use_chat_template)
+        datasets = dict(datasets or {})
+        self.questions: dict[str, list[_Question]] = {}
+        for split in self.splits:
+            config = tofu_split_config(split, self.forget_split)
+            data = datasets[split] if split in datasets else load_tofu(config, data_dir)
+            self.questions[split] = self._encode_split(split, config, data, max_questions)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # checks and data
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _check_vocabulary(self) -> None:
+        rows = _embedding_rows(self.model)
+        if rows is not None and len(self.tokenizer) > rows:
+            raise ValueError(
+                f"The tokenizer has {len(self.tokenizer)} tokens but the model's embedding matrix only {rows} rows, "
+                "so token ids past the model's vocabulary would crash the forward pass. Use the model's own tokenizer "
+                "or call `model.resize_token_embeddings(len(tokenizer))` (after adding tokens)."
+            )
+
+    def _pad_token_id(self) -> int:
+        if self.tokenizer.pad_token_id is not None:
+            return int(self.tokenizer.pad_token_id)
+        if self.tokenizer.eos_token_id is not None:
+            warnings.warn(
+                "The tokenizer has no pad token; TOFUEvaluator pads with the EOS token (padding is masked out).",
+                stacklevel=3,
+            )
+            return int(self.tokenizer.eos_token_id)
+        warnings.warn("The tokenizer has neither a pad nor an EOS token; TOFUEvaluator pads with id 0.", stacklevel=3)
+        return 0
+
+    def _encode_split(
+        self, split: str, config: str, data: Dataset | Sequence[Mapping[str, Any]], max_questions: int | None
+    ) -> list[_Question]:
+        rows = list(data) if not isinstance(data, Dataset) else data
+        columns = set(data.column_names) if isinstance(data, Dataset) else set().union(*(dict(r) for r in rows))
+        required = _required_fields(split)
+        if len(rows) == 0:
+            raise ValueError(f"The TOFU {split} split ({config}) is empty: there is no question to evaluate.")
+        missing = [f for f in required if f not in columns]
+        if missing:
+            raise ValueError(
+                f"The TOFU {split} split ({config}) lacks the field(s) {missing}: expected {required}, "
+                f"found {sorted(columns)}."
+            )
+        n = len(rows) if max_questions is None else min(max_questions, len(rows))
+        questions = []
+        for i in range(n):
+            row = rows[i]
+            where = f"Row {i} of the TOFU {split} split ({config})"
+            for field in required:
+                if row.get(field) is None:
+                    raise ValueError(f"{where} has no value for {field!r}.")
+            perturbed = row["perturbed_answer"]
+            perturbed = [perturbed] if isinstance(perturbed, str) else list(perturbed)
+            if not perturbed:
+                raise ValueError(f"{where} has an empty 'perturbed_answer' list; the truth ratio needs at least one.")
+            prompt = [{"role": "user", "content": str(row["question"])}]
+            prompt_ids = self.encoder.encode_prompt(prompt)
+            answer = str(row["answer"])
+
+            def encode(text: str, prompt=prompt, prompt_ids=prompt_ids) -> list[int]:
+                return self.encoder.encode_answer(prompt, str(text), prompt_ids)
+
+            questions.append(
+                _Question(
+                    index=str(i),
+                    prompt_ids=prompt_ids,
+                    answer=answer,
+                    answer_ids=encode(answer),
+                    paraphrased_ids=None if split in _OPTION_SPLITS else encode(row["paraphrased_answer"]),
+                    perturbed_ids=[encode(p) for p in perturbed],
+                )
+            )
+        return questions
+
+    # ------------------------------------------------------------------------------------------------------------
+    # model calls
+    # ------------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(
+        self, pairs: Sequence[tuple[list[int], list[int]]], desc: str = "scoring"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Teacher-forced sum of answer-token NLLs and answer-token counts of ``(prompt_ids, answer_ids)`` pairs.
+
+        Pairs are sorted by length (longest first) and scored ``batch_size`` at a time with right padding. Models
+        that take ``logits_to_keep`` (transformers' causal LMs, through peft too) compute logits only from the last
+        prompt token on; only the answer positions' logits are upcast to float32. Returns ``(sum_nll, num_tokens)``
+        in the order of ``pairs``.
+        """
+        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+        sums = np.zeros(len(pairs), dtype=np.float64)
+        counts = np.zeros(len(pairs), dtype=np.int64)
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
+            chunk = order[start : start + self.batch_size]
+            batch = pad_examples([pairs[i] for i in chunk], self.pad_token_id)
+            width = batch["input_ids"].shape[1]
+            extra = {}
+            if self._logits_to_keep:  # positions before the last prompt token predict no answer token
+                extra["logits_to_keep"] = width - min(len(pairs[i][0]) for i in chunk) + 1
+            logits = self.model(
+                input_ids=batch["input_ids"].to(self.device),
+                attention_mask=batch["attention_mask"].to(self.device),
+                use_cache=False,
+                **extra,
+            ).logits
+            # logits[:, j] predicts the token after position width - kept + j.
+            targets = batch["labels"][:, width - logits.shape[1] + 1 :].to(logits.device)
+            mask = targets != IGNORE_INDEX
+            rows = mask.nonzero()[:, 0]
+            token_nll = F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="none")
+            per_row = torch.zeros(len(chunk), dtype=torch.float32, device=logits.device).index_add_(0, rows, token_nll)
+            sums[chunk] = per_row.cpu().numpy()
+            counts[chunk] = mask.sum(dim=1).cpu().numpy()
+        return sums, counts
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[list[int]], desc: str = "generating") -> list[str]:
+        """Greedy generations (decoded, special tokens skipped, stripped) for prompt token ids, batched with left
+        padding, in the order of ``prompts``."""
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        texts = [""] * len(prompts)
+        eos = self._eos_token_ids()
+        starts = range(0, len(order), self.generation_batch_size)
+        for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
+            chunk = order[start : start + self.generation_batch_size]
+            width = max(len(prompts[i]) for i in chunk)
+            input_ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
+            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):
+                ids = prompts[i]
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids) :] = 1
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device),
+                attention_mask=attention_mask.to(self.device),
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=self.pad_token_id,
+                eos_token_id=eos,
+            )
+            new_tokens = out[:, width:] if out.shape[1] > width else out[:, :0]
+            decoded = self.tokenizer.batch_decode(new_tokens.tolist(), skip_special_tokens=True)
+            for i, text in zip(chunk, decoded):
+                texts[i] = text.strip()
+        return texts
+
+    def _eos_token_ids(self) -> list[int] | None:
+        ids: list[int] = []
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for value in (gen_eos, self.tokenizer.eos_token_id):
+            for v in [value] if isinstance(value, int) else list(value or []):
+                if v not in ids:
+                    ids.append(int(v))
+        return ids or None
+
+    @property
+    def device(self) -> torch.device:
+        return _model_device(self.model)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # evaluation
+    # ------------------------------------------------------------------------------------------------------------
+
+    def evaluate(self, output_dir: str | Path | None = None, retain_logs: str | Path | None = None) -> dict[str, Any]:
+        """Evaluate the model on every split and return the TOFU summary.
+
+        Args:
+            output_dir: where to write the per-question logs (TOFU's layout), ``eval_log_aggregated.json`` and
+                ``summary.json``; None writes nothing.
+            retain_logs: the retain model's logs (a directory of TOFU logs holding ``eval_log_forget.json``, ours or
+                published, TOFU's ``eval_log_aggregated.json`` or open-unlearning's ``TOFU_EVAL.json``), for forget
+                quality. None leaves ``forget_quality`` None.
+
+        Returns the dict of :func:`~hf_unlearn.evaluation.logs.summarize_tofu_logs`.
+        """
+        # Read the retain logs first: a bad path should fail before minutes of evaluation.
+        retain_stats = load_retain_truth_ratio_stats(retain_logs) if retain_logs is not None else None
+        if retain_stats is not None and "forget" not in self.splits:
+            raise ValueError("Forget quality (retain_logs given) needs the 'forget' split among `splits`.")
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            # Every split's (prompt, answer) pairs in one length-sorted scoring pass, every prompt in one generation
+            # pass: small splits share batches.
+            pairs: list[tuple[list[int], list[int]]] = []
+            slots = {split: self._add_pairs(self.questions[split], pairs) for split in self.splits}
+            sums, counts = self.score(pairs, desc="TOFU: scoring")
+            means = sums / np.maximum(counts, 1)
+            generations = self.generate(
+                [q.prompt_ids for split in self.splits for q in self.questions[split]], desc="TOFU: generating"
+            )
+        finally:
+            self.model.train(was_training)
+        self.logs = {}
+        for split in self.splits:
+            n = len(self.questions[split])
+            self.logs[split] = self._split_log(split, slots[split], sums, counts, means, generations[:n])
+            generations = generations[n:]
+        summary = summarize_tofu_logs(self.logs, retain_stats, split=self.forget_split)
+        if output_dir is not None:
+            write_tofu_logs(self.logs, output_dir, summary)
+        return summary
+
+    @staticmethod
+    def _add_pairs(
+        questions: list[_Question], pairs: list[tuple[list[int], list[int]]]
+    ) -> list[tuple[int, int, list[int]]]:
+        """Append the questions' (prompt, answer) pairs; return per question (answer, paraphrase, perturbed) slots."""
+        slots = []
+        for q in questions:
+            answer_slot = len(pairs)
+            pairs.append((q.prompt_ids, q.answer_ids))
+            para_slot = answer_slot  # real authors / world facts: the answer is the paraphrase
+            if q.paraphrased_ids is not None:
+                para_slot = len(pairs)
+                pairs.append((q.prompt_ids, q.paraphrased_ids))
+            pert_slots = list(range(len(pairs), len(pairs) + len(q.perturbed_ids)))
+            pairs.extend((q.prompt_ids, p) for p in q.perturbed_ids)
+            slots.append((answer_slot, para_slot, pert_slots))
+        return slots
+
+    def _split_log(
+        self,
+        split: str,
+        slots: list[tuple[int, int, list[int]]],
+        sums: np.ndarray,
+        counts: np.ndarray,
+        means: np.ndarray,
+        generations: list[str],
+    ) -> dict[str, Any]:
+        questions = self.questions[split]
+        empty = sum(1 for g in generations if not g)
+        if empty:
+            warnings.warn(
+                f"{empty} of {len(generations)} generations on the TOFU {split} split are empty; their ROUGE-L recall "
+                "is 0.",
+                stacklevel=3,
+            )
+        rouge = rouge_l_recall(generations, [q.answer for q in questions])
+
+        log: dict[str, dict[str, Any]] = {
+            name: {}
+            for name in (
+                "avg_gt_loss", "gt_loss", "num_token_gt", "generated_text", "rougeL_recall", "average_perturb_loss",
+                "avg_paraphrased_loss", "truth_ratio", "paraphrased_loss", "perturb_loss", "num_token_paraphrased",
+                "num_token_perturb",
+            )
+        }  # fmt: skip
+        if split in _OPTION_SPLITS:
+            log["normalized_gt_loss"] = {}
+        for q, (a, p, perts), gen, r in zip(questions, slots, generations, rouge):
+            i = q.index
+            pert_means = [float(means[s]) for s in perts]
+            log["avg_gt_loss"][i] = float(means[a])
+            log["gt_loss"][i] = float(sums[a])
+            log["num_token_gt"][i] = int(counts[a])
+            log["generated_text"][i] = [self.tokenizer.decode(q.prompt_ids, skip_special_tokens=True), gen, q.answer]
+            log["rougeL_recall"][i] = float(r)
+            log["average_perturb_loss"][i] = pert_means
+            log["avg_paraphrased_loss"][i] = float(means[p])
+            # TOFU logs P_perturbed / P_paraphrased (the inverse of the truth-ratio statistic).
+            log["truth_ratio"][i] = float(np.exp(float(means[p]) - np.mean(pert_means)))
+            log["paraphrased_loss"][i] = float(sums[p])
+            log["perturb_loss"][i] = [float(sums[s]) for s in perts]
+            log["num_token_paraphrased"][i] = int(counts[p])
+            log["num_token_perturb"][i] = [int(counts[s]) for s in perts]
+            if split in _OPTION_SPLITS:
+                log["normalized_gt_loss"][i] = -float(np.log(normalized_option_probability(means[a], pert_means)))
+        return log
