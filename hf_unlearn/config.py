@@ -49,6 +49,18 @@ class UnlearningConfig(SFTConfig):
             (defaults to TOFU's `idontknow.jsonl`, bundled).
         use_chat_template (`bool`, *optional*): None applies the tokenizer's chat template when it has one, and the
             plain `Question: ...\nAnswer: ...` template otherwise.
+        rectification (`str`, *optional*): `"gru"` turns on gradient rectification (GRU, arXiv 2503.09117) around
+            any forget loss: per micro-batch the forget objective gamma * L_forget and the retain loss L_retain are
+            backpropagated separately; once per optimizer step the forget gradient is projected off the moving
+            average of the retain gradient when they conflict (negative dot product over all trainable
+            parameters), and the optimizer steps on that. Needs a retain loss that reads retain data. `alpha` does
+            not enter the update under GRU (the projection does not depend on the retain gradient's scale); use
+            `gru_retain_weight` to add the retain gradient. Logs `gru/cosine`, `gru/projected`,
+            `gru/forget_grad_norm`, `gru/retain_grad_norm` (the smoothed one) per step. Single device or DDP only.
+        gru_ema (`float`, defaults to `0.8`): weight m of the NEW retain gradient in its moving average,
+            gbar_r <- m * g_r + (1 - m) * gbar_r, in (0, 1] (1 = no smoothing).
+        gru_retain_weight (`float`, defaults to `0.0`): lambda of the reference's "+ce" variant: the optimizer steps
+            on g_f' + lambda * g_r (g_r the current step's retain gradient). Must be >= 0.
 
     Differences from `SFTConfig` defaults: `learning_rate` 1e-5 (TOFU's), `bf16` only where the hardware supports it,
     `remove_unused_columns=False` (batches hold forget and retain examples), `logging_steps` 1 and `save_only_model`
@@ -72,6 +84,15 @@ class UnlearningConfig(SFTConfig):
     )
     use_chat_template: bool | None = field(
         default=None, metadata={"help": "Apply the tokenizer's chat template (default: when it has one)."}
+    )
+    rectification: str | None = field(
+        default=None, metadata={"help": "Gradient rectification around the forget loss: None or 'gru'."}
+    )
+    gru_ema: float = field(
+        default=0.8, metadata={"help": "GRU: weight of the new retain gradient in its moving average, in (0, 1]."}
+    )
+    gru_retain_weight: float = field(
+        default=0.0, metadata={"help": "GRU: weight of the retain gradient added to the projected update (>= 0)."}
     )
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial learning rate (TOFU uses 1e-5)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every X optimizer steps."})
@@ -99,6 +120,31 @@ class UnlearningConfig(SFTConfig):
             raise ValueError(
                 f"gamma and alpha are loss weights and must be >= 0, got gamma={self.gamma}, alpha={self.alpha}."
             )
+        self._check_rectification()
         # The trainer tokenizes forget/retain data itself, so trl's dataset preparation must be skipped.
         self.dataset_kwargs = {**_parse_kwargs("dataset_kwargs", self.dataset_kwargs), "skip_prepare_dataset": True}
         super().__post_init__()
+
+    def _check_rectification(self) -> None:
+        choices = [None, "gru"]
+        if self.rectification not in choices:
+            raise ValueError(f"rectification must be one of {choices}, got {self.rectification!r}.")
+        if not 0.0 < self.gru_ema <= 1.0:
+            raise ValueError(
+                f"gru_ema is the weight of the new retain gradient in its moving average and must be in (0, 1], got "
+                f"{self.gru_ema} (1 disables the smoothing)."
+            )
+        if self.gru_retain_weight < 0:
+            raise ValueError(f"gru_retain_weight must be >= 0, got {self.gru_retain_weight}.")
+        if self.rectification is None:
+            return
+        if self.fp16:
+            raise ValueError(
+                "rectification='gru' does not support fp16=True: the dynamic loss scale would change between the "
+                "steps that the retain-gradient moving average mixes. Use bf16=True or float32."
+            )
+        if "lomo" in str(self.optim).lower():
+            raise ValueError(
+                f"rectification='gru' cannot be used with optim={self.optim!r}: LOMO optimizers update the weights "
+                "during the backward pass, before the gradients can be rectified. Choose another optimizer."
+            )

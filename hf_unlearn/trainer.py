@@ -18,6 +18,7 @@ from trl.trainer.utils import create_model_from_path
 
 from .config import UnlearningConfig
 from .data import ForgetRetainCollator, PromptEncoder, load_refusal_answers, prepare_dataset
+from .gru import GradientRectifier, all_reduce_mean_, stats_to_logs
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
 
 logger = logging.get_logger(__name__)
@@ -81,6 +82,10 @@ class UnlearningTrainer(SFTTrainer):
     otherwise a frozen copy; `ref_model` wins), hidden states are returned only if one reads them, refusal answers
     are batched only if one trains on them. `loss/forget` and `loss/retain` are logged with the trainer's logs.
 
+    With `rectification="gru"` (see [`UnlearningConfig`]) each micro-batch backpropagates the forget and the retain
+    loss separately, and the forget gradient is projected off the retain gradient's moving average before each
+    optimizer step (`hf_unlearn.gru`); its state is saved in checkpoints as `gru_state.safetensors`/`.json`.
+
     Args:
         model: a model id or path, or a `PreTrainedModel` / `PeftModel`.
         args: an [`UnlearningConfig`].
@@ -120,6 +125,17 @@ class UnlearningTrainer(SFTTrainer):
         if not self.retain_loss_fn.uses_retain_data:
             losses = [self.forget_loss_fn]
         needs_ref = any(loss.needs_ref_model for loss in losses)
+        if args.rectification == "gru" and not self.retain_loss_fn.uses_retain_data:
+            raise ValueError(
+                f"rectification='gru' projects the forget gradient against the retain gradient, but retain_loss="
+                f"{args.retain_loss!r} has none. Choose a retain loss that reads retain data (e.g. 'nll' or 'kl')."
+            )
+        if args.rectification == "gru" and args.alpha != 1.0:
+            logger.warning(
+                f"alpha={args.alpha} does not change the update under rectification='gru' (the projection does not "
+                "depend on the scale of the retain gradient); only the logged loss uses it. To add the retain "
+                "gradient to the update, set gru_retain_weight."
+            )
 
         if isinstance(model, str):
             init_kwargs = dict(args.model_init_kwargs or {})
@@ -197,6 +213,9 @@ class UnlearningTrainer(SFTTrainer):
             loss.setup(self.model, args.seed)
         self.ref_model = self._prepare_ref_model(ref_model) if ref_model is not None else None
         self._nonfinite_micro_steps = torch.zeros((), device=args.device)
+        self._rectifier: GradientRectifier | None = None
+        if args.rectification == "gru":
+            self._check_gru_supported()
 
     # ------------------------------------------------------------------ reference model
     @staticmethod
@@ -272,7 +291,11 @@ class UnlearningTrainer(SFTTrainer):
 
     # ------------------------------------------------------------------ non-finite guard
     def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.args.rectification == "gru":
+            with self.maybe_activation_offload_context:
+                loss = self._gru_training_step(model, inputs)
+        else:
+            loss = super().training_step(model, inputs, num_items_in_batch)
         self._nonfinite_micro_steps += (~torch.isfinite(loss)).float()
         return loss
 
@@ -300,10 +323,96 @@ class UnlearningTrainer(SFTTrainer):
             return None
         return get_last_checkpoint(self.args.output_dir)
 
+    # ------------------------------------------------------------------ GRU (gradient rectification)
+    def _check_gru_supported(self) -> None:
+        from accelerate.utils import DistributedType
+
+        kind = self.accelerator.distributed_type
+        unsupported = None
+        if self.is_deepspeed_enabled or kind == DistributedType.DEEPSPEED:
+            unsupported = "DeepSpeed"
+        elif self.is_fsdp_enabled or kind == DistributedType.FSDP:
+            unsupported = "FSDP"
+        elif kind in (DistributedType.MEGATRON_LM, DistributedType.XLA):
+            unsupported = str(kind.value)
+        elif self.args.n_gpu > 1:
+            unsupported = "torch.nn.DataParallel (several GPUs in one process)"
+        elif self.args.parallelism_config is not None or self.is_distributed_loading_by_transformers:
+            unsupported = "tensor/context/sequence parallelism or a sharded parallelism_config"
+        if unsupported:
+            raise ValueError(
+                f"rectification='gru' supports single-device training and multi-process DDP (`accelerate launch` or "
+                f"`torchrun` with one process per device), not {unsupported}: GRU's dot product must be taken over "
+                "the full gradients, which sharded or partitioned training does not hold on one rank."
+            )
+
+    def _gru_rectifier(self) -> GradientRectifier:
+        """The GRU state, built on first use over the trainable parameters (adapter parameters only with peft)."""
+        if self._rectifier is None:
+            model = self.accelerator.unwrap_model(self.model)
+            params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+            distributed = self.accelerator.num_processes > 1 and torch.distributed.is_initialized()
+            self._rectifier = GradientRectifier(
+                params,
+                ema=self.args.gru_ema,
+                retain_weight=self.args.gru_retain_weight,
+                all_reduce=all_reduce_mean_ if distributed else None,
+            )
+        return self._rectifier
+
+    def _gru_training_step(self, model, inputs) -> torch.Tensor:
+        """One micro-batch of GRU: the forget and the retain backward pass into separate gradients; at the optimizer
+        step (last micro-batch), the rectification. Both gradients are averaged over the ranks by the rectifier, so
+        DDP's own synchronisation is switched off."""
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        rectifier = self._gru_rectifier()
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        with self.accelerator.no_sync(model):
+            ctx = self.loss_context(model, inputs)
+            with self.compute_loss_context_manager():
+                forget = self.forget_loss_fn(ctx)
+            self.accelerator.backward(self.args.gamma * scale * forget)
+            forget = forget.detach()
+            for split in inputs:  # free the forget activations before the retain forward
+                ctx.release(split)
+            ctx = self.loss_context(model, inputs)
+            with self.compute_loss_context_manager():
+                retain = self.retain_loss_fn(ctx)
+            with rectifier.retain_gradients():
+                self.accelerator.backward(scale * retain)
+            retain = retain.detach()
+            del ctx
+        self._record("loss/forget", forget)
+        self._record("loss/retain", retain)
+        if self.accelerator.sync_gradients:
+            logs = stats_to_logs(rectifier.rectify().tolist())
+            for key, value in logs.items():
+                self._metrics["train"][key].append(value)
+        return scale * (self.args.gamma * forget + self.args.alpha * retain)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self._rectifier is not None and self.args.should_save:
+            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            self._rectifier.save(os.path.join(self._get_output_dir(trial=trial), folder))
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.args.rectification == "gru" and not self._gru_rectifier().load(checkpoint):
+            logger.warning(
+                f"{checkpoint} holds no GRU state (gru_state.safetensors): the moving average of the retain "
+                "gradient restarts from zero, so the resumed run will differ from an uninterrupted one."
+            )
+
     # ------------------------------------------------------------------ saving
     def unlearning_state(self) -> dict[str, Any]:
         """What was unlearned and how: saved as `unlearning.json` beside the model (read by model cards)."""
-        return {
+        state = {
             "forget_loss": self.args.forget_loss,
             "forget_loss_kwargs": self.args.forget_loss_kwargs,
             "retain_loss": self.args.retain_loss,
@@ -313,7 +422,11 @@ class UnlearningTrainer(SFTTrainer):
             "learning_rate": self.args.learning_rate,
             "seed": self.args.seed,
             "peft": _is_peft_model(self.accelerator.unwrap_model(self.model)),
+            "rectification": self.args.rectification,
         }
+        if self.args.rectification == "gru":
+            state.update(gru_ema=self.args.gru_ema, gru_retain_weight=self.args.gru_retain_weight)
+        return state
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)

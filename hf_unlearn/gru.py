@@ -1,0 +1,303 @@
+"""GRU: gradient rectified unlearning (Wang et al. 2025, "GRU: Mitigating the Trade-off between Unlearning and
+Retention for LLMs", arXiv 2503.09117).
+
+Once per optimizer step, the accumulated gradient of the forget objective g_f is projected so that it does not
+conflict with a moving average of the retain gradient gbar_r:
+
+    gbar_r <- m * g_r + (1 - m) * gbar_r          (m = `gru_ema`, gbar_r starts at 0)
+    d = <g_f, gbar_r>                             (ONE scalar over all trainable parameters)
+    g_f <- g_f - d / ||gbar_r||^2 * gbar_r        (only if d < 0)
+
+and the optimizer steps on g_f (+ lambda * g_r with `gru_retain_weight` lambda > 0, the reference's "+ce" variant).
+
+The math works on lists of gradient tensors (one per trainable parameter), in place, on their device: nothing is
+flattened, copied to the CPU or upcast as a whole. Dot products are taken per tensor in float32 (low-precision tensors
+are upcast one at a time) and summed in float32. [`GradientRectifier`] holds the state between optimizer steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+GRU_WEIGHTS_NAME = "gru_state.safetensors"
+GRU_STATE_NAME = "gru_state.json"
+
+#: Layout of the statistics tensor returned by [`rectify_`] and [`GradientRectifier.rectify`].
+STATS_FIELDS = ("dot", "forget_sq_norm", "retain_sq_norm", "projected")
+
+TensorList = Sequence[torch.Tensor | None]
+
+
+def _dot32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """<a, b> as a float32 scalar (upcasting one tensor at a time when they are in a lower precision)."""
+    a, b = a.reshape(-1), b.reshape(-1)
+    if a.dtype not in (torch.float32, torch.float64):
+        a, b = a.float(), b.float()
+    return torch.dot(a, b).float()
+
+
+def _sum_scalars(scalars: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    if not scalars:
+        return torch.zeros((), dtype=torch.float32, device=device)
+    return torch.stack([s.to(device) for s in scalars]).sum()
+
+
+def _first_device(*lists: TensorList) -> torch.device:
+    for tensors in lists:
+        for t in tensors:
+            if t is not None:
+                return t.device
+    return torch.device("cpu")
+
+
+def list_dot(xs: TensorList, ys: TensorList) -> torch.Tensor:
+    """<x, y> over lists of tensors (None counts as zeros): a float32 scalar on the first tensor's device."""
+    if len(xs) != len(ys):
+        raise ValueError(f"The two gradient lists have different lengths ({len(xs)} and {len(ys)}).")
+    device = _first_device(xs, ys)
+    return _sum_scalars([_dot32(x, y) for x, y in zip(xs, ys) if x is not None and y is not None], device)
+
+
+def list_sq_norm(xs: TensorList) -> torch.Tensor:
+    """||x||^2 over a list of tensors (None counts as zeros), a float32 scalar."""
+    return list_dot(xs, xs)
+
+
+def rectify_(grads: TensorList, retain: TensorList, eps: float = 1e-30) -> torch.Tensor:
+    """Project `grads` (g_f) in place onto the orthogonal complement of `retain` (gbar_r) when they conflict.
+
+    If d = <g_f, gbar_r> < 0: g_f <- g_f - d / ||gbar_r||^2 * gbar_r, the smallest change that makes the dot product
+    zero; otherwise g_f is left as it is (bit for bit). The decision is taken on the device: no CPU synchronisation.
+    Entries that are None count as zeros (a None gradient stays None).
+
+    Returns a float32 tensor `[d, ||g_f||^2, ||gbar_r||^2, projected]` (see `STATS_FIELDS`), the norms before the
+    projection, `projected` 1.0 or 0.0.
+    """
+    dot = list_dot(grads, retain)
+    forget_sq = list_sq_norm(grads)
+    retain_sq = list_sq_norm(retain)
+    projected = (dot < 0) & (retain_sq > eps)
+    coef = torch.where(projected, dot / retain_sq.clamp_min(eps), torch.zeros_like(dot))
+    for g, r in zip(grads, retain):
+        if g is not None and r is not None:
+            g.addcmul_(r, coef.to(device=g.device, dtype=g.dtype), value=-1.0)
+    return torch.stack([dot, forget_sq, retain_sq, projected.float()])
+
+
+def rectified(grads: TensorList, retain: TensorList) -> tuple[list[torch.Tensor | None], torch.Tensor]:
+    """Out-of-place [`rectify_`]: returns `(projected copy of grads, stats)`."""
+    out = [g.clone() if g is not None else None for g in grads]
+    return out, rectify_(out, retain)
+
+
+def stats_to_logs(stats: Sequence[float]) -> dict[str, float]:
+    """The per-step log entries of GRU from a stats tensor turned into floats (one sync for all)."""
+    dot, forget_sq, retain_sq, projected = (float(v) for v in stats)
+    forget_norm, retain_norm = max(forget_sq, 0.0) ** 0.5, max(retain_sq, 0.0) ** 0.5
+    denom = forget_norm * retain_norm
+    return {
+        "gru/cosine": dot / denom if denom > 0 else 0.0,
+        "gru/projected": projected,
+        "gru/forget_grad_norm": forget_norm,
+        "gru/retain_grad_norm": retain_norm,
+    }
+
+
+def all_reduce_mean_(tensors: Sequence[torch.Tensor], group: Any = None) -> None:
+    """Average tensors in place over the ranks of a torch.distributed process group (one async op per tensor,
+    no staging copies)."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size(group)
+    handles = [dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group, async_op=True) for t in tensors]
+    for handle in handles:
+        handle.wait()
+    if world > 1 and tensors:
+        torch._foreach_mul_(list(tensors), 1.0 / world)
+
+
+class GradientRectifier:
+    """State and steps of GRU over a fixed list of trainable parameters.
+
+    Use per micro-batch: backpropagate the forget objective normally (into `param.grad`), then the retain loss inside
+    `with rectifier.retain_gradients():`, which swaps each `param.grad` with this object's retain buffer (tensor
+    swaps, no copies), so the two gradients are never mixed. At the optimizer step call [`rectify`]: it finishes the
+    moving average, projects `param.grad` and returns the statistics.
+
+    Memory: the retain gradient accumulates directly into the moving-average buffer, which is pre-scaled by
+    (1 - m) / m at the start of each optimizer step and multiplied by m at its end, so that the buffer ends as
+    m * g_r + (1 - m) * gbar_r. GRU therefore costs ONE extra gradient-sized buffer (two with `retain_weight > 0`,
+    which needs the raw g_r as well).
+
+    Args:
+        named_params: `(name, parameter)` of the trainable parameters (the names key the checkpoint).
+        ema: m, the weight of the NEW retain gradient in the moving average, in (0, 1].
+        retain_weight: lambda, the weight of the retain gradient added to the update (0 = pure projection).
+        all_reduce: averages a list of tensors in place over the data-parallel ranks (None on one process); called
+            on both gradients at each optimizer step, so the projection uses the global gradients.
+    """
+
+    def __init__(
+        self,
+        named_params: Sequence[tuple[str, torch.nn.Parameter]],
+        ema: float = 0.8,
+        retain_weight: float = 0.0,
+        all_reduce: Callable[[Sequence[torch.Tensor]], None] | None = None,
+    ):
+        if not 0.0 < ema <= 1.0:
+            raise ValueError(f"The GRU moving-average weight must be in (0, 1], got {ema}.")
+        if retain_weight < 0:
+            raise ValueError(f"The GRU retain weight must be >= 0, got {retain_weight}.")
+        self.names = [name for name, _ in named_params]
+        self.params = [param for _, param in named_params]
+        if not self.params:
+            raise ValueError("GRU found no trainable parameter (none has requires_grad=True).")
+        self.ema = float(ema)
+        self.retain_weight = float(retain_weight)
+        self.all_reduce = all_reduce
+        self.step = 0
+        #: gbar_r per parameter (None = zeros); during an accumulation it holds (1 - m) / m * gbar_r + sum g_r.
+        self.retain_ema: list[torch.Tensor | None] = [None] * len(self.params)
+        #: the raw retain gradient of the current step, only kept when retain_weight > 0.
+        self._retain_acc: list[torch.Tensor | None] = [None] * len(self.params)
+        self._in_step = False
+
+    @property
+    def _fused(self) -> bool:
+        return self.retain_weight == 0.0
+
+    def _begin_step(self) -> None:
+        if self._fused:
+            scale = (1.0 - self.ema) / self.ema
+            buffers = [b for b in self.retain_ema if b is not None]
+            if buffers:
+                if scale == 0.0:
+                    torch._foreach_zero_(buffers)
+                else:
+                    torch._foreach_mul_(buffers, scale)
+        else:
+            self._retain_acc = [None] * len(self.params)
+        self._in_step = True
+
+    @contextlib.contextmanager
+    def retain_gradients(self) -> Iterator[None]:
+        """Within this context, backward passes accumulate into the retain buffers instead of the gradients."""
+        if not self._in_step:
+            self._begin_step()
+        target = self.retain_ema if self._fused else self._retain_acc
+        self._swap(target)
+        try:
+            yield
+        finally:
+            self._swap(target)
+
+    def _swap(self, target: list[torch.Tensor | None]) -> None:
+        for i, param in enumerate(self.params):
+            param.grad, target[i] = target[i], param.grad
+
+    def _materialize(self, tensors: list[torch.Tensor | None]) -> None:
+        for i, param in enumerate(self.params):
+            if tensors[i] is None:
+                tensors[i] = torch.zeros_like(param)
+
+    @torch.no_grad()
+    def rectify(self) -> torch.Tensor:
+        """At the optimizer step: average over ranks, finish the moving average, project `param.grad` if it
+        conflicts, add `retain_weight * g_r`. Returns the stats tensor of [`rectify_`] (on the device, not synced)."""
+        if not self._in_step:  # no retain backward since the last step: g_r = 0
+            self._begin_step()
+        grads = [p.grad for p in self.params]
+        retain = self.retain_ema if self._fused else self._retain_acc
+        if self.all_reduce is not None:
+            # Every rank must reduce the same tensors, whatever it did or did not backpropagate into.
+            self._materialize(grads)
+            for param, grad in zip(self.params, grads):
+                param.grad = grad
+            self._materialize(retain)
+            self.all_reduce([*grads, *retain])
+        if self._fused:
+            torch._foreach_mul_([b for b in self.retain_ema if b is not None], self.ema)
+        else:
+            for i, acc in enumerate(self._retain_acc):
+                if acc is None:
+                    if self.retain_ema[i] is not None:
+                        self.retain_ema[i].mul_(1.0 - self.ema)
+                elif self.retain_ema[i] is None:
+                    self.retain_ema[i] = acc * self.ema
+                else:
+                    self.retain_ema[i].mul_(1.0 - self.ema).add_(acc, alpha=self.ema)
+        stats = rectify_(grads, self.retain_ema)
+        if not self._fused:
+            for param, acc in zip(self.params, self._retain_acc):
+                if acc is None:
+                    continue
+                if param.grad is None:
+                    param.grad = acc.mul_(self.retain_weight)
+                else:
+                    param.grad.add_(acc, alpha=self.retain_weight)
+            self._retain_acc = [None] * len(self.params)
+        self.step += 1
+        self._in_step = False
+        return stats
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """`{"step", "ema", "retain_weight", "retain_ema": {name: tensor}}` (zero buffers are omitted)."""
+        if self._in_step:
+            raise RuntimeError("The GRU state can only be saved between optimizer steps.")
+        return {
+            "step": self.step,
+            "ema": self.ema,
+            "retain_weight": self.retain_weight,
+            "retain_ema": {n: b for n, b in zip(self.names, self.retain_ema) if b is not None},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        buffers = state["retain_ema"]
+        unknown = sorted(set(buffers) - set(self.names))
+        if unknown:
+            raise ValueError(
+                f"The GRU state holds gradients of parameters this model does not train: {unknown[:5]}"
+                f"{' ...' if len(unknown) > 5 else ''}. Resume with the same model and peft configuration."
+            )
+        loaded: list[torch.Tensor | None] = []
+        for name, param in zip(self.names, self.params):
+            buffer = buffers.get(name)
+            if buffer is not None and buffer.shape != param.shape:
+                raise ValueError(
+                    f"The GRU state of {name} has shape {tuple(buffer.shape)}, the parameter {tuple(param.shape)}."
+                )
+            loaded.append(None if buffer is None else buffer.to(device=param.device, dtype=param.dtype).clone())
+        self.retain_ema = loaded
+        self.step = int(state["step"])
+        self._retain_acc = [None] * len(self.params)
+        self._in_step = False
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write the state as `gru_state.safetensors` (the moving average) and `gru_state.json` into `directory`."""
+        from safetensors.torch import save_file
+
+        state = self.state_dict()
+        tensors = {name: t.detach().contiguous() for name, t in state.pop("retain_ema").items()}
+        save_file(tensors, os.path.join(directory, GRU_WEIGHTS_NAME))
+        with open(os.path.join(directory, GRU_STATE_NAME), "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=2)
+
+    def load(self, directory: str | os.PathLike) -> bool:
+        """Restore what [`save`] wrote; returns False (and changes nothing) when `directory` has no GRU state."""
+        from safetensors.torch import load_file
+
+        weights, meta = os.path.join(directory, GRU_WEIGHTS_NAME), os.path.join(directory, GRU_STATE_NAME)
+        if not (os.path.isfile(weights) and os.path.isfile(meta)):
+            return False
+        with open(meta, encoding="utf-8") as f:
+            state = json.load(f)
+        state["retain_ema"] = load_file(weights)
+        self.load_state_dict(state)
+        return True
