@@ -1,9 +1,12 @@
-"""The `hf-unlearn` command line."""
+"""The `hf-unlearn` command line: one subcommand per module of `hf_unlearn.commands`."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+from .commands import COMMAND_MODULES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,16 +16,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-
-    from . import quickstart
-
-    quick = sub.add_parser(
-        "quickstart",
-        help="Offline demo: teach a tiny model TOFU authors, then unlearn two.",
-        description=quickstart.__doc__,
-    )
-    quickstart.add_arguments(quick)
-    quick.set_defaults(handler=quickstart.main_from_args)
+    for module_name in COMMAND_MODULES:
+        command = importlib.import_module(f"hf_unlearn.commands.{module_name}")
+        cmd_parser = sub.add_parser(
+            command.NAME,
+            help=command.HELP,
+            description=getattr(command, "DESCRIPTION", None) or command.HELP,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        command.add_arguments(cmd_parser)
+        cmd_parser.set_defaults(handler=command.run)
     return parser
 
 
@@ -30,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.handler(args)
+        status = args.handler(args)
     except (ValueError, FileNotFoundError) as err:
         print(f"hf-unlearn {args.command}: error: {err}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":
