@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,10 @@ class UnlearningConfig(SFTConfig):
             gbar_r <- m * g_r + (1 - m) * gbar_r, in (0, 1] (1 = no smoothing).
         gru_retain_weight (`float`, defaults to `0.0`): lambda of the reference's "+ce" variant: the optimizer steps
             on g_f' + lambda * g_r (g_r the current step's retain gradient). Must be >= 0.
+        trainable_parameters (`str`, *optional*): a regular expression over parameter names (`re.search`); only
+            the matching parameters train, all others are frozen. RMU's paper trains three MLPs, e.g.
+            `r"layers\.(5|6|7)\.mlp\.down_proj"`. With peft it narrows the adapter's parameters. None trains
+            everything that is trainable.
 
     Differences from `SFTConfig` defaults: `learning_rate` 1e-5 (TOFU's), `bf16` only where the hardware supports it,
     `remove_unused_columns=False` (batches hold forget and retain examples), `logging_steps` 1 and `save_only_model`
@@ -94,6 +99,10 @@ class UnlearningConfig(SFTConfig):
     gru_retain_weight: float = field(
         default=0.0, metadata={"help": "GRU: weight of the retain gradient added to the projected update (>= 0)."}
     )
+    trainable_parameters: str | None = field(
+        default=None,
+        metadata={"help": "Regex over parameter names: train only the matching parameters (e.g. RMU's MLPs)."},
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial learning rate (TOFU uses 1e-5)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every X optimizer steps."})
     remove_unused_columns: bool = field(
@@ -121,6 +130,14 @@ class UnlearningConfig(SFTConfig):
                 f"gamma and alpha are loss weights and must be >= 0, got gamma={self.gamma}, alpha={self.alpha}."
             )
         self._check_rectification()
+        if self.trainable_parameters is not None:
+            try:
+                re.compile(self.trainable_parameters)
+            except re.error as err:
+                raise ValueError(
+                    f"trainable_parameters must be a regular expression over parameter names, got "
+                    f"{self.trainable_parameters!r}: {err}."
+                ) from err
         # The trainer tokenizes forget/retain data itself, so trl's dataset preparation must be skipped.
         self.dataset_kwargs = {**_parse_kwargs("dataset_kwargs", self.dataset_kwargs), "skip_prepare_dataset": True}
         super().__post_init__()

@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
 logger = logging.get_logger(__name__)
 
 UNLEARNING_STATE_FILE = "unlearning.json"
+LOSS_STATE_FILE = "loss_state.safetensors"
 
 
 class NonFiniteLossError(RuntimeError):
@@ -208,6 +210,8 @@ class UnlearningTrainer(SFTTrainer):
         )
         # Our losses average per example; the Trainer must divide by the accumulation steps itself.
         self.model_accepts_loss_kwargs = False
+        if args.trainable_parameters is not None:
+            self._freeze_all_but(args.trainable_parameters)
         self._output_hidden_states = any(loss.needs_hidden_states for loss in losses)
         for loss in losses:
             loss.setup(self.model, args.seed)
@@ -216,6 +220,21 @@ class UnlearningTrainer(SFTTrainer):
         self._rectifier: GradientRectifier | None = None
         if args.rectification == "gru":
             self._check_gru_supported()
+
+    def _freeze_all_but(self, pattern: str) -> None:
+        """Train only the parameters whose names match `pattern` (among those that were trainable)."""
+        regex = re.compile(pattern)
+        trainable = [(name, p) for name, p in self.model.named_parameters() if p.requires_grad]
+        kept = [name for name, _ in trainable if regex.search(name)]
+        if not kept:
+            examples = ", ".join(name for name, _ in trainable[:6])
+            raise ValueError(
+                f"trainable_parameters={pattern!r} matches none of the model's trainable parameters (e.g. {examples}"
+                f"{', ...' if len(trainable) > 6 else ''}). Fix the regular expression (it is matched with re.search)."
+            )
+        for name, param in trainable:
+            param.requires_grad_(bool(regex.search(name)))
+        logger.info(f"trainable_parameters={pattern!r}: training {len(kept)} of {len(trainable)} parameter tensors.")
 
     # ------------------------------------------------------------------ reference model
     @staticmethod
@@ -395,14 +414,63 @@ class UnlearningTrainer(SFTTrainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self._rectifier is not None and self.args.should_save:
-            from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+        if not self.args.should_save:
+            return
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-            folder = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            self._rectifier.save(os.path.join(self._get_output_dir(trial=trial), folder))
+        checkpoint = os.path.join(
+            self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        )
+        if self._rectifier is not None:
+            self._rectifier.save(checkpoint)
+        self.save_loss_state(checkpoint)
+
+    # ------------------------------------------------------------------ loss state (e.g. RMU's random direction)
+    def _stateful_losses(self) -> dict[str, Any]:
+        return {"forget": self.forget_loss_fn, "retain": self.retain_loss_fn}
+
+    def save_loss_state(self, directory: str) -> str | None:
+        """Save the losses' tensors (e.g. RMU's direction) as `loss_state.safetensors`; None if they have none."""
+        from safetensors.torch import save_file
+
+        tensors = {}
+        for role, loss in self._stateful_losses().items():
+            for key, value in loss.state_dict().items():
+                tensors[f"{role}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        if not tensors:
+            return None
+        os.makedirs(directory, exist_ok=True)
+        path = os.path.join(directory, LOSS_STATE_FILE)
+        save_file(tensors, path, metadata={"forget_loss": self.args.forget_loss, "retain_loss": self.args.retain_loss})
+        return path
+
+    def load_loss_state(self, directory: str) -> bool:
+        """Restore what [`save_loss_state`] wrote in `directory`; False when there is no such file."""
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = os.path.join(directory, LOSS_STATE_FILE)
+        if not os.path.isfile(path):
+            return False
+        with safe_open(path, framework="pt") as f:
+            saved_for = f.metadata() or {}
+        if saved_for.get("forget_loss", self.args.forget_loss) != self.args.forget_loss:
+            raise ValueError(
+                f"{path} holds the state of forget loss {saved_for['forget_loss']!r}, but this run trains "
+                f"{self.args.forget_loss!r}. Resume with the same forget_loss, or from another checkpoint."
+            )
+        tensors = load_file(path)
+        for role, loss in self._stateful_losses().items():
+            prefix = f"{role}."
+            state = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+            if state:
+                loss.load_state_dict(state)
+        return True
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None:
+            self.load_loss_state(checkpoint)
         if checkpoint is not None and self.args.rectification == "gru" and not self._gru_rectifier().load(checkpoint):
             logger.warning(
                 f"{checkpoint} holds no GRU state (gru_state.safetensors): the moving average of the retain "
@@ -423,6 +491,7 @@ class UnlearningTrainer(SFTTrainer):
             "seed": self.args.seed,
             "peft": _is_peft_model(self.accelerator.unwrap_model(self.model)),
             "rectification": self.args.rectification,
+            "trainable_parameters": self.args.trainable_parameters,
         }
         if self.args.rectification == "gru":
             state.update(gru_ema=self.args.gru_ema, gru_retain_weight=self.args.gru_retain_weight)
@@ -435,3 +504,67 @@ class UnlearningTrainer(SFTTrainer):
             os.makedirs(output_dir, exist_ok=True)
             with open(os.path.join(output_dir, UNLEARNING_STATE_FILE), "w", encoding="utf-8") as f:
                 json.dump(self.unlearning_state(), f, indent=2)
+            self.save_loss_state(output_dir)
+
+    # ------------------------------------------------------------------ Hub (see hf_unlearn.hub)
+    def _card_kwargs(self, model_name: str | None, card_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Arguments of `hf_unlearn.hub.build_model_card` from the trainer's state and the Trainer-style kwargs."""
+        model = self.accelerator.unwrap_model(self.model)
+        forget_data = card_kwargs.pop("forget_data", None) or card_kwargs.pop("dataset_name", None)
+        base_model = card_kwargs.pop("base_model", None) or card_kwargs.pop("finetuned_from", None)
+        base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None) or None
+        return dict(
+            state=self.unlearning_state(),
+            base_model=base_model,
+            forget_data=forget_data,
+            model_name=model_name,
+            **card_kwargs,
+        )
+
+    def create_model_card(self, model_name: str | None = None, **card_kwargs: Any) -> None:
+        """Write hf_unlearn's model card (method, hyperparameters, papers: `hf_unlearn.hub.build_model_card`) as
+        `README.md` in the output directory, atomically. Accepts `tags`, `license`, `forget_data` (or trl's
+        `dataset_name`), `base_model` (or `finetuned_from`) and `eval_results`."""
+        if not self.is_world_process_zero():
+            return
+        from .hub import build_model_card, write_model_card
+
+        kind = "peft" if _is_peft_model(self.accelerator.unwrap_model(self.model)) else "full"
+        card_args = self._card_kwargs(model_name, card_kwargs)
+        card = build_model_card(kind=kind, repo_id=self.args.hub_model_id, **card_args)
+        write_model_card(card, self.args.output_dir)
+
+    def push_to_hub(
+        self,
+        commit_message: str | None = None,
+        blocking: bool = True,
+        token: str | None = None,
+        revision: str | None = None,
+        private: bool | None = None,
+        **card_kwargs: Any,
+    ) -> Any:
+        """Save the model and publish the output directory to `args.hub_model_id` (default: the output directory's
+        name) with hf_unlearn's model card, in one commit (`hf_unlearn.hub.push_unlearned`: safetensors only, no
+        pickles or checkpoints, a clear `HubError` on failure). `card_kwargs` as in [`create_model_card`], plus
+        `model_name`. Returns the `CommitInfo` (None on processes other than the main one)."""
+        self.callback_handler.on_push_begin(self.args, self.state, self.control)
+        self.save_model(_internal_call=True)
+        if not self.is_world_process_zero():
+            return None
+        if not blocking:
+            logger.warning("push_to_hub(blocking=False) is not supported by UnlearningTrainer; pushing now.")
+        from .hub import push_unlearned
+
+        repo_id = getattr(self, "hub_model_id", None) or self.args.hub_model_id
+        repo_id = repo_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        commit = push_unlearned(
+            self.args.output_dir,
+            repo_id,
+            token=token if token is not None else self.args.hub_token,
+            private=private if private is not None else self.args.hub_private_repo,
+            revision=revision if revision is not None else self.args.hub_revision,
+            commit_message=commit_message,
+            **self._card_kwargs(card_kwargs.pop("model_name", None), card_kwargs),
+        )
+        self.hub_model_id = commit.repo_url.repo_id
+        return commit
