@@ -30,14 +30,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command_name = argv[0] if argv else None
     try:
-        status = args.handler(args)
+        # Commands with a `main(argv)` parse their own options (trl's recipe parser): hand them the rest as is.
+        own_parser = _command_with_own_parser(command_name)
+        if own_parser is not None:
+            return int(own_parser.main(argv[1:]) or 0)
+        args = build_parser().parse_args(argv)
+        return int(args.handler(args) or 0)
     except (ValueError, FileNotFoundError) as err:
-        print(f"hf-unlearn {args.command}: error: {err}", file=sys.stderr)
+        print(f"hf-unlearn {command_name}: error: {err}", file=sys.stderr)
         return 2
-    return int(status or 0)
+
+
+def _command_with_own_parser(name: str | None):
+    for module_name in COMMAND_MODULES:
+        command = importlib.import_module(f"hf_unlearn.commands.{module_name}")
+        if command.NAME == name:
+            return command if hasattr(command, "main") else None
+    return None
 
 
 if __name__ == "__main__":

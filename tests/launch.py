@@ -19,9 +19,10 @@ def free_port() -> int:
 
 
 def run_accelerate(
-    script: str | Path, *args: str, config: Path = CPU_DDP_CONFIG, timeout: float = 300
+    script: str | Path, *args: str, config: Path = CPU_DDP_CONFIG, timeout: float = 300, module: bool = False
 ) -> subprocess.CompletedProcess:
-    """Run `accelerate launch --config_file config script args...`; fail the test with its output if it fails."""
+    """Run `accelerate launch --config_file config script args...` (`-m script` with `module=True`); fail the test
+    with its output if it fails."""
     command = [
         sys.executable,
         "-m",
@@ -30,6 +31,7 @@ def run_accelerate(
         str(config),
         "--main_process_port",
         str(free_port()),
+        *(["-m"] if module else []),
         str(script),
         *map(str, args),
     ]

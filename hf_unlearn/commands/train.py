@@ -1,0 +1,206 @@
+"""`hf-unlearn train`: unlearn with a YAML recipe and command-line overrides, in trl's style.
+
+    hf-unlearn train --config examples/recipes/tofu_npo_gru.yaml --learning_rate 2e-5 --output_dir out
+    accelerate launch --config_file examples/accelerate/multi_gpu.yaml -m hf_unlearn.cli train --config RECIPE
+
+Every option of `UnlearningConfig` (hence of trl's `SFTConfig` and `TrainingArguments`), of trl's `ModelConfig`
+(`model_name_or_path`, `dtype`, `use_peft`, `lora_r`, ...) and of `UnlearnScriptArguments` below may appear in the
+recipe or on the command line; the command line wins. Unknown keys are errors that name the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NAME = "train"
+HELP = "Unlearn a model with a YAML recipe (--config) and flag overrides; run with --help for every option."
+DESCRIPTION = __doc__
+
+#: TOFU's forget splits and the retain split that complements each.
+TOFU_RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+
+
+@dataclass
+class UnlearnScriptArguments:
+    """Where the data comes from, user loss files, and what to do after training."""
+
+    dataset_name: str = field(
+        default="locuslab/TOFU",
+        metadata={
+            "help": "TOFU-layout data: 'locuslab/TOFU' (the Hub), 'bundled' (the offline subset shipped with "
+            "hf_unlearn) or a local directory holding <config>.json files in the Hub's layout."
+        },
+    )
+    forget_split: str = field(default="forget10", metadata={"help": "Configuration to forget, e.g. forget10."})
+    retain_split: str | None = field(
+        default=None, metadata={"help": "Configuration to retain (default: the complement, e.g. retain90)."}
+    )
+    forget_data_file: str | None = field(
+        default=None, metadata={"help": "A local JSON/JSONL/CSV/Parquet file to forget instead of a TOFU split."}
+    )
+    retain_data_file: str | None = field(
+        default=None, metadata={"help": "A local JSON/JSONL/CSV/Parquet file to retain instead of a TOFU split."}
+    )
+    loss_modules: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Python files or module names imported before training, to register your own losses."},
+    )
+    evaluate: bool = field(default=False, metadata={"help": "Run the TOFU evaluation on the unlearned model."})
+    eval_max_questions: int | None = field(
+        default=None, metadata={"help": "Evaluate on at most this many questions per split (quick checks)."}
+    )
+    retain_logs: str | None = field(
+        default=None, metadata={"help": "A retain model's TOFU logs directory, for forget quality."}
+    )
+
+
+def dataclass_types() -> tuple[type, ...]:
+    from trl import ModelConfig
+
+    from ..config import UnlearningConfig
+
+    return (UnlearnScriptArguments, UnlearningConfig, ModelConfig)
+
+
+def make_parser(prog: str = "hf-unlearn train"):
+    from trl import TrlParser
+
+    return TrlParser(dataclass_types(), prog=prog, description=DESCRIPTION)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # The options are parsed by trl's parser in `main` (recipe + overrides); here they are only passed through.
+    parser.add_argument("options", nargs=argparse.REMAINDER, help="--config RECIPE.yaml and/or --option value pairs")
+
+
+def import_loss_modules(specs: list[str]) -> None:
+    """Import user files (`path/to/losses.py`) or modules (`my_pkg.losses`) so their `@register_loss` runs."""
+    for spec in specs:
+        path = Path(spec)
+        if spec.endswith(".py"):
+            if not path.is_file():
+                raise FileNotFoundError(f"loss_modules: {spec} does not exist.")
+            module_spec = importlib.util.spec_from_file_location(f"hf_unlearn_user_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_spec.name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            try:
+                importlib.import_module(spec)
+            except ImportError as err:
+                raise ValueError(
+                    f"loss_modules: cannot import {spec!r} ({err}). Give a .py path or a module name."
+                ) from err
+
+
+def load_data_file(path: str):
+    """A local data file as a `datasets.Dataset` (format from the extension)."""
+    from datasets import load_dataset
+
+    builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+    suffix = Path(path).suffix.lower()
+    if suffix not in builders:
+        raise ValueError(f"{path}: unsupported data file type {suffix!r}; use one of {sorted(builders)}.")
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Data file {path} does not exist.")
+    return load_dataset(builders[suffix], data_files=path, split="train")
+
+
+def load_forget_and_retain(script: UnlearnScriptArguments):
+    from ..data import load_tofu
+
+    data_dir = None if script.dataset_name == "locuslab/TOFU" else script.dataset_name
+    if script.forget_data_file:
+        forget = load_data_file(script.forget_data_file)
+    else:
+        forget = load_tofu(script.forget_split, data_dir=data_dir)
+    if script.retain_data_file:
+        return forget, load_data_file(script.retain_data_file)
+    retain_split = script.retain_split or TOFU_RETAIN_OF.get(script.forget_split)
+    if retain_split is None:
+        raise ValueError(
+            f"No retain split is known for forget_split={script.forget_split!r}; set retain_split or retain_data_file."
+        )
+    return forget, load_tofu(retain_split, data_dir=data_dir)
+
+
+def load_model_and_tokenizer(model_args) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not model_args.model_name_or_path:
+        raise ValueError("model_name_or_path is required (in the recipe or as --model_name_or_path).")
+    dtype = model_args.dtype
+    if dtype not in (None, "auto"):
+        dtype = getattr(torch, dtype)
+    kwargs = {"revision": model_args.model_revision, "dtype": dtype, "trust_remote_code": False}
+    if model_args.attn_implementation:
+        kwargs["attn_implementation"] = model_args.attn_implementation
+    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    return model, tokenizer
+
+
+def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str, Any]:
+    """Run one unlearning job; returns what it wrote (paths and, with `evaluate`, the TOFU summary)."""
+    from trl import get_peft_config
+
+    from ..trainer import UnlearningTrainer
+
+    import_loss_modules(script.loss_modules)
+    forget, retain = load_forget_and_retain(script)
+    model, tokenizer = load_model_and_tokenizer(model_args)
+    trainer = UnlearningTrainer(
+        model=model,
+        args=training_args,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    result: dict[str, Any] = {"output_dir": training_args.output_dir}
+    if script.evaluate:
+        result["evaluation"] = evaluate_trained(trainer, script)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return result
+
+
+def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
+    from ..evaluation import TOFUEvaluator
+
+    data_dir = None if script.dataset_name == "locuslab/TOFU" else script.dataset_name
+    evaluator = TOFUEvaluator(
+        trainer.accelerator.unwrap_model(trainer.model),
+        trainer.processing_class,
+        forget_split=script.forget_split,
+        data_dir=data_dir,
+        max_questions=script.eval_max_questions,
+    )
+    eval_dir = Path(trainer.args.output_dir) / "eval"
+    summary = evaluator.evaluate(
+        output_dir=eval_dir if trainer.args.should_save else None, retain_logs=script.retain_logs
+    )
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    parser = make_parser()
+    script, training_args, model_args = parser.parse_args_and_config(args=argv)
+    result = train(script, training_args, model_args)
+    if training_args.should_save:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return main(args.options)

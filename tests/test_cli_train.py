@@ -1,0 +1,117 @@
+"""`hf-unlearn train`: YAML recipes with flag overrides, user losses, accelerate launch, the shipped recipes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from launch import REPO, run_accelerate
+
+from hf_unlearn import list_losses
+from hf_unlearn.cli import main
+from hf_unlearn.commands.train import make_parser
+
+RECIPES = sorted((REPO / "examples" / "recipes").glob("*.yaml"))
+ACCELERATE_CONFIGS = sorted((REPO / "examples" / "accelerate").glob("*.yaml"))
+
+
+def cpu_recipe(path: Path, model_dir: Path, **overrides) -> Path:
+    """A recipe small enough for the CPU: the bundled TOFU subset and the tiny test model."""
+    recipe = {
+        "model_name_or_path": str(model_dir),
+        "dataset_name": "bundled",
+        "forget_split": "forget01",
+        "forget_loss": "npo",
+        "forget_loss_kwargs": {"beta": 0.1},
+        "retain_loss": "nll",
+        "max_steps": 3,
+        "per_device_train_batch_size": 4,
+        "learning_rate": 5e-4,
+        "bf16": False,
+        "gradient_checkpointing": False,
+        "use_cpu": True,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        **overrides,
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_shipped_recipes_parse_into_a_valid_run(recipe, tmp_path):
+    script, args, model_args = make_parser().parse_args_and_config(
+        args=["--config", str(recipe), "--output_dir", str(tmp_path), "--bf16", "false"]
+    )
+    assert model_args.model_name_or_path, "a recipe names its model"
+    assert args.forget_loss in list_losses("forget") and args.retain_loss in list_losses("retain")
+    assert script.forget_split == "forget10" and script.retain_split == "retain90"
+    assert (args.rectification == "gru") == ("gru" in recipe.stem)
+    assert args.output_dir == str(tmp_path), "the command line overrides the recipe"
+
+
+@pytest.mark.parametrize("config", ACCELERATE_CONFIGS, ids=lambda p: p.stem)
+def test_accelerate_configs_load(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(str(config))
+    raw = yaml.safe_load(config.read_text())
+    assert loaded.distributed_type.value == raw["distributed_type"]
+    assert loaded.num_processes == raw["num_processes"]
+
+
+def test_train_from_a_recipe_with_overrides(target_model_dir, tmp_path, capsys):
+    recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--output_dir", str(out), "--learning_rate", "1e-3"]) == 0
+    state = json.loads((out / "unlearning.json").read_text())
+    assert state["forget_loss"] == "npo" and state["forget_loss_kwargs"] == {"beta": 0.1}
+    assert state["learning_rate"] == pytest.approx(1e-3), "the command line wins over the recipe"
+    assert (out / "model.safetensors").is_file()
+    printed = capsys.readouterr().out  # the trainer's log lines, then the result as indented JSON
+    assert json.loads(printed[printed.rindex("{\n") :])["output_dir"] == str(out)
+
+
+def test_train_with_a_user_loss_file(target_model_dir, tmp_path):
+    loss_file = tmp_path / "my_losses.py"
+    loss_file.write_text(
+        "from hf_unlearn import ForgetLoss, register_loss\n\n"
+        "@register_loss('halved_ga_cli_test')\n"
+        "class HalvedGA(ForgetLoss):\n"
+        "    def __call__(self, ctx):\n"
+        "        return -0.5 * ctx.mean_nll('forget').mean()\n"
+    )
+    recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir, forget_loss="halved_ga_cli_test")
+    recipe_with_modules = yaml.safe_load(recipe.read_text()) | {"loss_modules": [str(loss_file)]}
+    recipe.write_text(yaml.safe_dump({k: v for k, v in recipe_with_modules.items() if k != "forget_loss_kwargs"}))
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "run")]) == 0
+    assert json.loads((tmp_path / "run" / "unlearning.json").read_text())["forget_loss"] == "halved_ga_cli_test"
+
+
+def test_unknown_options_are_named(target_model_dir, tmp_path, capsys):
+    recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir)
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path), "--learnin_rate", "1"]) == 2
+    assert "--learnin_rate" in capsys.readouterr().err
+    bad = cpu_recipe(tmp_path / "bad.yaml", target_model_dir, forget_los="ga")
+    assert main(["train", "--config", str(bad), "--output_dir", str(tmp_path)]) == 2
+    assert "forget_los" in capsys.readouterr().err
+
+
+def test_a_missing_loss_file_is_a_clear_error(target_model_dir, tmp_path, capsys):
+    recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir, loss_modules=["nowhere/losses.py"])
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path)]) == 2
+    assert "nowhere/losses.py does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.distributed
+def test_accelerate_launches_the_cli_on_two_cpu_processes(target_model_dir, tmp_path):
+    recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir, max_steps=2, logging_steps=1)
+    out = tmp_path / "run"
+    result = run_accelerate("hf_unlearn.cli", "train", "--config", recipe, "--output_dir", out, module=True)
+    assert (out / "model.safetensors").is_file()
+    # Only the main process prints the result, and the trainer logged both losses.
+    assert result.stdout.count('"output_dir"') == 1
+    assert "loss/forget" in result.stdout + result.stderr
