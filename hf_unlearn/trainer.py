@@ -509,17 +509,17 @@ class UnlearningTrainer(SFTTrainer):
     # ------------------------------------------------------------------ Hub (see hf_unlearn.hub)
     def _card_kwargs(self, model_name: str | None, card_kwargs: dict[str, Any]) -> dict[str, Any]:
         """Arguments of `hf_unlearn.hub.build_model_card` from the trainer's state and the Trainer-style kwargs."""
-        model = self.accelerator.unwrap_model(self.model)
-        forget_data = card_kwargs.pop("forget_data", None) or card_kwargs.pop("dataset_name", None)
-        base_model = card_kwargs.pop("base_model", None) or card_kwargs.pop("finetuned_from", None)
-        base_model = base_model or getattr(getattr(model, "config", None), "_name_or_path", None) or None
-        return dict(
-            state=self.unlearning_state(),
-            base_model=base_model,
-            forget_data=forget_data,
-            model_name=model_name,
-            **card_kwargs,
-        )
+        ignored = [key for key in ("language", "tasks", "dataset_tags", "dataset_args") if card_kwargs.pop(key, None)]
+        if ignored:
+            logger.info(f"hf_unlearn's model card does not use {ignored}.")
+        aliases = {"forget_data": ("dataset_name", "dataset"), "base_model": ("finetuned_from",)}
+        for key, others in aliases.items():
+            values = [card_kwargs.pop(name, None) for name in (key, *others)]
+            card_kwargs[key] = next((value for value in values if value), None)
+        if card_kwargs["base_model"] is None:
+            config = getattr(self.accelerator.unwrap_model(self.model), "config", None)
+            card_kwargs["base_model"] = getattr(config, "_name_or_path", None) or None
+        return dict(state=self.unlearning_state(), model_name=model_name, **card_kwargs)
 
     def create_model_card(self, model_name: str | None = None, **card_kwargs: Any) -> None:
         """Write hf_unlearn's model card (method, hyperparameters, papers: `hf_unlearn.hub.build_model_card`) as

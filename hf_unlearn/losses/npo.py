@@ -13,7 +13,7 @@ from .registry import register_loss
 class NPO(ForgetLoss):
     """L_forget = -(2 / beta) * mean_batch log sigmoid(beta * (NLL_theta(x, y) - NLL_ref(x, y))).
 
-    Zhang et al. 2024, "Negative Preference Optimization: Towards Catastrophic Collapse to Effective Unlearning"
+    Zhang et al. 2024, "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning"
     (arXiv 2404.05868). NLL is the sequence sum over answer tokens; the reference is the model before unlearning.
     Sign check: log(pi_theta / pi_ref) = NLL_ref - NLL_theta, so at theta = ref the loss is (2 / beta) ln 2 and its
     gradient is the gradient of -mean_batch NLL_theta (GA on the sequence NLL); the NPO gradient is that GA gradient

@@ -1,0 +1,46 @@
+"""Publish unlearned models to the Hugging Face Hub with a model card, and load them back in one call.
+
+```python
+from hf_unlearn.hub import load_unlearned, push_unlearned
+
+push_unlearned("npo-out", "me/llama-tofu-npo", forget_data="locuslab/TOFU:forget10")
+model, tokenizer = load_unlearned("me/llama-tofu-npo")
+```
+"""
+
+from __future__ import annotations
+
+from .card import (
+    PAPERS,
+    TOFU_METRICS,
+    Paper,
+    build_model_card,
+    detect_model_kind,
+    eval_results_from_summary,
+    find_eval_summary,
+    load_eval_summary,
+    write_model_card,
+)
+from .errors import HubAuthenticationError, HubError, HubNetworkError, HubServerError
+from .loading import load_unlearned, resolve_model_folder
+from .push import files_to_push, push_unlearned
+
+__all__ = [
+    "PAPERS",
+    "TOFU_METRICS",
+    "HubAuthenticationError",
+    "HubError",
+    "HubNetworkError",
+    "HubServerError",
+    "Paper",
+    "build_model_card",
+    "detect_model_kind",
+    "eval_results_from_summary",
+    "files_to_push",
+    "find_eval_summary",
+    "load_eval_summary",
+    "load_unlearned",
+    "push_unlearned",
+    "resolve_model_folder",
+    "write_model_card",
+]

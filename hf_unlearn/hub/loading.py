@@ -1,0 +1,162 @@
+"""Load an unlearned model back, from the Hub or a local folder, in one call."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import snapshot_download
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging
+
+from .card import ADAPTER_CONFIG_FILE, GRUN_CONFIG_FILE, detect_model_kind, read_base_model
+from .errors import translate_hub_error
+
+__all__ = ["load_unlearned", "resolve_model_folder"]
+
+logger = logging.get_logger(__name__)
+
+# Never downloaded: pickles (weights are read from safetensors only) and code (remote code never runs).
+_IGNORED_DOWNLOADS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.msgpack", "*.h5", "*.py"]
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def resolve_model_folder(
+    repo_id_or_path: str | Path,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    endpoint: str | None = None,
+) -> Path:
+    """A local folder holding the model: `repo_id_or_path` itself when it is a folder, else a snapshot of the Hub
+    repo (safetensors, JSON and tokenizer files; no pickles, no code) in the Hugging Face cache."""
+    path = Path(repo_id_or_path)
+    if path.is_dir():
+        if revision is not None:
+            logger.warning(f"revision={revision!r} is ignored: {path} is a local folder.")
+        return path
+    repo_id = str(repo_id_or_path)
+    try:
+        return Path(
+            snapshot_download(
+                repo_id,
+                revision=revision,
+                token=token,
+                cache_dir=cache_dir,
+                endpoint=endpoint,
+                ignore_patterns=_IGNORED_DOWNLOADS,
+                library_name="hf_unlearn",
+            )
+        )
+    except Exception as err:
+        secret = token if isinstance(token, str) else None
+        hub_error = translate_hub_error(err, f"download {repo_id}", endpoint or _default_endpoint(), secret)
+        if hub_error is None:
+            raise
+        raise hub_error from err
+
+
+def _default_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def load_unlearned(
+    repo_id_or_path: str | Path,
+    base_model: str | Path | None = None,
+    revision: str | None = None,
+    *,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    endpoint: str | None = None,
+    **from_pretrained_kwargs: Any,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load an unlearned model and its tokenizer: a peft adapter or GRUN modules on their base model, or full weights.
+
+    ```python
+    from hf_unlearn.hub import load_unlearned
+    model, tokenizer = load_unlearned("me/llama-tofu-npo")
+    ```
+
+    What is loaded depends on the files: `grun_config.json` attaches GRUN modules to the base model
+    (`hf_unlearn.grun.load_grun_model`), `adapter_config.json` loads a peft adapter onto it, otherwise `config.json`
+    and safetensors weights are loaded as a full model. The base model is `base_model` when given, else the one the
+    adapter or GRUN config records (`base_model_name_or_path`). The tokenizer comes from the model's folder when it
+    has one, else from the base model.
+
+    Remote code is never run (`trust_remote_code=False` is always passed; asking for it is an error) and weights are
+    read from safetensors only (`use_safetensors=True` unless given otherwise for the base model).
+
+    Args:
+        repo_id_or_path: a Hub model id or a local folder.
+        base_model: the base model (a Hub id or a folder), for an adapter or GRUN modules; for full weights, only
+            where to load the tokenizer from when the repo has none.
+        revision: the Hub revision (branch, tag or commit) of `repo_id_or_path`.
+        token: a Hub token for private repos (default: the saved one).
+        cache_dir, endpoint: as in `huggingface_hub.snapshot_download`.
+        **from_pretrained_kwargs: passed to `AutoModelForCausalLM.from_pretrained` (e.g. `dtype`, `device_map`).
+
+    Returns:
+        `(model, tokenizer)`, the model in eval mode.
+    """
+    if from_pretrained_kwargs.pop("trust_remote_code", False):
+        raise ValueError(
+            "load_unlearned never runs code from a model repo: trust_remote_code=True is refused. Models saved by "
+            "hf_unlearn need no remote code; for a model that does, load it yourself after reviewing its code."
+        )
+    from_pretrained_kwargs["trust_remote_code"] = False
+    from_pretrained_kwargs.setdefault("use_safetensors", True)
+
+    folder = resolve_model_folder(
+        repo_id_or_path, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint
+    )
+    kind = detect_model_kind(folder)
+    base_source: str | None = None
+    if kind != "full":
+        base_source = str(base_model) if base_model is not None else read_base_model(folder, kind)
+        if not base_source:
+            marker = GRUN_CONFIG_FILE if kind == "grun" else ADAPTER_CONFIG_FILE
+            raise ValueError(
+                f"{repo_id_or_path} holds {'GRUN modules' if kind == 'grun' else 'a peft adapter'} but its {marker} "
+                "records no base model (base_model_name_or_path): pass `base_model=`."
+            )
+    if _has_tokenizer(folder):
+        tokenizer_source: str | Path = folder
+    elif base_source is not None or base_model is not None:
+        tokenizer_source = base_source or str(base_model)
+    else:
+        raise ValueError(
+            f"{repo_id_or_path} holds no tokenizer: pass `base_model=` (a Hub id or folder) to load it from, or save "
+            "the tokenizer beside the model (`tokenizer.save_pretrained(folder)`) before pushing."
+        )
+    # For the base model and a tokenizer from the Hub: never remote code, the caller's token.
+    hub_kwargs: dict[str, Any] = {"trust_remote_code": False}
+    if token is not None:
+        hub_kwargs["token"] = token
+        from_pretrained_kwargs.setdefault("token", token)
+
+    if kind == "full":
+        model = AutoModelForCausalLM.from_pretrained(folder, **from_pretrained_kwargs)
+    else:
+        base = AutoModelForCausalLM.from_pretrained(base_source, **from_pretrained_kwargs)
+        if kind == "grun":
+            try:
+                from hf_unlearn.grun import load_grun_model
+            except ImportError as err:
+                raise ImportError(
+                    f"{repo_id_or_path} holds GRUN modules; loading them needs hf_unlearn.grun and pyreft "
+                    "(`pip install 'hf-unlearn[grun]'`)."
+                ) from err
+            model = load_grun_model(base, str(folder))
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(base, str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **hub_kwargs)
+    model.eval()
+    return model, tokenizer
