@@ -1,0 +1,239 @@
+"""GRUNTrainer: the UnlearningTrainer training only GRUN's gated modules, with the gate's classification loss."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import PreTrainedTokenizerBase, TrainerCallback
+from transformers.utils import logging
+
+from ..config import UnlearningConfig
+from ..losses.base import ForgetLoss, LossContext, RetainLoss
+from ..trainer import UnlearningTrainer
+from .config import GRUNConfig
+from .io import save_grun_model
+from .model import GRUNModel, _num_layers, last_prompt_positions
+
+logger = logging.get_logger(__name__)
+
+
+class GRUNLossContext(LossContext):
+    """A [`LossContext`] whose forwards edit the last prompt token of each row (located from the labels: the token
+    before the first answer token), and that reads the gate logits the GRUN model returns."""
+
+    def _model_inputs(self, split: str) -> dict[str, torch.Tensor]:
+        inputs = super()._model_inputs(split)
+        batch = self.batch(split)
+        inputs["intervention_positions"] = last_prompt_positions(batch["labels"], batch["attention_mask"])
+        return inputs
+
+    def has_outputs(self, split: str) -> bool:
+        return split in self._outputs
+
+    def gate_logits(self, split: str) -> torch.Tensor:
+        """g(h) of the newest (trained) request at its layers on a split, `[batch, n_layers]`."""
+        return self.outputs(split)["gate_logits"][-1]
+
+
+class GatedForgetLoss(ForgetLoss):
+    """L_forget(GRUN) = L_forget + lambda_g / 2 * BCE(s, 1) on the forget prompts.
+
+    The gate term is half of lambda_g * BCE(s, y) averaged over forget (y = 1) and retain (y = 0) examples; the
+    other half is in [`GatedRetainLoss`]. Keeping each half with its data lets GRU rectification treat the gate's
+    forget side as part of the forget gradient.
+    """
+
+    def __init__(self, inner: ForgetLoss, gate_weight: float):
+        self.inner = inner
+        self.gate_weight = float(gate_weight)
+        self.needs_ref_model = inner.needs_ref_model
+        self.needs_hidden_states = inner.needs_hidden_states
+        self.needs_refusals = inner.needs_refusals
+        self.last_stats: dict[str, torch.Tensor] = {}
+
+    def setup(self, model: torch.nn.Module, seed: int) -> None:
+        self.inner.setup(model, seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.inner.load_state_dict(state)
+
+    def __call__(self, ctx: GRUNLossContext) -> torch.Tensor:
+        term = self.inner(ctx)
+        # IDK's forward runs on the refusal pairs, which share the forget prompts (same last prompt token, same gate).
+        split = "idk" if self.needs_refusals and not ctx.has_outputs("forget") else "forget"
+        logits = ctx.gate_logits(split).float()
+        bce = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        self.last_stats = {"grun/gate_forget": torch.sigmoid(logits).mean().detach(), "grun/bce_forget": bce.detach()}
+        return term + 0.5 * self.gate_weight * bce
+
+
+class GatedRetainLoss(RetainLoss):
+    """L_retain(GRUN) = lambda_r * L_retain + lambda_g / 2 * BCE(s, 0) on the retain prompts."""
+
+    def __init__(self, inner: RetainLoss, retain_weight: float, gate_weight: float):
+        self.inner = inner
+        self.retain_weight = float(retain_weight)
+        self.gate_weight = float(gate_weight)
+        self.needs_ref_model = inner.needs_ref_model
+        self.needs_hidden_states = inner.needs_hidden_states
+        self.needs_refusals = inner.needs_refusals
+        self.last_stats: dict[str, torch.Tensor] = {}
+
+    def setup(self, model: torch.nn.Module, seed: int) -> None:
+        self.inner.setup(model, seed)
+
+    def __call__(self, ctx: GRUNLossContext) -> torch.Tensor:
+        term = self.inner(ctx)
+        logits = ctx.gate_logits("retain").float()
+        bce = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
+        self.last_stats = {"grun/gate_retain": torch.sigmoid(logits).mean().detach(), "grun/bce_retain": bce.detach()}
+        return self.retain_weight * term + 0.5 * self.gate_weight * bce
+
+
+def _objective(config: GRUNConfig, num_layers: int) -> dict[str, Any]:
+    """The registered losses (and their kwargs) that make up a GRUN request's objective."""
+    forget_kwargs = dict(config.forget_loss_kwargs)
+    if config.forget_loss != "rmu":
+        return {"forget_loss": config.forget_loss, "forget_loss_kwargs": forget_kwargs, "retain_loss": "nll"}
+    # Gated RMU: steer the forget hidden states after the edits; retain: match the unedited hidden states there.
+    # At an edited layer itself, only the last prompt token changes, so the default is the layer after the last one.
+    layers = config.resolved_layers(num_layers)
+    forget_kwargs.setdefault("layer", min(max(layers) + 1, num_layers - 1))
+    if forget_kwargs["layer"] <= min(layers):
+        raise ValueError(
+            f"Gated RMU steers the hidden states of decoder layer {forget_kwargs['layer']}, which no GRUN edit "
+            f"(layers {layers}) can reach: choose forget_loss_kwargs={{'layer': ...}} after the first edited layer."
+        )
+    return {
+        "forget_loss": "rmu",
+        "forget_loss_kwargs": forget_kwargs,
+        "retain_loss": "embed_diff",
+        "retain_loss_kwargs": {"layer": forget_kwargs["layer"]},
+    }
+
+
+class GRUNTrainer(UnlearningTrainer):
+    r"""Trains the newest request of a [`GRUNModel`] (Ren et al. 2025, arXiv 2502.17823): the base model and earlier
+    requests stay frozen; only the gated LoReFT modules learn. The objective comes from the model's [`GRUNConfig`]:
+
+        L = L_forget + lambda_r * L_retain + lambda_g * (BCE(s_f, 1) + BCE(s_r, 0)) / 2,
+
+    with s_f, s_r the gates at the edited layers on the last prompt token of the forget and retain examples (one
+    gate per layer, each trained), L_forget one of `ga`, `npo`, `idk`, `rmu` and L_retain the retain NLL (RMU:
+    `embed_diff`, the distance to the unedited hidden states). NPO's and RMU's reference is the same model with the
+    edits switched off ([`GRUNModel.disable_adapter`]): no copy of the model is made.
+
+    Everything else is [`UnlearningTrainer`]'s: `UnlearningConfig` (learning rate, batch size, steps, ...),
+    forget/retain pairing, logging (plus `grun/gate_forget`, `grun/gate_retain`, the mean gates), and
+    `rectification="gru"`, which works on whatever is trainable, here the gated modules. `forget_loss`,
+    `retain_loss`, `gamma` and `alpha` of the `UnlearningConfig` are set from the `GRUNConfig` (lambda_r and
+    lambda_g enter the loss terms; gamma = alpha = 1). The paper's settings: learning rate 4e-3, batch size 16.
+
+    `save_model` writes `grun_config.json` and `grun_interventions.safetensors` (see [`save_grun_model`]), the
+    tokenizer and `unlearning.json`.
+    """
+
+    _tag_names = ["trl", "hf-unlearn", "unlearning", "grun"]
+    _name = "GRUN"
+
+    def __init__(
+        self,
+        model: GRUNModel,
+        args: UnlearningConfig | None = None,
+        forget_dataset: Dataset | None = None,
+        retain_dataset: Dataset | None = None,
+        processing_class: PreTrainedTokenizerBase | None = None,
+        callbacks: list[TrainerCallback] | None = None,
+        optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
+        optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
+    ):
+        if not isinstance(model, GRUNModel):
+            raise TypeError(
+                f"GRUNTrainer trains a GRUNModel, got {type(model).__name__}: wrap the model first with "
+                "`hf_unlearn.grun.get_grun_model(model, GRUNConfig(layers=[...]))`."
+            )
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        newest = {id(p) for m in model.trainable_modules() for p in m.parameters()}
+        if not trainable:
+            raise ValueError(
+                "The GRUN model has no trainable parameter (a loaded model is frozen): call "
+                "`get_grun_model(model, GRUNConfig(...))` to add a request to train, or load with is_trainable=True."
+            )
+        if any(id(p) not in newest for p in trainable):
+            raise ValueError(
+                "Only the newest GRUN request may train, but other parameters (of the base model or an earlier "
+                "request) have requires_grad=True. GRUN keeps the base model frozen; freeze them first."
+            )
+        config = model.grun_config
+        if args is None:
+            args = UnlearningConfig(output_dir="grun-unlearned", learning_rate=4e-3)
+        elif not isinstance(args, UnlearningConfig):
+            raise TypeError(f"`args` must be an UnlearningConfig, got {type(args).__name__}.")
+        objective = _objective(config, _num_layers(model.model))
+        overridden = {key: value for key, value in objective.items() if getattr(args, key, None) not in (value, {})}
+        if overridden or args.gamma != 1.0 or args.alpha != 1.0:
+            logger.info(f"GRUN sets {sorted(overridden)} and gamma = alpha = 1 from its GRUNConfig.")
+        args.forget_loss = objective["forget_loss"]
+        args.forget_loss_kwargs = objective["forget_loss_kwargs"]
+        args.retain_loss = objective["retain_loss"]
+        args.retain_loss_kwargs = objective.get("retain_loss_kwargs", {})
+        args.gamma, args.alpha = 1.0, 1.0
+        super().__init__(
+            model=model,
+            args=args,
+            forget_dataset=forget_dataset,
+            retain_dataset=retain_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
+        )
+        self._reference_is_base_model = self.forget_loss_fn.needs_ref_model or self.retain_loss_fn.needs_ref_model
+        self.forget_loss_fn = GatedForgetLoss(self.forget_loss_fn, config.gate_weight)
+        self.retain_loss_fn = GatedRetainLoss(self.retain_loss_fn, config.retain_weight, config.gate_weight)
+
+    def _frozen_copy(self, model: torch.nn.Module, args: UnlearningConfig) -> None:
+        # The reference is the same GRUN model with its edits switched off (`disable_adapter`), set up in __init__.
+        return None
+
+    def loss_context(self, model: torch.nn.Module, inputs: Mapping[str, Mapping[str, torch.Tensor]]) -> LossContext:
+        needs_ref = self.ref_model is not None or self._reference_is_base_model
+        reference = (lambda batch: self._reference_forward(model, batch)) if needs_ref else None
+        return GRUNLossContext(model, inputs, reference, output_hidden_states=self._output_hidden_states)
+
+    def _record_gate_stats(self) -> None:
+        for loss in (self.forget_loss_fn, self.retain_loss_fn):
+            for key, value in loss.last_stats.items():
+                self._record(key, value)
+            loss.last_stats = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        self._record_gate_stats()
+        return result
+
+    def _gru_training_step(self, model, inputs) -> torch.Tensor:
+        loss = super()._gru_training_step(model, inputs)
+        self._record_gate_stats()
+        return loss
+
+    def unlearning_state(self) -> dict[str, Any]:
+        state = super().unlearning_state()
+        model = self.accelerator.unwrap_model(self.model)
+        state.update(method="grun", grun=[request.config.to_dict() for request in model.requests])
+        return state
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        save_grun_model(self.accelerator.unwrap_model(self.model), output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
