@@ -210,6 +210,8 @@ class UnlearningTrainer(SFTTrainer):
         )
         # Our losses average per example; the Trainer must divide by the accumulation steps itself.
         self.model_accepts_loss_kwargs = False
+        for callback in self.callback_handler.callbacks:
+            self._bind_callback(callback)
         if args.trainable_parameters is not None:
             self._freeze_all_but(args.trainable_parameters)
         self._output_hidden_states = any(loss.needs_hidden_states for loss in losses)
@@ -235,6 +237,16 @@ class UnlearningTrainer(SFTTrainer):
         for name, param in trainable:
             param.requires_grad_(bool(regex.search(name)))
         logger.info(f"trainable_parameters={pattern!r}: training {len(kept)} of {len(trainable)} parameter tensors.")
+
+    def add_callback(self, callback):
+        super().add_callback(callback)
+        self._bind_callback(self.callback_handler.callbacks[-1])
+
+    def _bind_callback(self, callback: TrainerCallback) -> None:
+        # Callbacks that need the trainer itself (its losses and reference model, e.g. GEffectCallback) get it here:
+        # transformers hands callbacks only the model, never the trainer.
+        if callable(getattr(callback, "bind", None)):
+            callback.bind(self)
 
     # ------------------------------------------------------------------ reference model
     @staticmethod

@@ -1,0 +1,158 @@
+"""`hf-unlearn analyze`: the G-effect of an unlearning objective at a saved model.
+
+    hf-unlearn analyze --model DIR --objective npo --forget-split forget01 --retain-split retain99 \\
+        --data-dir bundled --num-samples 16 --output g.json --plot g.png
+
+Prints e_f = <grad R_f, grad L> and e_r = <grad R_r, grad L> per parameter group (embeddings, each decoder layer,
+head, other) and in total: a negative forget value means a step on the objective raises the forget risk
+(removal works), a negative retain value means it raises the retain risk (retention harmed). Wang et al., ICLR
+2025, "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond".
+
+The model is a saved causal LM, or a saved peft adapter (its adapter parameters span the space). Losses that need
+a reference model use --ref-model, else the adapter-disabled model (peft) or a copy of the model itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+NAME = "analyze"
+HELP = "G-effect of an unlearning objective at a saved model (per layer, forget and retain)."
+DESCRIPTION = __doc__
+
+DTYPES = ("float32", "float64", "bfloat16", "float16")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="A saved model (or peft adapter) directory, or a Hub id.")
+    parser.add_argument(
+        "--objective", required=True, help="A registered forget loss: ga, npo, wga, tnpo, ... (see the list on error)."
+    )
+    parser.add_argument("--objective-kwargs", default=None, help='Hyperparameters as JSON, e.g. {"beta": 0.1}.')
+    parser.add_argument("--gamma", type=float, default=1.0, help="Weight of the forget objective.")
+    parser.add_argument("--retain-loss", default=None, help="Add a retain loss to the objective (e.g. nll, kl).")
+    parser.add_argument("--retain-loss-kwargs", default=None, help="Its hyperparameters as JSON.")
+    parser.add_argument("--alpha", type=float, default=1.0, help="Weight of the retain loss.")
+    parser.add_argument("--ref-model", default=None, help="Reference model for npo, tnpo, ... (default: see above).")
+    parser.add_argument("--forget-split", default="forget10", help="TOFU configuration of the forget data.")
+    parser.add_argument("--retain-split", default="retain90", help="TOFU configuration of the retain data.")
+    parser.add_argument(
+        "--data-dir", default=None, help="TOFU JSON folder, 'bundled' (shipped subset), or omitted for the Hub."
+    )
+    parser.add_argument("--num-samples", type=int, default=16, help="Examples drawn from each split.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the draw.")
+    parser.add_argument("--batch-size", type=int, default=None, help="Micro-batch size (default: all at once).")
+    parser.add_argument("--max-length", type=int, default=None, help="Truncate examples to this many tokens.")
+    parser.add_argument("--per-instance", action="store_true", help="Also compute the value of each example.")
+    parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Parameter dtype of the model.")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available).")
+    parser.add_argument("--output", default=None, help="Write the result as JSON here.")
+    parser.add_argument("--plot", default=None, help="Write a per-group bar chart (PNG) here.")
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+
+
+def _json_arg(name: str, value: str | None) -> dict[str, Any]:
+    if value is None:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} must be a JSON object, got {value!r}: {err.msg}.") from err
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{name} must be a JSON object, got {value!r}.")
+    return parsed
+
+
+def _load_model(path: str, dtype: Any, device: str) -> Any:
+    """A causal LM, or a peft adapter on its base model with the adapter parameters trainable."""
+    from transformers import AutoModelForCausalLM
+
+    if (Path(path) / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        return AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=True, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
+    model.requires_grad_(True)
+    return model
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from ..analysis import build_geffect_batch, compute_g_effect, plot_geffect_groups, resolve_objective
+    from ..data import load_tofu
+
+    objective_kwargs = _json_arg("--objective-kwargs", args.objective_kwargs)
+    objective = resolve_objective(args.objective, objective_kwargs)  # fail on a bad name before loading anything
+    retain_kwargs = _json_arg("--retain-loss-kwargs", args.retain_loss_kwargs)
+    if args.retain_loss is not None:
+        resolve_objective(args.retain_loss, retain_kwargs, "retain")
+    if args.num_samples < 1:
+        raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}.")
+    for option, path in (("--model", args.model), ("--ref-model", args.ref_model)):
+        if path and path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
+            raise FileNotFoundError(f"{option} {path} does not exist.")
+    hf_logging.set_verbosity_error()
+
+    forget = load_tofu(args.forget_split, data_dir=args.data_dir)
+    retain = load_tofu(args.retain_split, data_dir=args.data_dir)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype)
+    model = _load_model(args.model, dtype, device)
+    tokenizer_source = args.model
+    is_adapter = (Path(args.model) / "adapter_config.json").is_file()
+    if is_adapter and not (Path(args.model) / "tokenizer_config.json").exists():
+        tokenizer_source = model.peft_config["default"].base_model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    ref_model = _load_model(args.ref_model, dtype, device) if args.ref_model else None
+
+    batch = build_geffect_batch(
+        tokenizer,
+        forget,
+        retain,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        refusals=objective.needs_refusals,
+        max_length=args.max_length,
+    )
+    result = compute_g_effect(
+        model,
+        args.objective,
+        batch,
+        objective_kwargs=objective_kwargs,
+        gamma=args.gamma,
+        retain_objective=args.retain_loss,
+        retain_objective_kwargs=retain_kwargs or None,
+        alpha=args.alpha,
+        ref_model=ref_model,
+        per_instance=args.per_instance,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print(result.format_table())
+    print(f"forget risk {result.forget_risk:.4f}, retain risk {result.retain_risk:.4f} (mean-NLL of the answers)")
+    if args.output:
+        from ..analysis import write_json_atomic
+
+        data = result.to_dict()
+        data.update(
+            model=str(args.model),
+            forget_split=args.forget_split,
+            retain_split=args.retain_split,
+            data_dir=args.data_dir,
+            seed=args.seed,
+        )
+        write_json_atomic(args.output, data)
+        print(f"Wrote {args.output}")
+    if args.plot:
+        plot_geffect_groups(result, args.plot)
+        print(f"Wrote {args.plot}")
+    return 0
