@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 # Runners, logs and plots (their heavier imports stay out of `import hf_unlearn.evaluation.metrics`).
+from .callback import DEFAULT_TOFU_LOG_KEYS, TOFUEvalCallback, merge_tofu_logs  # noqa: E402
+from .harness import DEFAULT_LM_EVAL_TASKS, run_lm_eval  # noqa: E402  (lm_eval itself is imported on use)
 from .logs import (  # noqa: E402
     TOFU_LOG_FILES,
     TOFU_SPLITS,
@@ -63,17 +65,27 @@ from .logs import (  # noqa: E402
     tofu_summary_from_logs,
     write_tofu_logs,
 )
+from .muse import MUSE_METRICS, MUSEEvaluator, load_muse, load_muse_retain_auc  # noqa: E402
 from .plots import plot_fq_vs_utility, plot_metrics_over_steps  # noqa: E402
 from .tofu import TOFUEvaluator, tofu_split_config  # noqa: E402
 
 __all__ += [
+    "DEFAULT_LM_EVAL_TASKS",
+    "DEFAULT_TOFU_LOG_KEYS",
+    "MUSE_METRICS",
+    "MUSEEvaluator",
     "TOFU_LOG_FILES",
     "TOFU_SPLITS",
+    "TOFUEvalCallback",
     "TOFUEvaluator",
+    "load_muse",
+    "load_muse_retain_auc",
     "load_retain_truth_ratio_stats",
+    "merge_tofu_logs",
     "plot_fq_vs_utility",
     "plot_metrics_over_steps",
     "read_tofu_logs",
+    "run_lm_eval",
     "split_truth_ratio_stats",
     "summarize_tofu_logs",
     "tofu_split_config",

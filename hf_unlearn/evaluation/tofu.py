@@ -7,7 +7,6 @@ against a retain model evaluated by us or by others.
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,14 @@ from ..data.tofu import load_tofu
 from ..losses.base import IGNORE_INDEX
 from .logs import TOFU_SPLITS, load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
 from .metrics import normalized_option_probability, rouge_l_recall
+from .model_io import (
+    accepts_logits_to_keep,
+    check_vocabulary,
+    eos_token_ids,
+    greedy_generate,
+    model_device,
+    resolve_pad_token_id,
+)
 
 __all__ = ["TOFUEvaluator", "tofu_split_config"]
 
@@ -60,35 +67,6 @@ class _Question:
     answer_ids: list[int]
     paraphrased_ids: list[int] | None  # None: the answer is the paraphrase (real authors / world facts)
     perturbed_ids: list[list[int]]
-
-
-def _model_device(model: torch.nn.Module) -> torch.device:
-    device = getattr(model, "device", None)
-    if isinstance(device, torch.device):
-        return device
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _embedding_rows(model: torch.nn.Module) -> int | None:
-    try:
-        embeddings = model.get_input_embeddings()
-    except (AttributeError, NotImplementedError):
-        embeddings = None
-    if embeddings is not None and getattr(embeddings, "num_embeddings", None) is not None:
-        return int(embeddings.num_embeddings)
-    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
-    return int(vocab) if vocab is not None else None
-
-
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    try:
-        return "logits_to_keep" in inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 class TOFUEvaluator:
@@ -160,7 +138,7 @@ class TOFUEvaluator:
         self.logs: dict[str, dict[str, Any]] = {}
 
         self._check_vocabulary()
-        self._logits_to_keep = _accepts_logits_to_keep(model)
+        self._logits_to_keep = accepts_logits_to_keep(model)
         self.pad_token_id = self._pad_token_id()
         self.encoder = PromptEncoder(tokenizer, use_chat_template)
         datasets = dict(datasets or {})
@@ -175,25 +153,10 @@ class TOFUEvaluator:
     # ------------------------------------------------------------------------------------------------------------
 
     def _check_vocabulary(self) -> None:
-        rows = _embedding_rows(self.model)
-        if rows is not None and len(self.tokenizer) > rows:
-            raise ValueError(
-                f"The tokenizer has {len(self.tokenizer)} tokens but the model's embedding matrix only {rows} rows, "
-                "so token ids past the model's vocabulary would crash the forward pass. Use the model's own tokenizer "
-                "or call `model.resize_token_embeddings(len(tokenizer))` (after adding tokens)."
-            )
+        check_vocabulary(self.model, self.tokenizer)
 
     def _pad_token_id(self) -> int:
-        if self.tokenizer.pad_token_id is not None:
-            return int(self.tokenizer.pad_token_id)
-        if self.tokenizer.eos_token_id is not None:
-            warnings.warn(
-                "The tokenizer has no pad token; TOFUEvaluator pads with the EOS token (padding is masked out).",
-                stacklevel=3,
-            )
-            return int(self.tokenizer.eos_token_id)
-        warnings.warn("The tokenizer has neither a pad nor an EOS token; TOFUEvaluator pads with id 0.", stacklevel=3)
-        return 0
+        return resolve_pad_token_id(self.tokenizer, "TOFUEvaluator", stacklevel=5)
 
     def _encode_split(
         self, split: str, config: str, data: Dataset | Sequence[Mapping[str, Any]], max_questions: int | None
@@ -282,50 +245,25 @@ class TOFUEvaluator:
             counts[chunk] = mask.sum(dim=1).cpu().numpy()
         return sums, counts
 
-    @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], desc: str = "generating") -> list[str]:
         """Greedy generations (decoded, special tokens skipped, stripped) for prompt token ids, batched with left
-        padding, in the order of ``prompts``."""
-        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-        texts = [""] * len(prompts)
-        eos = self._eos_token_ids()
-        starts = range(0, len(order), self.generation_batch_size)
-        for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
-            chunk = order[start : start + self.generation_batch_size]
-            width = max(len(prompts[i]) for i in chunk)
-            input_ids = torch.full((len(chunk), width), self.pad_token_id, dtype=torch.long)
-            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                ids = prompts[i]
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, width - len(ids) :] = 1
-            out = self.model.generate(
-                input_ids=input_ids.to(self.device),
-                attention_mask=attention_mask.to(self.device),
-                max_new_tokens=self.max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=self.pad_token_id,
-                eos_token_id=eos,
-            )
-            new_tokens = out[:, width:] if out.shape[1] > width else out[:, :0]
-            decoded = self.tokenizer.batch_decode(new_tokens.tolist(), skip_special_tokens=True)
-            for i, text in zip(chunk, decoded):
-                texts[i] = text.strip()
-        return texts
-
-    def _eos_token_ids(self) -> list[int] | None:
-        ids: list[int] = []
-        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        for value in (gen_eos, self.tokenizer.eos_token_id):
-            for v in [value] if isinstance(value, int) else list(value or []):
-                if v not in ids:
-                    ids.append(int(v))
-        return ids or None
+        padding, in the order of ``prompts`` (see :func:`~hf_unlearn.evaluation.model_io.greedy_generate`)."""
+        texts = greedy_generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.generation_batch_size,
+            pad_token_id=self.pad_token_id,
+            eos_token_id=eos_token_ids(self.model, self.tokenizer),
+            progress=self.progress,
+            desc=desc,
+        )
+        return [text.strip() for text in texts]
 
     @property
     def device(self) -> torch.device:
-        return _model_device(self.model)
+        return model_device(self.model)
 
     # ------------------------------------------------------------------------------------------------------------
     # evaluation
@@ -347,29 +285,45 @@ class TOFUEvaluator:
         retain_stats = load_retain_truth_ratio_stats(retain_logs) if retain_logs is not None else None
         if retain_stats is not None and "forget" not in self.splits:
             raise ValueError("Forget quality (retain_logs given) needs the 'forget' split among `splits`.")
+        self.logs = self.compute_logs()
+        summary = summarize_tofu_logs(self.logs, retain_stats, split=self.forget_split)
+        if output_dir is not None:
+            write_tofu_logs(self.logs, output_dir, summary)
+        return summary
+
+    def compute_logs(self, shard: tuple[int, int] = (0, 1)) -> dict[str, dict[str, Any]]:
+        """The per-question logs (split -> log, TOFU's layout) of one shard of the questions, without a summary.
+
+        Args:
+            shard: ``(index, count)``: evaluate questions ``index, index + count, index + 2 * count, ...`` of each
+                split (their log keys stay the original question indices). ``(0, 1)``, the default, evaluates them
+                all. Data-parallel evaluation runs shard ``(rank, world_size)`` on every rank and merges the logs
+                (:func:`~hf_unlearn.evaluation.callback.merge_tofu_logs`); a shard may be empty.
+        """
+        index, count = shard
+        if count < 1 or not 0 <= index < count:
+            raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+        questions = {split: self.questions[split][index::count] for split in self.splits}
         was_training = self.model.training
         self.model.eval()
         try:
             # Every split's (prompt, answer) pairs in one length-sorted scoring pass, every prompt in one generation
             # pass: small splits share batches.
             pairs: list[tuple[list[int], list[int]]] = []
-            slots = {split: self._add_pairs(self.questions[split], pairs) for split in self.splits}
+            slots = {split: self._add_pairs(questions[split], pairs) for split in self.splits}
             sums, counts = self.score(pairs, desc="TOFU: scoring")
             means = sums / np.maximum(counts, 1)
             generations = self.generate(
-                [q.prompt_ids for split in self.splits for q in self.questions[split]], desc="TOFU: generating"
+                [q.prompt_ids for split in self.splits for q in questions[split]], desc="TOFU: generating"
             )
         finally:
             self.model.train(was_training)
-        self.logs = {}
+        logs = {}
         for split in self.splits:
-            n = len(self.questions[split])
-            self.logs[split] = self._split_log(split, slots[split], sums, counts, means, generations[:n])
+            n = len(questions[split])
+            logs[split] = self._split_log(split, questions[split], slots[split], sums, counts, means, generations[:n])
             generations = generations[n:]
-        summary = summarize_tofu_logs(self.logs, retain_stats, split=self.forget_split)
-        if output_dir is not None:
-            write_tofu_logs(self.logs, output_dir, summary)
-        return summary
+        return logs
 
     @staticmethod
     def _add_pairs(
@@ -392,13 +346,13 @@ class TOFUEvaluator:
     def _split_log(
         self,
         split: str,
+        questions: list[_Question],
         slots: list[tuple[int, int, list[int]]],
         sums: np.ndarray,
         counts: np.ndarray,
         means: np.ndarray,
         generations: list[str],
     ) -> dict[str, Any]:
-        questions = self.questions[split]
         empty = sum(1 for g in generations if not g)
         if empty:
             warnings.warn(
@@ -406,7 +360,8 @@ class TOFUEvaluator:
                 "is 0.",
                 stacklevel=3,
             )
-        rouge = rouge_l_recall(generations, [q.answer for q in questions])
+        # An empty shard (data-parallel evaluation with more ranks than questions) gives an empty log.
+        rouge = rouge_l_recall(generations, [q.answer for q in questions]) if questions else []
 
         log: dict[str, dict[str, Any]] = {
             name: {}

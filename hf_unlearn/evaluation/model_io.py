@@ -1,0 +1,203 @@
+"""Model-calling helpers shared by the evaluators: device and vocabulary checks, padding and EOS ids, batched
+left-padded greedy generation and batched teacher-forced token log-probabilities.
+
+They work with transformers models, peft models and any ``torch.nn.Module`` whose ``forward(input_ids,
+attention_mask)`` returns an object with ``logits`` (and, for generation, that has a transformers-style
+``generate``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+__all__ = [
+    "accepts_logits_to_keep",
+    "check_vocabulary",
+    "eos_token_ids",
+    "greedy_generate",
+    "model_device",
+    "resolve_pad_token_id",
+    "token_logprobs",
+]
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model (its ``device`` attribute, else that of its first parameter, else the CPU)."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def embedding_rows(model: torch.nn.Module) -> int | None:
+    """Rows of the model's input embedding matrix (``config.vocab_size`` when it has no ``get_input_embeddings``)."""
+    try:
+        embeddings = model.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
+        embeddings = None
+    if embeddings is not None and getattr(embeddings, "num_embeddings", None) is not None:
+        return int(embeddings.num_embeddings)
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(vocab) if vocab is not None else None
+
+
+def check_vocabulary(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise a clear ValueError when the tokenizer can produce ids past the model's embedding matrix."""
+    if tokenizer is None or not callable(tokenizer):
+        raise ValueError(
+            f"A Hugging Face tokenizer is needed to evaluate the model, got {type(tokenizer).__name__}: pass the "
+            "model's tokenizer (e.g. `AutoTokenizer.from_pretrained(...)`)."
+        )
+    rows = embedding_rows(model)
+    if rows is not None and len(tokenizer) > rows:
+        raise ValueError(
+            f"The tokenizer has {len(tokenizer)} tokens but the model's embedding matrix only {rows} rows, "
+            "so token ids past the model's vocabulary would crash the forward pass. Use the model's own tokenizer "
+            "or call `model.resize_token_embeddings(len(tokenizer))` (after adding tokens)."
+        )
+
+
+def resolve_pad_token_id(tokenizer: PreTrainedTokenizerBase, owner: str = "The evaluator", stacklevel: int = 3) -> int:
+    """The id to pad with: the tokenizer's pad token, else its EOS token (with a warning), else 0 (with a warning).
+
+    Padding is always masked out, so any id works; the tokenizer is never modified.
+    """
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    if tokenizer.eos_token_id is not None:
+        warnings.warn(
+            f"The tokenizer has no pad token; {owner} pads with the EOS token (padding is masked out).",
+            stacklevel=stacklevel,
+        )
+        return int(tokenizer.eos_token_id)
+    warnings.warn(f"The tokenizer has neither a pad nor an EOS token; {owner} pads with id 0.", stacklevel=stacklevel)
+    return 0
+
+
+def eos_token_ids(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> list[int] | None:
+    """EOS ids that end a generation: the model's generation config's and the tokenizer's (None if neither has one)."""
+    ids: list[int] = []
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (gen_eos, tokenizer.eos_token_id):
+        for v in [value] if isinstance(value, int) else list(value or []):
+            if v not in ids:
+                ids.append(int(v))
+    return ids or None
+
+
+def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    """Whether the model's forward (through peft too) takes ``logits_to_keep`` (transformers' causal LMs do)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[list[int]],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    pad_token_id: int,
+    eos_token_id: list[int] | None = None,
+    progress: bool = False,
+    desc: str = "generating",
+) -> list[str]:
+    """Greedy continuations of tokenized prompts, decoded with special tokens skipped (not stripped).
+
+    Prompts are sorted by length (longest first) and generated ``batch_size`` at a time with left padding built
+    here (the tokenizer's padding side is never touched). Returns the texts in the order of ``prompts``; a prompt
+    whose generation stopped at once (EOS first) gives ``""``.
+    """
+    if not callable(getattr(model, "generate", None)):
+        raise TypeError(
+            f"{type(model).__name__} has no `generate` method; greedy generation needs a transformers-style model "
+            "(a PreTrainedModel, a peft model, or a module that defines `generate(input_ids, attention_mask, ...)`)."
+        )
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("A prompt encodes to no token at all; there is nothing to continue.")
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    texts = [""] * len(prompts)
+    device = model_device(model)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        chunk = order[start : start + batch_size]
+        width = max(len(prompts[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            ids = prompts[i]
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        out = model.generate(
+            input_ids=input_ids.to(device),
+            attention_mask=attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            pad_token_id=pad_token_id,
+            eos_token_id=eos_token_id,
+        )
+        new_tokens = out[:, width:] if out.shape[1] > width else out[:, :0]
+        decoded = tokenizer.batch_decode(new_tokens.tolist(), skip_special_tokens=True)
+        for i, text in zip(chunk, decoded):
+            texts[i] = text
+    return texts
+
+
+@torch.no_grad()
+def token_logprobs(
+    model: torch.nn.Module,
+    sequences: Sequence[list[int]],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    progress: bool = False,
+    desc: str = "scoring",
+) -> list[np.ndarray]:
+    """Teacher-forced ``log p(token_t | tokens_<t)`` of every token of each sequence but the first.
+
+    Sequences (of at least two tokens) are sorted by length and scored ``batch_size`` at a time with right padding;
+    only the real positions' logits are upcast to float32. Returns one float64 array of ``len(sequence) - 1`` values
+    per sequence, in the order of ``sequences``.
+    """
+    short = [i for i, s in enumerate(sequences) if len(s) < 2]
+    if short:
+        raise ValueError(
+            f"Sequence(s) {short[:5]} have fewer than 2 tokens: there is no next-token prediction to score."
+        )
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    results: list[np.ndarray] = [np.zeros(0)] * len(sequences)
+    device = model_device(model)
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        chunk = order[start : start + batch_size]
+        width = max(len(sequences[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            input_ids[row, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
+            attention_mask[row, : len(sequences[i])] = 1
+        logits = model(
+            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False
+        ).logits
+        targets = input_ids[:, 1:].to(logits.device)
+        for row, i in enumerate(chunk):
+            n = len(sequences[i]) - 1
+            logp = torch.log_softmax(logits[row, :n].float(), dim=-1)
+            results[i] = logp.gather(-1, targets[row, :n, None]).squeeze(-1).double().cpu().numpy()
+    return results
