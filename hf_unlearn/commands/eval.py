@@ -1,0 +1,75 @@
+"""`hf-unlearn eval`: TOFU evaluation of a saved or published unlearned model (full weights, peft adapter or GRUN).
+
+    hf-unlearn eval --model runs/tofu_forget10_npo --forget-split forget10 --retain-logs retain90_logs/
+    hf-unlearn eval --model me/llama-tofu-npo --output-dir eval_npo
+
+Writes per-question logs in the layout of TOFU's published logs, `summary.json`, and prints the summary as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+NAME = "eval"
+HELP = "Evaluate an unlearned model (folder or Hub id) on TOFU; writes per-question logs and a summary."
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="The unlearned model: a folder or a Hub id.")
+    parser.add_argument("--base-model", default=None, help="Base model of an adapter/GRUN folder (default: recorded).")
+    parser.add_argument("--revision", default=None, help="Hub revision of --model.")
+    parser.add_argument("--forget-split", default="forget10", help="TOFU forget split: forget01, forget05, forget10.")
+    parser.add_argument(
+        "--dataset", default="locuslab/TOFU", help="'locuslab/TOFU' (the Hub), 'bundled' or a TOFU-layout directory."
+    )
+    parser.add_argument("--retain-logs", default=None, help="The retain model's TOFU logs, for forget quality.")
+    parser.add_argument("--output-dir", default=None, help="Where logs go (default: <model folder>/eval or ./eval).")
+    parser.add_argument("--splits", default="retain,real_authors,world_facts,forget", help="Comma-separated splits.")
+    parser.add_argument("--max-questions", type=int, default=None, help="At most this many questions per split.")
+    parser.add_argument("--batch-size", type=int, default=32, help="Sequences per scoring forward pass.")
+    parser.add_argument("--max-new-tokens", type=int, default=200, help="Greedy generation length (TOFU: 200).")
+    parser.add_argument("--device", default=None, help="Device to evaluate on (default: cuda if available, else cpu).")
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+
+
+def evaluate_model(model, tokenizer, output_dir: str | Path | None, retain_logs: str | None, **kwargs: Any) -> dict:
+    """TOFU summary of any model this library produces (GRUN models edit the last prompt token when scored)."""
+    from ..evaluation import TOFUEvaluator
+
+    if type(model).__module__.startswith("hf_unlearn.grun"):  # no pyreft import for other models
+        from ..grun import evaluate_tofu
+
+        return evaluate_tofu(model, tokenizer, output_dir=output_dir, retain_logs=retain_logs, **kwargs)[0]
+    return TOFUEvaluator(model, tokenizer, **kwargs).evaluate(output_dir=output_dir, retain_logs=retain_logs)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..hub import load_unlearned
+
+    model, tokenizer = load_unlearned(args.model, base_model=args.base_model, revision=args.revision)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    output_dir = args.output_dir
+    if output_dir is None:
+        output_dir = Path(args.model) / "eval" if Path(args.model).is_dir() else Path("eval")
+    summary = evaluate_model(
+        model,
+        tokenizer,
+        output_dir=output_dir,
+        retain_logs=args.retain_logs,
+        forget_split=args.forget_split,
+        data_dir=None if args.dataset == "locuslab/TOFU" else args.dataset,
+        splits=[s.strip() for s in args.splits.split(",") if s.strip()],
+        max_questions=args.max_questions,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        progress=not args.no_progress,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0
