@@ -49,7 +49,8 @@ def test_shipped_recipes_parse_into_a_valid_run(recipe, tmp_path):
     assert model_args.model_name_or_path, "a recipe names its model"
     assert args.forget_loss in list_losses("forget") and args.retain_loss in list_losses("retain")
     assert script.forget_split == "forget10" and script.retain_split == "retain90"
-    assert (args.rectification == "gru") == ("gru" in recipe.stem)
+    assert (args.rectification == "gru") == recipe.stem.endswith("_gru")
+    assert bool(script.grun_layers) == recipe.stem.endswith("_grun")
     assert args.output_dir == str(tmp_path), "the command line overrides the recipe"
 
 
@@ -89,6 +90,27 @@ def test_train_with_a_user_loss_file(target_model_dir, tmp_path):
     recipe.write_text(yaml.safe_dump({k: v for k, v in recipe_with_modules.items() if k != "forget_loss_kwargs"}))
     assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "run")]) == 0
     assert json.loads((tmp_path / "run" / "unlearning.json").read_text())["forget_loss"] == "halved_ga_cli_test"
+
+
+def test_train_grun_from_a_recipe_and_evaluate(target_model_dir, tmp_path):
+    pytest.importorskip("pyreft")
+    recipe = cpu_recipe(
+        tmp_path / "recipe.yaml",
+        target_model_dir,
+        grun_layers=[0, 1],
+        learning_rate=5e-2,
+        evaluate=True,
+        eval_max_questions=4,
+        eval_max_new_tokens=8,
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--output_dir", str(out)]) == 0
+    grun_config = json.loads((out / "grun_config.json").read_text())
+    (request,) = grun_config["requests"]
+    assert request["layers"] == [0, 1] and request["forget_loss"] == "npo"
+    assert not (out / "model.safetensors").exists(), "GRUN saves its modules, not the frozen model"
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert summary["num_questions"]["forget"] == 4
 
 
 def test_unknown_options_are_named(target_model_dir, tmp_path, capsys):

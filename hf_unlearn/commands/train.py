@@ -52,10 +52,24 @@ class UnlearnScriptArguments:
         default_factory=list,
         metadata={"help": "Python files or module names imported before training, to register your own losses."},
     )
+    grun_layers: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Train GRUN instead of the model: the decoder layers to edit (e.g. 10 12 15). The forget loss "
+            "(ga, npo, idk or rmu) and its kwargs come from forget_loss / forget_loss_kwargs."
+        },
+    )
+    grun_rank: int = field(default=4, metadata={"help": "GRUN: rank of each edit."})
+    grun_gate: str = field(default="linear", metadata={"help": "GRUN: 'linear' or 'mlp' gate."})
+    grun_gate_weight: float = field(default=10.0, metadata={"help": "GRUN: weight of the gate BCE (paper: 10)."})
+    grun_retain_weight: float | None = field(
+        default=None, metadata={"help": "GRUN: weight of the retain term (default: the paper's, 2 for GA, 1 else)."}
+    )
     evaluate: bool = field(default=False, metadata={"help": "Run the TOFU evaluation on the unlearned model."})
     eval_max_questions: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many questions per split (quick checks)."}
     )
+    eval_max_new_tokens: int = field(default=200, metadata={"help": "Generation length for ROUGE (TOFU: 200)."})
     retain_logs: str | None = field(
         default=None, metadata={"help": "A retain model's TOFU logs directory, for forget quality."}
     )
@@ -157,14 +171,11 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
     import_loss_modules(script.loss_modules)
     forget, retain = load_forget_and_retain(script)
     model, tokenizer = load_model_and_tokenizer(model_args)
-    trainer = UnlearningTrainer(
-        model=model,
-        args=training_args,
-        forget_dataset=forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
+    data = {"forget_dataset": forget, "retain_dataset": retain, "processing_class": tokenizer}
+    if script.grun_layers:
+        trainer = _grun_trainer(model, script, training_args, model_args, data)
+    else:
+        trainer = UnlearningTrainer(model=model, args=training_args, peft_config=get_peft_config(model_args), **data)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     result: dict[str, Any] = {"output_dir": training_args.output_dir}
@@ -175,22 +186,37 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
     return result
 
 
-def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
-    from ..evaluation import TOFUEvaluator
+def _grun_trainer(model, script: UnlearnScriptArguments, training_args, model_args, data: dict[str, Any]):
+    if model_args.use_peft:
+        raise ValueError("grun_layers trains GRUN modules on the frozen model; it cannot be combined with use_peft.")
+    from ..grun import GRUNConfig, GRUNTrainer, get_grun_model
 
-    data_dir = None if script.dataset_name == "locuslab/TOFU" else script.dataset_name
-    evaluator = TOFUEvaluator(
+    config = GRUNConfig(
+        layers=script.grun_layers,
+        rank=script.grun_rank,
+        gate=script.grun_gate,
+        gate_weight=script.grun_gate_weight,
+        retain_weight=script.grun_retain_weight,
+        forget_loss=training_args.forget_loss,
+        forget_loss_kwargs=training_args.forget_loss_kwargs,
+    )
+    return GRUNTrainer(get_grun_model(model, config), training_args, **data)
+
+
+def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
+    from .eval import evaluate_model
+
+    eval_dir = Path(trainer.args.output_dir) / "eval"
+    return evaluate_model(
         trainer.accelerator.unwrap_model(trainer.model),
         trainer.processing_class,
+        output_dir=eval_dir if trainer.args.should_save else None,
+        retain_logs=script.retain_logs,
         forget_split=script.forget_split,
-        data_dir=data_dir,
+        data_dir=None if script.dataset_name == "locuslab/TOFU" else script.dataset_name,
         max_questions=script.eval_max_questions,
+        max_new_tokens=script.eval_max_new_tokens,
     )
-    eval_dir = Path(trainer.args.output_dir) / "eval"
-    summary = evaluator.evaluate(
-        output_dir=eval_dir if trainer.args.should_save else None, retain_logs=script.retain_logs
-    )
-    return summary
 
 
 def main(argv: list[str]) -> int:
