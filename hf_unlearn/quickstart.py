@@ -1,6 +1,10 @@
-"""Offline quickstart: teach a tiny model the bundled TOFU subset, then unlearn two authors with GA and NPO.
+"""Offline quickstart: teach a tiny model the bundled TOFU subset, then unlearn two authors with GA, NPO, NPO+GRU
+and GRUN, evaluate each against a model that never saw them, and write a table, a plot and model cards.
 
-Runs on a laptop CPU in about a minute and needs no download: the tokenizer and the model are built locally.
+With no options it needs no download: the tokenizer and the models are trained locally on the TOFU subset shipped
+with hf_unlearn (10 fictitious authors, 2 of them to forget). With `--model` (a causal LM already fine-tuned on
+TOFU, e.g. `open-unlearning/tofu_Llama-3.2-1B-Instruct_full`) and `--dataset locuslab/TOFU` the same steps run on
+a real model and data set; forget quality then needs `--retain-model` (a model trained without the forget authors).
 """
 
 from __future__ import annotations
@@ -8,44 +12,166 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-from dataclasses import dataclass
+import math
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers.utils import logging as hf_logging
 
-from .data import PromptEncoder, load_tofu, pad_examples
-from .losses import mean_nll
+from .data import load_tofu
+from .evaluation.logs import tofu_summary_from_logs
+from .evaluation.metrics import model_utility
 from .tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
-#: name -> (forget loss, forget kwargs, retain loss)
-METHODS = {
-    "ga": ("ga", {}, "nll"),
-    "npo": ("npo", {"beta": 0.1}, "nll"),
+BUNDLED = "bundled"
+#: TOFU's forget splits and the retain configuration that complements each.
+TOFU_RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+RETAIN_UTILITY_KEYS = ("retain_probability", "retain_rougeL_recall", "retain_truth_ratio")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One unlearning method of the quickstart: the trainer's losses, GRU, or GRUN."""
+
+    forget_loss: str
+    retain_loss: str = "nll"
+    forget_loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    rectification: str | None = None
+    grun: bool = False
+    learning_rate: float | None = None  # None: the quickstart's learning rate
+    steps_factor: int = 1  # GRUN's steps are cheap (a frozen model, a few thousand parameters): it takes more
+    #: Further `UnlearningConfig` fields (e.g. `retain_loss_kwargs`, `trainable_parameters`, `gru_retain_weight`).
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+    #: GRUN: the decoder layers to edit (None: every layer of the model).
+    grun_layers: tuple[int, ...] | None = None
+
+    @property
+    def label(self) -> str:
+        name = f"{self.forget_loss}+{self.retain_loss}"
+        return f"GRUN({name})" if self.grun else f"{name}+GRU" if self.rectification == "gru" else name
+
+
+METHODS: dict[str, Method] = {
+    "ga": Method("ga"),
+    "npo": Method("npo", forget_loss_kwargs={"beta": 0.1}),
+    "npo_gru": Method("npo", forget_loss_kwargs={"beta": 0.1}, rectification="gru"),
+    # GRUN trains a few thousand parameters at the last prompt token of a 2-layer model: a larger rate, more steps.
+    "grun": Method("npo", forget_loss_kwargs={"beta": 0.1}, grun=True, learning_rate=1e-1, steps_factor=3),
 }
 
 
 @dataclass
 class QuickstartResult:
+    """One row of the table: a model and its TOFU numbers (forget01 forget split; utility over retain authors)."""
+
     method: str
     forget_probability: float
+    forget_rougeL_recall: float
+    forget_quality: float | None
     retain_probability: float
+    retain_rougeL_recall: float
+    retain_utility: float
+    seconds: float = 0.0
+
+    @classmethod
+    def from_summary(cls, method: str, summary: dict[str, Any], seconds: float = 0.0) -> QuickstartResult:
+        return cls(
+            method=method,
+            forget_probability=summary["forget_probability"],
+            forget_rougeL_recall=summary["forget_rougeL_recall"],
+            forget_quality=summary.get("forget_quality"),
+            retain_probability=summary["retain_probability"],
+            retain_rougeL_recall=summary["retain_rougeL_recall"],
+            retain_utility=model_utility([summary[k] for k in RETAIN_UTILITY_KEYS]),
+            seconds=seconds,
+        )
 
 
-@torch.no_grad()
-def answer_probability(model, tokenizer, dataset, batch_size: int = 32) -> float:
-    """Mean over questions of exp(-mean-NLL of the answer): TOFU's 'probability' on a split."""
-    encoder = PromptEncoder(tokenizer)
-    pairs = [
-        encoder.encode([{"role": "user", "content": q}], a) for q, a in zip(dataset["question"], dataset["answer"])
-    ]
-    model.eval()
-    probs = []
-    for start in range(0, len(pairs), batch_size):
-        batch = pad_examples(pairs[start : start + batch_size], tokenizer.pad_token_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        probs.append(torch.exp(-mean_nll(logits, batch["labels"])))
-    return torch.cat(probs).mean().item()
+def _evaluate(model, tokenizer, forget_split, data_dir, output_dir, retain_logs, max_new_tokens, progress):
+    from .commands.eval import evaluate_model
+
+    return evaluate_model(
+        model,
+        tokenizer,
+        output_dir=output_dir,
+        retain_logs=retain_logs,
+        forget_split=forget_split,
+        data_dir=data_dir,
+        splits=["retain", "forget"],
+        max_new_tokens=max_new_tokens,
+        progress=progress,
+    )
+
+
+def _unlearning_args(output_dir: Path, method: Method, steps: int, learning_rate: float, seed: int, progress: bool):
+    from .config import UnlearningConfig
+
+    return UnlearningConfig(
+        output_dir=str(output_dir),
+        forget_loss=method.forget_loss,
+        forget_loss_kwargs=method.forget_loss_kwargs,
+        retain_loss=method.retain_loss,
+        rectification=method.rectification,
+        per_device_train_batch_size=8,
+        max_steps=steps * method.steps_factor,
+        learning_rate=method.learning_rate or learning_rate,
+        lr_scheduler_type="constant",
+        bf16=False,
+        gradient_checkpointing=False,
+        report_to="none",
+        save_strategy="no",
+        seed=seed,
+        disable_tqdm=not progress,
+        logging_strategy="no",
+        **method.config_overrides,
+    )
+
+
+def _unlearn(
+    target,
+    tokenizer,
+    method: Method,
+    forget,
+    retain,
+    output_dir: Path,
+    steps,
+    learning_rate,
+    seed,
+    progress,
+    save: bool = True,
+):
+    """Train one method on a copy of the target; returns the model to evaluate (saved in `output_dir` if `save`)."""
+    model = copy.deepcopy(target)
+    args = _unlearning_args(output_dir, method, steps, learning_rate, seed, progress)
+    if method.grun:
+        from .grun import GRUNConfig, GRUNTrainer, get_grun_model
+
+        layers = list(method.grun_layers or range(model.config.num_hidden_layers))
+        grun_model = get_grun_model(model, GRUNConfig(layers=layers, rank=4, forget_loss=method.forget_loss))
+        trainer = GRUNTrainer(
+            model=grun_model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
+        )
+    else:
+        from .trainer import UnlearningTrainer
+
+        trainer = UnlearningTrainer(
+            model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
+        )
+    trainer.train()
+    if save:
+        trainer.save_model()
+        tokenizer.save_pretrained(output_dir)
+    return trainer.accelerator.unwrap_model(trainer.model)
+
+
+def _load_pretrained(model_id: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(model_id, dtype=torch.float32, trust_remote_code=False)
+    return model, AutoTokenizer.from_pretrained(model_id)
 
 
 def run_quickstart(
@@ -56,103 +182,143 @@ def run_quickstart(
     learning_rate: float = 5e-4,
     seed: int = 0,
     progress: bool = True,
+    model: str | None = None,
+    retain_model: str | None = None,
+    dataset: str = BUNDLED,
+    forget_split: str = "forget01",
+    max_new_tokens: int = 32,
+    model_cards: bool = True,
 ) -> list[QuickstartResult]:
-    """Run the quickstart; returns one row per model (the target first) and writes `results.json`."""
-    from . import UnlearningConfig, UnlearningTrainer
-
+    """Run the quickstart; returns one row per model (target, retain, then each method) and writes
+    `results.json`, `results.md`, `fq_vs_utility.png` and, per method, the model, its TOFU logs and a model card."""
     methods = methods or list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown quickstart method(s) {unknown}; choose from {sorted(METHODS)}.")
+    if forget_split not in TOFU_RETAIN_OF:
+        raise ValueError(f"Unknown forget split {forget_split!r}; choose from {sorted(TOFU_RETAIN_OF)}.")
+    if dataset == BUNDLED and forget_split != "forget01":
+        raise ValueError("The bundled TOFU subset holds forget01 only; use --dataset locuslab/TOFU for other splits.")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     hf_logging.set_verbosity_error()
+    data_dir = None if dataset == "locuslab/TOFU" else dataset
+    forget = load_tofu(forget_split, data_dir)
+    retain = load_tofu(TOFU_RETAIN_OF[forget_split], data_dir)
 
-    full, forget, retain = (load_tofu(name, "bundled") for name in ("full", "forget01", "retain99"))
-    tokenizer = train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], vocab_size=1024)
-    target = tiny_llama(len(tokenizer), num_layers=2, hidden_size=128, seed=seed)
-    print(
-        f"1/2 Teaching a {sum(p.numel() for p in target.parameters()) / 1e6:.1f}M-parameter Llama the bundled TOFU "
-        f"subset ({len(full)} questions, {len(forget)} of them about the 2 authors to forget)"
-    )
-    finetune_on_qa(
-        target,
-        tokenizer,
-        full["question"],
-        full["answer"],
-        epochs=finetune_epochs,
-        learning_rate=2e-3,
-        seed=seed,
-        progress=progress,
-    )
+    started = time.perf_counter()
+    if model is None:
+        full = load_tofu("full", data_dir)
+        print(f"1/3 Training a tokenizer and two tiny Llamas on the bundled TOFU subset ({len(full)} questions)")
+        tokenizer = train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], vocab_size=1024)
+        target = tiny_llama(len(tokenizer), num_layers=2, hidden_size=128, seed=seed)
+        train = dict(epochs=finetune_epochs, learning_rate=2e-3, seed=seed, progress=progress)
+        finetune_on_qa(target, tokenizer, full["question"], full["answer"], **train)
+        # The gold standard: the same recipe on every author except those to forget, for as many optimizer steps
+        # (fewer questions, more epochs), so that it knows the retain authors as well as the target does.
+        retain_reference = tiny_llama(len(tokenizer), num_layers=2, hidden_size=128, seed=seed)
+        train["epochs"] = math.ceil(finetune_epochs * len(full) / len(retain))
+        finetune_on_qa(retain_reference, tokenizer, retain["question"], retain["answer"], **train)
+    else:
+        print(f"1/3 Loading {model}" + (f" and the retain model {retain_model}" if retain_model else ""))
+        target, tokenizer = _load_pretrained(model)
+        retain_reference = _load_pretrained(retain_model)[0] if retain_model else None
     target.save_pretrained(output_dir / "target")
     tokenizer.save_pretrained(output_dir / "target")
 
-    results = [
-        QuickstartResult(
-            "target (before unlearning)",
-            answer_probability(target, tokenizer, forget),
-            answer_probability(target, tokenizer, retain),
-        )
-    ]
-    print(f"2/2 Unlearning the 2 authors with: {', '.join(methods)}")
-    for method in methods:
-        forget_loss, kwargs, retain_loss = METHODS[method]
-        model = copy.deepcopy(target)
-        args = UnlearningConfig(
-            output_dir=str(output_dir / method),
-            forget_loss=forget_loss,
-            forget_loss_kwargs=kwargs,
-            retain_loss=retain_loss,
-            per_device_train_batch_size=8,
-            max_steps=unlearn_steps,
-            learning_rate=learning_rate,
-            lr_scheduler_type="constant",
-            bf16=False,
-            gradient_checkpointing=False,
-            report_to="none",
-            save_strategy="no",
-            seed=seed,
-            disable_tqdm=not progress,
-            logging_strategy="no",
-        )
-        trainer = UnlearningTrainer(
-            model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
-        )
-        trainer.train()
-        trainer.save_model()
-        results.append(
-            QuickstartResult(
-                f"{forget_loss}+{retain_loss}",
-                answer_probability(model, tokenizer, forget),
-                answer_probability(model, tokenizer, retain),
-            )
-        )
+    print("2/3 Evaluating the target and the retain model")
+    evaluate = dict(forget_split=forget_split, data_dir=data_dir, max_new_tokens=max_new_tokens, progress=progress)
+    retain_logs = None
+    summaries: dict[str, dict[str, Any]] = {}
+    if retain_reference is not None:
+        retain_logs = output_dir / "retain" / "eval"
+        _evaluate(retain_reference, tokenizer, output_dir=retain_logs, retain_logs=None, **evaluate)
+        # Its forget quality against itself is 1 by definition; computing it checks the logs it wrote.
+        summaries["retain model"] = tofu_summary_from_logs(retain_logs, retain_logs)
+    summaries["target"] = _evaluate(
+        target, tokenizer, output_dir=output_dir / "target" / "eval", retain_logs=retain_logs, **evaluate
+    )
+    results = [QuickstartResult.from_summary(name, summary) for name, summary in summaries.items()]
 
+    print(f"3/3 Unlearning {len(forget)} questions with: {', '.join(METHODS[m].label for m in methods)}")
+    for name in methods:
+        method = METHODS[name]
+        run_dir = output_dir / name
+        tic = time.perf_counter()
+        unlearned = _unlearn(
+            target, tokenizer, method, forget, retain, run_dir, unlearn_steps, learning_rate, seed, progress
+        )
+        seconds = time.perf_counter() - tic
+        summaries[method.label] = _evaluate(
+            unlearned, tokenizer, output_dir=run_dir / "eval", retain_logs=retain_logs, **evaluate
+        )
+        results.append(QuickstartResult.from_summary(method.label, summaries[method.label], seconds))
+        if model_cards:
+            _write_model_card(run_dir, base_model=model or str(output_dir / "target"), forget_split=forget_split)
+
+    table = format_table(results)
     print()
-    print(format_table(results))
-    (output_dir / "results.json").write_text(json.dumps([r.__dict__ for r in results], indent=2))
-    print(f"\nModels and results.json are in {output_dir.resolve()}")
+    print(table)
+    (output_dir / "results.md").write_text(table + "\n")
+    (output_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    if retain_logs is not None:
+        _plot(results, output_dir / "fq_vs_utility.png")
+    print(
+        f"\nDone in {time.perf_counter() - started:.0f} s. Models, TOFU logs, model cards, results.md and the plot "
+        f"are in {output_dir.resolve()}"
+    )
     return results
 
 
+def _plot(results: list[QuickstartResult], path: Path) -> None:
+    from .evaluation import plot_fq_vs_utility
+
+    points = {r.method: {"forget_quality": r.forget_quality, "model_utility": r.retain_utility} for r in results}
+    plot_fq_vs_utility(points, path, title="Quickstart: forget quality vs utility over the retain authors")
+
+
+def _write_model_card(run_dir: Path, base_model: str, forget_split: str) -> None:
+    from .hub import build_model_card
+
+    card = build_model_card(run_dir, base_model=base_model, forget_data=f"locuslab/TOFU ({forget_split})")
+    card.save(run_dir / "README.md")
+
+
 def format_table(results: list[QuickstartResult]) -> str:
+    """Markdown table of the results. Forget metrics: lower = more forgotten; forget quality: higher = closer to
+    the retain model; retain metrics and utility: higher = more kept."""
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
+
     lines = [
-        "| model | forget answer probability (lower = forgotten) | retain answer probability (higher = kept) |",
-        "|---|---|---|",
+        "| model | forget prob. | forget ROUGE-L | forget quality | retain prob. | retain ROUGE-L | retain utility |"
+        " unlearning time |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {r.method} | {r.forget_probability:.3f} | {r.retain_probability:.3f} |" for r in results]
+    for r in results:
+        cells = [r.forget_probability, r.forget_rougeL_recall, r.forget_quality, r.retain_probability]
+        cells += [r.retain_rougeL_recall, r.retain_utility]
+        time_cell = f"{r.seconds:.0f} s" if r.seconds else "-"
+        lines.append(f"| {r.method} | " + " | ".join(number(c) for c in cells) + f" | {time_cell} |")
     return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", default="quickstart_output", help="Where models and results go.")
+    parser.add_argument("--output-dir", default="quickstart_output", help="Where models, logs and results go.")
     parser.add_argument(
-        "--methods", default=",".join(METHODS), help=f"Comma-separated unlearning methods among {', '.join(METHODS)}."
+        "--methods", default=",".join(METHODS), help=f"Comma-separated methods among {', '.join(METHODS)}."
     )
-    parser.add_argument("--finetune-epochs", type=int, default=20, help="Epochs teaching the tiny model its data.")
+    parser.add_argument("--model", default=None, help="A TOFU-fine-tuned model id/path (default: train a tiny one).")
+    parser.add_argument("--retain-model", default=None, help="With --model: a model trained without the forget set.")
+    parser.add_argument(
+        "--dataset", default=BUNDLED, help="'bundled' (offline subset), 'locuslab/TOFU' (the Hub) or a TOFU directory."
+    )
+    parser.add_argument("--forget-split", default="forget01", choices=sorted(TOFU_RETAIN_OF))
+    parser.add_argument("--finetune-epochs", type=int, default=20, help="Epochs teaching the tiny models their data.")
     parser.add_argument("--unlearn-steps", type=int, default=10, help="Optimizer steps of each unlearning run.")
     parser.add_argument("--learning-rate", type=float, default=5e-4, help="Unlearning learning rate.")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="Generation length for ROUGE (TOFU: 200).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
@@ -166,4 +332,9 @@ def main_from_args(args: argparse.Namespace) -> None:
         learning_rate=args.learning_rate,
         seed=args.seed,
         progress=not args.no_progress,
+        model=args.model,
+        retain_model=args.retain_model,
+        dataset=args.dataset,
+        forget_split=args.forget_split,
+        max_new_tokens=args.max_new_tokens,
     )

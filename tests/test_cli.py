@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from hf_unlearn.cli import main
 from hf_unlearn.quickstart import run_quickstart
 
@@ -23,11 +25,23 @@ def test_bad_option_names_the_problem(capsys):
 
 
 def test_quickstart_unlearns_the_forget_authors(tmp_path, capsys):
-    results = run_quickstart(tmp_path, methods=["ga"], finetune_epochs=12, unlearn_steps=6, progress=False)
-    target, ga = results
-    assert target.forget_probability > 0.1, "the tiny model should have learned its data"
+    pytest.importorskip("pyreft")
+    results = run_quickstart(tmp_path, methods=["ga", "grun"], unlearn_steps=6, progress=False)
+    rows = {r.method: r for r in results}
+    assert list(rows) == ["retain model", "target", "ga+nll", "GRUN(npo+nll)"]
+    retain_model, target, ga, grun = rows.values()
+    assert target.forget_probability > 3 * retain_model.forget_probability, "only the target saw the forget authors"
+    assert target.forget_quality < 0.01 and retain_model.forget_quality == pytest.approx(1.0)
     assert ga.forget_probability < 0.5 * target.forget_probability
-    assert "| ga+nll |" in capsys.readouterr().out
+    assert grun.forget_probability < 0.9 * target.forget_probability
+    # GRUN edits only where its gate opens: retain answers move less than under full-parameter GA.
+    assert abs(grun.retain_probability - target.retain_probability) < abs(
+        ga.retain_probability - target.retain_probability
+    )
+    assert "| GRUN(npo+nll) |" in capsys.readouterr().out
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert [row["method"] for row in saved] == ["target (before unlearning)", "ga+nll"]
-    assert (tmp_path / "ga" / "model.safetensors").is_file() and (tmp_path / "target" / "tokenizer.json").is_file()
+    assert [row["method"] for row in saved] == list(rows)
+    assert (tmp_path / "fq_vs_utility.png").stat().st_size > 0 and (tmp_path / "results.md").is_file()
+    assert (tmp_path / "ga" / "model.safetensors").is_file() and (tmp_path / "grun" / "grun_config.json").is_file()
+    card = (tmp_path / "grun" / "README.md").read_text()
+    assert "GRUN" in card and "2502.17823" in card and "model-index" in card

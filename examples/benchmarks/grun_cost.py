@@ -5,7 +5,8 @@
 Methods (forget: GA on forget01, retain: NLL on retain99, AdamW, batch 8, as the trainers run them):
 - `full_gd`: UnlearningTrainer, every parameter trains.
 - `lora_gd`: UnlearningTrainer with a rank-8 LoRA adapter on the attention and MLP projections.
-- `grun`: GRUNTrainer, a rank-4 gated LoReFT (linear gate) at the last prompt token of 3 upper layers; the base
+- `grun`: GRUNTrainer, a rank-4 gated LoReFT (linear gate) at the last prompt token of 3 upper layers (the
+  paper's depths: 20, 25, 31 of 32); the base
   model is frozen (GA + 2 x NLL + 10 x gate BCE).
 
 Step time: median of the timed optimizer steps (after one warm-up step), measured by a trainer callback. Peak
@@ -109,7 +110,8 @@ def main() -> None:
     full = load_tofu("full", data_dir="bundled")
     forget, retain = load_tofu("forget01", data_dir="bundled"), load_tofu("retain99", data_dir="bundled")
     tokenizer = train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], vocab_size=2048)
-    edited = sorted({args.layers // 2, args.layers - 3, args.layers - 1})
+    # The paper's depths: layers 20, 25 and 31 of Llama-3.1-8B's 32.
+    edited = sorted({round(args.layers * 20 / 32), round(args.layers * 25 / 32), args.layers - 1})
     rows = []
     for method in ("full_gd", "lora_gd", "grun"):
         model = tiny_llama(len(tokenizer), num_layers=args.layers, hidden_size=args.hidden, seed=0)
