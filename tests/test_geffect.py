@@ -7,7 +7,8 @@ import json
 import pytest
 import torch
 from conftest import cpu_args
-from transformers import AutoModelForCausalLM
+from launch import REPO, run_accelerate
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn import UnlearningTrainer
 from hf_unlearn.analysis import (
@@ -283,7 +284,7 @@ def test_refusal_objectives_get_an_idk_split(model, tofu, tokenizer):
 
 # ---------------------------------------------------------------------------------------------- callback
 def _train(model, tokenizer, tofu, tmp_path, callbacks=(), **overrides):
-    args = cpu_args(tmp_path, max_steps=3, logging_steps=2, **overrides)
+    args = cpu_args(tmp_path, **{"max_steps": 3, "logging_steps": 2, **overrides})
     trainer = UnlearningTrainer(
         model=model,
         args=args,
@@ -308,7 +309,9 @@ def test_callback_logs_and_writes_json_without_perturbing_training(model_dir, to
     assert [e["step"] for e in logged] == [0, 2, 3]  # at the start, every 2 steps, at the end
     assert all("geffect/retain" in e and "geffect/forget/layer.0" in e for e in logged)
     assert logged[0]["geffect/forget"] < 0
-    assert any("loss/forget" in e for e in trainer.state.log_history), "the trainer's own metrics still logged"
+    # the trainer's own log of a step where the callback also logged still happens (on_log clears should_log)
+    own = [e["step"] for e in trainer.state.log_history if "loss/forget" in e]
+    assert own == [e["step"] for e in plain.state.log_history if "loss/forget" in e] and 2 in own
 
     saved = json.loads((tmp_path / "with" / "geffect.json").read_text())
     assert saved["forget_loss"] == "npo" and [r["step"] for r in saved["records"]] == [0, 2, 3]
@@ -339,6 +342,90 @@ def test_bound_callback_on_a_peft_trainer(model, tofu, tokenizer, tmp_path):
     assert list(callback.history[0].per_group) == ["layer.0", "layer.1"]
     assert len(callback.history[-1].per_instance["forget"]) == 2
     assert "nll" in callback.history[0].objective or "RetainNLL" in callback.history[0].objective
+
+
+def test_resume_drops_the_records_after_the_checkpoint(model_dir, tofu, tokenizer, tmp_path):
+    """A run recorded steps 0..4 and saved checkpoint-2; resuming from it (to step 3 this time) keeps the records
+    before step 2 as they were, recomputes step 2 at the checkpoint's weights, and drops the old steps 3 and 4."""
+    load = lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # noqa: E731
+    path = tmp_path / "geffect.json"
+
+    def callback():
+        return GEffectCallback(tofu["forget01"], tofu["retain99"], every_n_steps=1, num_samples=2)
+
+    _train(load(), tokenizer, tofu, tmp_path, [callback()], max_steps=4, save_strategy="steps", save_steps=2)
+    first = json.loads(path.read_text())["records"]
+    assert [r["step"] for r in first] == [0, 1, 2, 3, 4]
+
+    resumed = callback()
+    args = cpu_args(tmp_path, max_steps=3, logging_steps=2, save_strategy="no")
+    trainer = UnlearningTrainer(
+        model=load(),
+        args=args,
+        forget_dataset=tofu["forget01"].select(range(8)),
+        retain_dataset=tofu["retain99"].select(range(16)),
+        processing_class=tokenizer,
+        callbacks=[resumed],
+    )
+    trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    records = json.loads(path.read_text())["records"]
+    assert [r["step"] for r in records] == [0, 1, 2, 3], "the old steps 3 and 4 are dropped, none is duplicated"
+    assert records[:2] == first[:2], "the records before the checkpoint are kept as they were"
+    assert [r.step for r in resumed.history] == [2, 3], "the resumed run computes from the checkpoint on"
+    # step 2 again, at the checkpoint's weights: the same value as the first run's
+    assert records[2]["forget"] == pytest.approx(first[2]["forget"], rel=1e-5)
+    assert records[2]["retain"] == pytest.approx(first[2]["retain"], rel=1e-5)
+    # the step-3 record is the resumed run's own (equal to the old one only if resuming is exact; at least it is new)
+    assert records[3] == resumed.history[1].to_dict()
+
+
+@pytest.mark.distributed
+def test_two_process_ddp_records_the_synchronised_model_once(model_dir, tofu, tmp_path):
+    """Real 2-process gloo DDP: no deadlock, only the main process computes, logs and writes geffect.json, and each
+    record equals `compute_g_effect` on the same sample at the (identical on both ranks) weights of its step."""
+    run_accelerate(REPO / "tests" / "scripts" / "geffect_ddp.py", model_dir, tmp_path, timeout=240)
+    reports = {r: json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)}
+    assert [reports[r]["world_size"] for r in (0, 1)] == [2, 2]
+    expected_steps = [0, 2, 3]  # at the start, every 2 steps, at the last step (max_steps 3)
+    assert reports[0]["history_steps"] == expected_steps and reports[1]["history_steps"] == []
+    assert [e["step"] for e in reports[0]["logged"]] == expected_steps and reports[1]["logged"] == []
+    path = tmp_path / "geffect.json"
+    assert reports[0]["json_writes"] == [str(path)] * len(expected_steps), "one write per record, by rank 0"
+    assert reports[1]["json_writes"] == [], "the other process never writes the file"
+    assert not list(tmp_path.glob(".geffect.json.*"))
+    saved = json.loads(path.read_text())
+    assert [r["step"] for r in saved["records"]] == expected_steps
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = build_geffect_batch(
+        tokenizer,
+        tofu["forget01"],
+        tofu["retain99"],
+        num_samples=reports[0]["num_samples"],
+        seed=reports[0]["seed"],
+        max_length=reports[0]["max_length"],
+    )
+    reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    previous = None
+    for record, logged in zip(saved["records"], reports[0]["logged"]):
+        step = record["step"]
+        weights = [torch.load(tmp_path / f"weights_rank{r}_step{step}.pt") for r in (0, 1)]
+        for name, value in weights[0].items():
+            assert torch.equal(value, weights[1][name]), f"the replicas differ at step {step} ({name})"
+        if previous is not None:
+            assert any(not torch.equal(v, previous[k]) for k, v in weights[0].items()), "training moved the model"
+        previous = weights[0]
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        assert not model.load_state_dict(weights[0], strict=False).unexpected_keys
+        expected = compute_g_effect(model, "npo", batch, ref_model=reference)
+        assert record["objective"] == expected.objective
+        for key in ("forget", "retain", "forget_risk", "retain_risk"):
+            assert record[key] == pytest.approx(getattr(expected, key), rel=1e-4, abs=1e-7), (step, key)
+            assert logged[f"geffect/{key}"] == pytest.approx(record[key], rel=1e-9)
+        for group, (forget, retain) in expected.per_group.items():
+            assert record["per_group"][group]["forget"] == pytest.approx(forget, rel=1e-4, abs=1e-7)
+            assert record["per_group"][group]["retain"] == pytest.approx(retain, rel=1e-4, abs=1e-7)
+    assert saved["records"][0]["forget"] < 0
 
 
 def test_callback_rejects_bad_settings(tofu):

@@ -68,17 +68,17 @@ class GEffectCallback(TrainerCallback):
     Training is not perturbed: the gradients are taken with hooks that free them at once, the `.grad`s and the
     train/eval mode are restored, and nothing touches the optimizer or the RNGs used for training data.
 
-    Multi-process: computed on the main process only, with the unwrapped model and no collective operation, so it
-    cannot deadlock; the other processes wait for it at the next gradient all-reduce (keep `num_samples` small on
-    large models). Sharded parameters (FSDP, DeepSpeed) are not supported: it raises at the start of training.
+    Multi-process: computed on the main process only, with the unwrapped model and no collective operation, and
+    without changing the trainer's control flow (its own logging of the step still happens on every process), so it
+    cannot deadlock; the other processes wait for it at the next collective (keep `num_samples` small on large
+    models). Sharded parameters (FSDP, DeepSpeed) are not supported: it raises at the start of training.
 
-    Register it either way:
+    `UnlearningTrainer` binds it to itself (`callbacks=[...]` or `add_callback`); with another trainer class, bind it
+    yourself (transformers gives callbacks no handle on the trainer):
     ```python
     trainer = UnlearningTrainer(..., callbacks=[GEffectCallback(forget, retain, every_n_steps=5)])
     trainer.add_callback(GEffectCallback(forget, retain).bind(trainer))
     ```
-    (transformers gives callbacks no handle on the trainer; an unbound callback finds it as the caller of its
-    `on_train_begin` event.)
 
     Args:
         forget_dataset, retain_dataset: datasets in any layout the trainer accepts (e.g. TOFU question/answer).
@@ -243,4 +243,11 @@ class GEffectCallback(TrainerCallback):
                 logs[f"geffect/forget/{name}"] = forget
                 logs[f"geffect/retain/{name}"] = retain
         # The base Trainer.log: trl's SFTTrainer.log would flush (and clear) the running loss metrics into this entry.
-        transformers.Trainer.log(trainer, logs)
+        # Trainer.log -> CallbackHandler.on_log clears control.should_log, which DefaultFlowCallback has just set for
+        # this step: left cleared, the trainer would skip its own log of the step, and under DDP only the main
+        # process would skip that log's loss all-gather, a deadlock. Put the flag back.
+        should_log = trainer.control.should_log
+        try:
+            transformers.Trainer.log(trainer, logs)
+        finally:
+            trainer.control.should_log = should_log
