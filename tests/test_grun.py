@@ -374,3 +374,22 @@ def test_default_retain_weights_follow_the_paper():
     assert GRUNConfig(layers=[0], forget_loss="ga").retain_weight == 2.0
     assert GRUNConfig(layers=[0], forget_loss="npo").retain_weight == 1.0
     assert GRUNConfig(layers=[0], forget_loss="idk", retain_weight=3).retain_weight == 3.0
+
+
+def test_resuming_from_a_checkpoint_ends_like_an_uninterrupted_run(target_model_dir, tokenizer, tofu, tmp_path):
+    def run(output_dir, resume=None):
+        base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32)
+        torch.manual_seed(resume is not None)  # a resumed run must not depend on its fresh initialisation
+        model = get_grun_model(base, GRUNConfig(layers=[0, 1], forget_loss="ga"))
+        args = cpu_args(output_dir, max_steps=4, learning_rate=GRUN_LR, save_strategy="steps", save_steps=2)
+        trainer = GRUNTrainer(model, args, forget_dataset=tofu["forget01"], retain_dataset=tofu["retain99"],
+                              processing_class=tokenizer)  # fmt: skip
+        trainer.train(resume_from_checkpoint=resume)
+        return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+    uninterrupted = run(tmp_path / "a")
+    assert (tmp_path / "a" / "checkpoint-2" / "grun_interventions.safetensors").is_file()
+    resumed = run(tmp_path / "b", resume=str(tmp_path / "a" / "checkpoint-2"))
+    assert uninterrupted.keys() == resumed.keys()
+    for name, value in uninterrupted.items():
+        torch.testing.assert_close(resumed[name], value, atol=1e-6, rtol=0, msg=name)

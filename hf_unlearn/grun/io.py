@@ -154,11 +154,39 @@ def load_grun_model(
     return model
 
 
+def load_grun_weights_(model: GRUNModel, directory: str | os.PathLike) -> None:
+    """Copy the weights saved in `directory` into `model`'s requests, in place, to resume training from a checkpoint.
+
+    The folder must hold the same requests (same count, order and layers) as `model`; each request takes its saved
+    weights and `request_id`.
+    """
+    saved = read_grun_config(directory)
+    tensors = load_file(str(Path(directory) / GRUN_WEIGHTS_FILE), device="cpu")
+    entries = saved["requests"]
+    if len(entries) != len(model.requests):
+        raise ValueError(
+            f"{directory} holds {len(entries)} GRUN request(s) but the model has {len(model.requests)}: resume with "
+            "the same GRUN configuration the checkpoint was written with."
+        )
+    for index, (request, entry) in enumerate(zip(model.requests, entries)):
+        if sorted(request.modules) != sorted(entry["resolved_layers"]):
+            raise ValueError(
+                f"{directory}: request {index} was saved for layers {entry['resolved_layers']}, but the model's "
+                f"request edits {sorted(request.modules)}."
+            )
+        for layer, module in request.modules.items():
+            prefix = _tensor_key(index, layer, "")
+            state = {key[len(prefix) :]: value for key, value in tensors.items() if key.startswith(prefix)}
+            module.load_state_dict(state, strict=True)
+        request.request_id = entry["request_id"]
+
+
 __all__ = [
     "GRUN_CONFIG_FILE",
     "GRUN_WEIGHTS_FILE",
     "get_grun_model",
     "load_grun_model",
+    "load_grun_weights_",
     "read_grun_config",
     "save_grun_model",
 ]

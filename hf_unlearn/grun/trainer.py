@@ -16,7 +16,7 @@ from ..config import UnlearningConfig
 from ..losses.base import ForgetLoss, LossContext, RetainLoss
 from ..trainer import UnlearningTrainer
 from .config import GRUNConfig
-from .io import save_grun_model
+from .io import load_grun_weights_, save_grun_model
 from .model import GRUNModel, _num_layers, last_prompt_positions
 
 logger = logging.get_logger(__name__)
@@ -230,6 +230,10 @@ class GRUNTrainer(UnlearningTrainer):
         model = self.accelerator.unwrap_model(self.model)
         state.update(method="grun", grun=[request.config.to_dict() for request in model.requests])
         return state
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        # Checkpoints hold the GRUN modules (written by `_save`), not a transformers state dict.
+        load_grun_weights_(self.accelerator.unwrap_model(self.model), resume_from_checkpoint)
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         output_dir = output_dir or self.args.output_dir
