@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..evaluation.plots import _save
 from .geffect import GEffect
 
 __all__ = [
@@ -26,14 +26,6 @@ __all__ = [
 
 Records = Sequence[GEffect | Mapping[str, Any]]
 SPLIT_LABELS = {"forget": "forget risk", "retain": "retain risk"}
-
-
-def _save(fig: Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
-    fig.savefig(path, dpi=120, format="png")
-    return path
 
 
 def _records(records: Records, name: str = "run") -> list[GEffect]:
