@@ -177,7 +177,7 @@ def _load_pretrained(model_id: str):
 def run_quickstart(
     output_dir: str | Path = "quickstart_output",
     methods: list[str] | None = None,
-    finetune_epochs: int = 20,
+    finetune_epochs: int = 30,
     unlearn_steps: int = 10,
     learning_rate: float = 5e-4,
     seed: int = 0,
@@ -315,7 +315,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--dataset", default=BUNDLED, help="'bundled' (offline subset), 'locuslab/TOFU' (the Hub) or a TOFU directory."
     )
     parser.add_argument("--forget-split", default="forget01", choices=sorted(TOFU_RETAIN_OF))
-    parser.add_argument("--finetune-epochs", type=int, default=20, help="Epochs teaching the tiny models their data.")
+    parser.add_argument("--finetune-epochs", type=int, default=30, help="Epochs teaching the tiny models their data.")
     parser.add_argument("--unlearn-steps", type=int, default=10, help="Optimizer steps of each unlearning run.")
     parser.add_argument("--learning-rate", type=float, default=5e-4, help="Unlearning learning rate.")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="Generation length for ROUGE (TOFU: 200).")

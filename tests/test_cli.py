@@ -26,7 +26,7 @@ def test_bad_option_names_the_problem(capsys):
 
 def test_quickstart_unlearns_the_forget_authors(tmp_path, capsys):
     pytest.importorskip("pyreft")
-    results = run_quickstart(tmp_path, methods=["ga", "grun"], unlearn_steps=6, progress=False)
+    results = run_quickstart(tmp_path, methods=["ga", "grun"], progress=False)
     rows = {r.method: r for r in results}
     assert list(rows) == ["retain model", "target", "ga+nll", "GRUN(npo+nll)"]
     retain_model, target, ga, grun = rows.values()
