@@ -40,17 +40,11 @@ class GRUNLossContext(LossContext):
         return self.outputs(split)["gate_logits"][-1]
 
 
-class GatedForgetLoss(ForgetLoss):
-    """L_forget(GRUN) = L_forget + lambda_g / 2 * BCE(s, 1) on the forget prompts.
+class _WrappedLoss:
+    """Hands what the trainer asks of a loss (what it needs, setup, saved state) to the registered loss it wraps."""
 
-    The gate term is half of lambda_g * BCE(s, y) averaged over forget (y = 1) and retain (y = 0) examples; the
-    other half is in [`GatedRetainLoss`]. Keeping each half with its data lets GRU rectification treat the gate's
-    forget side as part of the forget gradient.
-    """
-
-    def __init__(self, inner: ForgetLoss, gate_weight: float):
+    def _wrap(self, inner: ForgetLoss | RetainLoss) -> None:
         self.inner = inner
-        self.gate_weight = float(gate_weight)
         self.needs_ref_model = inner.needs_ref_model
         self.needs_hidden_states = inner.needs_hidden_states
         self.needs_refusals = inner.needs_refusals
@@ -65,6 +59,19 @@ class GatedForgetLoss(ForgetLoss):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.inner.load_state_dict(state)
 
+
+class GatedForgetLoss(_WrappedLoss, ForgetLoss):
+    """L_forget(GRUN) = L_forget + lambda_g / 2 * BCE(s, 1) on the forget prompts.
+
+    The gate term is half of lambda_g * BCE(s, y) averaged over forget (y = 1) and retain (y = 0) examples; the
+    other half is in [`GatedRetainLoss`]. Keeping each half with its data lets GRU rectification treat the gate's
+    forget side as part of the forget gradient.
+    """
+
+    def __init__(self, inner: ForgetLoss, gate_weight: float):
+        self._wrap(inner)
+        self.gate_weight = float(gate_weight)
+
     def __call__(self, ctx: GRUNLossContext) -> torch.Tensor:
         term = self.inner(ctx)
         # IDK's forward runs on the refusal pairs, which share the forget prompts (same last prompt token, same gate).
@@ -75,20 +82,13 @@ class GatedForgetLoss(ForgetLoss):
         return term + 0.5 * self.gate_weight * bce
 
 
-class GatedRetainLoss(RetainLoss):
+class GatedRetainLoss(_WrappedLoss, RetainLoss):
     """L_retain(GRUN) = lambda_r * L_retain + lambda_g / 2 * BCE(s, 0) on the retain prompts."""
 
     def __init__(self, inner: RetainLoss, retain_weight: float, gate_weight: float):
-        self.inner = inner
+        self._wrap(inner)
         self.retain_weight = float(retain_weight)
         self.gate_weight = float(gate_weight)
-        self.needs_ref_model = inner.needs_ref_model
-        self.needs_hidden_states = inner.needs_hidden_states
-        self.needs_refusals = inner.needs_refusals
-        self.last_stats: dict[str, torch.Tensor] = {}
-
-    def setup(self, model: torch.nn.Module, seed: int) -> None:
-        self.inner.setup(model, seed)
 
     def __call__(self, ctx: GRUNLossContext) -> torch.Tensor:
         term = self.inner(ctx)
