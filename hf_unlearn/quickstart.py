@@ -274,7 +274,7 @@ def _plot(results: list[QuickstartResult], path: Path) -> None:
     from .evaluation import plot_fq_vs_utility
 
     points = {r.method: {"forget_quality": r.forget_quality, "model_utility": r.retain_utility} for r in results}
-    plot_fq_vs_utility(points, path, title="Quickstart: forget quality vs utility over the retain authors")
+    plot_fq_vs_utility(points, path, title="Quickstart", utility_label="utility over the retain authors")
 
 
 def _write_model_card(run_dir: Path, base_model: str, forget_split: str) -> None:

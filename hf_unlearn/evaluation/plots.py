@@ -33,7 +33,12 @@ def _number(value: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def plot_fq_vs_utility(summaries: Mapping[str, Mapping[str, Any]], path: str | Path, title: str | None = None) -> Path:
+def plot_fq_vs_utility(
+    summaries: Mapping[str, Mapping[str, Any]],
+    path: str | Path,
+    title: str | None = None,
+    utility_label: str = "model utility",
+) -> Path:
     """Scatter of forget quality (log scale) against model utility, one labelled point per run.
 
     Args:
@@ -41,6 +46,7 @@ def plot_fq_vs_utility(summaries: Mapping[str, Mapping[str, Any]], path: str | P
             or any mapping with ``forget_quality`` and ``model_utility``).
         path: the PNG to write (parent directories are created).
         title: figure title.
+        utility_label: the x axis label (e.g. "utility over the retain authors" where world knowledge is absent).
 
     Runs without both numbers (e.g. ``forget_quality`` None: no retain logs) are left out; none left is an error.
     Forget quality 0 (a p-value that underflowed) is drawn at the smallest positive value of the plot.
@@ -59,12 +65,13 @@ def plot_fq_vs_utility(summaries: Mapping[str, Mapping[str, Any]], path: str | P
     floor = min(positive) / 10 if positive else 1e-30
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot()
-    for name, mu, fq in points:
-        y = max(fq, floor)
-        ax.scatter([mu], [y], s=40)
-        ax.annotate(name, (mu, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    markers = "osD^vP*Xh<>p"
+    for index, (name, mu, fq) in enumerate(points):
+        # A legend rather than labels beside the points: runs often land on top of each other.
+        ax.scatter([mu], [max(fq, floor)], s=45, marker=markers[index % len(markers)], label=name, alpha=0.85)
+    ax.legend(fontsize=8, loc="best", framealpha=0.8)
     ax.set_yscale("log")
-    ax.set_xlabel("model utility")
+    ax.set_xlabel(utility_label)
     ax.set_ylabel("forget quality (KS-test p-value)")
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(title or "TOFU: forget quality vs model utility")
