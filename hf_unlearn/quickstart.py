@@ -21,14 +21,12 @@ from typing import Any
 import torch
 from transformers.utils import logging as hf_logging
 
-from .data import load_tofu
+from .data.tofu import TOFU_RETAIN_OF, load_tofu
 from .evaluation.logs import tofu_summary_from_logs
 from .evaluation.metrics import model_utility
 from .tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 BUNDLED = "bundled"
-#: TOFU's forget splits and the retain configuration that complements each.
-TOFU_RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
 RETAIN_UTILITY_KEYS = ("retain_probability", "retain_rougeL_recall", "retain_truth_ratio")
 
 
@@ -202,13 +200,12 @@ def run_quickstart(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     hf_logging.set_verbosity_error()
-    data_dir = None if dataset == "locuslab/TOFU" else dataset
-    forget = load_tofu(forget_split, data_dir)
-    retain = load_tofu(TOFU_RETAIN_OF[forget_split], data_dir)
+    forget = load_tofu(forget_split, dataset)
+    retain = load_tofu(TOFU_RETAIN_OF[forget_split], dataset)
 
     started = time.perf_counter()
     if model is None:
-        full = load_tofu("full", data_dir)
+        full = load_tofu("full", dataset)
         print(f"1/3 Training a tokenizer and two tiny Llamas on the bundled TOFU subset ({len(full)} questions)")
         tokenizer = train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], vocab_size=1024)
         target = tiny_llama(len(tokenizer), num_layers=2, hidden_size=128, seed=seed)
@@ -227,7 +224,7 @@ def run_quickstart(
     tokenizer.save_pretrained(output_dir / "target")
 
     print("2/3 Evaluating the target and the retain model")
-    evaluate = dict(forget_split=forget_split, data_dir=data_dir, max_new_tokens=max_new_tokens, progress=progress)
+    evaluate = dict(forget_split=forget_split, data_dir=dataset, max_new_tokens=max_new_tokens, progress=progress)
     retain_logs = None
     summaries: dict[str, dict[str, Any]] = {}
     if retain_reference is not None:

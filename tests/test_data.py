@@ -65,7 +65,12 @@ def test_hub_loading_goes_through_datasets(monkeypatch):
     calls = []
     monkeypatch.setattr(tofu_module, "load_dataset", lambda *a, **k: calls.append((a, k)) or "loaded")
     assert load_tofu("forget10") == "loaded"
-    assert calls == [(("locuslab/TOFU", "forget10"), {"split": "train"})]
+    # The Hub id names the Hub too (what `--dataset locuslab/TOFU` passes), not a local directory of that name.
+    assert load_tofu("retain90", data_dir="locuslab/TOFU") == "loaded"
+    assert calls == [
+        (("locuslab/TOFU", "forget10"), {"split": "train"}),
+        (("locuslab/TOFU", "retain90"), {"split": "train"}),
+    ]
 
 
 def test_refusal_answers():

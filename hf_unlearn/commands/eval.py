@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         output_dir=output_dir,
         retain_logs=args.retain_logs,
         forget_split=args.forget_split,
-        data_dir=None if args.dataset == "locuslab/TOFU" else args.dataset,
+        data_dir=args.dataset,
         splits=[s.strip() for s in args.splits.split(",") if s.strip()],
         max_questions=args.max_questions,
         batch_size=args.batch_size,

@@ -23,9 +23,6 @@ NAME = "train"
 HELP = "Unlearn a model with a YAML recipe (--config) and flag overrides; run with --help for every option."
 DESCRIPTION = __doc__
 
-#: TOFU's forget splits and the retain split that complements each.
-TOFU_RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
-
 
 @dataclass
 class UnlearnScriptArguments:
@@ -128,9 +125,9 @@ def load_data_file(path: str):
 
 
 def load_forget_and_retain(script: UnlearnScriptArguments):
-    from ..data import load_tofu
+    from ..data.tofu import TOFU_RETAIN_OF, load_tofu
 
-    data_dir = None if script.dataset_name == "locuslab/TOFU" else script.dataset_name
+    data_dir = script.dataset_name
     if script.forget_data_file:
         forget = load_data_file(script.forget_data_file)
     else:
@@ -213,7 +210,7 @@ def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
         output_dir=eval_dir if trainer.args.should_save else None,
         retain_logs=script.retain_logs,
         forget_split=script.forget_split,
-        data_dir=None if script.dataset_name == "locuslab/TOFU" else script.dataset_name,
+        data_dir=script.dataset_name,
         max_questions=script.eval_max_questions,
         max_new_tokens=script.eval_max_new_tokens,
     )

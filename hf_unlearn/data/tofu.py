@@ -18,6 +18,9 @@ BUNDLED = "bundled"
 
 REFUSALS_FILE = "idontknow.jsonl"
 
+#: TOFU's forget configurations and the retain configuration that complements each.
+TOFU_RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}
+
 
 def _resolve_dir(data_dir: str | Path) -> Path:
     return BUNDLED_TOFU_DIR if str(data_dir) == BUNDLED else Path(data_dir)
@@ -47,12 +50,12 @@ def load_tofu(config_name: str, data_dir: str | Path | None = None, split: str =
 
     Args:
         config_name: the Hub's configuration name.
-        data_dir: None loads `locuslab/TOFU` from the Hub with `datasets.load_dataset`. A directory loads the JSON
-            Lines file `<data_dir>/<config_name>.json` (the Hub's layout). `"bundled"` loads the small subset shipped
-            with hf_unlearn (offline; see `BUNDLED_TOFU_DIR`).
+        data_dir: None (or `"locuslab/TOFU"`) loads TOFU from the Hub with `datasets.load_dataset`. A directory
+            loads the JSON Lines file `<data_dir>/<config_name>.json` (the Hub's layout). `"bundled"` loads the small
+            subset shipped with hf_unlearn (offline; see `BUNDLED_TOFU_DIR`).
         split: the Hub split (TOFU has only `"train"`).
     """
-    if data_dir is None:
+    if data_dir is None or str(data_dir) == TOFU_HUB_ID:
         return load_dataset(TOFU_HUB_ID, config_name, split=split)
     path = _resolve_dir(data_dir) / f"{config_name}.json"
     if not path.is_file():
