@@ -89,9 +89,9 @@ class QuickstartResult:
 
 
 def _evaluate(model, tokenizer, forget_split, data_dir, output_dir, retain_logs, max_new_tokens, progress):
-    from .commands.eval import evaluate_model
+    from .evaluation.tofu import evaluate_tofu_model
 
-    return evaluate_model(
+    return evaluate_tofu_model(
         model,
         tokenizer,
         output_dir=output_dir,

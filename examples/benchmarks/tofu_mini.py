@@ -50,10 +50,10 @@ from scipy import stats as sps
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from hf_unlearn.commands.eval import evaluate_model
 from hf_unlearn.data import load_tofu, read_jsonl
 from hf_unlearn.evaluation.logs import _probability_values, _rouge_values, split_truth_ratio_stats
 from hf_unlearn.evaluation.metrics import model_utility
+from hf_unlearn.evaluation.tofu import evaluate_tofu_model
 from hf_unlearn.quickstart import RETAIN_UTILITY_KEYS, Method, _unlearn
 from hf_unlearn.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
@@ -396,7 +396,7 @@ def mean_hidden_norm(model, tokenizer, rows: Sequence[Mapping[str, Any]], layer:
 
 def evaluate(model, tokenizer, eval_sets, output_dir: Path, retain_logs: Path | None, settings, progress):
     """TOFU summary of `model` on the benchmark's evaluation sets (logs written to `output_dir`)."""
-    return evaluate_model(
+    return evaluate_tofu_model(
         model,
         tokenizer,
         output_dir=output_dir,

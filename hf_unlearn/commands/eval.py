@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
 
 NAME = "eval"
 HELP = "Evaluate an unlearned model (folder or Hub id) on TOFU; writes per-question logs and a summary."
@@ -36,20 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
-def evaluate_model(model, tokenizer, output_dir: str | Path | None, retain_logs: str | None, **kwargs: Any) -> dict:
-    """TOFU summary of any model this library produces (GRUN models edit the last prompt token when scored)."""
-    from ..evaluation import TOFUEvaluator
-
-    if type(model).__module__.startswith("hf_unlearn.grun"):  # no pyreft import for other models
-        from ..grun import evaluate_tofu
-
-        return evaluate_tofu(model, tokenizer, output_dir=output_dir, retain_logs=retain_logs, **kwargs)[0]
-    return TOFUEvaluator(model, tokenizer, **kwargs).evaluate(output_dir=output_dir, retain_logs=retain_logs)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..evaluation.tofu import evaluate_tofu_model
     from ..hub import load_unlearned
 
     model, tokenizer = load_unlearned(args.model, base_model=args.base_model, revision=args.revision)
@@ -58,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     output_dir = args.output_dir
     if output_dir is None:
         output_dir = Path(args.model) / "eval" if Path(args.model).is_dir() else Path("eval")
-    summary = evaluate_model(
+    summary = evaluate_tofu_model(
         model,
         tokenizer,
         output_dir=output_dir,

@@ -201,10 +201,10 @@ def _grun_trainer(model, script: UnlearnScriptArguments, training_args, model_ar
 
 
 def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
-    from .eval import evaluate_model
+    from ..evaluation.tofu import evaluate_tofu_model
 
     eval_dir = Path(trainer.args.output_dir) / "eval"
-    return evaluate_model(
+    return evaluate_tofu_model(
         trainer.accelerator.unwrap_model(trainer.model),
         trainer.processing_class,
         output_dir=eval_dir if trainer.args.should_save else None,

@@ -67,7 +67,7 @@ from .logs import (  # noqa: E402
 )
 from .muse import MUSE_METRICS, MUSEEvaluator, load_muse, load_muse_retain_auc  # noqa: E402
 from .plots import plot_fq_vs_utility, plot_metrics_over_steps  # noqa: E402
-from .tofu import TOFUEvaluator, tofu_split_config  # noqa: E402
+from .tofu import TOFUEvaluator, evaluate_tofu_model, tofu_split_config  # noqa: E402
 
 __all__ += [
     "DEFAULT_LM_EVAL_TASKS",
@@ -78,6 +78,7 @@ __all__ += [
     "TOFU_SPLITS",
     "TOFUEvalCallback",
     "TOFUEvaluator",
+    "evaluate_tofu_model",
     "load_muse",
     "load_muse_retain_auc",
     "load_retain_truth_ratio_stats",

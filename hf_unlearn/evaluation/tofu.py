@@ -35,7 +35,7 @@ from .model_io import (
     resolve_pad_token_id,
 )
 
-__all__ = ["TOFUEvaluator", "tofu_split_config"]
+__all__ = ["TOFUEvaluator", "evaluate_tofu_model", "tofu_split_config"]
 
 # The splits whose "paraphrased" answer is the answer itself (TOFU scores the answer there).
 _OPTION_SPLITS = ("real_authors", "world_facts")
@@ -392,3 +392,19 @@ class TOFUEvaluator:
             if split in _OPTION_SPLITS:
                 log["normalized_gt_loss"][i] = -float(np.log(normalized_option_probability(means[a], pert_means)))
         return log
+
+
+def evaluate_tofu_model(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    output_dir: str | Path | None = None,
+    retain_logs: str | Path | None = None,
+    **evaluator_kwargs: Any,
+) -> dict[str, Any]:
+    """The TOFU summary of any model hf_unlearn produces: full, peft or GRUN (whose scoring must edit the last prompt
+    token, see `hf_unlearn.grun.evaluate_tofu`). `evaluator_kwargs` go to :class:`TOFUEvaluator`."""
+    if type(model).__module__.startswith("hf_unlearn.grun"):  # no pyreft import for other models
+        from ..grun import evaluate_tofu
+
+        return evaluate_tofu(model, tokenizer, output_dir=output_dir, retain_logs=retain_logs, **evaluator_kwargs)[0]
+    return TOFUEvaluator(model, tokenizer, **evaluator_kwargs).evaluate(output_dir=output_dir, retain_logs=retain_logs)
