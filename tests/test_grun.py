@@ -189,6 +189,40 @@ def test_save_load_round_trip_is_exact(trained, target_model_dir, tokenizer, tof
     torch.testing.assert_close(a.gate_logits[0], b.gate_logits[0], atol=0, rtol=0)
 
 
+@pytest.mark.parametrize(
+    "device",
+    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))],
+)
+def test_save_load_is_exact_on_a_bfloat16_base_model(device, target_model_dir, tokenizer, tofu, tmp_path):
+    """pyreft's loader puts interventions on CUDA and in the base model's dtype; ours keeps float32, on the base
+    model's device, and reproduces the outputs bit for bit."""
+
+    def base():
+        return AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.bfloat16).to(device)
+
+    torch.manual_seed(0)
+    grun = get_grun_model(base(), GRUNConfig(layers=[0, 1]))
+    with torch.no_grad():  # a non-trivial gate and edit, as after training
+        for param in grun.grun_modules.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    save_grun_model(grun, tmp_path)
+    loaded = load_grun_model(base(), tmp_path)
+    for module in loaded.requests[0].modules.values():
+        assert {(p.device.type, p.dtype) for p in module.parameters()} == {(device, torch.float32)}
+    data = tofu["forget01"].select(range(6))
+    batch = {k: v.to(device) for k, v in qa_batch(tokenizer, data["question"], data["answer"]).items()}
+    grun.eval()
+    with torch.no_grad():
+        a, b = grun(**batch), loaded(**batch)
+    assert a.logits.dtype == torch.bfloat16
+    torch.testing.assert_close(a.logits, b.logits, atol=0, rtol=0)
+    torch.testing.assert_close(a.gate_logits[0], b.gate_logits[0], atol=0, rtol=0)
+    # Modules saved from either device load anywhere with the same values.
+    on_cpu = load_grun_model(AutoModelForCausalLM.from_pretrained(target_model_dir), tmp_path)
+    for name, value in grun.grun_modules.state_dict().items():
+        assert torch.equal(on_cpu.grun_modules.state_dict()[name], value.cpu()), name
+
+
 def test_generate_edits_prompt_with_left_padding(trained, tokenizer, tofu):
     grun, _ = trained
     encoder = PromptEncoder(tokenizer)
@@ -296,6 +330,35 @@ def test_grun_with_gru_updates_only_intervention_parameters(
     assert all(not torch.equal(p, edit_before[n]) for n, p in grun.grun_modules.named_parameters())
     assert trainer._rectifier is not None
     assert "gru/cosine" in trainer.state.log_history[0]
+
+
+def test_gradient_checkpointing_trains_the_same_without_backpropagating_below_the_edits(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    """transformers' checkpointing makes the embeddings' output require grad (for adapters inside the layers); GRUN
+    undoes it, so the frozen layer below the edit never sees a backward, and the steps equal unchecked ones."""
+    results = {}
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32)
+        grun = get_grun_model(base, GRUNConfig(layers=[1]))
+        backward_calls = []
+        base.model.layers[0].register_full_backward_hook(lambda *args, calls=backward_calls: calls.append(1))
+        train_grun(
+            grun,
+            tokenizer,
+            tmp_path / str(checkpointing),
+            small_forget,
+            small_retain,
+            steps=2,
+            gradient_checkpointing=checkpointing,
+        )
+        assert base.model.layers[0].gradient_checkpointing is checkpointing
+        results[checkpointing] = ({n: p.detach() for n, p in grun.grun_modules.named_parameters()}, backward_calls)
+    (unchecked, calls_unchecked), (checked, calls_checked) = results[False], results[True]
+    assert calls_unchecked == [] and calls_checked == []
+    for name, value in unchecked.items():
+        torch.testing.assert_close(checked[name], value, atol=1e-6, rtol=1e-5)
 
 
 def test_npo_reference_is_the_unedited_model_without_copy(

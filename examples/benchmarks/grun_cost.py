@@ -9,6 +9,8 @@ Methods (forget: GA on forget01, retain: NLL on retain99, AdamW, batch 8, as the
   paper's depths: 20, 25, 31 of 32); the base
   model is frozen (GA + 2 x NLL + 10 x gate BCE).
 
+Each method runs twice: with gradient checkpointing (trl's default, which the trainers keep) and without.
+
 Step time: median of the timed optimizer steps (after one warm-up step), measured by a trainer callback. Peak
 memory: the growth of the process's peak resident set size (Linux `VmHWM`, reset through `/proc/self/clear_refs`
 before each method, glibc's free memory returned with `malloc_trim`) during training, over what the process held
@@ -105,6 +107,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument(
+        "--checkpointing", default="both", choices=["both", "on", "off"], help="gradient checkpointing settings to run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     full = load_tofu("full", data_dir="bundled")
@@ -112,8 +117,9 @@ def main() -> None:
     tokenizer = train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], vocab_size=2048)
     # The paper's depths: layers 20, 25 and 31 of Llama-3.1-8B's 32.
     edited = sorted({round(args.layers * 20 / 32), round(args.layers * 25 / 32), args.layers - 1})
+    settings = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpointing]
     rows = []
-    for method in ("full_gd", "lora_gd", "grun"):
+    for checkpointing, method in [(c, m) for c in settings for m in ("full_gd", "lora_gd", "grun")]:
         model = tiny_llama(len(tokenizer), num_layers=args.layers, hidden_size=args.hidden, seed=0)
         if args.device == "cuda":
             model.cuda()
@@ -133,6 +139,7 @@ def main() -> None:
                 per_device_train_batch_size=8,
                 learning_rate=1e-5 if method == "full_gd" else 4e-3,
                 bf16=False,
+                gradient_checkpointing=checkpointing,
                 report_to="none",
                 save_strategy="no",
                 disable_tqdm=True,
@@ -154,19 +161,23 @@ def main() -> None:
                 before = _peak_rss_reset()
             trainer.train()
             peak = (torch.cuda.max_memory_allocated() / MB if args.device == "cuda" else _rss("VmHWM")) - before
-        rows.append((method, trainable, total, statistics.median(timer.times[1:]), peak))
+        rows.append((checkpointing, method, trainable, total, statistics.median(timer.times[1:]), peak))
         del trainer, model
-    full_time, full_peak = rows[0][3], rows[0][4]
     print(
         f"\nModel: Llama, {args.layers} layers, hidden {args.hidden}; GRUN layers {edited}; {args.device}, "
         f"{args.threads} thread(s); {args.steps} timed steps\n"
     )
-    print("| method | trainable params | % of model | step time | vs full GD | peak memory growth | vs full GD |")
-    print("|---|---|---|---|---|---|---|")
-    for method, trainable, total, step, peak in rows:
+    print(
+        "| checkpointing | method | trainable params | % of model | step time | vs full GD | peak memory growth "
+        "| vs full GD |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    full_gd = {c: (step, peak) for c, method, _, _, step, peak in rows if method == "full_gd"}
+    for checkpointing, method, trainable, total, step, peak in rows:
+        full_time, full_peak = full_gd[checkpointing]
         print(
-            f"| {method} | {trainable:,} | {100 * trainable / total:.3f}% | {1000 * step:.0f} ms | "
-            f"{step / full_time:.2f}x | {peak:.0f} MB | {peak / full_peak:.2f}x |"
+            f"| {'on' if checkpointing else 'off'} | {method} | {trainable:,} | {100 * trainable / total:.3f}% | "
+            f"{1000 * step:.0f} ms | {step / full_time:.2f}x | {peak:.0f} MB | {peak / full_peak:.2f}x |"
         )
     share = llama_1b_parameter_share()
     print(f"\nLlama-3.2-1B shape (meta device, {share['total']:,} parameters), 3 edited layers, rank 4:\n")

@@ -179,6 +179,16 @@ class GRUNModel(pyreft.ReftModel):
     def get_base_model(self) -> torch.nn.Module:
         return self.model
 
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs=None, **kwargs) -> None:
+        """Checkpoint the base model's decoder layers (what the Trainer calls for `gradient_checkpointing=True`).
+
+        transformers also makes the embeddings' output require grad, so that adapters inside checkpointed layers
+        get gradients. GRUN's edits run in hooks on the layers' outputs, outside the checkpointed forwards, so that
+        would only make autograd backpropagate through every frozen layer below the first edit: it is undone here.
+        """
+        self.model.activation_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
+        self.model.disable_input_require_grads()
+
     @property
     def grun_config(self) -> GRUNConfig:
         """The config of the newest request (the one that trains)."""
