@@ -45,6 +45,8 @@ class StoredRepo:
     repo_id: str
     private: bool = False
     commits: list[tuple[str, dict[str, bytes]]] = field(default_factory=list)
+    #: the commit messages' summaries, oldest first
+    summaries: list[str] = field(default_factory=list)
 
     def files_at(self, revision: str) -> tuple[str, dict[str, bytes]] | None:
         if revision == "main":
@@ -316,6 +318,7 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 digest.update(path.encode() + b"\x00" + files[path])
             sha = digest.hexdigest()
             repo.commits.append((sha, files))
+            repo.summaries.append(summary)
         self._send(
             200, {"commitUrl": f"{self.state.url}/{repo_id}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None}
         )

@@ -332,6 +332,122 @@ def test_trainer_push_to_hub_lora_adapter_round_trip(hub, model_dir, tokenizer, 
     assert not torch.allclose(_logits(base, tokenizer), expected)  # the adapter changes the model
 
 
+def _pushing_trainer(model_dir, tokenizer, forget, retain, output_dir, **overrides) -> UnlearningTrainer:
+    """GA + GRU on the tiny full model, saving (and pushing, per `hub_strategy`) after every step."""
+    settings = dict(max_steps=2, save_strategy="steps", save_steps=1, push_to_hub=True) | overrides
+    args = cpu_args(output_dir, forget_loss="ga", rectification="gru", **settings)
+    return UnlearningTrainer(
+        model=str(model_dir), args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
+    )
+
+
+def test_every_save_pushes_the_checkpoint_model_without_training_state(
+    hub, model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    output_dir = tmp_path / "ga-every-save"
+    trainer = _pushing_trainer(
+        model_dir, tokenizer, small_forget, small_retain, output_dir, hub_model_id="ga-every-save", max_steps=4
+    )
+    trainer.train()  # waits for the pushes at its end
+
+    repo = hub.repos[f"{USER}/ga-every-save"]
+    # A save made while a push runs waits, replacing any older waiting one: the first and the newest always go up.
+    steps = [int(summary.removeprefix("Training in progress, step ")) for summary in repo.summaries]
+    assert steps[0] == 1 and steps[-1] == 4 and steps == sorted(set(steps)), repo.summaries
+    published = hub.files(repo.repo_id)
+    assert {"model.safetensors", "config.json", "unlearning.json", "README.md"} <= set(published)
+    # What only resuming needs, and pickles, stay local (they are in the checkpoint).
+    assert {"trainer_state.json", "gru_state.safetensors", "training_args.bin"} <= {
+        p.name for p in (output_dir / "checkpoint-4").iterdir()
+    }
+    assert not [n for n in published if n.endswith((".bin", ".pt", ".pth")) or "state" in n], sorted(published)
+    newest = AutoModelForCausalLM.from_pretrained(output_dir / "checkpoint-4").state_dict()
+    pulled, _ = load_unlearned(repo.repo_id)
+    assert all(torch.equal(pulled.state_dict()[k], v) for k, v in newest.items())
+    assert "| Forget loss | `ga` |" in _card(hub, repo.repo_id).text
+    assert not list(output_dir.glob(".hub-push-*"))  # staging folders are removed
+
+
+def test_hub_strategy_checkpoint_uploads_what_resuming_needs(
+    hub, model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    trainer = _pushing_trainer(
+        model_dir,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path / "ga-ckpt",
+        hub_model_id="ga-ckpt",
+        hub_strategy="checkpoint",
+    )
+    trainer.train()
+    published = hub.files(f"{USER}/ga-ckpt")
+    checkpoint = {n.split("/", 1)[1]: content for n, content in published.items() if n.startswith("last-checkpoint/")}
+    # GRU's state is written after the Trainer's own files: the push waits for it.
+    assert {"model.safetensors", "optimizer.pt", "trainer_state.json", "gru_state.safetensors"} <= set(checkpoint)
+    assert json.loads(checkpoint["trainer_state.json"])["global_step"] == 2
+    assert not [n for n in published if "/" not in n and n.endswith((".bin", ".pt", ".pth"))]
+
+    # Resume from the pulled checkpoint, as from a local one.
+    pulled = tmp_path / "pulled"
+    for name, content in checkpoint.items():
+        (pulled / name).parent.mkdir(parents=True, exist_ok=True)
+        (pulled / name).write_bytes(content)
+    resumed = _pushing_trainer(
+        model_dir, tokenizer, small_forget, small_retain, tmp_path / "resumed", max_steps=3, push_to_hub=False
+    )
+    resumed.train(resume_from_checkpoint=str(pulled))
+    losses = [entry for entry in resumed.state.log_history if "loss" in entry]
+    assert [entry["step"] for entry in losses] == [1, 2, 3]
+    assert losses[:2] == [entry for entry in trainer.state.log_history if "loss" in entry]  # steps 1-2 restored
+
+
+def test_a_failed_push_during_training_is_logged_and_training_goes_on(
+    hub, model_dir, tokenizer, small_forget, small_retain, tmp_path, captured_logs
+):
+    output_dir = tmp_path / "ga-fails"
+    trainer = _pushing_trainer(model_dir, tokenizer, small_forget, small_retain, output_dir, hub_model_id="ga-fails")
+    hub.fail["commit"] = 500
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert (output_dir / "checkpoint-2" / "model.safetensors").is_file()
+    warnings = [r.getMessage() for r in captured_logs if r.levelno >= logging.WARNING and "Pushing" in r.getMessage()]
+    assert warnings and all("HTTP 500" in w for w in warnings), warnings
+    assert FAKE_TOKEN not in _log_text(captured_logs)
+    assert hub.files(f"{USER}/ga-fails") == {}
+
+
+def test_push_to_hub_without_blocking_returns_a_future(
+    hub, model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    output_dir = tmp_path / "ga-future"
+    trainer = _pushing_trainer(
+        model_dir, tokenizer, small_forget, small_retain, output_dir, push_to_hub=False, save_strategy="no"
+    )
+    trainer.train()
+    future = trainer.push_to_hub(blocking=False)
+    expected = (output_dir / "model.safetensors").read_bytes()
+    (output_dir / "model.safetensors").write_bytes(b"changed after the call")  # the call froze the files
+    commit = future.result(timeout=120)
+    assert commit.repo_url.repo_id == f"{USER}/ga-future"
+    assert hub.files(f"{USER}/ga-future")["model.safetensors"] == expected
+
+    hub.fail["preupload"] = 500
+    with pytest.raises(HubServerError, match="HTTP 500"):
+        trainer.push_to_hub(blocking=False).result(timeout=120)
+    assert not list(output_dir.glob(".hub-push-*"))
+
+
+def test_push_to_hub_at_construction_without_a_token_is_a_clear_error(
+    hub, model_dir, tokenizer, small_forget, small_retain, tmp_path, monkeypatch
+):
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(HubAuthenticationError, match="create the Hub repo ga-no-token"):
+        _pushing_trainer(
+            model_dir, tokenizer, small_forget, small_retain, tmp_path / "out", hub_model_id="ga-no-token"
+        )
+
+
 def test_trainer_create_model_card_writes_our_card(model_dir, tokenizer, small_forget, small_retain, tmp_path):
     args = cpu_args(tmp_path / "out", forget_loss="ga", max_steps=1, rectification="gru")
     trainer = UnlearningTrainer(

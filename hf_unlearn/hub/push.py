@@ -21,13 +21,16 @@ logger = logging.get_logger(__name__)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Training by-products that are not part of the model.
 _SKIPPED_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "wandb", ".*", "*.tmp")
+# State that only resuming needs (a checkpoint's trainer state, GRU's moving average), at the top of the folder.
+_TRAINING_STATE_FILES = ("trainer_state.json", "gru_state.safetensors", "gru_state.json")
 
 
 def files_to_push(folder: str | Path) -> list[str]:
     """The files of a saved model to publish, as POSIX paths relative to `folder`, sorted.
 
     Left out: `README.md` (replaced by the generated card), pickle files (`*.bin`, `*.pt`, ...: optimizer states,
-    `training_args.bin`, non-safetensors weights), checkpoints, logs of experiment trackers and hidden files.
+    `training_args.bin`, non-safetensors weights), checkpoints, what only resuming needs (`trainer_state.json`,
+    GRU's state), logs of experiment trackers and hidden files.
     """
     folder = Path(folder)
     selected = []
@@ -35,7 +38,7 @@ def files_to_push(folder: str | Path) -> list[str]:
         relative = path.relative_to(folder)
         if not path.is_file() or any(fnmatch.fnmatch(part, p) for part in relative.parts for p in _SKIPPED_PATTERNS):
             continue
-        if relative.as_posix() == "README.md" or path.suffix.lower() in PICKLE_SUFFIXES:
+        if relative.as_posix() in ("README.md", *_TRAINING_STATE_FILES) or path.suffix.lower() in PICKLE_SUFFIXES:
             continue
         selected.append(relative.as_posix())
     return selected
