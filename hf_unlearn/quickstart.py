@@ -16,7 +16,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.utils import logging as hf_logging
@@ -25,6 +25,10 @@ from .data.tofu import TOFU_RETAIN_OF, load_tofu
 from .evaluation.logs import tofu_summary_from_logs
 from .evaluation.metrics import model_utility
 from .tiny import finetune_on_qa, tiny_llama, train_tokenizer
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 BUNDLED = "bundled"
 RETAIN_UTILITY_KEYS = ("retain_probability", "retain_rougeL_recall", "retain_truth_ratio")
@@ -128,20 +132,21 @@ def _unlearning_args(output_dir: Path, method: Method, steps: int, learning_rate
     )
 
 
-def _unlearn(
-    target,
-    tokenizer,
+def unlearn_copy(
+    target: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
     method: Method,
-    forget,
-    retain,
+    forget: Dataset,
+    retain: Dataset,
     output_dir: Path,
-    steps,
-    learning_rate,
-    seed,
-    progress,
+    steps: int,
+    learning_rate: float,
+    seed: int,
+    progress: bool,
     save: bool = True,
-):
-    """Train one method on a copy of the target; returns the model to evaluate (saved in `output_dir` if `save`)."""
+) -> torch.nn.Module:
+    """Unlearn with `method` on a copy of `target` (left unchanged) for `steps` x the method's step factor; returns
+    the unlearned model (a `GRUNModel` for GRUN), saved with the tokenizer in `output_dir` if `save`."""
     model = copy.deepcopy(target)
     args = _unlearning_args(output_dir, method, steps, learning_rate, seed, progress)
     if method.grun:
@@ -242,7 +247,7 @@ def run_quickstart(
         method = METHODS[name]
         run_dir = output_dir / name
         tic = time.perf_counter()
-        unlearned = _unlearn(
+        unlearned = unlearn_copy(
             target, tokenizer, method, forget, retain, run_dir, unlearn_steps, learning_rate, seed, progress
         )
         seconds = time.perf_counter() - tic

@@ -51,10 +51,14 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 from hf_unlearn.data import load_tofu, read_jsonl
-from hf_unlearn.evaluation.logs import _probability_values, _rouge_values, split_truth_ratio_stats
+from hf_unlearn.evaluation.logs import (
+    per_question_probability,
+    per_question_rouge_l_recall,
+    split_truth_ratio_stats,
+)
 from hf_unlearn.evaluation.metrics import model_utility
 from hf_unlearn.evaluation.tofu import evaluate_tofu_model
-from hf_unlearn.quickstart import RETAIN_UTILITY_KEYS, Method, _unlearn
+from hf_unlearn.quickstart import RETAIN_UTILITY_KEYS, Method, unlearn_copy
 from hf_unlearn.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the worker processes are forked
@@ -414,9 +418,9 @@ def per_question_metrics(logs: Mapping[str, Mapping[str, Any]]) -> dict[str, np.
     """``"<split>_<metric>"`` -> per-question values (probability, ROUGE-L recall, truth-ratio statistic)."""
     values = {}
     for split, log in logs.items():
-        values[f"{split}_probability"] = np.asarray(_probability_values(log, split))
+        values[f"{split}_probability"] = np.asarray(per_question_probability(log, split))
         if "rougeL_recall" in log or "generated_text" in log:
-            values[f"{split}_rougeL_recall"] = np.asarray(_rouge_values(log, split))
+            values[f"{split}_rougeL_recall"] = np.asarray(per_question_rouge_l_recall(log, split))
         values[f"{split}_truth_ratio"] = split_truth_ratio_stats(log, split)
     return values
 
@@ -808,7 +812,7 @@ def _unlearn_and_evaluate(job: tuple[str, int, float, str]) -> Row:
     tic = time.perf_counter()
     # The Trainer prints its final metrics when its progress bar is off: keep the benchmark's output readable.
     with contextlib.redirect_stdout(io.StringIO()):
-        unlearned = _unlearn(
+        unlearned = unlearn_copy(
             shared["target"],
             shared["tokenizer"],
             method,

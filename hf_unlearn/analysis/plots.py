@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..evaluation.plots import _save
+from ..evaluation.plots import save_figure
 from .geffect import GEffect
 
 __all__ = [
@@ -114,7 +114,7 @@ def plot_geffect_heatmap(records: Records, path: str | Path, title: str | None =
         _draw_heatmap(fig, ax, records, split, f"G-effect on the {SPLIT_LABELS[split]}")
     fig.suptitle(title or f"G-effect per parameter group: {records[0].objective}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_geffect_curves(runs: Mapping[str, Records] | Records, path: str | Path, title: str | None = None) -> Path:
@@ -125,7 +125,7 @@ def plot_geffect_curves(runs: Mapping[str, Records] | Records, path: str | Path,
         _draw_curves(ax, runs, split)
     fig.suptitle(title or "Accumulated G-effect", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_geffect_comparison(runs: Mapping[str, Records] | Records, path: str | Path, title: str | None = None) -> Path:
@@ -146,7 +146,7 @@ def plot_geffect_comparison(runs: Mapping[str, Records] | Records, path: str | P
         _draw_curves(fig.add_subplot(grid[2, span]), runs, split)
     fig.suptitle(title or "G-effect per parameter group over steps (red: risk rises)", fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_geffect_groups(result: GEffect | Mapping[str, Any], path: str | Path, title: str | None = None) -> Path:
@@ -167,4 +167,4 @@ def plot_geffect_groups(result: GEffect | Mapping[str, Any], path: str | Path, t
     ax.legend(fontsize=8)
     ax.set_title(title or f"G-effect per parameter group: {result.objective}", fontsize=10)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -61,6 +61,8 @@ __all__ = [
     "TOFU_LOG_FILES",
     "TOFU_SPLITS",
     "load_retain_truth_ratio_stats",
+    "per_question_probability",
+    "per_question_rouge_l_recall",
     "read_tofu_logs",
     "split_truth_ratio_stats",
     "summarize_tofu_logs",
@@ -206,7 +208,9 @@ def split_truth_ratio_stats(log: Mapping[str, Any], split: str = "forget") -> np
         return 1.0 / values
 
 
-def _rouge_values(log: Mapping[str, Any], split: str) -> list[float]:
+def per_question_rouge_l_recall(log: Mapping[str, Any], split: str) -> list[float]:
+    """ROUGE-L recall of each question of a TOFU split's log, in question order (recomputed from
+    `generated_text` when the log has no `rougeL_recall`)."""
     rouge = log.get("rougeL_recall")
     if rouge is not None:
         return [float(rouge[k]) for k in _ordered_keys(rouge)]
@@ -221,7 +225,9 @@ def _rouge_values(log: Mapping[str, Any], split: str) -> list[float]:
     return rouge_l_recall([str(generated[k][1]) for k in keys], [str(generated[k][2]) for k in keys])
 
 
-def _probability_values(log: Mapping[str, Any], split: str) -> list[float]:
+def per_question_probability(log: Mapping[str, Any], split: str) -> list[float]:
+    """TOFU's probability of each question of a split's log, in question order: exp(-answer loss), or, on the
+    real-author and world-fact splits, the correct answer's share among the options."""
     gt = _require(log, split, "avg_gt_loss", "probability")
     if split not in _OPTION_SPLITS:
         return [float(answer_probability(float(gt[k]))) for k in _ordered_keys(gt)]
@@ -233,8 +239,8 @@ def _split_metrics(log: Mapping[str, Any], split: str) -> dict[str, float]:
     stats = split_truth_ratio_stats(log, split)
     aggregate = truth_ratio_forget if split == "forget" else truth_ratio_retain
     return {
-        f"{split}_probability": float(np.mean(_probability_values(log, split))),
-        f"{split}_rougeL_recall": float(np.mean(_rouge_values(log, split))),
+        f"{split}_probability": float(np.mean(per_question_probability(log, split))),
+        f"{split}_rougeL_recall": float(np.mean(per_question_rouge_l_recall(log, split))),
         f"{split}_truth_ratio": aggregate(stats),
     }
 

@@ -15,7 +15,8 @@ __all__ = ["plot_fq_vs_utility", "plot_metrics_over_steps"]
 _STEP_KEYS = ("step", "global_step")
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write `fig` as a PNG at `path` (creating its folder) without a display backend."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
@@ -76,7 +77,7 @@ def plot_fq_vs_utility(
     ax.grid(True, which="major", alpha=0.3)
     ax.set_title(title or "TOFU: forget quality vs model utility")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_metrics_over_steps(
@@ -121,4 +122,4 @@ def plot_metrics_over_steps(
     ax.legend(fontsize=8)
     ax.set_title(title or "Metrics over training steps")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
