@@ -57,7 +57,8 @@ class UnlearningConfig(SFTConfig):
             parameters), and the optimizer steps on that. Needs a retain loss that reads retain data. `alpha` does
             not enter the update under GRU (the projection does not depend on the retain gradient's scale); use
             `gru_retain_weight` to add the retain gradient. Logs `gru/cosine`, `gru/projected`,
-            `gru/forget_grad_norm`, `gru/retain_grad_norm` (the smoothed one) per step. Single device or DDP only.
+            `gru/forget_grad_norm`, `gru/retain_grad_norm` (the smoothed one) per step. Single device, DDP or FSDP2
+            (not DeepSpeed or FSDP1).
         gru_ema (`float`, defaults to `0.8`): weight m of the NEW retain gradient in its moving average,
             gbar_r <- m * g_r + (1 - m) * gbar_r, in (0, 1] (1 = no smoothing).
         gru_retain_weight (`float`, defaults to `0.0`): lambda of the reference's "+ce" variant: the optimizer steps

@@ -13,6 +13,10 @@ and the optimizer steps on g_f (+ lambda * g_r with `gru_retain_weight` lambda >
 The math works on lists of gradient tensors (one per trainable parameter), in place, on their device: nothing is
 flattened, copied to the CPU or upcast as a whole. Dot products are taken per tensor in float32 (low-precision tensors
 are upcast one at a time) and summed in float32. [`GradientRectifier`] holds the state between optimizer steps.
+
+Sharded gradients (FSDP2's DTensors): each rank works on its local shards; the three sums (dot product and the two
+squared norms) are partial, and ONE all-reduce of those three scalars makes them global before the decision, so
+every rank projects its shards with the same coefficient, as if the full gradients were on one device.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ GRU_STATE_NAME = "gru_state.json"
 STATS_FIELDS = ("dot", "forget_sq_norm", "retain_sq_norm", "projected")
 
 TensorList = Sequence[torch.Tensor | None]
+
+
+def _local(t: torch.Tensor | None) -> torch.Tensor | None:
+    """The local shard of a DTensor (a view: in-place changes reach the DTensor), else the tensor itself."""
+    return t.to_local() if t is not None and hasattr(t, "to_local") else t
 
 
 def _dot32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -69,19 +78,28 @@ def list_sq_norm(xs: TensorList) -> torch.Tensor:
     return list_dot(xs, xs)
 
 
-def rectify_(grads: TensorList, retain: TensorList, eps: float = 1e-30) -> torch.Tensor:
+def rectify_(
+    grads: TensorList,
+    retain: TensorList,
+    eps: float = 1e-30,
+    reduce_sums: Callable[[torch.Tensor], None] | None = None,
+) -> torch.Tensor:
     """Project `grads` (g_f) in place onto the orthogonal complement of `retain` (gbar_r) when they conflict.
 
     If d = <g_f, gbar_r> < 0: g_f <- g_f - d / ||gbar_r||^2 * gbar_r, the smallest change that makes the dot product
     zero; otherwise g_f is left as it is (bit for bit). The decision is taken on the device: no CPU synchronisation.
-    Entries that are None count as zeros (a None gradient stays None).
+    Entries that are None count as zeros (a None gradient stays None). DTensors are handled through their local
+    shards; `reduce_sums` (sums a float32 tensor in place over the ranks holding the other shards) then turns the
+    partial sums into global ones.
 
     Returns a float32 tensor `[d, ||g_f||^2, ||gbar_r||^2, projected]` (see `STATS_FIELDS`), the norms before the
     projection, `projected` 1.0 or 0.0.
     """
-    dot = list_dot(grads, retain)
-    forget_sq = list_sq_norm(grads)
-    retain_sq = list_sq_norm(retain)
+    grads, retain = [_local(g) for g in grads], [_local(r) for r in retain]
+    sums = torch.stack([list_dot(grads, retain), list_sq_norm(grads), list_sq_norm(retain)])
+    if reduce_sums is not None:
+        reduce_sums(sums)
+    dot, forget_sq, retain_sq = sums.unbind()
     projected = (dot < 0) & (retain_sq > eps)
     coef = torch.where(projected, dot / retain_sq.clamp_min(eps), torch.zeros_like(dot))
     for g, r in zip(grads, retain):
@@ -122,6 +140,13 @@ def all_reduce_mean_(tensors: Sequence[torch.Tensor], group: Any = None) -> None
         torch._foreach_mul_(list(tensors), 1.0 / world)
 
 
+def all_reduce_sum_(tensor: torch.Tensor, group: Any = None) -> None:
+    """Sum a tensor in place over the ranks of a torch.distributed process group."""
+    import torch.distributed as dist
+
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
+
+
 class GradientRectifier:
     """State and steps of GRU over a fixed list of trainable parameters.
 
@@ -141,6 +166,8 @@ class GradientRectifier:
         retain_weight: lambda, the weight of the retain gradient added to the update (0 = pure projection).
         all_reduce: averages a list of tensors in place over the data-parallel ranks (None on one process); called
             on both gradients at each optimizer step, so the projection uses the global gradients.
+        reduce_sums: for sharded gradients (FSDP2, already averaged by its reduce-scatter): sums a tensor of partial
+            sums in place over the ranks (see [`rectify_`]). The state is then saved and loaded as full tensors.
     """
 
     def __init__(
@@ -149,6 +176,7 @@ class GradientRectifier:
         ema: float = 0.8,
         retain_weight: float = 0.0,
         all_reduce: Callable[[Sequence[torch.Tensor]], None] | None = None,
+        reduce_sums: Callable[[torch.Tensor], None] | None = None,
     ):
         if not 0.0 < ema <= 1.0:
             raise ValueError(f"The GRU moving-average weight must be in (0, 1], got {ema}.")
@@ -160,7 +188,10 @@ class GradientRectifier:
             raise ValueError("GRU found no trainable parameter (none has requires_grad=True).")
         self.ema = float(ema)
         self.retain_weight = float(retain_weight)
+        if all_reduce is not None and reduce_sums is not None:
+            raise ValueError("GRU takes either all_reduce (replicated gradients) or reduce_sums (sharded), not both.")
         self.all_reduce = all_reduce
+        self.reduce_sums = reduce_sums
         self.step = 0
         #: gbar_r per parameter (None = zeros); during an accumulation it holds (1 - m) / m * gbar_r + sum g_r.
         self.retain_ema: list[torch.Tensor | None] = [None] * len(self.params)
@@ -175,7 +206,7 @@ class GradientRectifier:
     def _begin_step(self) -> None:
         if self._fused:
             scale = (1.0 - self.ema) / self.ema
-            buffers = [b for b in self.retain_ema if b is not None]
+            buffers = [_local(b) for b in self.retain_ema if b is not None]
             if buffers:
                 if scale == 0.0:
                     torch._foreach_zero_(buffers)
@@ -221,18 +252,23 @@ class GradientRectifier:
                 param.grad = grad
             self._materialize(retain)
             self.all_reduce([*grads, *retain])
+        if self.reduce_sums is not None:
+            # Every rank must save and load the same buffers (gathering a sharded buffer is a collective).
+            self._materialize(retain)
         if self._fused:
-            torch._foreach_mul_([b for b in self.retain_ema if b is not None], self.ema)
+            torch._foreach_mul_([_local(b) for b in self.retain_ema if b is not None], self.ema)
         else:
             for i, acc in enumerate(self._retain_acc):
                 if acc is None:
                     if self.retain_ema[i] is not None:
-                        self.retain_ema[i].mul_(1.0 - self.ema)
+                        _local(self.retain_ema[i]).mul_(1.0 - self.ema)
                 elif self.retain_ema[i] is None:
                     self.retain_ema[i] = acc * self.ema
                 else:
-                    self.retain_ema[i].mul_(1.0 - self.ema).add_(acc, alpha=self.ema)
-        stats = rectify_(grads, self.retain_ema)
+                    _local(self.retain_ema[i]).mul_(1.0 - self.ema).add_(_local(acc), alpha=self.ema)
+            if self.reduce_sums is not None:
+                self._materialize(self.retain_ema)
+        stats = rectify_(grads, self.retain_ema, reduce_sums=self.reduce_sums)
         if not self._fused:
             for param, acc in zip(self.params, self._retain_acc):
                 if acc is None:
@@ -240,7 +276,7 @@ class GradientRectifier:
                 if param.grad is None:
                     param.grad = acc.mul_(self.retain_weight)
                 else:
-                    param.grad.add_(acc, alpha=self.retain_weight)
+                    _local(param.grad).add_(_local(acc), alpha=self.retain_weight)
             self._retain_acc = [None] * len(self.params)
         self.step += 1
         self._in_step = False
@@ -248,14 +284,19 @@ class GradientRectifier:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """`{"step", "ema", "retain_weight", "retain_ema": {name: tensor}}` (zero buffers are omitted)."""
+        """`{"step", "ema", "retain_weight", "retain_ema": {name: tensor}}` (zero buffers are omitted). Sharded
+        buffers are gathered into full tensors: with sharded gradients, every rank must call this."""
         if self._in_step:
             raise RuntimeError("The GRU state can only be saved between optimizer steps.")
         return {
             "step": self.step,
             "ema": self.ema,
             "retain_weight": self.retain_weight,
-            "retain_ema": {n: b for n, b in zip(self.names, self.retain_ema) if b is not None},
+            "retain_ema": {
+                n: b.full_tensor() if hasattr(b, "full_tensor") else b
+                for n, b in zip(self.names, self.retain_ema)
+                if b is not None
+            },
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -273,17 +314,28 @@ class GradientRectifier:
                 raise ValueError(
                     f"The GRU state of {name} has shape {tuple(buffer.shape)}, the parameter {tuple(param.shape)}."
                 )
-            loaded.append(None if buffer is None else buffer.to(device=param.device, dtype=param.dtype).clone())
+            if buffer is None:
+                loaded.append(None)
+                continue
+            buffer = buffer.to(device=_local(param).device, dtype=param.dtype).clone()
+            if hasattr(param, "device_mesh"):  # sharded like its parameter; every rank holds the full tensor
+                from torch.distributed.tensor import distribute_tensor
+
+                buffer = distribute_tensor(buffer, param.device_mesh, param.placements, src_data_rank=None)
+            loaded.append(buffer)
         self.retain_ema = loaded
         self.step = int(state["step"])
         self._retain_acc = [None] * len(self.params)
         self._in_step = False
 
-    def save(self, directory: str | os.PathLike) -> None:
-        """Write the state as `gru_state.safetensors` (the moving average) and `gru_state.json` into `directory`."""
+    def save(self, directory: str | os.PathLike, write: bool = True) -> None:
+        """Write the state as `gru_state.safetensors` (the moving average) and `gru_state.json` into `directory`.
+        With sharded gradients every rank calls this (to gather the buffers) and only those with `write` write."""
         from safetensors.torch import save_file
 
         state = self.state_dict()
+        if not write:
+            return
         tensors = {name: t.detach().contiguous() for name, t in state.pop("retain_ema").items()}
         save_file(tensors, os.path.join(directory, GRU_WEIGHTS_NAME))
         with open(os.path.join(directory, GRU_STATE_NAME), "w", encoding="utf-8") as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -19,7 +20,7 @@ from trl.trainer.utils import create_model_from_path
 
 from .config import UnlearningConfig
 from .data import ForgetRetainCollator, PromptEncoder, load_refusal_answers, prepare_dataset
-from .gru import GradientRectifier, all_reduce_mean_, stats_to_logs
+from .gru import GradientRectifier, all_reduce_mean_, all_reduce_sum_, stats_to_logs
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
 
 logger = logging.get_logger(__name__)
@@ -361,9 +362,9 @@ class UnlearningTrainer(SFTTrainer):
         kind = self.accelerator.distributed_type
         unsupported = None
         if self.is_deepspeed_enabled or kind == DistributedType.DEEPSPEED:
-            unsupported = "DeepSpeed"
-        elif self.is_fsdp_enabled or kind == DistributedType.FSDP:
-            unsupported = "FSDP"
+            unsupported = "DeepSpeed (its ZeRO stages keep gradients in their own partitioned buffers)"
+        elif (self.is_fsdp_enabled or kind == DistributedType.FSDP) and not self._gru_sharded:
+            unsupported = "FSDP1 (set `fsdp_version: 2` in the accelerate config: GRU supports FSDP2)"
         elif kind in (DistributedType.MEGATRON_LM, DistributedType.XLA):
             unsupported = str(kind.value)
         elif self.args.n_gpu > 1:
@@ -372,10 +373,14 @@ class UnlearningTrainer(SFTTrainer):
             unsupported = "tensor/context/sequence parallelism or a sharded parallelism_config"
         if unsupported:
             raise ValueError(
-                f"rectification='gru' supports single-device training and multi-process DDP (`accelerate launch` or "
-                f"`torchrun` with one process per device), not {unsupported}: GRU's dot product must be taken over "
-                "the full gradients, which sharded or partitioned training does not hold on one rank."
+                f"rectification='gru' supports single-device training, multi-process DDP (`accelerate launch` or "
+                f"`torchrun` with one process per device) and FSDP2, not {unsupported}."
             )
+
+    @property
+    def _gru_sharded(self) -> bool:
+        """FSDP2: gradients are DTensor shards, averaged by FSDP's reduce-scatter after every backward pass."""
+        return bool(self.is_fsdp_enabled and getattr(self.accelerator, "is_fsdp2", False))
 
     def _gru_rectifier(self) -> GradientRectifier:
         """The GRU state, built on first use over the trainable parameters (adapter parameters only with peft)."""
@@ -383,25 +388,28 @@ class UnlearningTrainer(SFTTrainer):
             model = self.accelerator.unwrap_model(self.model)
             params = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
             distributed = self.accelerator.num_processes > 1 and torch.distributed.is_initialized()
+            sharded = distributed and self._gru_sharded
             self._rectifier = GradientRectifier(
                 params,
                 ema=self.args.gru_ema,
                 retain_weight=self.args.gru_retain_weight,
-                all_reduce=all_reduce_mean_ if distributed else None,
+                all_reduce=all_reduce_mean_ if distributed and not sharded else None,
+                reduce_sums=all_reduce_sum_ if sharded else None,
             )
         return self._rectifier
 
     def _gru_training_step(self, model, inputs) -> torch.Tensor:
         """One micro-batch of GRU: the forget and the retain backward pass into separate gradients; at the optimizer
-        step (last micro-batch), the rectification. Both gradients are averaged over the ranks by the rectifier, so
-        DDP's own synchronisation is switched off."""
+        step (last micro-batch), the rectification. Under DDP both gradients are averaged over the ranks by the
+        rectifier, so DDP's own synchronisation is switched off; under FSDP2 each backward pass reduce-scatters into
+        its own sharded gradient (FSDP2 without sync would accumulate both in one unsharded buffer)."""
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
         rectifier = self._gru_rectifier()
         scale = 1.0 / self.current_gradient_accumulation_steps
-        with self.accelerator.no_sync(model):
+        with contextlib.nullcontext() if self._gru_sharded else self.accelerator.no_sync(model):
             ctx = self.loss_context(model, inputs)
             with self.compute_loss_context_manager():
                 forget = self.forget_loss_fn(ctx)
@@ -426,15 +434,16 @@ class UnlearningTrainer(SFTTrainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         checkpoint = os.path.join(
             self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         )
-        if self._rectifier is not None:
-            self._rectifier.save(checkpoint)
+        if self._rectifier is not None and (self.args.should_save or self._rectifier.reduce_sums is not None):
+            # Sharded GRU buffers are gathered on every rank; the ranks that save write them.
+            self._rectifier.save(checkpoint, write=self.args.should_save)
+        if not self.args.should_save:
+            return
         self.save_loss_state(checkpoint)
         if getattr(self, "_checkpoint_to_push", None) is not None:
             self._checkpoint_to_push = None

@@ -35,6 +35,27 @@ def run_accelerate(
         str(script),
         *map(str, args),
     ]
+    return _run(command, "accelerate launch", timeout)
+
+
+def run_torchrun(script: str | Path, *args: str, processes: int = 2, timeout: float = 300):
+    """Run `torchrun --nproc_per_node processes script args...` on the CPU (for what accelerate only runs on
+    accelerators, e.g. FSDP); fail the test with its output if it fails."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(processes),
+        "--master_port",
+        str(free_port()),
+        str(script),
+        *map(str, args),
+    ]
+    return _run(command, "torchrun", timeout)
+
+
+def _run(command: list[str], name: str, timeout: float) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -43,7 +64,5 @@ def run_accelerate(
     }
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
     if result.returncode != 0:
-        raise AssertionError(
-            f"accelerate launch failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
-        )
+        raise AssertionError(f"{name} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
     return result

@@ -182,15 +182,22 @@ def make(model, tokenizer, forget, retain, out, peft_config=None, **overrides):
     )
 
 
-def test_gru_needs_retain_data_and_refuses_sharded_training(target_model, tokenizer, small_forget, tmp_path):
+def test_gru_needs_retain_data_and_refuses_deepspeed_and_fsdp1(
+    target_model, tokenizer, small_forget, tmp_path, monkeypatch
+):
     with pytest.raises(ValueError, match="retain_loss='none' has none"):
         make(target_model, tokenizer, small_forget, None, tmp_path, rectification="gru", retain_loss="none")
     trainer = make(target_model, tokenizer, small_forget, small_forget, tmp_path, rectification="gru")
-    for flag, name in [("is_fsdp_enabled", "FSDP"), ("is_deepspeed_enabled", "DeepSpeed")]:
+    for flag, name in [("is_fsdp_enabled", "FSDP1 \\(set `fsdp_version: 2`"), ("is_deepspeed_enabled", "DeepSpeed")]:
         setattr(trainer, flag, True)  # what accelerate sets under `accelerate launch` with an FSDP/DeepSpeed config
-        with pytest.raises(ValueError, match=rf"supports single-device training and multi-process DDP.*not {name}"):
+        with pytest.raises(ValueError, match=rf"supports single-device training, multi-process DDP .* not {name}"):
             trainer._check_gru_supported()
         setattr(trainer, flag, False)
+    # FSDP2 is supported: sharded gradients, FSDP's own reduce-scatter instead of no_sync.
+    monkeypatch.setattr(type(trainer.accelerator), "is_fsdp2", property(lambda self: True))
+    trainer.is_fsdp_enabled = True
+    trainer._check_gru_supported()
+    assert trainer._gru_sharded
 
 
 # ---------------------------------------------------------------------------------------------------- training

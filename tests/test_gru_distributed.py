@@ -1,4 +1,4 @@
-"""GRU under 2-process CPU DDP (gloo) equals one process with the same global batch."""
+"""GRU under 2-process CPU DDP and FSDP2 (gloo) equals one process with the same global batch."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import importlib.util
 
 import pytest
 import torch
-from launch import REPO, run_accelerate
+from launch import REPO, run_accelerate, run_torchrun
 from transformers import AutoModelForCausalLM
 
 SCRIPT = REPO / "tests" / "scripts" / "gru_ddp.py"
+FSDP2_SCRIPT = REPO / "tests" / "scripts" / "gru_fsdp2.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("gru_ddp", SCRIPT)
+def _script(path=SCRIPT):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -42,3 +43,22 @@ def test_gru_under_ddp_equals_one_process_with_the_global_batch(target_model_dir
         assert [e[key] for e in ddp_logs] == pytest.approx([e[key] for e in single_logs], rel=1e-4, abs=1e-6)
     # a run on half the batch ends elsewhere: the tolerance above is meaningful
     assert (local["params"] - single["params"]).abs().max() > 100 * 1e-6
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("retain_weight", [0.0, 0.5])
+def test_gru_on_fsdp2_sharded_gradients_equals_one_process(tmp_path, retain_weight):
+    """Each rank projects its gradient shards with a coefficient from globally summed partial dot products."""
+    run_torchrun(FSDP2_SCRIPT, tmp_path / "fsdp2", retain_weight, timeout=300)
+    sharded = torch.load(tmp_path / "fsdp2" / "report-2.pt")
+    script = _script(FSDP2_SCRIPT)
+    single = script.run(str(tmp_path / "single"), sharded=False, retain_weight=retain_weight)
+    model = script.tiny_llama(script.VOCAB, num_layers=2, hidden_size=32, seed=0)
+    initial = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (single["params"] - initial).norm() > 0.1
+    torch.testing.assert_close(sharded["params"], single["params"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(sharded["retain_ema"], single["retain_ema"], rtol=1e-5, atol=1e-7)
+    assert [e["gru/projected"] for e in sharded["gru_logs"]] == [e["gru/projected"] for e in single["gru_logs"]]
+    assert 1.0 in [e["gru/projected"] for e in single["gru_logs"]], "the run should exercise the projection"
+    for key in ("gru/cosine", "gru/forget_grad_norm", "gru/retain_grad_norm"):
+        assert [e[key] for e in sharded["gru_logs"]] == pytest.approx([e[key] for e in single["gru_logs"]], rel=1e-5)
