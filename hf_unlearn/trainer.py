@@ -611,21 +611,14 @@ class UnlearningTrainer(SFTTrainer):
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """Create the Hub repo for `push_to_hub=True` (the Trainer does it when it is built), with a clear
         `hf_unlearn.hub.HubError` when there is no token, the Hub refuses it or cannot be reached."""
-        try:
+        from huggingface_hub import constants, get_token
+
+        from .hub.errors import hub_errors
+
+        secret = (token if token is not None else self.args.hub_token) or get_token()
+        repo = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        with hub_errors(f"create the Hub repo {repo}", constants.ENDPOINT, secret):
             super().init_hf_repo(token=token, private=private)
-        except Exception as err:
-            from huggingface_hub import constants, get_token
-
-            from .hub.errors import translate_hub_error
-
-            token = token if token is not None else self.args.hub_token
-            repo = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-            hub_error = translate_hub_error(
-                err, f"create the Hub repo {repo}", constants.ENDPOINT, token or get_token()
-            )
-            if hub_error is None:
-                raise
-            raise hub_error from err
 
     def push_to_hub(
         self,

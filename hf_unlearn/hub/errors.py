@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
 try:  # huggingface_hub's HTTP client
@@ -9,7 +12,15 @@ try:  # huggingface_hub's HTTP client
 except ImportError:  # pragma: no cover  (older huggingface_hub releases use httpx)
     import httpx as _http_client
 
-__all__ = ["HubAuthenticationError", "HubError", "HubNetworkError", "HubServerError", "redact", "translate_hub_error"]
+__all__ = [
+    "HubAuthenticationError",
+    "HubError",
+    "HubNetworkError",
+    "HubServerError",
+    "hub_errors",
+    "redact",
+    "translate_hub_error",
+]
 
 #: Exceptions that mean the Hub could not be reached at all.
 NETWORK_ERRORS: tuple[type[BaseException], ...] = (_http_client.TransportError, OfflineModeIsEnabled, ConnectionError)
@@ -69,3 +80,16 @@ def translate_hub_error(err: BaseException, action: str, endpoint: str, token: s
         )
         return HubNetworkError(redact(message, token))
     return None
+
+
+@contextlib.contextmanager
+def hub_errors(action: str, endpoint: str, token: str | None) -> Iterator[None]:
+    """Within the block, Hub and network failures are raised as [`HubError`]s (see [`translate_hub_error`]), chained
+    to the original; other exceptions pass through unchanged."""
+    try:
+        yield
+    except Exception as err:
+        hub_error = translate_hub_error(err, action, endpoint, token)
+        if hub_error is None:
+            raise
+        raise hub_error from err

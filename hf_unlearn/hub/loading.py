@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from transformers.utils import logging
 
 from .card import ADAPTER_CONFIG_FILE, GRUN_CONFIG_FILE, detect_model_kind, read_base_model
-from .errors import translate_hub_error
+from .errors import hub_errors
 
 __all__ = ["load_unlearned", "resolve_model_folder"]
 
@@ -36,7 +36,8 @@ def resolve_model_folder(
             logger.warning(f"revision={revision!r} is ignored: {path} is a local folder.")
         return path
     repo_id = str(repo_id_or_path)
-    try:
+    secret = token if isinstance(token, str) else None
+    with hub_errors(f"download {repo_id}", endpoint or _default_endpoint(), secret):
         return Path(
             snapshot_download(
                 repo_id,
@@ -48,12 +49,6 @@ def resolve_model_folder(
                 library_name="hf_unlearn",
             )
         )
-    except Exception as err:
-        secret = token if isinstance(token, str) else None
-        hub_error = translate_hub_error(err, f"download {repo_id}", endpoint or _default_endpoint(), secret)
-        if hub_error is None:
-            raise
-        raise hub_error from err
 
 
 def _default_endpoint() -> str:

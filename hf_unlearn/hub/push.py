@@ -11,7 +11,7 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 from transformers.utils import logging
 
 from .card import build_model_card, detect_model_kind, load_unlearning_state
-from .errors import HubAuthenticationError, redact, translate_hub_error
+from .errors import HubAuthenticationError, hub_errors, redact
 
 __all__ = ["PICKLE_SUFFIXES", "files_to_push", "push_unlearned"]
 
@@ -144,7 +144,7 @@ def push_unlearned(
         commit_message = f"Upload unlearned model{f' ({method})' if method else ''} with hf_unlearn"
 
     logger.info(f"Pushing {len(files)} files and a model card from {folder} to {repo_id} on {api.endpoint}.")
-    try:
+    with hub_errors(f"push {folder} to {repo_id}", api.endpoint, token):
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
         if repo_url.repo_id != repo_id:  # "name" resolved to "namespace/name": the usage snippet needs the full id
             card = build_model_card(folder, repo_id=repo_url.repo_id, **card_args)
@@ -158,10 +158,5 @@ def push_unlearned(
             revision=revision,
             create_pr=create_pr,
         )
-    except Exception as err:
-        hub_error = translate_hub_error(err, f"push {folder} to {repo_id}", api.endpoint, token)
-        if hub_error is None:
-            raise
-        raise hub_error from err
     logger.info(f"Pushed {repo_url.repo_id}: {commit.commit_url}")
     return commit

@@ -13,7 +13,7 @@ from typing import Any
 from huggingface_hub import CommitInfo, HfApi, get_token
 from transformers.utils import logging
 
-from .errors import translate_hub_error
+from .errors import hub_errors
 from .push import files_to_push, push_unlearned
 
 __all__ = ["BackgroundPusher", "stage_files"]
@@ -175,7 +175,7 @@ def upload_checkpoint_folder(
     """Upload a whole checkpoint folder under `path_in_repo` (a [`HubError`] on failure, without the token)."""
     token = token or get_token()
     api = HfApi(token=token, library_name="hf_unlearn")
-    try:
+    with hub_errors(f"upload the checkpoint to {repo_id}/{path_in_repo}", api.endpoint, token):
         return api.upload_folder(
             repo_id=repo_id,
             folder_path=folder,
@@ -183,8 +183,3 @@ def upload_checkpoint_folder(
             commit_message=commit_message,
             revision=revision,
         )
-    except Exception as err:
-        hub_error = translate_hub_error(err, f"upload the checkpoint to {repo_id}/{path_in_repo}", api.endpoint, token)
-        if hub_error is None:
-            raise
-        raise hub_error from err
