@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.utils import ModelOutput
 
 from ..losses.base import IGNORE_INDEX
 from ._compat import import_pyreft
@@ -73,6 +76,17 @@ def last_attended_positions(attention_mask: torch.Tensor | None, shape: Sequence
         return torch.full((shape[0],), shape[1] - 1, dtype=torch.long)
     positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
     return (attention_mask.bool() * (positions + 1)).argmax(dim=1)
+
+
+@functools.cache
+def _output_class_with_gates(output_class: type[ModelOutput]) -> type[ModelOutput]:
+    """`output_class` (e.g. `CausalLMOutputWithPast`) with a `gate_logits` field. Adding the key to the base
+    model's own output would break whatever rebuilds it from its fields, as DDP does (a pytree round trip)."""
+    return dataclasses.make_dataclass(
+        f"GRUN{output_class.__name__}",
+        [("gate_logits", tuple | None, dataclasses.field(default=None))],
+        bases=(output_class,),
+    )
 
 
 class GRUNModel(pyreft.ReftModel):
@@ -329,8 +343,7 @@ class GRUNModel(pyreft.ReftModel):
         gate_logits = self._collect_gate_logits()
         if isinstance(outputs, tuple):
             return (*outputs, gate_logits)
-        outputs["gate_logits"] = gate_logits
-        return outputs
+        return _output_class_with_gates(type(outputs))(**outputs, gate_logits=gate_logits)
 
     def generate(
         self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None, **kwargs: Any
