@@ -7,6 +7,7 @@ import importlib.util
 import pytest
 import torch
 from launch import REPO, run_accelerate, run_torchrun
+from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 SCRIPT = REPO / "tests" / "scripts" / "gru_ddp.py"
@@ -21,9 +22,11 @@ def _script(path=SCRIPT):
 
 
 @pytest.mark.distributed
-def test_gru_under_ddp_equals_one_process_with_the_global_batch(target_model_dir, tmp_path):
-    run_accelerate(SCRIPT, target_model_dir, tmp_path / "ddp", 2, timeout=600)
-    ranks = [torch.load(tmp_path / "ddp" / f"rank{r}-of-2.pt") for r in (0, 1)]
+@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
+def test_gru_under_ddp_and_fsdp2_equals_one_process_with_the_global_batch(target_model_dir, tmp_path, mode):
+    run_accelerate(SCRIPT, target_model_dir, tmp_path / mode, 2, mode, timeout=600)
+    ranks = [torch.load(tmp_path / mode / f"rank{r}-of-2.pt") for r in (0, 1)]
+    assert all(rank["sharded"] == (mode == "fsdp2") for rank in ranks)
     single = _script().run(str(target_model_dir), str(tmp_path / "single"), per_device_batch=4)
     local = _script().run(str(target_model_dir), str(tmp_path / "local"), per_device_batch=2)
     assert single["world_size"] == 1
@@ -62,3 +65,16 @@ def test_gru_on_fsdp2_sharded_gradients_equals_one_process(tmp_path, retain_weig
     assert 1.0 in [e["gru/projected"] for e in single["gru_logs"]], "the run should exercise the projection"
     for key in ("gru/cosine", "gru/forget_grad_norm", "gru/retain_grad_norm"):
         assert [e[key] for e in sharded["gru_logs"]] == pytest.approx([e[key] for e in single["gru_logs"]], rel=1e-5)
+
+
+@pytest.mark.distributed
+def test_gru_under_fsdp2_resumes_like_an_uninterrupted_run(target_model_dir, tmp_path):
+    """The sharded moving average is gathered into the checkpoint and re-sharded on resume."""
+    run_accelerate(SCRIPT, target_model_dir, tmp_path, 2, "fsdp2-resume", timeout=600)
+    uninterrupted = torch.load(tmp_path / "uninterrupted" / "rank0-of-2.pt")
+    resumed = torch.load(tmp_path / "resumed" / "rank0-of-2.pt")
+    saved = load_file(tmp_path / "uninterrupted" / "checkpoint-2" / "gru_state.safetensors")
+    model = AutoModelForCausalLM.from_pretrained(target_model_dir)
+    assert {name: p.shape for name, p in model.named_parameters()} == {name: t.shape for name, t in saved.items()}
+    assert resumed["sharded"] and resumed["gru_logs"][-1]["step"] == 3
+    torch.testing.assert_close(resumed["params"], uninterrupted["params"], rtol=0, atol=1e-6)
