@@ -6,6 +6,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .data import load_tofu
+from .exceptions import NonFiniteLossError
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss, list_losses, register_loss
 
 __version__ = "0.1.0.dev0"
@@ -15,12 +16,11 @@ __version__ = "0.1.0.dev0"
 _LAZY = {
     "UnlearningConfig": "hf_unlearn.config",
     "UnlearningTrainer": "hf_unlearn.trainer",
-    "NonFiniteLossError": "hf_unlearn.trainer",
 }
 
 if TYPE_CHECKING:
     from .config import UnlearningConfig
-    from .trainer import NonFiniteLossError, UnlearningTrainer
+    from .trainer import UnlearningTrainer
 
 
 def __getattr__(name: str) -> Any:

@@ -7,6 +7,7 @@ import importlib
 import sys
 
 from .commands import COMMAND_MODULES
+from .exceptions import NonFiniteLossError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +40,21 @@ def main(argv: list[str] | None = None) -> int:
             return int(own_parser.main(argv[1:]) or 0)
         args = build_parser().parse_args(argv)
         return int(args.handler(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError) as err:  # bad input
         print(f"hf-unlearn {command_name}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if not _explained_failure(err):
+            raise
+        print(f"hf-unlearn {command_name}: error: {err}", file=sys.stderr)
+        return 1
+
+
+def _explained_failure(err: Exception) -> bool:
+    """A failure whose message says what happened and what to do (no traceback needed): a Hub error or a
+    non-finite loss. The Hub module is only consulted if it was imported (otherwise no HubError can exist)."""
+    hub_errors = sys.modules.get("hf_unlearn.hub.errors")
+    return isinstance(err, NonFiniteLossError) or (hub_errors is not None and isinstance(err, hub_errors.HubError))
 
 
 def _command_with_own_parser(name: str | None):

@@ -20,6 +20,7 @@ from trl.trainer.utils import create_model_from_path
 
 from .config import UnlearningConfig
 from .data import ForgetRetainCollator, PromptEncoder, load_refusal_answers, prepare_dataset
+from .exceptions import NonFiniteLossError
 from .gru import GradientRectifier, all_reduce_mean_, all_reduce_sum_, stats_to_logs
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
 
@@ -27,10 +28,6 @@ logger = logging.get_logger(__name__)
 
 UNLEARNING_STATE_FILE = "unlearning.json"
 LOSS_STATE_FILE = "loss_state.safetensors"
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss or gradient; the model was not updated with it."""
 
 
 def _is_peft_model(model: Any) -> bool:

@@ -92,6 +92,34 @@ def test_train_with_a_user_loss_file(target_model_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "unlearning.json").read_text())["forget_loss"] == "halved_ga_cli_test"
 
 
+def test_training_failures_end_with_their_message_and_exit_1(target_model_dir, tmp_path, capsys, monkeypatch):
+    loss_file = tmp_path / "exploding.py"
+    loss_file.write_text(
+        "from hf_unlearn import ForgetLoss, register_loss\n\n"
+        "@register_loss('nan_at_step_2_cli_test')\n"
+        "class NanAtStep2(ForgetLoss):\n"
+        "    calls = 0\n"
+        "    def __call__(self, ctx):\n"
+        "        NanAtStep2.calls += 1\n"
+        "        loss = -ctx.mean_nll('forget').mean()\n"
+        "        return loss * float('nan') if NanAtStep2.calls > 1 else loss\n"
+    )
+    recipe = cpu_recipe(tmp_path / "nan.yaml", target_model_dir, forget_loss="nan_at_step_2_cli_test")
+    recipe.write_text(recipe.read_text() + f"loss_modules: [{loss_file}]\nforget_loss_kwargs: {{}}\n")
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "nan")]) == 1
+    err = capsys.readouterr().err
+    assert "hf-unlearn train: error: Training stopped before optimizer step 2" in err and "Traceback" not in err
+
+    # No Hub here: creating the repo for push_to_hub fails with a HubError, before any training.
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    recipe = cpu_recipe(tmp_path / "push.yaml", target_model_dir, push_to_hub=True, hub_model_id="me/ga")
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "push")]) == 1
+    err = capsys.readouterr().err
+    assert "hf-unlearn train: error: Could not create the Hub repo me/ga" in err and "Traceback" not in err
+
+
 def test_train_grun_from_a_recipe_and_evaluate(target_model_dir, tmp_path):
     pytest.importorskip("pyreft")
     recipe = cpu_recipe(
