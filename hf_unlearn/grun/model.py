@@ -82,11 +82,14 @@ def last_attended_positions(attention_mask: torch.Tensor | None, shape: Sequence
 def _output_class_with_gates(output_class: type[ModelOutput]) -> type[ModelOutput]:
     """`output_class` (e.g. `CausalLMOutputWithPast`) with a `gate_logits` field. Adding the key to the base
     model's own output would break whatever rebuilds it from its fields, as DDP does (a pytree round trip)."""
-    return dataclasses.make_dataclass(
+    cls = dataclasses.make_dataclass(
         f"GRUN{output_class.__name__}",
         [("gate_logits", tuple | None, dataclasses.field(default=None))],
         bases=(output_class,),
     )
+    cls.__module__ = __name__
+    globals()[cls.__name__] = cls  # importable by name, so that outputs can be pickled
+    return cls
 
 
 class GRUNModel(pyreft.ReftModel):

@@ -156,12 +156,6 @@ class BackgroundPusher:
 
         return self._submit(f"Pushing {checkpoint.name} to {repo_id}", staging, job, supersede=supersede)
 
-    def wait(self) -> None:
-        """Block until every submitted push has ended (successfully or not)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
-
 
 def upload_checkpoint_folder(
     folder: Path,
