@@ -153,6 +153,7 @@ class UnlearningTrainer(SFTTrainer):
         prep = {
             "question_key": args.question_key,
             "answer_key": args.answer_key,
+            "text_key": args.dataset_text_field,
             "max_length": args.max_length,
             "num_proc": args.dataset_num_proc,
         }

@@ -12,12 +12,14 @@ from hf_unlearn.losses import mean_nll
 
 @torch.no_grad()
 def mean_answer_nll(model, tokenizer, dataset, batch_size: int = 32) -> float:
-    """Average per-token NLL of the dataset's answers (higher = less likely)."""
+    """Average per-token NLL of the dataset's answers, or of its texts (a `text` column; higher = less likely)."""
     encoder = PromptEncoder(tokenizer)
     model.eval()
-    pairs = [
-        encoder.encode([{"role": "user", "content": q}], a) for q, a in zip(dataset["question"], dataset["answer"])
-    ]
+    if "text" in dataset.column_names:
+        pairs = [encoder.encode("", text) for text in dataset["text"]]
+    else:
+        questions, answers = dataset["question"], dataset["answer"]
+        pairs = [encoder.encode([{"role": "user", "content": q}], a) for q, a in zip(questions, answers)]
     values = []
     for start in range(0, len(pairs), batch_size):
         batch = pad_examples(pairs[start : start + batch_size], tokenizer.pad_token_id)

@@ -130,8 +130,32 @@ def test_messages_must_end_with_the_answer(tokenizer):
 
 
 def test_column_layout_error_lists_layouts():
-    with pytest.raises(ValueError, match="'prompt' and 'completion'.*'messages'"):
-        ColumnLayout.detect(["text"])
+    with pytest.raises(ValueError, match="'prompt' and 'completion'.*'messages'.*raw text in a 'text' column"):
+        ColumnLayout.detect(["body"])
+
+
+def test_text_rows_are_trained_on_whole_and_long_ones_chunked(tokenizer, tofu):
+    answers = tofu["full"]["answer"]
+    docs = [" ".join(answers[i * 5 : (i + 1) * 5]) for i in range(3)] + ["Short."]
+    encoder, eos = PromptEncoder(tokenizer), tokenizer.eos_token_id
+    whole = prepare_dataset(Dataset.from_dict({"text": docs}), encoder, name="forget dataset")
+    assert whole["row_index"] == [0, 1, 2, 3]
+    for row, doc in zip(whole, docs):
+        assert row["prompt_ids"] == [tokenizer.bos_token_id]  # the only unlabelled token
+        assert row["answer_ids"] == tokenizer(doc, add_special_tokens=False)["input_ids"] + [eos]
+
+    chunked = prepare_dataset(
+        Dataset.from_dict({"body": docs}), encoder, name="forget dataset", text_key="body", max_length=32
+    )
+    assert len(chunked) > len(docs) and chunked["row_index"] == list(range(len(chunked)))
+    assert all(len(row["prompt_ids"]) + len(row["answer_ids"]) <= 32 for row in chunked)
+    assert all(row["prompt_ids"] == [tokenizer.bos_token_id] for row in chunked)
+    # The chunks, in order, are the documents' tokens: nothing dropped, nothing repeated.
+    assert sum(chunked["answer_ids"], []) == sum(whole["answer_ids"], [])
+    assert sum(ids.count(eos) for ids in chunked["answer_ids"]) == len(docs)
+
+    with pytest.raises(ValueError, match="Row 1 of the retain dataset has an empty 'text'"):
+        prepare_dataset(Dataset.from_dict({"text": ["Fine.", "  "]}), encoder, name="retain dataset")
 
 
 def _prepared(tokenizer, n):

@@ -60,6 +60,38 @@ def test_retain_nll_limits_retain_damage(
     assert damage["nll"] < 0.5 * damage["none"], damage
 
 
+def test_raw_text_corpora_unlearn_like_question_answer_data(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    """MUSE- or WMDP-style data: a `text` column, every token trained on, long texts chunked to max_length."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    def as_text(data):  # the answers: facts about each author (the questions share one phrasing across authors)
+        return Dataset.from_dict({"text": list(data["answer"])})
+
+    forget, retain = as_text(small_forget), as_text(small_retain)
+    rises = {}
+    for retain_loss in ("none", "nll"):
+        model = AutoModelForCausalLM.from_pretrained(target_model_dir)
+        before = mean_answer_nll(model, tokenizer, forget), mean_answer_nll(model, tokenizer, retain)
+        trainer = unlearn(
+            model,
+            tokenizer,
+            forget,
+            retain,
+            tmp_path / retain_loss,
+            forget_loss="npo",
+            retain_loss=retain_loss,
+            max_length=24,
+        )
+        assert len(trainer.train_dataset) > len(forget)  # long answers were chunked
+        after = mean_answer_nll(model, tokenizer, forget), mean_answer_nll(model, tokenizer, retain)
+        rises[retain_loss] = (after[0] - before[0], after[1] - before[1])
+    assert rises["nll"][0] > 0.2, rises  # forgets
+    assert rises["nll"][1] < 0.6 * rises["none"][1], rises  # the retain term protects the retain texts
+
+
 def test_losses_are_logged_separately(target_model, tokenizer, small_forget, small_retain, tmp_path):
     trainer = unlearn(
         target_model,

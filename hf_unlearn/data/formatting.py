@@ -1,10 +1,12 @@
 """Turning dataset rows into token ids: prompt tokens masked, answer tokens as labels.
 
-Three input layouts are accepted (trl's conventions plus TOFU's):
+Four input layouts are accepted (trl's conventions plus TOFU's):
 
 - question/answer columns (names configurable), e.g. TOFU;
 - `prompt`/`completion` columns, as strings or as conversational lists of messages;
-- a conversational `messages` column whose last message is the assistant's answer.
+- a conversational `messages` column whose last message is the assistant's answer;
+- a `text` column (name configurable, trl's language-modeling layout), e.g. MUSE's news and books corpora or WMDP's:
+  every token is trained on (see `hf_unlearn.data.prepare_dataset` for how long texts are chunked).
 
 A tokenizer with a chat template formats the conversation with it; otherwise prompts read
 `Question: {question}\\nAnswer:` and the answer follows after a space, ending with the EOS token.
@@ -27,7 +29,7 @@ Messages = list[dict[str, str]]
 class ColumnLayout:
     """Which columns hold the prompt and the answer."""
 
-    kind: str  # "qa", "prompt_completion" or "messages"
+    kind: str  # "qa", "prompt_completion", "messages" or "text"
     prompt_key: str
     answer_key: str | None
 
@@ -38,6 +40,7 @@ class ColumnLayout:
         question_key: str = "question",
         answer_key: str = "answer",
         dataset_name: str = "dataset",
+        text_key: str = "text",
     ) -> ColumnLayout:
         cols = set(columns)
         if {question_key, answer_key} <= cols:
@@ -46,14 +49,20 @@ class ColumnLayout:
             return cls("prompt_completion", "prompt", "completion")
         if "messages" in cols:
             return cls("messages", "messages", None)
+        if text_key in cols:
+            return cls("text", text_key, None)
         raise ValueError(
             f"The {dataset_name} has columns {sorted(cols)}, but one of these layouts is expected: "
             f"question/answer columns ({question_key!r}, {answer_key!r}; set `question_key`/`answer_key` in "
-            "UnlearningConfig for other names), 'prompt' and 'completion', or a conversational 'messages' column."
+            "UnlearningConfig for other names), 'prompt' and 'completion', a conversational 'messages' column, or "
+            f"raw text in a {text_key!r} column (`dataset_text_field`)."
         )
 
     def split(self, row: Mapping[str, Any]) -> tuple[Messages | str, str]:
-        """Return `(prompt, answer)`: the prompt as messages (or a raw string for string prompt/completion rows)."""
+        """Return `(prompt, answer)`: the prompt as messages (or a raw string for string prompt/completion rows;
+        an empty one for text rows, whose whole text is the answer)."""
+        if self.kind == "text":
+            return "", str(row[self.prompt_key])
         if self.kind == "qa":
             return [{"role": "user", "content": str(row[self.prompt_key])}], str(row[self.answer_key])
         if self.kind == "prompt_completion":

@@ -32,16 +32,25 @@ def prepare_dataset(
     name: str,
     question_key: str = "question",
     answer_key: str = "answer",
+    text_key: str = "text",
     max_length: int | None = None,
     num_proc: int | None = None,
 ) -> Dataset:
     """Tokenize a forget or retain dataset into `prompt_ids`, `answer_ids` and `row_index` columns.
 
-    Raises a clear error for an empty dataset, unknown columns, or a prompt too long to leave an answer token.
+    Text rows (a `text_key` column, no question/answer) are trained on whole: the prompt is only the BOS token the
+    tokenizer adds (if any) and the answer is the text and EOS. A text longer than `max_length` becomes several
+    consecutive examples ("chunks") of at most `max_length` tokens, each starting with the BOS token, the last
+    ending with EOS; `row_index` then numbers the chunks.
+
+    Raises a clear error for an empty dataset, unknown columns, an empty text, or a prompt too long to leave an
+    answer token.
     """
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"The {name} is empty: unlearning needs at least one example in it.")
-    layout = ColumnLayout.detect(dataset.column_names, question_key, answer_key, dataset_name=name)
+    layout = ColumnLayout.detect(dataset.column_names, question_key, answer_key, dataset_name=name, text_key=text_key)
+    if layout.kind == "text":
+        return _prepare_text(dataset, encoder, layout, name=name, max_length=max_length, num_proc=num_proc)
 
     def encode(row: dict, index: int) -> dict:
         prompt, answer = layout.split(row)
@@ -56,3 +65,40 @@ def prepare_dataset(
         num_proc=num_proc,
         desc=f"Tokenizing the {name}",
     )
+
+
+def _prepare_text(
+    dataset: Dataset,
+    encoder: PromptEncoder,
+    layout: ColumnLayout,
+    *,
+    name: str,
+    max_length: int | None,
+    num_proc: int | None,
+) -> Dataset:
+    """Text rows into (possibly several) examples each: see [`prepare_dataset`]."""
+
+    def encode(batch: dict, indices: list[int]) -> dict:
+        chunks: dict[str, list[list[int]]] = {PROMPT_IDS: [], ANSWER_IDS: []}
+        for offset, index in enumerate(indices):
+            prompt, text = layout.split({key: values[offset] for key, values in batch.items()})
+            if not text.strip():
+                raise ValueError(f"Row {index} of the {name} has an empty {layout.prompt_key!r}: remove it.")
+            prompt_ids, answer_ids = encoder.encode(prompt, text)
+            room = len(answer_ids) if max_length is None else max_length - len(prompt_ids)
+            if room <= 0:
+                raise ValueError(f"max_length={max_length} leaves no room for text after the BOS token; raise it.")
+            for start in range(0, len(answer_ids), room):
+                chunks[PROMPT_IDS].append(prompt_ids)
+                chunks[ANSWER_IDS].append(answer_ids[start : start + room])
+        return chunks
+
+    encoded = dataset.map(
+        encode,
+        batched=True,
+        with_indices=True,
+        remove_columns=dataset.column_names,
+        num_proc=num_proc,
+        desc=f"Tokenizing the {name}",
+    )
+    return encoded.map(lambda _, index: {ROW_INDEX: index}, with_indices=True, desc=f"Numbering the {name}'s chunks")
