@@ -48,7 +48,10 @@ def test_shipped_recipes_parse_into_a_valid_run(recipe, tmp_path):
     )
     assert model_args.model_name_or_path, "a recipe names its model"
     assert args.forget_loss in list_losses("forget") and args.retain_loss in list_losses("retain")
-    assert script.forget_split == "forget10" and script.retain_split == "retain90"
+    if recipe.stem.startswith("muse_"):  # MUSE's raw corpora
+        assert (script.dataset_config, script.forget_split, script.retain_split) == ("raw", "forget", "retain1")
+    else:
+        assert script.forget_split == "forget10" and script.retain_split == "retain90"
     assert (args.rectification == "gru") == recipe.stem.endswith("_gru")
     assert bool(script.grun_layers) == recipe.stem.endswith("_grun")
     assert args.output_dir == str(tmp_path), "the command line overrides the recipe"
@@ -118,6 +121,38 @@ def test_training_failures_end_with_their_message_and_exit_1(target_model_dir, t
     assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "push")]) == 1
     err = capsys.readouterr().err
     assert "hf-unlearn train: error: Could not create the Hub repo me/ga" in err and "Traceback" not in err
+
+
+def test_train_on_raw_text_splits_of_another_dataset(target_model_dir, tmp_path, tofu, capsys):
+    """MUSE's layout (`load_dataset(name, "raw", split=...)`, a `text` column), as a local dataset folder."""
+    data = tmp_path / "muse_like"
+    (data / "raw").mkdir(parents=True)
+    for split, source in (("forget", tofu["forget01"]), ("retain1", tofu["retain99"])):
+        rows = [json.dumps({"text": answer}) for answer in source["answer"][:16]]
+        (data / "raw" / f"{split}.jsonl").write_text("\n".join(rows) + "\n")
+    (data / "README.md").write_text(
+        "---\nconfigs:\n- config_name: raw\n  data_files:\n  - split: forget\n    path: raw/forget.jsonl\n"
+        "  - split: retain1\n    path: raw/retain1.jsonl\n---\n"
+    )
+    recipe = cpu_recipe(
+        tmp_path / "recipe.yaml",
+        target_model_dir,
+        dataset_name=str(data),
+        dataset_config="raw",
+        forget_split="forget",
+        retain_split="retain1",
+        max_length=24,
+    )
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "x"), "--evaluate", "true"]) == 2
+    assert "MUSEEvaluator" in capsys.readouterr().err
+    no_retain = cpu_recipe(
+        tmp_path / "r2.yaml", target_model_dir, dataset_name=str(data), dataset_config="raw", forget_split="forget"
+    )
+    assert main(["train", "--config", str(no_retain), "--output_dir", str(tmp_path / "y")]) == 2
+    assert "set retain_split" in capsys.readouterr().err
 
 
 def test_train_grun_from_a_recipe_and_evaluate(target_model_dir, tmp_path):

@@ -35,6 +35,14 @@ class UnlearnScriptArguments:
             "hf_unlearn) or a local directory holding <config>.json files in the Hub's layout."
         },
     )
+    dataset_config: str | None = field(
+        default=None,
+        metadata={
+            "help": "Read another data set with datasets.load_dataset(dataset_name, dataset_config, split=...): "
+            "forget_split and retain_split are then its splits, e.g. muse-bench/MUSE-News, config 'raw', splits "
+            "'forget' and 'retain1' (raw text: a 'text' column). Without it, dataset_name holds TOFU's layout."
+        },
+    )
     forget_split: str = field(default="forget10", metadata={"help": "Configuration to forget, e.g. forget10."})
     retain_split: str | None = field(
         default=None, metadata={"help": "Configuration to retain (default: the complement, e.g. retain90)."}
@@ -127,19 +135,27 @@ def load_data_file(path: str):
 def load_forget_and_retain(script: UnlearnScriptArguments):
     from ..data.tofu import TOFU_RETAIN_OF, load_tofu
 
-    data_dir = script.dataset_name
-    if script.forget_data_file:
-        forget = load_data_file(script.forget_data_file)
+    if script.dataset_config is not None:
+        from datasets import load_dataset
+
+        def load(split: str):
+            return load_dataset(script.dataset_name, script.dataset_config, split=split)
     else:
-        forget = load_tofu(script.forget_split, data_dir=data_dir)
+
+        def load(split: str):
+            return load_tofu(split, data_dir=script.dataset_name)
+
+    forget = load_data_file(script.forget_data_file) if script.forget_data_file else load(script.forget_split)
     if script.retain_data_file:
         return forget, load_data_file(script.retain_data_file)
-    retain_split = script.retain_split or TOFU_RETAIN_OF.get(script.forget_split)
+    retain_split = script.retain_split
+    if retain_split is None and script.dataset_config is None:
+        retain_split = TOFU_RETAIN_OF.get(script.forget_split)
     if retain_split is None:
         raise ValueError(
             f"No retain split is known for forget_split={script.forget_split!r}; set retain_split or retain_data_file."
         )
-    return forget, load_tofu(retain_split, data_dir=data_dir)
+    return forget, load(retain_split)
 
 
 def load_model_and_tokenizer(model_args) -> tuple[Any, Any]:
@@ -165,6 +181,11 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
 
     from ..trainer import UnlearningTrainer
 
+    if script.evaluate and script.dataset_config is not None:
+        raise ValueError(
+            "evaluate runs the TOFU evaluation, which needs TOFU's layout; with dataset_config (another data set) "
+            "evaluate the saved model yourself, e.g. with hf_unlearn.evaluation.MUSEEvaluator for MUSE."
+        )
     import_loss_modules(script.loss_modules)
     forget, retain = load_forget_and_retain(script)
     model, tokenizer = load_model_and_tokenizer(model_args)
