@@ -235,3 +235,21 @@ def test_other_bad_inputs(target_model, tokenizer, muse_data, tmp_path):
     # open-unlearning's result file is read too.
     (tmp_path / "MUSE_EVAL.json").write_text(json.dumps({"mia_min_k": {"agg_value": 0.25}}))
     assert load_muse_retain_auc(tmp_path / "MUSE_EVAL.json") == 0.25
+
+
+def test_cli_eval_runs_muse_on_a_local_directory(target_model_dir, muse_dir, tmp_path, capsys):
+    from hf_unlearn.cli import main
+
+    out = tmp_path / "muse_eval"
+    args = ["eval", "--model", str(target_model_dir), "--benchmark", "muse", "--dataset", str(muse_dir)]
+    args += ["--max-questions", "4", "--output-dir", str(out), "--no-progress", "--retain-logs", "0.5"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{\n") :])
+    assert summary["num_items"]["knowmem_forget"] == 4 and summary["num_items"]["privleak_forget"] == 4
+    assert summary["privleak_retain_auc"] == 0.5 and summary["privleak"] is not None
+    assert json.loads((out / "summary.json").read_text()) == summary
+    # The retain model's result can also be its summary file: PrivLeak against itself is 0.
+    assert main([*args[:-1], str(out / "summary.json"), "--output-dir", str(tmp_path / "again")]) == 0
+    printed = capsys.readouterr().out
+    assert json.loads(printed[printed.index("{\n") :])["privleak"] == pytest.approx(0.0)
