@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,9 @@ def test_shipped_recipes_parse_into_a_valid_run(recipe, tmp_path):
     assert args.forget_loss in list_losses("forget") and args.retain_loss in list_losses("retain")
     if recipe.stem.startswith("muse_"):  # MUSE's raw corpora
         assert (script.dataset_config, script.forget_split, script.retain_split) == ("raw", "forget", "retain1")
+    elif recipe.stem.startswith("wmdp_"):  # a WMDP forget corpus, wikitext to retain
+        assert script.dataset_config.endswith("forget-corpus") and script.retain_dataset_name == "wikitext"
+        assert re.search(args.trainable_parameters, "model.layers.6.mlp.down_proj.weight")
     else:
         assert script.forget_split == "forget10" and script.retain_split == "retain90"
     assert (args.rectification == "gru") == recipe.stem.endswith("_gru")
@@ -148,6 +152,17 @@ def test_train_on_raw_text_splits_of_another_dataset(target_model_dir, tmp_path,
 
     assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "x"), "--evaluate", "true"]) == 2
     assert "MUSEEvaluator" in capsys.readouterr().err
+    # Retain data from another data set (WMDP's recipe: wikitext), here TOFU's bundled layout.
+    other = cpu_recipe(
+        tmp_path / "r3.yaml",
+        target_model_dir,
+        dataset_name=str(data),
+        dataset_config="raw",
+        forget_split="forget",
+        retain_dataset_name="bundled",
+        retain_split="retain99",
+    )
+    assert main(["train", "--config", str(other), "--output_dir", str(tmp_path / "z")]) == 0
     no_retain = cpu_recipe(
         tmp_path / "r2.yaml", target_model_dir, dataset_name=str(data), dataset_config="raw", forget_split="forget"
     )

@@ -154,8 +154,11 @@ def test_text_rows_are_trained_on_whole_and_long_ones_chunked(tokenizer, tofu):
     assert sum(chunked["answer_ids"], []) == sum(whole["answer_ids"], [])
     assert sum(ids.count(eos) for ids in chunked["answer_ids"]) == len(docs)
 
-    with pytest.raises(ValueError, match="Row 1 of the retain dataset has an empty 'text'"):
-        prepare_dataset(Dataset.from_dict({"text": ["Fine.", "  "]}), encoder, name="retain dataset")
+    # Raw corpora have blank lines: they are dropped (with a warning); nothing but blanks is an error.
+    kept = prepare_dataset(Dataset.from_dict({"text": ["", "Fine.", "  "]}), encoder, name="retain dataset")
+    assert kept["answer_ids"] == [tokenizer("Fine.", add_special_tokens=False)["input_ids"] + [eos]]
+    with pytest.raises(ValueError, match="Every row of the retain dataset has an empty 'text'"):
+        prepare_dataset(Dataset.from_dict({"text": ["", " "]}), encoder, name="retain dataset")
 
 
 def _prepared(tokenizer, n):

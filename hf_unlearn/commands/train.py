@@ -47,6 +47,16 @@ class UnlearnScriptArguments:
     retain_split: str | None = field(
         default=None, metadata={"help": "Configuration to retain (default: the complement, e.g. retain90)."}
     )
+    retain_dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "Retain data from another data set than the forget data (with retain_dataset_config and "
+            "retain_split), e.g. wikitext for WMDP's RMU. Default: dataset_name."
+        },
+    )
+    retain_dataset_config: str | None = field(
+        default=None, metadata={"help": "The configuration of retain_dataset_name (e.g. wikitext-2-raw-v1)."}
+    )
     forget_data_file: str | None = field(
         default=None, metadata={"help": "A local JSON/JSONL/CSV/Parquet file to forget instead of a TOFU split."}
     )
@@ -135,27 +145,29 @@ def load_data_file(path: str):
 def load_forget_and_retain(script: UnlearnScriptArguments):
     from ..data.tofu import TOFU_RETAIN_OF, load_tofu
 
-    if script.dataset_config is not None:
+    def load(name: str, config: str | None, split: str):
+        if config is None:  # TOFU's layout
+            return load_tofu(split, data_dir=name)
         from datasets import load_dataset
 
-        def load(split: str):
-            return load_dataset(script.dataset_name, script.dataset_config, split=split)
+        return load_dataset(name, config, split=split)
+
+    if script.forget_data_file:
+        forget = load_data_file(script.forget_data_file)
     else:
-
-        def load(split: str):
-            return load_tofu(split, data_dir=script.dataset_name)
-
-    forget = load_data_file(script.forget_data_file) if script.forget_data_file else load(script.forget_split)
+        forget = load(script.dataset_name, script.dataset_config, script.forget_split)
     if script.retain_data_file:
         return forget, load_data_file(script.retain_data_file)
+    retain_name = script.retain_dataset_name or script.dataset_name
+    retain_config = script.retain_dataset_config if script.retain_dataset_name else script.dataset_config
     retain_split = script.retain_split
-    if retain_split is None and script.dataset_config is None:
+    if retain_split is None and retain_config is None:
         retain_split = TOFU_RETAIN_OF.get(script.forget_split)
     if retain_split is None:
         raise ValueError(
             f"No retain split is known for forget_split={script.forget_split!r}; set retain_split or retain_data_file."
         )
-    return forget, load(retain_split)
+    return forget, load(retain_name, retain_config, retain_split)
 
 
 def load_model_and_tokenizer(model_args) -> tuple[Any, Any]:

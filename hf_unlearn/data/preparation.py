@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datasets import Dataset
+from transformers.utils import logging
 
 from .formatting import ColumnLayout, PromptEncoder
+
+logger = logging.get_logger(__name__)
 
 PROMPT_IDS = "prompt_ids"
 ANSWER_IDS = "answer_ids"
@@ -43,8 +46,9 @@ def prepare_dataset(
     consecutive examples ("chunks") of at most `max_length` tokens, each starting with the BOS token, the last
     ending with EOS; `row_index` then numbers the chunks.
 
-    Raises a clear error for an empty dataset, unknown columns, an empty text, or a prompt too long to leave an
-    answer token.
+    Empty or blank texts (raw corpora such as wikitext have many) are dropped, with a warning that counts them.
+
+    Raises a clear error for an empty dataset, unknown columns, or a prompt too long to leave an answer token.
     """
     if dataset is None or len(dataset) == 0:
         raise ValueError(f"The {name} is empty: unlearning needs at least one example in it.")
@@ -78,12 +82,20 @@ def _prepare_text(
 ) -> Dataset:
     """Text rows into (possibly several) examples each: see [`prepare_dataset`]."""
 
-    def encode(batch: dict, indices: list[int]) -> dict:
+    blank = sum(not str(text).strip() for text in dataset[layout.prompt_key])
+    if blank == len(dataset):
+        raise ValueError(f"Every row of the {name} has an empty {layout.prompt_key!r}: there is no text to train on.")
+    if blank:
+        logger.warning(
+            f"Dropped {blank} of the {len(dataset)} rows of the {name}: their {layout.prompt_key!r} is empty."
+        )
+
+    def encode(batch: dict) -> dict:
         chunks: dict[str, list[list[int]]] = {PROMPT_IDS: [], ANSWER_IDS: []}
-        for offset, index in enumerate(indices):
+        for offset in range(len(batch[layout.prompt_key])):
             prompt, text = layout.split({key: values[offset] for key, values in batch.items()})
             if not text.strip():
-                raise ValueError(f"Row {index} of the {name} has an empty {layout.prompt_key!r}: remove it.")
+                continue
             prompt_ids, answer_ids = encoder.encode(prompt, text)
             room = len(answer_ids) if max_length is None else max_length - len(prompt_ids)
             if room <= 0:
@@ -96,7 +108,6 @@ def _prepare_text(
     encoded = dataset.map(
         encode,
         batched=True,
-        with_indices=True,
         remove_columns=dataset.column_names,
         num_proc=num_proc,
         desc=f"Tokenizing the {name}",
