@@ -118,6 +118,23 @@ def test_callback_argument_errors(tmp_path):
         callback._build_evaluator(object(), None)
 
 
+def test_callback_refuses_fsdp2_sharded_models_set_up_by_accelerate(target_model, tmp_path):
+    """With FSDP from an accelerate config, `args.fsdp` is empty: the parameters tell (DTensors)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from transformers import TrainerControl, TrainerState
+
+    callback, args = TOFUEvalCallback(every_n_steps=1), cpu_args(tmp_path)
+    callback.on_train_begin(args, TrainerState(), TrainerControl(), model=target_model)  # a plain model is fine
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        fully_shard(target_model)
+        with pytest.raises(ValueError, match="FSDP and DeepSpeed ZeRO-3 shard"):
+            callback.on_train_begin(args, TrainerState(), TrainerControl(), model=target_model)
+    finally:
+        dist.destroy_process_group()
+
+
 @pytest.mark.distributed
 def test_two_process_evaluation_equals_single_process(target_model_dir, tokenizer, tmp_path):
     run_accelerate(REPO / "tests" / "scripts" / "ddp_tofu_eval.py", target_model_dir, tmp_path)

@@ -136,7 +136,7 @@ class TOFUEvalCallback(TrainerCallback):
     # ------------------------------------------------------------------------------------------------------------
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
-        if getattr(args, "fsdp", None) or _zero3(args):
+        if getattr(args, "fsdp", None) or _zero3(args) or _has_sharded_parameters(kwargs.get("model")):
             raise ValueError(
                 "TOFUEvalCallback evaluates each rank's replica of the model, which FSDP and DeepSpeed ZeRO-3 shard; "
                 "evaluate the saved checkpoints with TOFUEvaluator instead."
@@ -212,3 +212,13 @@ def _zero3(args: TrainingArguments) -> bool:
     except ImportError:  # pragma: no cover - depends on the transformers build
         return False
     return bool(getattr(args, "deepspeed", None)) and is_deepspeed_zero3_enabled()
+
+
+def _has_sharded_parameters(model: Any) -> bool:
+    """FSDP (1 or 2) set up from an accelerate config, where `args.fsdp` stays empty: DTensor parameters (FSDP2) or a
+    FullyShardedDataParallel wrapper (FSDP1)."""
+    if model is None:
+        return False
+    if any(hasattr(param, "device_mesh") for param in model.parameters()):
+        return True
+    return any(type(module).__name__ == "FullyShardedDataParallel" for module in model.modules())
