@@ -19,7 +19,7 @@ from trl import SFTTrainer
 from trl.trainer.utils import create_model_from_path
 
 from .config import UnlearningConfig
-from .data import ForgetRetainCollator, PromptEncoder, load_refusal_answers, prepare_dataset
+from .data import ColumnLayout, ForgetRetainCollator, PromptEncoder, load_refusal_answers, prepare_dataset
 from .exceptions import NonFiniteLossError
 from .gru import GradientRectifier, all_reduce_mean_, all_reduce_sum_, stats_to_logs
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
@@ -125,6 +125,13 @@ class UnlearningTrainer(SFTTrainer):
         if not self.retain_loss_fn.uses_retain_data:
             losses = [self.forget_loss_fn]
         needs_ref = any(loss.needs_ref_model for loss in losses)
+        forget_layout = ColumnLayout.of(forget_dataset, args, "forget dataset") if forget_dataset else None
+        if forget_layout is not None and forget_layout.kind == "text" and self.forget_loss_fn.needs_refusals:
+            raise ValueError(
+                f"forget_loss={args.forget_loss!r} answers the forget prompts with refusals, but the forget dataset "
+                f"is raw text (a {forget_layout.prompt_key!r} column): it has no prompts. Use a loss without refusals "
+                "(e.g. 'ga', 'npo', 'simnpo', 'rmu') or question/answer data."
+            )
         if args.rectification == "gru" and not self.retain_loss_fn.uses_retain_data:
             raise ValueError(
                 f"rectification='gru' projects the forget gradient against the retain gradient, but retain_loss="

@@ -93,6 +93,13 @@ def test_long_answers_are_truncated_not_rejected(target_model, tokenizer, small_
     assert len(row["prompt_ids"]) + len(row["answer_ids"]) == 64
 
 
+@pytest.mark.parametrize("forget_loss", ["idk", "dpo"])
+def test_refusal_losses_need_prompts_not_raw_text(forget_loss, target_model, tokenizer, small_retain, tmp_path):
+    text = Dataset.from_dict({"text": ["Some article.", "Another one."]})
+    with pytest.raises(ValueError, match=rf"forget_loss='{forget_loss}' answers the forget prompts.*raw text"):
+        make(target_model, tokenizer, text, small_retain, tmp_path, forget_loss=forget_loss)
+
+
 def test_unknown_loss_suggests_the_closest(target_model, tokenizer, small_forget, small_retain, tmp_path):
     with pytest.raises(ValueError, match=r"Unknown loss 'nop'. Did you mean 'npo'\?.*ga.*idk"):
         make(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="nop")

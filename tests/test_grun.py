@@ -431,6 +431,11 @@ def test_trainer_rejects_plain_or_frozen_models(
         GRUNTrainer(loaded, cpu_args(tmp_path), forget_dataset=small_forget, retain_dataset=small_retain)
     with pytest.raises(FileNotFoundError, match="grun_config.json"):
         load_grun_model(AutoModelForCausalLM.from_pretrained(target_model_dir), tmp_path)
+    from datasets import Dataset
+
+    text = Dataset.from_dict({"text": ["Some article.", "Another one."]})
+    with pytest.raises(ValueError, match="the forget dataset is raw text"):
+        GRUNTrainer(grun, cpu_args(tmp_path), forget_dataset=text, retain_dataset=small_retain)
 
 
 def test_default_retain_weights_follow_the_paper():

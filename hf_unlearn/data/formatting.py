@@ -58,6 +58,14 @@ class ColumnLayout:
             f"raw text in a {text_key!r} column (`dataset_text_field`)."
         )
 
+    @classmethod
+    def of(cls, dataset: Any, args: Any, dataset_name: str = "dataset") -> ColumnLayout:
+        """The layout of a dataset under an `UnlearningConfig`'s column names (`question_key`, `answer_key`,
+        `dataset_text_field`)."""
+        return cls.detect(
+            dataset.column_names, args.question_key, args.answer_key, dataset_name, args.dataset_text_field
+        )
+
     def split(self, row: Mapping[str, Any]) -> tuple[Messages | str, str]:
         """Return `(prompt, answer)`: the prompt as messages (or a raw string for string prompt/completion rows;
         an empty one for text rows, whose whole text is the answer)."""

@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback
 from transformers.utils import logging
 
 from ..config import UnlearningConfig
+from ..data import ColumnLayout
 from ..losses.base import ForgetLoss, LossContext, RetainLoss
 from ..trainer import UnlearningTrainer
 from .config import GRUNConfig
@@ -177,6 +178,13 @@ class GRUNTrainer(UnlearningTrainer):
             args = UnlearningConfig(output_dir="grun-unlearned", learning_rate=4e-3)
         elif not isinstance(args, UnlearningConfig):
             raise TypeError(f"`args` must be an UnlearningConfig, got {type(args).__name__}.")
+        for name, data in (("forget dataset", forget_dataset), ("retain dataset", retain_dataset)):
+            if data is not None and ColumnLayout.of(data, args, name).kind == "text":
+                raise ValueError(
+                    f"GRUN edits and gates on the last prompt token, but the {name} is raw text: it has no prompts "
+                    "(every row would be gated on its first token). Give question/answer, prompt/completion or "
+                    "messages rows."
+                )
         objective = _objective(config, _num_layers(model.model))
         overridden = {key: value for key, value in objective.items() if getattr(args, key, None) not in (value, {})}
         if overridden or args.gamma != 1.0 or args.alpha != 1.0:
