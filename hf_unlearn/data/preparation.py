@@ -82,20 +82,25 @@ def _prepare_text(
 ) -> Dataset:
     """Text rows into (possibly several) examples each: see [`prepare_dataset`]."""
 
-    blank = sum(not str(text).strip() for text in dataset[layout.prompt_key])
-    if blank == len(dataset):
+    kept = dataset.filter(
+        lambda text: bool(str(text).strip()),
+        input_columns=[layout.prompt_key],
+        num_proc=num_proc,
+        desc=f"Dropping the {name}'s empty texts",
+    )
+    if len(kept) == 0:
         raise ValueError(f"Every row of the {name} has an empty {layout.prompt_key!r}: there is no text to train on.")
-    if blank:
+    if len(kept) < len(dataset):
+        dropped = len(dataset) - len(kept)
         logger.warning(
-            f"Dropped {blank} of the {len(dataset)} rows of the {name}: their {layout.prompt_key!r} is empty."
+            f"Dropped {dropped} of the {len(dataset)} rows of the {name}: their {layout.prompt_key!r} is empty."
         )
+    dataset = kept
 
     def encode(batch: dict) -> dict:
         chunks: dict[str, list[list[int]]] = {PROMPT_IDS: [], ANSWER_IDS: []}
         for offset in range(len(batch[layout.prompt_key])):
             prompt, text = layout.split({key: values[offset] for key, values in batch.items()})
-            if not text.strip():
-                continue
             prompt_ids, answer_ids = encoder.encode(prompt, text)
             room = len(answer_ids) if max_length is None else max_length - len(prompt_ids)
             if room <= 0:
