@@ -45,7 +45,9 @@ class UnlearningConfig(SFTConfig):
         gamma (`float`, defaults to `1.0`): weight of the forget loss.
         alpha (`float`, defaults to `1.0`): weight of the retain loss.
         question_key / answer_key (`str`): column names of question/answer datasets (TOFU's by default). Datasets
-            with `prompt`/`completion` or conversational `messages` columns are recognised as well.
+            with `prompt`/`completion` or conversational `messages` columns are recognised as well, and raw text in
+            the `dataset_text_field` column (trl's, default `"text"`): trained on whole, in chunks of `max_length`
+            tokens (MUSE's and WMDP's corpora).
         refusal_answers_file (`str`, *optional*): one refusal answer a line, for losses that need refusals
             (defaults to TOFU's `idontknow.jsonl`, bundled).
         use_chat_template (`bool`, *optional*): None applies the tokenizer's chat template when it has one, and the
