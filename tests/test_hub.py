@@ -656,3 +656,37 @@ def test_card_reads_the_eval_summary_written_by_the_evaluator(tmp_path):
     card = build_model_card(kind="full", eval_results=tmp_path / "eval" / SUMMARY_FILE, model_name="m")
     assert {r.metric_type for r in card.data.eval_results} >= {"forget_quality", "model_utility"}
     assert str(card) == str(build_model_card(kind="full", eval_results=TOFU_SUMMARY, model_name="m"))
+
+
+def test_muse_results_reach_the_card_and_the_push(hub, model_dir, tokenizer, tmp_path):
+    """A model evaluated with `hf-unlearn eval --benchmark muse` (its summary in eval/) pushes with MUSE's metrics."""
+    from hf_unlearn.evaluation import MUSEEvaluator
+
+    folder = tmp_path / "muse-model"
+    shutil.copytree(model_dir, folder)
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    rows = [{"question": f"Q{i}?", "answer": f"A{i}."} for i in range(3)]
+    texts = [{"text": f"Some text number {i}."} for i in range(6)]
+    data = {"knowmem/forget_qa": rows, "knowmem/forget_qa_icl": rows[:1], "knowmem/retain_qa": rows,
+            "knowmem/retain_qa_icl": rows[:1], "verbmem/forget": [{"prompt": "Once", "gt": " upon a time"}],
+            "privleak/forget": texts[:3], "privleak/holdout": texts[3:]}  # fmt: skip
+    evaluator = MUSEEvaluator(model, tokenizer, datasets=data, knowmem_max_new_tokens=4, verbmem_max_new_tokens=4,
+                              progress=False)  # fmt: skip
+    summary = evaluator.evaluate(folder / "eval", retain_auc=0.5)
+    assert summary["dataset"] == "in-memory data"
+
+    push_unlearned(folder, "muse-model")
+    card = _card(hub, f"{USER}/muse-model")
+    results = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert set(results) == {"knowmem_forget_rougeL_f1", "knowmem_retain_rougeL_f1", "verbmem_forget_rougeL_f1",
+                            "privleak", "privleak_auc_muse"}  # fmt: skip
+    assert results["privleak"] == pytest.approx(summary["privleak"], rel=1e-5)
+    assert "MUSE evaluation" in card.text and "arxiv.org/abs/2407.06460" in card.text
+    assert card.data.datasets is None and "arxiv.org/abs/2401.06121" not in card.text  # not TOFU
+    with pytest.raises(ValueError, match="not a TOFU or MUSE evaluation summary"):
+        build_model_card(kind="full", eval_results=_write_json(tmp_path / "other.json", {"accuracy": 1.0}))
+
+
+def _write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj))
+    return path

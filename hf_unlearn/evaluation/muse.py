@@ -242,6 +242,8 @@ class MUSEEvaluator:
         self.max_length = max_length
         self.progress = progress
         self.pad_token_id = resolve_pad_token_id(tokenizer, "MUSEEvaluator")
+        #: where the data came from (the Hub id, or the local directory), recorded in the summary
+        self.dataset_name = str(data_dir) if data_dir is not None else "in-memory data" if datasets else dataset
         self.logs: dict[str, list[dict[str, Any]]] = {}
 
         supplied = dict(datasets or {})
@@ -398,6 +400,7 @@ class MUSEEvaluator:
             summary["privleak"] = privleak(auc, reference, from_mia_auc=True) if reference is not None else None
             summary["min_k"] = self.min_k
         summary["num_items"] = {name: len(items) for name, items in self.logs.items()}
+        summary["dataset"] = self.dataset_name
         if output_dir is not None:
             self.write(output_dir, summary)
         return summary

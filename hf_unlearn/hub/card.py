@@ -23,6 +23,7 @@ __all__ = [
     "GRUN_CONFIG_FILE",
     "PAPERS",
     "Paper",
+    "MUSE_SUMMARY_METRICS",
     "TOFU_METRICS",
     "build_model_card",
     "detect_model_kind",
@@ -32,6 +33,7 @@ __all__ = [
     "load_eval_summary",
     "papers_for",
     "read_base_model",
+    "summary_benchmark",
     "write_model_card",
 ]
 
@@ -58,6 +60,7 @@ class Paper:
 
 PAPERS: dict[str, Paper] = {
     "tofu": Paper("TOFU: A Task of Fictitious Unlearning for LLMs", "Maini et al. 2024", "2401.06121"),
+    "muse": Paper("MUSE: Machine Unlearning Six-Way Evaluation for Language Models", "Shi et al. 2024", "2407.06460"),
     "npo": Paper(
         "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
         "Zhang et al. 2024",
@@ -130,6 +133,26 @@ TOFU_METRICS: dict[str, str] = {
     "world_facts_truth_ratio": "World facts truth ratio",
 }
 
+#: MUSE summary keys (hf_unlearn.evaluation.MUSEEvaluator) reported in `model-index`, with their display names.
+MUSE_SUMMARY_METRICS: dict[str, str] = {
+    "knowmem_forget_rougeL_f1": "KnowMem forget ROUGE-L F1",
+    "knowmem_retain_rougeL_f1": "KnowMem retain ROUGE-L F1",
+    "verbmem_forget_rougeL_f1": "VerbMem forget ROUGE-L F1",
+    "privleak": "PrivLeak",
+    "privleak_auc_muse": "PrivLeak Min-K% AUC",
+}
+MUSE_DATASET_ID = "muse-bench/MUSE-News"
+
+
+def summary_benchmark(summary: Mapping[str, Any]) -> str | None:
+    """ "tofu" or "muse" for an evaluation summary of either evaluator, None for anything else."""
+    if any(key in summary for key in TOFU_METRICS):
+        return "tofu"
+    if any(key in summary for key in MUSE_SUMMARY_METRICS):
+        return "muse"
+    return None
+
+
 _KIND_DESCRIPTIONS = {
     "peft": "a peft adapter, loaded on top of the base model",
     "grun": "GRUN modules (a gate and ReFT interventions), attached to the frozen base model",
@@ -199,18 +222,19 @@ def load_unlearning_state(folder: str | Path) -> dict[str, Any] | None:
 
 
 def load_eval_summary(path: str | Path) -> dict[str, Any]:
-    """Read an evaluation summary (the TOFU evaluator's `summary.json`, or a folder holding one)."""
+    """Read an evaluation summary (the `summary.json` of the TOFU or MUSE evaluator, or a folder holding one)."""
     path = Path(path)
     if path.is_dir():
         path = path / EVAL_SUMMARY_FILE
     if not path.is_file():
         raise FileNotFoundError(f"Evaluation results file {path} does not exist.")
     summary = _read_json(path)
-    if not isinstance(summary, Mapping) or not any(key in summary for key in TOFU_METRICS):
+    if not isinstance(summary, Mapping) or summary_benchmark(summary) is None:
         keys = sorted(summary) if isinstance(summary, Mapping) else type(summary).__name__
         raise ValueError(
-            f"{path} is not a TOFU evaluation summary: expected some of {sorted(TOFU_METRICS)} (the keys of the "
-            f"`summary.json` that `TOFUEvaluator.evaluate(output_dir=...)` writes); it has {keys}."
+            f"{path} is not a TOFU or MUSE evaluation summary: expected some of {sorted(TOFU_METRICS)} or of "
+            f"{sorted(MUSE_SUMMARY_METRICS)} (the keys of the `summary.json` that `TOFUEvaluator` / "
+            f"`MUSEEvaluator` write); it has {keys}."
         )
     return dict(summary)
 
@@ -238,10 +262,18 @@ def find_eval_summary(folder: str | Path) -> Path | None:
 
 
 def eval_results_from_summary(summary: Mapping[str, Any]) -> list[EvalResult]:
-    """`model-index` entries for the TOFU metrics of a summary that have a value (None values are left out)."""
-    split = summary.get("split") or "forget"
+    """`model-index` entries for the TOFU or MUSE metrics of a summary that have a value (None values are left
+    out)."""
+    if summary_benchmark(summary) == "muse":
+        metrics = MUSE_SUMMARY_METRICS
+        dataset = str(summary.get("dataset") or MUSE_DATASET_ID)
+        dataset_name, dataset_config = f"MUSE ({dataset.split('/')[-1]})", None
+    else:
+        metrics = TOFU_METRICS
+        split = summary.get("split") or "forget"
+        dataset, dataset_name, dataset_config = TOFU_DATASET_ID, f"TOFU ({split})", str(split)
     results = []
-    for key, name in TOFU_METRICS.items():
+    for key, name in metrics.items():
         value = summary.get(key)
         if value is None:
             continue
@@ -249,9 +281,9 @@ def eval_results_from_summary(summary: Mapping[str, Any]) -> list[EvalResult]:
             EvalResult(
                 task_type="text-generation",
                 task_name="Machine unlearning",
-                dataset_type=TOFU_DATASET_ID,
-                dataset_name=f"TOFU ({split})",
-                dataset_config=str(split),
+                dataset_type=dataset,
+                dataset_name=dataset_name,
+                dataset_config=dataset_config,
                 metric_type=key,
                 metric_name=name,
                 metric_value=float(f"{float(value):.6g}"),  # significant digits: forget quality can be 1e-12
@@ -271,8 +303,10 @@ def papers_for(
     kind: str,
     evaluated_on_tofu: bool = False,
     grun_config: Mapping[str, Any] | None = None,
+    evaluated_on_muse: bool = False,
 ) -> list[Paper]:
-    """The papers to cite for a method: its losses, GRU rectification, GRUN, and TOFU when evaluated on it."""
+    """The papers to cite for a method: its losses, GRU rectification, GRUN, and TOFU / MUSE when evaluated on
+    them."""
     keys: list[str] = []
     state = state or {}
     grun_requests = _grun_requests(state, grun_config) if kind == "grun" else []
@@ -286,6 +320,8 @@ def papers_for(
         keys.append("grun")
     if evaluated_on_tofu:
         keys.append("tofu")
+    if evaluated_on_muse:
+        keys.append("muse")
     return [PAPERS[key] for key in dict.fromkeys(keys)]
 
 
@@ -412,8 +448,9 @@ def build_model_card(
     repo_id = repo_id or name
     hub_base_model = base_model if is_hub_model_id(base_model) else None
 
+    benchmark = summary_benchmark(summary) if summary else None
     forget_dataset = forget_config = None
-    if forget_data is None and summary is not None and summary.get("split"):
+    if forget_data is None and benchmark == "tofu" and summary.get("split"):
         forget_dataset, forget_config = TOFU_DATASET_ID, str(summary["split"])
     elif forget_data:
         dataset, _, config = forget_data.partition(":")
@@ -471,14 +508,20 @@ def build_model_card(
     if summary:
         lines += ["", "## Evaluation", ""]
         split = summary.get("split")
-        lines.append(f"TOFU evaluation{f' on the `{split}` forget split' if split else ''} (hf_unlearn's evaluator).")
+        if benchmark == "muse":
+            lines.append(f"MUSE evaluation on `{summary.get('dataset') or MUSE_DATASET_ID}` (hf_unlearn's evaluator).")
+        else:
+            where = f" on the `{split}` forget split" if split else ""
+            lines.append(f"TOFU evaluation{where} (hf_unlearn's evaluator).")
         lines += ["", "| Metric | Value |", "|---|---|"]
         lines += [f"| {result.metric_name} | {result.metric_value:.4g} |" for result in evaluation]
     lines += ["", "## Usage", "", _usage_snippet(repo_id, base_model)]
     if kind == "peft" and not hub_base_model:
         lines += ["", "The adapter was trained on a base model that is not on the Hub: pass it as `base_model`."]
-    tofu = bool(summary) or forget_dataset == TOFU_DATASET_ID
-    papers = papers_for(state, kind, evaluated_on_tofu=tofu, grun_config=grun_config)
+    tofu = benchmark == "tofu" or forget_dataset == TOFU_DATASET_ID
+    papers = papers_for(
+        state, kind, evaluated_on_tofu=tofu, grun_config=grun_config, evaluated_on_muse=benchmark == "muse"
+    )
     if papers:
         lines += ["", "## Citations", ""] + [paper.markdown() for paper in papers]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"
