@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -104,6 +104,31 @@ def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
         return False
 
 
+def padded_batches(
+    sequences: Sequence[list[int]],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    left: bool,
+    progress: bool = False,
+    desc: str = "",
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Sequences sorted by length (longest first), `batch_size` at a time: `(indices, input_ids, attention_mask)`,
+    padded on the left (for generation) or on the right (for scoring), with a progress bar."""
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+        chunk = order[start : start + batch_size]
+        width = max(len(sequences[i]) for i in chunk)
+        input_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for row, i in enumerate(chunk):
+            span = slice(width - len(sequences[i]), width) if left else slice(0, len(sequences[i]))
+            input_ids[row, span] = torch.tensor(sequences[i], dtype=torch.long)
+            attention_mask[row, span] = 1
+        yield chunk, input_ids, attention_mask
+
+
 @torch.no_grad()
 def greedy_generate(
     model: torch.nn.Module,
@@ -130,19 +155,13 @@ def greedy_generate(
         )
     if any(len(p) == 0 for p in prompts):
         raise ValueError("A prompt encodes to no token at all; there is nothing to continue.")
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts = [""] * len(prompts)
     device = model_device(model)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        chunk = order[start : start + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        input_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            ids = prompts[i]
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
+    batches = padded_batches(
+        prompts, batch_size=batch_size, pad_token_id=pad_token_id, left=True, progress=progress, desc=desc
+    )
+    for chunk, input_ids, attention_mask in batches:
+        width = input_ids.shape[1]
         out = model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -180,18 +199,12 @@ def token_logprobs(
         raise ValueError(
             f"Sequence(s) {short[:5]} have fewer than 2 tokens: there is no next-token prediction to score."
         )
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
     results: list[np.ndarray] = [np.zeros(0)] * len(sequences)
     device = model_device(model)
-    starts = range(0, len(order), batch_size)
-    for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        chunk = order[start : start + batch_size]
-        width = max(len(sequences[i]) for i in chunk)
-        input_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):
-            input_ids[row, : len(sequences[i])] = torch.tensor(sequences[i], dtype=torch.long)
-            attention_mask[row, : len(sequences[i])] = 1
+    batches = padded_batches(
+        sequences, batch_size=batch_size, pad_token_id=pad_token_id, left=False, progress=progress, desc=desc
+    )
+    for chunk, input_ids, attention_mask in batches:
         logits = model(
             input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False
         ).logits
