@@ -138,34 +138,21 @@ def test_train_on_raw_text_splits_of_another_dataset(target_model_dir, tmp_path,
         "---\nconfigs:\n- config_name: raw\n  data_files:\n  - split: forget\n    path: raw/forget.jsonl\n"
         "  - split: retain1\n    path: raw/retain1.jsonl\n---\n"
     )
-    recipe = cpu_recipe(
-        tmp_path / "recipe.yaml",
-        target_model_dir,
-        dataset_name=str(data),
-        dataset_config="raw",
-        forget_split="forget",
-        retain_split="retain1",
-        max_length=24,
-    )
+
+    def raw_recipe(name: str, **overrides) -> Path:
+        settings = dict(dataset_name=str(data), dataset_config="raw", forget_split="forget", max_length=24)
+        return cpu_recipe(tmp_path / name, target_model_dir, **(settings | overrides))
+
+    recipe = raw_recipe("recipe.yaml", retain_split="retain1")
     assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "run")]) == 0
     assert (tmp_path / "run" / "model.safetensors").is_file()
 
     assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path / "x"), "--evaluate", "true"]) == 2
     assert "MUSEEvaluator" in capsys.readouterr().err
     # Retain data from another data set (WMDP's recipe: wikitext), here TOFU's bundled layout.
-    other = cpu_recipe(
-        tmp_path / "r3.yaml",
-        target_model_dir,
-        dataset_name=str(data),
-        dataset_config="raw",
-        forget_split="forget",
-        retain_dataset_name="bundled",
-        retain_split="retain99",
-    )
+    other = raw_recipe("other.yaml", retain_dataset_name="bundled", retain_split="retain99")
     assert main(["train", "--config", str(other), "--output_dir", str(tmp_path / "z")]) == 0
-    no_retain = cpu_recipe(
-        tmp_path / "r2.yaml", target_model_dir, dataset_name=str(data), dataset_config="raw", forget_split="forget"
-    )
+    no_retain = raw_recipe("no_retain.yaml")
     assert main(["train", "--config", str(no_retain), "--output_dir", str(tmp_path / "y")]) == 2
     assert "set retain_split" in capsys.readouterr().err
 
