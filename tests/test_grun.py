@@ -436,6 +436,13 @@ def test_trainer_rejects_plain_or_frozen_models(
     text = Dataset.from_dict({"text": ["Some article.", "Another one."]})
     with pytest.raises(ValueError, match="the forget dataset is raw text"):
         GRUNTrainer(grun, cpu_args(tmp_path), forget_dataset=text, retain_dataset=small_retain)
+    # FSDP / DeepSpeed would save through their own state-dict paths and lose the GRUN modules: refused.
+    trainer = GRUNTrainer(grun, cpu_args(tmp_path), forget_dataset=small_forget, retain_dataset=small_retain)
+    for flag in ("is_fsdp_enabled", "is_deepspeed_enabled"):
+        setattr(trainer, flag, True)  # what accelerate sets under an FSDP / DeepSpeed config
+        with pytest.raises(ValueError, match="not FSDP or DeepSpeed.*multi_gpu.yaml"):
+            trainer._check_parallelism_supported()
+        setattr(trainer, flag, False)
 
 
 def test_default_retain_weights_follow_the_paper():

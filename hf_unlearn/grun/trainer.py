@@ -207,6 +207,17 @@ class GRUNTrainer(UnlearningTrainer):
         self._reference_is_base_model = self.forget_loss_fn.needs_ref_model or self.retain_loss_fn.needs_ref_model
         self.forget_loss_fn = GatedForgetLoss(self.forget_loss_fn, config.gate_weight)
         self.retain_loss_fn = GatedRetainLoss(self.retain_loss_fn, config.retain_weight, config.gate_weight)
+        self._check_parallelism_supported()
+
+    def _check_parallelism_supported(self) -> None:
+        # Under FSDP / DeepSpeed the Trainer saves through their state-dict paths, which would skip `_save` and lose
+        # the GRUN modules; and sharding a frozen model to train a few thousand parameters buys little.
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise ValueError(
+                "GRUNTrainer supports one device and multi-process DDP, not FSDP or DeepSpeed: GRUN trains a few "
+                "thousand parameters beside a frozen model, so launch with a DDP config (e.g. "
+                "examples/accelerate/multi_gpu.yaml), where every GPU holds the frozen model."
+            )
 
     def _frozen_copy(self, model: torch.nn.Module, args: UnlearningConfig) -> None:
         # The reference is the same GRUN model with its edits switched off (`disable_adapter`), set up in __init__.
