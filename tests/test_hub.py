@@ -465,6 +465,21 @@ def test_trainer_create_model_card_writes_our_card(model_dir, tokenizer, small_f
     assert not list(Path(args.output_dir).glob(".README.*"))  # no temporary file left behind
 
 
+def test_grun_trainer_card_describes_grun(model_dir, tokenizer, small_forget, small_retain, tmp_path):
+    pytest.importorskip("pyreft")
+    from hf_unlearn.grun import GRUNConfig, GRUNTrainer, get_grun_model
+
+    grun = get_grun_model(AutoModelForCausalLM.from_pretrained(model_dir), GRUNConfig(layers=[0], forget_loss="npo"))
+    args = cpu_args(tmp_path / "grun", max_steps=1)
+    trainer = GRUNTrainer(
+        grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+    )
+    trainer.create_model_card(model_name="tiny-grun")
+    card = ModelCard.load(Path(args.output_dir) / "README.md")
+    assert "grun" in card.data.tags and "GRUN modules" in card.text
+    assert "arxiv.org/abs/2502.17823" in card.text and "arxiv.org/abs/2404.05868" in card.text  # GRUN, NPO
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # GRUN modules
 # ----------------------------------------------------------------------------------------------------------------
