@@ -3,21 +3,12 @@ reference model (NPO, KL) is sharded by accelerate too, and hidden states (RMU) 
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from launch import REPO, run_accelerate
+from launch import REPO, load_script, run_accelerate
 from transformers import AutoModelForCausalLM
 
 SCRIPT = REPO / "tests" / "scripts" / "fsdp2_losses.py"
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("fsdp2_losses", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.distributed
@@ -25,7 +16,7 @@ def _script():
 def test_losses_under_fsdp2_equal_one_process(objective, target_model_dir, tmp_path):
     run_accelerate(SCRIPT, target_model_dir, tmp_path / "fsdp2", objective, timeout=600)
     sharded = torch.load(tmp_path / "fsdp2" / "report-2.pt")
-    single = _script().run(str(target_model_dir), str(tmp_path / "single"), objective, per_device_batch=4)
+    single = load_script(SCRIPT).run(str(target_model_dir), str(tmp_path / "single"), objective, per_device_batch=4)
     assert sharded["sharded"] and not single["sharded"]
     initial = torch.cat(
         [p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(target_model_dir).parameters()]

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from launch import REPO, run_accelerate, run_torchrun
+from launch import REPO, load_script, run_accelerate, run_torchrun
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 SCRIPT = REPO / "tests" / "scripts" / "gru_ddp.py"
 FSDP2_SCRIPT = REPO / "tests" / "scripts" / "gru_fsdp2.py"
-
-
-def _script(path=SCRIPT):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.distributed
@@ -27,8 +18,8 @@ def test_gru_under_ddp_and_fsdp2_equals_one_process_with_the_global_batch(target
     run_accelerate(SCRIPT, target_model_dir, tmp_path / mode, 2, mode, timeout=600)
     ranks = [torch.load(tmp_path / mode / f"rank{r}-of-2.pt") for r in (0, 1)]
     assert all(rank["sharded"] == (mode == "fsdp2") for rank in ranks)
-    single = _script().run(str(target_model_dir), str(tmp_path / "single"), per_device_batch=4)
-    local = _script().run(str(target_model_dir), str(tmp_path / "local"), per_device_batch=2)
+    single = load_script(SCRIPT).run(str(target_model_dir), str(tmp_path / "single"), per_device_batch=4)
+    local = load_script(SCRIPT).run(str(target_model_dir), str(tmp_path / "local"), per_device_batch=2)
     assert single["world_size"] == 1
     initial = torch.cat(
         [p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(target_model_dir).parameters()]
@@ -54,7 +45,7 @@ def test_gru_on_fsdp2_sharded_gradients_equals_one_process(tmp_path, retain_weig
     """Each rank projects its gradient shards with a coefficient from globally summed partial dot products."""
     run_torchrun(FSDP2_SCRIPT, tmp_path / "fsdp2", retain_weight, timeout=300)
     sharded = torch.load(tmp_path / "fsdp2" / "report-2.pt")
-    script = _script(FSDP2_SCRIPT)
+    script = load_script(FSDP2_SCRIPT)
     single = script.run(str(tmp_path / "single"), sharded=False, retain_weight=retain_weight)
     model = script.tiny_llama(script.VOCAB, num_layers=2, hidden_size=32, seed=0)
     initial = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -2,30 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
-from launch import REPO, run_accelerate
+from launch import REPO, load_script, run_accelerate
 
 pytest.importorskip("pyreft")
 
 SCRIPT = REPO / "tests" / "scripts" / "grun_ddp.py"
 
 
-def _script():
-    spec = importlib.util.spec_from_file_location("grun_ddp", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.distributed
 def test_grun_under_ddp_equals_one_process_with_the_global_batch(target_model_dir, tmp_path):
     run_accelerate(SCRIPT, target_model_dir, tmp_path / "ddp", 2, timeout=600)
     ranks = [torch.load(tmp_path / "ddp" / f"rank{r}-of-2.pt") for r in (0, 1)]
-    single = _script().run(str(target_model_dir), str(tmp_path / "single"), per_device_batch=4)
-    initial_model = _script().grun_model(str(target_model_dir))
+    single = load_script(SCRIPT).run(str(target_model_dir), str(tmp_path / "single"), per_device_batch=4)
+    initial_model = load_script(SCRIPT).grun_model(str(target_model_dir))
     initial = {
         "grun_params": torch.cat([p.detach().flatten() for p in initial_model.grun_modules.parameters()]),
         "base_params": torch.cat([p.detach().flatten() for p in initial_model.model.parameters()]),
