@@ -143,6 +143,9 @@ class UnlearningConfig(SFTConfig):
                 ) from err
         # The trainer tokenizes forget/retain data itself, so trl's dataset preparation must be skipped.
         self.dataset_kwargs = {**_parse_kwargs("dataset_kwargs", self.dataset_kwargs), "skip_prepare_dataset": True}
+        # Pinned memory only helps copies to an accelerator; without one torch warns on every DataLoader.
+        if self.dataloader_pin_memory and (self.use_cpu or not _accelerator_available()):
+            self.dataloader_pin_memory = False
         super().__post_init__()
 
     def _check_rectification(self) -> None:
@@ -168,3 +171,10 @@ class UnlearningConfig(SFTConfig):
                 f"rectification='gru' cannot be used with optim={self.optim!r}: LOMO optimizers update the weights "
                 "during the backward pass, before the gradients can be rectified. Choose another optimizer."
             )
+
+
+def _accelerator_available() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None and hasattr(accelerator, "is_available"):
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()

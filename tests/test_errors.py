@@ -138,6 +138,15 @@ def test_bf16_without_hardware_support(tmp_path):
     assert UnlearningConfig(output_dir=str(tmp_path)).bf16 is False  # the default follows the hardware
 
 
+def test_no_pinned_memory_without_an_accelerator(tmp_path, monkeypatch):
+    """torch warns on every DataLoader when memory is pinned with no accelerator to copy to."""
+    import hf_unlearn.config as config_module
+
+    assert UnlearningConfig(output_dir=str(tmp_path), use_cpu=True).dataloader_pin_memory is False
+    monkeypatch.setattr(config_module, "_accelerator_available", lambda: True)
+    assert UnlearningConfig(output_dir=str(tmp_path), bf16=False).dataloader_pin_memory is True
+
+
 def test_kwargs_accept_json_strings(tmp_path):
     args = UnlearningConfig(
         output_dir=str(tmp_path), bf16=False, forget_loss="npo", forget_loss_kwargs='{"beta": 0.5}'
