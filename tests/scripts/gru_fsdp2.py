@@ -87,5 +87,6 @@ if __name__ == "__main__":
     dist.init_process_group("gloo")
     try:
         run(sys.argv[1], sharded=True, retain_weight=float(sys.argv[2]))
+        dist.barrier()  # no rank tears gloo down while the other one still talks to it
     finally:
         dist.destroy_process_group()
