@@ -11,6 +11,10 @@ import torch
 from trl import SFTConfig
 
 
+#: Values of `UnlearningConfig.token_average` (see `hf_unlearn.losses.base.TOKEN_AVERAGES`).
+TOKEN_AVERAGES = ("batch", "answer")
+
+
 def _bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
@@ -52,19 +56,31 @@ class UnlearningConfig(SFTConfig):
             (defaults to TOFU's `idontknow.jsonl`, bundled).
         use_chat_template (`bool`, *optional*): None applies the tokenizer's chat template when it has one, and the
             plain `Question: ...\nAnswer: ...` template otherwise.
+        token_average (`str`, defaults to `"batch"`): how losses average over answer tokens. `"batch"` pools the
+            answer tokens of the whole batch (sum of the token losses / number of answer tokens), as HF's
+            `outputs.loss` and every reference code (TOFU, open-unlearning, GRU, GRUN, G-effect) do; `"answer"`
+            averages within each answer first, then over the batch, so every example weighs the same whatever its
+            length. Losses defined on sequence sums (NPO, DPO) and SimNPO's per-answer mean NLL are unaffected.
+        date_string (`str`, *optional*): the date that chat templates which print one (Llama 3.x's "Today Date")
+            receive, so that prompts do not change with the day a model is trained or evaluated. Defaults to
+            `"26 Jul 2024"` (the templates' own fallback); evaluation uses the same default.
         rectification (`str`, *optional*): `"gru"` turns on gradient rectification (GRU, arXiv 2503.09117) around
-            any forget loss: per micro-batch the forget objective gamma * L_forget and the retain loss L_retain are
-            backpropagated separately; once per optimizer step the forget gradient is projected off the moving
-            average of the retain gradient when they conflict (negative dot product over all trainable
-            parameters), and the optimizer steps on that. Needs a retain loss that reads retain data. `alpha` does
-            not enter the update under GRU (the projection does not depend on the retain gradient's scale); use
-            `gru_retain_weight` to add the retain gradient. Logs `gru/cosine`, `gru/projected`,
-            `gru/forget_grad_norm`, `gru/retain_grad_norm` (the smoothed one) per step. Single device, DDP or FSDP2
-            (not DeepSpeed or FSDP1).
+            any objective: once per optimizer step the gradient of the whole objective gamma * L_forget + alpha *
+            L_retain is projected off the moving average of the gradient of the retain NLL when they conflict
+            (negative dot product over all trainable parameters), and the optimizer steps on that, as the reference
+            code (tmlr-group/GRU) does. The projection direction is always the retain NLL (also with `kl` or
+            `embed_diff` as the retain loss, or `none`: GRU then needs retain data for the direction alone). Each
+            micro-batch runs two backward passes when the retain loss is `nll` (its gradient is reused for the
+            direction), three otherwise. Logs `gru/cosine`, `gru/projected`, `gru/objective_grad_norm`,
+            `gru/retain_grad_norm` (the smoothed one) per step. Single device, DDP or FSDP2 (not DeepSpeed or FSDP1).
+        gru_projected (`str`, defaults to `"objective"`): what GRU projects. `"objective"`: the whole objective (the
+            reference). `"forget"`: only gamma * L_forget, against the gradient of the configured retain loss, and
+            the retain term is left out of the update (hf_unlearn's behaviour before 0.3; `alpha` then does not enter
+            the update).
         gru_ema (`float`, defaults to `0.8`): weight m of the NEW retain gradient in its moving average,
             gbar_r <- m * g_r + (1 - m) * gbar_r, in (0, 1] (1 = no smoothing).
         gru_retain_weight (`float`, defaults to `0.0`): lambda of the reference's "+ce" variant: the optimizer steps
-            on g_f' + lambda * g_r (g_r the current step's retain gradient). Must be >= 0.
+            on g_o' + lambda * g_r (g_r the current step's retain NLL gradient, added after the projection). >= 0.
         trainable_parameters (`str`, *optional*): a regular expression over parameter names (`re.search`); only
             the matching parameters train, all others are frozen. RMU's paper trains three MLPs, e.g.
             `r"layers\.(5|6|7)\.mlp\.down_proj"`. With peft it narrows the adapter's parameters. None trains
@@ -93,8 +109,19 @@ class UnlearningConfig(SFTConfig):
     use_chat_template: bool | None = field(
         default=None, metadata={"help": "Apply the tokenizer's chat template (default: when it has one)."}
     )
+    token_average: str = field(
+        default="batch",
+        metadata={"help": "Token averaging of the losses: 'batch' (pooled, as the reference codes) or 'answer'."},
+    )
+    date_string: str | None = field(
+        default=None, metadata={"help": "Date given to chat templates that print one (default '26 Jul 2024')."}
+    )
     rectification: str | None = field(
-        default=None, metadata={"help": "Gradient rectification around the forget loss: None or 'gru'."}
+        default=None, metadata={"help": "Gradient rectification of the objective: None or 'gru'."}
+    )
+    gru_projected: str = field(
+        default="objective",
+        metadata={"help": "GRU: project the whole objective ('objective', the reference) or the forget term alone."},
     )
     gru_ema: float = field(
         default=0.8, metadata={"help": "GRU: weight of the new retain gradient in its moving average, in (0, 1]."}
@@ -132,6 +159,8 @@ class UnlearningConfig(SFTConfig):
             raise ValueError(
                 f"gamma and alpha are loss weights and must be >= 0, got gamma={self.gamma}, alpha={self.alpha}."
             )
+        if self.token_average not in TOKEN_AVERAGES:
+            raise ValueError(f"token_average must be one of {list(TOKEN_AVERAGES)}, got {self.token_average!r}.")
         self._check_rectification()
         if self.trainable_parameters is not None:
             try:
@@ -159,6 +188,8 @@ class UnlearningConfig(SFTConfig):
             )
         if self.gru_retain_weight < 0:
             raise ValueError(f"gru_retain_weight must be >= 0, got {self.gru_retain_weight}.")
+        if self.gru_projected not in ("objective", "forget"):
+            raise ValueError(f"gru_projected must be 'objective' or 'forget', got {self.gru_projected!r}.")
         if self.rectification is None:
             return
         if self.fp16:

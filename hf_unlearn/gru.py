@@ -1,14 +1,17 @@
 """GRU: gradient rectified unlearning (Wang et al. 2025, "GRU: Mitigating the Trade-off between Unlearning and
 Retention for LLMs", arXiv 2503.09117).
 
-Once per optimizer step, the accumulated gradient of the forget objective g_f is projected so that it does not
-conflict with a moving average of the retain gradient gbar_r:
+Once per optimizer step, the accumulated gradient g_o of the method's whole objective (gamma * L_forget +
+alpha * L_retain, as the reference code tmlr-group/GRU does for `gd_gru`, `npo_gd_gru`, `npo_KL_gru`, `idk_gru`) is
+projected so that it does not conflict with a moving average of the gradient g_r of the retain NLL:
 
     gbar_r <- m * g_r + (1 - m) * gbar_r          (m = `gru_ema`, gbar_r starts at 0)
-    d = <g_f, gbar_r>                             (ONE scalar over all trainable parameters)
-    g_f <- g_f - d / ||gbar_r||^2 * gbar_r        (only if d < 0)
+    d = <g_o, gbar_r>                             (ONE scalar over all trainable parameters)
+    g_o <- g_o - d / ||gbar_r||^2 * gbar_r        (only if d < 0)
 
-and the optimizer steps on g_f (+ lambda * g_r with `gru_retain_weight` lambda > 0, the reference's "+ce" variant).
+and the optimizer steps on g_o (+ lambda * g_r with `gru_retain_weight` lambda > 0, the reference's "+ce" variant).
+When the objective's retain term is the retain NLL itself, its gradient is not backpropagated twice: the rectifier
+adds alpha * g_r to g_o (`objective_retain_weight`).
 
 The math works on lists of gradient tensors (one per trainable parameter), in place, on their device: nothing is
 flattened, copied to the CPU or upcast as a whole. Dot products are taken per tensor in float32 (low-precision tensors
@@ -33,7 +36,7 @@ GRU_WEIGHTS_NAME = "gru_state.safetensors"
 GRU_STATE_NAME = "gru_state.json"
 
 #: Layout of the statistics tensor returned by [`rectify_`] and [`GradientRectifier.rectify`].
-STATS_FIELDS = ("dot", "forget_sq_norm", "retain_sq_norm", "projected")
+STATS_FIELDS = ("dot", "objective_sq_norm", "retain_sq_norm", "projected")
 
 TensorList = Sequence[torch.Tensor | None]
 
@@ -116,13 +119,13 @@ def rectified(grads: TensorList, retain: TensorList) -> tuple[list[torch.Tensor 
 
 def stats_to_logs(stats: Sequence[float]) -> dict[str, float]:
     """The per-step log entries of GRU from a stats tensor turned into floats (one sync for all)."""
-    dot, forget_sq, retain_sq, projected = (float(v) for v in stats)
-    forget_norm, retain_norm = max(forget_sq, 0.0) ** 0.5, max(retain_sq, 0.0) ** 0.5
-    denom = forget_norm * retain_norm
+    dot, objective_sq, retain_sq, projected = (float(v) for v in stats)
+    objective_norm, retain_norm = max(objective_sq, 0.0) ** 0.5, max(retain_sq, 0.0) ** 0.5
+    denom = objective_norm * retain_norm
     return {
         "gru/cosine": dot / denom if denom > 0 else 0.0,
         "gru/projected": projected,
-        "gru/forget_grad_norm": forget_norm,
+        "gru/objective_grad_norm": objective_norm,
         "gru/retain_grad_norm": retain_norm,
     }
 
@@ -150,20 +153,26 @@ def all_reduce_sum_(tensor: torch.Tensor, group: Any = None) -> None:
 class GradientRectifier:
     """State and steps of GRU over a fixed list of trainable parameters.
 
-    Use per micro-batch: backpropagate the forget objective normally (into `param.grad`), then the retain loss inside
+    Use per micro-batch: backpropagate the objective normally (into `param.grad`), then the retain NLL inside
     `with rectifier.retain_gradients():`, which swaps each `param.grad` with this object's retain buffer (tensor
     swaps, no copies), so the two gradients are never mixed. At the optimizer step call [`rectify`]: it finishes the
-    moving average, projects `param.grad` and returns the statistics.
+    moving average, adds `objective_retain_weight * g_r` to `param.grad`, projects it and returns the statistics.
 
     Memory: the retain gradient accumulates directly into the moving-average buffer, which is pre-scaled by
     (1 - m) / m at the start of each optimizer step and multiplied by m at its end, so that the buffer ends as
-    m * g_r + (1 - m) * gbar_r. GRU therefore costs ONE extra gradient-sized buffer (two with `retain_weight > 0`,
-    which needs the raw g_r as well).
+    m * g_r + (1 - m) * gbar_r. To add alpha * g_r to the objective without a second buffer, `param.grad` is
+    offset by -alpha times the pre-scaled buffer when the step begins; adding alpha times the buffer at the step
+    cancels the offset and leaves alpha * g_r (a float32 rounding of the order of 1e-7 of gbar_r). GRU therefore
+    costs ONE extra gradient-sized buffer (two with `retain_weight > 0`, which needs the raw g_r as well).
 
     Args:
         named_params: `(name, parameter)` of the trainable parameters (the names key the checkpoint).
         ema: m, the weight of the NEW retain gradient in the moving average, in (0, 1].
-        retain_weight: lambda, the weight of the retain gradient added to the update (0 = pure projection).
+        retain_weight: lambda, the weight of the retain gradient added to the update after the projection (0 = pure
+            projection; the reference's "+ce" variant).
+        objective_retain_weight: alpha, the weight of the retain gradient in the projected objective, for when the
+            objective's retain term is the retain NLL itself (its gradient is then not backpropagated twice); 0 when
+            `param.grad` already holds the whole objective.
         all_reduce: averages a list of tensors in place over the data-parallel ranks (None on one process); called
             on both gradients at each optimizer step, so the projection uses the global gradients.
         reduce_sums: for sharded gradients (FSDP2, already averaged by its reduce-scatter): sums a tensor of partial
@@ -177,17 +186,22 @@ class GradientRectifier:
         retain_weight: float = 0.0,
         all_reduce: Callable[[Sequence[torch.Tensor]], None] | None = None,
         reduce_sums: Callable[[torch.Tensor], None] | None = None,
+        objective_retain_weight: float = 0.0,
     ):
         if not 0.0 < ema <= 1.0:
             raise ValueError(f"The GRU moving-average weight must be in (0, 1], got {ema}.")
-        if retain_weight < 0:
-            raise ValueError(f"The GRU retain weight must be >= 0, got {retain_weight}.")
+        if retain_weight < 0 or objective_retain_weight < 0:
+            raise ValueError(
+                f"The GRU retain weights must be >= 0, got retain_weight={retain_weight}, "
+                f"objective_retain_weight={objective_retain_weight}."
+            )
         self.names = [name for name, _ in named_params]
         self.params = [param for _, param in named_params]
         if not self.params:
             raise ValueError("GRU found no trainable parameter (none has requires_grad=True).")
         self.ema = float(ema)
         self.retain_weight = float(retain_weight)
+        self.objective_retain_weight = float(objective_retain_weight)
         if all_reduce is not None and reduce_sums is not None:
             raise ValueError("GRU takes either all_reduce (replicated gradients) or reduce_sums (sharded), not both.")
         self.all_reduce = all_reduce
@@ -212,6 +226,8 @@ class GradientRectifier:
                     torch._foreach_zero_(buffers)
                 else:
                     torch._foreach_mul_(buffers, scale)
+            if self.objective_retain_weight and scale != 0.0:
+                self._offset_objective(-self.objective_retain_weight)
         else:
             self._retain_acc = [None] * len(self.params)
         self._in_step = True
@@ -227,6 +243,16 @@ class GradientRectifier:
             yield
         finally:
             self._swap(target)
+
+    def _offset_objective(self, weight: float) -> None:
+        """param.grad += weight * (pre-scaled moving-average buffer), creating gradients that do not exist yet."""
+        for param, buffer in zip(self.params, self.retain_ema):
+            if buffer is None:
+                continue
+            if param.grad is None:
+                param.grad = buffer * weight
+            else:
+                _local(param.grad).add_(_local(buffer), alpha=weight)
 
     def _swap(self, target: list[torch.Tensor | None]) -> None:
         for i, param in enumerate(self.params):
@@ -256,8 +282,19 @@ class GradientRectifier:
             # Every rank must save and load the same buffers (gathering a sharded buffer is a collective).
             self._materialize(retain)
         if self._fused:
+            if self.objective_retain_weight:
+                # cancels the offset of _begin_step: param.grad += alpha * g_r
+                self._offset_objective(self.objective_retain_weight)
             torch._foreach_mul_([_local(b) for b in self.retain_ema if b is not None], self.ema)
         else:
+            if self.objective_retain_weight:
+                for param, acc in zip(self.params, self._retain_acc):
+                    if acc is None:
+                        continue
+                    if param.grad is None:
+                        param.grad = acc * self.objective_retain_weight
+                    else:
+                        _local(param.grad).add_(_local(acc), alpha=self.objective_retain_weight)
             for i, acc in enumerate(self._retain_acc):
                 if acc is None:
                     if self.retain_ema[i] is not None:
@@ -268,6 +305,7 @@ class GradientRectifier:
                     _local(self.retain_ema[i]).mul_(1.0 - self.ema).add_(_local(acc), alpha=self.ema)
             if self.reduce_sums is not None:
                 self._materialize(self.retain_ema)
+        grads = [p.grad for p in self.params]  # the objective may have created gradients above
         stats = rectify_(grads, self.retain_ema, reduce_sums=self.reduce_sums)
         if not self._fused:
             for param, acc in zip(self.params, self._retain_acc):

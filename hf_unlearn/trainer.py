@@ -83,9 +83,12 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
     otherwise a frozen copy; `ref_model` wins), hidden states are returned only if one reads them, refusal answers
     are batched only if one trains on them. `loss/forget` and `loss/retain` are logged with the trainer's logs.
 
-    With `rectification="gru"` (see [`UnlearningConfig`]) each micro-batch backpropagates the forget and the retain
-    loss separately, and the forget gradient is projected off the retain gradient's moving average before each
-    optimizer step (`hf_unlearn.gru`); its state is saved in checkpoints as `gru_state.safetensors`/`.json`.
+    Losses average over answer tokens as `args.token_average` says (pooled over the batch by default, as HF's
+    `outputs.loss` and the reference codes).
+
+    With `rectification="gru"` (see [`UnlearningConfig`]) the gradient of the whole objective is projected off the
+    moving average of the retain NLL's gradient before each optimizer step, as tmlr-group/GRU does
+    (`hf_unlearn.gru`); its state is saved in checkpoints as `gru_state.safetensors`/`.json`.
 
     Args:
         model: a model id or path, or a `PreTrainedModel` / `PeftModel`.
@@ -133,17 +136,24 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
                 f"is raw text (a {forget_layout.prompt_key!r} column): it has no prompts. Use a loss without refusals "
                 "(e.g. 'ga', 'npo', 'simnpo', 'rmu') or question/answer data."
             )
-        if args.rectification == "gru" and not self.retain_loss_fn.uses_retain_data:
+        gru = args.rectification == "gru"
+        if gru and args.gru_projected == "forget" and not self.retain_loss_fn.uses_retain_data:
             raise ValueError(
-                f"rectification='gru' projects the forget gradient against the retain gradient, but retain_loss="
-                f"{args.retain_loss!r} has none. Choose a retain loss that reads retain data (e.g. 'nll' or 'kl')."
+                f"gru_projected='forget' projects the forget gradient against the gradient of the retain loss, but "
+                f"retain_loss={args.retain_loss!r} has none. Choose a retain loss that reads retain data (e.g. 'nll' "
+                "or 'kl'), or gru_projected='objective' (the projection direction is then the retain NLL)."
             )
-        if args.rectification == "gru" and args.alpha != 1.0:
+        if gru and args.gru_projected == "forget" and args.alpha != 1.0:
             logger.warning(
-                f"alpha={args.alpha} does not change the update under rectification='gru' (the projection does not "
-                "depend on the scale of the retain gradient); only the logged loss uses it. To add the retain "
-                "gradient to the update, set gru_retain_weight."
+                f"alpha={args.alpha} does not change the update under gru_projected='forget' (the retain term is "
+                "left out of the update); only the logged loss uses it."
             )
+        #: GRU's projection direction: the gradient of the retain NLL (the reference's), whatever the retain loss.
+        self.gru_direction_loss_fn: RetainLoss | None = None
+        if gru:
+            legacy = args.gru_projected == "forget"
+            self.gru_direction_loss_fn = self.retain_loss_fn if legacy else get_loss("nll", "retain")()
+        needs_retain_data = self.retain_loss_fn.uses_retain_data or gru
 
         if isinstance(model, str):
             init_kwargs = dict(args.model_init_kwargs or {})
@@ -167,7 +177,12 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         }
         forget_data = prepare_dataset(forget_dataset, encoder, name="forget dataset", **prep)
         retain_data = None
-        if self.retain_loss_fn.uses_retain_data:
+        if needs_retain_data:
+            if retain_dataset is None and not self.retain_loss_fn.uses_retain_data:
+                raise ValueError(
+                    "rectification='gru' projects against the gradient of the retain NLL, so it needs retain data "
+                    f"even with retain_loss={args.retain_loss!r}: pass retain_dataset=..."
+                )
             if retain_dataset is None:
                 raise ValueError(
                     f"retain_loss={args.retain_loss!r} trains on retain data, but no retain_dataset was given. "
@@ -301,7 +316,14 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         """The [`LossContext`] of a batch: lazily computed, cached model and reference outputs."""
         needs_ref = self.ref_model is not None or self._reference_is_base_model
         reference = (lambda batch: self._reference_forward(model, batch)) if needs_ref else None
-        return LossContext(model, inputs, reference, output_hidden_states=self._output_hidden_states)
+        return LossContext(
+            model,
+            inputs,
+            reference,
+            output_hidden_states=self._output_hidden_states,
+            token_average=self.args.token_average,
+            reference_module=self.ref_model,
+        )
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -388,6 +410,13 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         """FSDP2: gradients are DTensor shards, averaged by FSDP's reduce-scatter after every backward pass."""
         return bool(self.is_fsdp_enabled and getattr(self.accelerator, "is_fsdp2", False))
 
+    @property
+    def _gru_reuses_retain_term(self) -> bool:
+        """Whether the objective's retain term IS the direction's retain NLL, so that one backward pass serves both."""
+        if self.args.gru_projected == "forget":
+            return False
+        return type(self.retain_loss_fn) is type(self.gru_direction_loss_fn)
+
     def _gru_rectifier(self) -> GradientRectifier:
         """The GRU state, built on first use over the trainable parameters (adapter parameters only with peft)."""
         if self._rectifier is None:
@@ -401,20 +430,33 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
                 retain_weight=self.args.gru_retain_weight,
                 all_reduce=all_reduce_mean_ if distributed and not sharded else None,
                 reduce_sums=all_reduce_sum_ if sharded else None,
+                objective_retain_weight=self.args.alpha if self._gru_reuses_retain_term else 0.0,
             )
         return self._rectifier
 
     def _gru_training_step(self, model, inputs) -> torch.Tensor:
-        """One micro-batch of GRU: the forget and the retain backward pass into separate gradients; at the optimizer
-        step (last micro-batch), the rectification. Under DDP both gradients are averaged over the ranks by the
-        rectifier, so DDP's own synchronisation is switched off; under FSDP2 each backward pass reduce-scatters into
-        its own sharded gradient (FSDP2 without sync would accumulate both in one unsharded buffer)."""
+        """One micro-batch of GRU. `param.grad` accumulates the gradient of the objective gamma * L_forget +
+        alpha * L_retain, the rectifier's buffer the gradient of the retain NLL (the projection direction); at the
+        optimizer step (last micro-batch), the rectification.
+
+        Backward passes: the forget term; then, on the retain forward, the retain term (unless it is the retain NLL,
+        whose gradient the rectifier reuses: alpha * g_r is added to the objective) and the retain NLL. With
+        `gru_projected="forget"` the retain term stays out of the objective and the direction is the retain loss.
+
+        Under DDP both gradients are averaged over the ranks by the rectifier, so DDP's own synchronisation is
+        switched off; under FSDP2 each backward pass reduce-scatters into its own sharded gradient (FSDP2 without
+        sync would accumulate both in one unsharded buffer)."""
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
         rectifier = self._gru_rectifier()
         scale = 1.0 / self.current_gradient_accumulation_steps
+        separate_retain_term = (
+            self.args.gru_projected == "objective"
+            and self.retain_loss_fn.uses_retain_data
+            and not self._gru_reuses_retain_term
+        )
         with contextlib.nullcontext() if self._gru_sharded else self.accelerator.no_sync(model):
             ctx = self.loss_context(model, inputs)
             with self.compute_loss_context_manager():
@@ -425,18 +467,24 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
                 ctx.release(split)
             ctx = self.loss_context(model, inputs)
             with self.compute_loss_context_manager():
-                retain = self.retain_loss_fn(ctx)
+                direction = self.gru_direction_loss_fn(ctx)
+                retain = self.retain_loss_fn(ctx) if separate_retain_term else direction
+            if separate_retain_term:  # into the objective; the retain forward serves the direction next
+                self.accelerator.backward(self.args.alpha * scale * retain, retain_graph=True)
             with rectifier.retain_gradients():
-                self.accelerator.backward(scale * retain)
+                self.accelerator.backward(scale * direction)
             retain = retain.detach()
-            del ctx
+            del ctx, direction
         self._record("loss/forget", forget)
-        self._record("loss/retain", retain)
+        loss = self.args.gamma * forget
+        if self.retain_loss_fn.uses_retain_data:
+            self._record("loss/retain", retain)
+            loss = loss + self.args.alpha * retain
         if self.accelerator.sync_gradients:
             logs = stats_to_logs(rectifier.rectify().tolist())
             for key, value in logs.items():
                 self._metrics["train"][key].append(value)
-        return scale * (self.args.gamma * forget + self.args.alpha * retain)
+        return scale * loss
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
@@ -523,8 +571,13 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             "rectification": self.args.rectification,
             "trainable_parameters": self.args.trainable_parameters,
         }
+        state["token_average"] = self.args.token_average
         if self.args.rectification == "gru":
-            state.update(gru_ema=self.args.gru_ema, gru_retain_weight=self.args.gru_retain_weight)
+            state.update(
+                gru_ema=self.args.gru_ema,
+                gru_retain_weight=self.args.gru_retain_weight,
+                gru_projected=self.args.gru_projected,
+            )
         return state
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):

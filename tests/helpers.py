@@ -45,13 +45,24 @@ def batch_of(labels: list[list[int]]) -> dict[str, torch.Tensor]:
 
 
 class FixedHidden(FixedLogits):
-    """FixedLogits that also returns given hidden states (a tuple: embeddings, layer 0, layer 1, ...)."""
+    """FixedLogits that also returns given hidden states, as a transformers decoder does: a tuple (embeddings,
+    layer 0, ..., layer L-1) in which the output of decoder layer i is `hidden * (i + 2) / (L + 1)` (the last one is
+    `hidden`), and the last entry is after a final norm (here: halved). The decoder layers are identity modules
+    under `model.layers`, called on their outputs, so that forward hooks on them see the pre-norm outputs."""
+
+    FINAL_NORM_SCALE = 0.5
 
     def __init__(self, logits: torch.Tensor, hidden: torch.Tensor, num_layers: int = 2):
         super().__init__(logits)
         self.hidden = torch.nn.Parameter(hidden.clone())
         self.num_layers = num_layers
+        self.config = SimpleNamespace(num_hidden_layers=num_layers)
+        self.model = torch.nn.Module()
+        self.model.layers = torch.nn.ModuleList(torch.nn.Identity() for _ in range(num_layers))
 
     def forward(self, input_ids, attention_mask, **kwargs):
-        states = tuple(self.hidden * (i + 1) / (self.num_layers + 1) for i in range(self.num_layers + 1))
-        return SimpleNamespace(logits=self.logits, hidden_states=states)
+        states = [self.hidden / (self.num_layers + 1)]
+        for i, layer in enumerate(self.model.layers):
+            states.append(layer(self.hidden * (i + 2) / (self.num_layers + 1)))
+        states[-1] = states[-1] * self.FINAL_NORM_SCALE
+        return SimpleNamespace(logits=self.logits, hidden_states=tuple(states))

@@ -23,7 +23,10 @@ def models():
 def context(policy, reference=None):
     batch = {"forget": batch_of(LABELS), "retain": batch_of(LABELS), "idk": batch_of(REFUSALS)}
     ref = (lambda inputs: reference(**inputs)) if reference is not None else None
-    return LossContext(policy, batch, ref)
+    hidden = isinstance(policy, FixedHidden)
+    return LossContext(
+        policy, batch, ref, output_hidden_states=hidden, token_average="answer", reference_module=reference
+    )
 
 
 def grad_of(policy, loss):
@@ -61,16 +64,20 @@ def test_wga_with_beta_zero_is_ga_and_by_hand(models):
     assert get_loss("wga")(beta=2)(context(policy)).item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_tnpo_at_the_reference_weighs_every_token_one(models):
+def test_tnpo_at_the_reference_weighs_tokens_one_but_for_the_epsilon(models):
     policy, _ = models
     same = FixedLogits(policy.logits.detach())
-    tnpo = get_loss("tnpo")()
     ctx = context(policy, same)
     logp, mask = ctx.token_log_probs("forget")
     ref_logp, _ = ctx.ref_token_log_probs("forget")
-    weights = tnpo.token_weights(logp, ref_logp)
-    assert torch.allclose(weights[mask], torch.ones(int(mask.sum())))
-    assert tnpo(ctx).item() == pytest.approx(get_loss("ga")()(context(policy)).item(), rel=1e-6)
+    # G-effect's 1e-5 in the denominator: 2 p^b / (2 p^b + 1e-5), close to 1 only where p^b >> 1e-5
+    p_beta = torch.exp(4.0 * logp)
+    weights = get_loss("tnpo")(beta=4.0).token_weights(logp, ref_logp)
+    torch.testing.assert_close(weights[mask], (2 * p_beta / (2 * p_beta + 1e-5))[mask])
+    assert (weights[mask] < 1).all() and (weights[mask][p_beta[mask] > 1e-2] > 0.999).all()
+    # with a small beta every weight is ~1: TNPO is GA at the reference
+    tnpo = get_loss("tnpo")(beta=0.01)
+    assert tnpo(ctx).item() == pytest.approx(get_loss("ga")()(context(policy)).item(), rel=1e-4)
     assert not tnpo.token_weights(logp, ref_logp).requires_grad  # weights are detached
 
 
@@ -82,7 +89,7 @@ def test_tnpo_and_wtnpo_by_hand(models):
 
     def weight(r, t, lp, power=0.0):
         p, q = math.exp(lp), math.exp(q_terms[(r, t)])
-        return 2 * p ** (beta + power) / (p**beta + q**beta)
+        return 2 * p ** (beta + power) / (p**beta + q**beta + 1e-5)
 
     tnpo = -per_example_mean(p_terms, lambda r, t, lp: weight(r, t, lp) * -lp)
     wtnpo = -per_example_mean(p_terms, lambda r, t, lp: weight(r, t, lp, a) * -lp)
@@ -98,7 +105,8 @@ def test_simnpo_by_hand_and_tends_to_mean_nll_ga(models):
         rows.setdefault(r, []).append(-lp)
     mean_nlls = [sum(v) / len(v) for v in rows.values()]
     beta, delta = 4.5, 0.3
-    expected = -(2 / beta) * sum(math.log(1 / (1 + math.exp(-(beta * m - delta)))) for m in mean_nlls) / 2
+    # delta inside the scaling: sigmoid(beta * (mean-NLL - delta))
+    expected = -(2 / beta) * sum(math.log(1 / (1 + math.exp(-beta * (m - delta)))) for m in mean_nlls) / 2
     assert get_loss("simnpo")(beta=beta, delta=delta)(context(policy)).item() == pytest.approx(expected, rel=1e-5)
     # beta -> 0: -(2/beta) log sigmoid(beta x) ~ (2/beta) ln 2 - x, whose gradient is GA's on the mean NLL
     grad_small = grad_of(policy, get_loss("simnpo")(beta=1e-4)(context(policy)))
@@ -163,9 +171,10 @@ def test_ceu_by_hand_and_pushes_the_true_token_down(models):
     expected_values = []
     for r, seq in enumerate(LABELS):
         values = []
+        first_answer_position = min(t for t in range(len(seq) - 1) if seq[t + 1] != -100)
         for t in range(len(seq) - 1):
             y = seq[t + 1]
-            if y == -100:
+            if y == -100 or t == first_answer_position:  # open-unlearning's ignore_first_n_answer_tokens=1
                 continue
             masked = policy.logits[r, t].detach().clone()
             masked[y] = float("-inf")
@@ -193,10 +202,14 @@ def test_rmu_is_zero_at_the_steered_state_and_reproducible():
     again.setup(model, seed=3)
     torch.testing.assert_close(rmu.direction, again.direction)
     assert rmu.direction.norm().item() == pytest.approx(1.0) and (rmu.direction >= 0).all()
-    # hidden_states = (emb, layer0, layer1) with layer 1 (index 2) = hidden * 3/3 = hidden
+    # decoder layer 1 (the last) outputs `hidden` before the final norm (FixedHidden)
     steered = (2.0 * rmu.direction).expand(2, 4, 8)
     policy = FixedHidden(torch.randn(2, 4, 5), steered, num_layers=2)
     assert rmu(context(policy)).item() == pytest.approx(0.0, abs=1e-10)
+    # what HF returns as the last hidden state is after the final norm: RMU does not read that one
+    ctx = context(policy)
+    torch.testing.assert_close(ctx.hidden_states("forget", 2), FixedHidden.FINAL_NORM_SCALE * steered)
+    torch.testing.assert_close(ctx.layer_output("forget", 1), steered)
     off = FixedHidden(torch.randn(2, 4, 5), steered + 1.0, num_layers=2)
     assert rmu(context(off)).item() == pytest.approx(1.0, rel=1e-5)  # mean over hidden units of 1^2
     restored = get_loss("rmu")(layer=1, steering_coeff=2.0)

@@ -25,7 +25,7 @@ def setup():
         "retain": batch_of(labels),
         "idk": batch_of([[-100, 2, 2, 2], [-100, 3, 3, -100]]),
     }
-    ctx = LossContext(policy, batch, lambda inputs: reference(**inputs))
+    ctx = LossContext(policy, batch, lambda inputs: reference(**inputs), token_average="answer")
     return policy, reference, batch, ctx
 
 
@@ -92,9 +92,9 @@ def test_kl_by_hand_and_zero_at_the_reference(setup):
                 log_p = torch.log_softmax(policy.logits[row, t].detach(), -1)
                 values.append((p_ref * (p_ref.log() - log_p)).sum().item())
         per_example.append(sum(values) / len(values))
-    assert get_loss("kl")()(ctx).item() == pytest.approx(sum(per_example) / 2, rel=1e-5)
-    same = LossContext(policy, batch, lambda inputs: policy(**inputs))
-    assert get_loss("kl")()(same).item() == pytest.approx(0.0, abs=1e-6)
+    assert get_loss("kl")(positions="answer")(ctx).item() == pytest.approx(sum(per_example) / 2, rel=1e-5)
+    same = LossContext(policy, batch, lambda inputs: policy(**inputs), token_average="answer")
+    assert get_loss("kl")(positions="answer")(same).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_outputs_are_computed_once_per_split(setup):

@@ -13,14 +13,13 @@ from typing import Any
 import torch
 from transformers.utils import ModelOutput
 
-from ..losses.base import IGNORE_INDEX
+from ..losses.base import DECODER_LAYER_LIST_NAMES, IGNORE_INDEX
 from ._compat import import_pyreft
 from .config import GRUNConfig
 from .intervention import GatedLoreftIntervention
 
 pyreft = import_pyreft()
 
-_LAYER_LIST_NAMES = ("layers", "h", "blocks", "layer")
 
 
 @dataclass
@@ -50,12 +49,12 @@ def decoder_layers_path(model: torch.nn.Module) -> str:
         if (
             isinstance(module, torch.nn.ModuleList)
             and len(module) == num_layers
-            and name.split(".")[-1] in _LAYER_LIST_NAMES
+            and name.split(".")[-1] in DECODER_LAYER_LIST_NAMES
         ):
             return name
     raise ValueError(
         f"Could not find the decoder layers of {type(model).__name__} (a ModuleList of {num_layers} modules named one "
-        f"of {list(_LAYER_LIST_NAMES)}); GRUN edits the residual stream at the output of those layers."
+        f"of {list(DECODER_LAYER_LIST_NAMES)}); GRUN edits the residual stream at the output of those layers."
     )
 
 

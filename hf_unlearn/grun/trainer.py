@@ -226,7 +226,13 @@ class GRUNTrainer(UnlearningTrainer):
     def loss_context(self, model: torch.nn.Module, inputs: Mapping[str, Mapping[str, torch.Tensor]]) -> LossContext:
         needs_ref = self.ref_model is not None or self._reference_is_base_model
         reference = (lambda batch: self._reference_forward(model, batch)) if needs_ref else None
-        return GRUNLossContext(model, inputs, reference, output_hidden_states=self._output_hidden_states)
+        return GRUNLossContext(
+            model,
+            inputs,
+            reference,
+            output_hidden_states=self._output_hidden_states,
+            token_average=self.args.token_average,
+        )
 
     def _record_gate_stats(self) -> None:
         for loss in (self.forget_loss_fn, self.retain_loss_fn):

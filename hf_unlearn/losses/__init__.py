@@ -6,14 +6,18 @@ Add a loss by adding one file that subclasses [`ForgetLoss`] or [`RetainLoss`] a
 
 from .base import (
     IGNORE_INDEX,
+    TOKEN_AVERAGES,
     ForgetLoss,
     LossContext,
     RetainLoss,
     UnlearningLoss,
+    find_decoder_layers,
     masked_token_mean,
     mean_nll,
+    pooled_token_mean,
     sequence_nll,
     token_log_probs,
+    token_mean,
 )
 from .registry import get_loss, list_losses, register_loss
 
@@ -22,6 +26,10 @@ from . import ceu, dpo, ga, idk, kl, nll, none, npo, rmu, satimp, simnpo, tnpo, 
 
 __all__ = [
     "IGNORE_INDEX",
+    "TOKEN_AVERAGES",
+    "find_decoder_layers",
+    "pooled_token_mean",
+    "token_mean",
     "ForgetLoss",
     "LossContext",
     "RetainLoss",

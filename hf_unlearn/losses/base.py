@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
 import torch
 
 IGNORE_INDEX = -100
+
+#: How training losses average over answer tokens: "batch" pools the answer tokens of the whole batch (HF's
+#: `outputs.loss`, what the reference codes use), "answer" averages within each answer, then over the batch.
+TOKEN_AVERAGES = ("batch", "answer")
 
 
 def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +49,20 @@ def masked_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return per_example.mean()
 
 
+def pooled_token_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over all answer tokens of the batch at once (sum / number of tokens), as HF's `outputs.loss`."""
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor, token_average: str = "batch") -> torch.Tensor:
+    """[`pooled_token_mean`] for `token_average="batch"`, [`masked_token_mean`] for `"answer"`."""
+    if token_average == "batch":
+        return pooled_token_mean(values, mask)
+    if token_average == "answer":
+        return masked_token_mean(values, mask)
+    raise ValueError(f"token_average must be one of {list(TOKEN_AVERAGES)}, got {token_average!r}.")
+
+
 class LossContext:
     """Everything a loss may read for one training batch.
 
@@ -55,7 +74,12 @@ class LossContext:
         model: the model being trained (possibly wrapped by DDP/peft).
         batch: a mapping split -> `{"input_ids", "attention_mask", "labels"}`.
         reference_forward: a function running the frozen reference model on a split's inputs (no gradients), or None.
-        output_hidden_states: whether forwards return hidden states (some losses declare they need them).
+        output_hidden_states: whether forwards return hidden states (some losses declare they need them); the
+            output of the last decoder layer before the final norm is then recorded too (see [`layer_output`]).
+        token_average: how [`token_mean`] and [`token_nll`] average over answer tokens: `"batch"` (pooled over the
+            batch, the reference codes' `outputs.loss`) or `"answer"` (per answer, then over the batch).
+        reference_module: the module `reference_forward` runs, when it is not `model` itself (a frozen copy); read
+            only to record its last decoder layer's output.
     """
 
     def __init__(
@@ -64,13 +88,20 @@ class LossContext:
         batch: Mapping[str, Mapping[str, torch.Tensor]],
         reference_forward: Callable[[Mapping[str, torch.Tensor]], Any] | None = None,
         output_hidden_states: bool = False,
+        token_average: str = "batch",
+        reference_module: torch.nn.Module | None = None,
     ):
+        if token_average not in TOKEN_AVERAGES:
+            raise ValueError(f"token_average must be one of {list(TOKEN_AVERAGES)}, got {token_average!r}.")
         self.model = model
         self._batch = batch
         self._reference_forward = reference_forward
+        self._reference_module = reference_module
         self._output_hidden_states = output_hidden_states
+        self.token_average = token_average
         self._outputs: dict[str, Any] = {}
         self._ref_outputs: dict[str, Any] = {}
+        self._last_layer: dict[tuple[str, bool], torch.Tensor] = {}
 
     def batch(self, split: str) -> Mapping[str, torch.Tensor]:
         if split not in self._batch:
@@ -90,10 +121,31 @@ class LossContext:
     def outputs(self, split: str) -> Any:
         """The trained model's outputs on a split (cached: one forward per split and batch)."""
         if split not in self._outputs:
-            self._outputs[split] = self.model(
-                **self._model_inputs(split), output_hidden_states=self._output_hidden_states, use_cache=False
-            )
+            with self._recording_last_layer(self.model, split, reference=False):
+                self._outputs[split] = self.model(
+                    **self._model_inputs(split), output_hidden_states=self._output_hidden_states, use_cache=False
+                )
         return self._outputs[split]
+
+    @contextlib.contextmanager
+    def _recording_last_layer(self, module: torch.nn.Module, split: str, reference: bool) -> Iterator[None]:
+        """Record the last decoder layer's output during a forward (HF's last hidden state is after the final norm)."""
+        if not self._output_hidden_states:
+            yield
+            return
+        layers = find_decoder_layers(module)
+        if layers is None:
+            yield
+            return
+
+        def record(_module, _args, output):
+            self._last_layer[(split, reference)] = output[0] if isinstance(output, tuple) else output
+
+        handle = layers[-1].register_forward_hook(record)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def ref_outputs(self, split: str) -> Any:
         """The reference model's outputs on a split (no gradients, cached)."""
@@ -103,7 +155,8 @@ class LossContext:
                 "loss class so the trainer provides one."
             )
         if split not in self._ref_outputs:
-            with torch.no_grad():
+            module = self._reference_module if self._reference_module is not None else self.model
+            with torch.no_grad(), self._recording_last_layer(module, split, reference=True):
                 self._ref_outputs[split] = self._reference_forward(self._model_inputs(split))
         return self._ref_outputs[split]
 
@@ -111,6 +164,18 @@ class LossContext:
         """Drop the cached outputs of a split (frees its activations once its loss has been backpropagated)."""
         self._outputs.pop(split, None)
         self._ref_outputs.pop(split, None)
+        self._last_layer.pop((split, False), None)
+        self._last_layer.pop((split, True), None)
+
+    def token_mean(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Average per-token `values` over the answer tokens in `mask`, as `token_average` says."""
+        return token_mean(values, mask, self.token_average)
+
+    def token_nll(self, split: str) -> torch.Tensor:
+        """The cross-entropy of a split's answer tokens averaged by `token_average` (scalar): with `"batch"`,
+        exactly HF's `outputs.loss` for these labels."""
+        logp, mask = self.token_log_probs(split)
+        return self.token_mean(-logp, mask)
 
     def logits(self, split: str) -> torch.Tensor:
         return self.outputs(split).logits
@@ -140,11 +205,55 @@ class LossContext:
         return -logp.sum(dim=-1)
 
     def hidden_states(self, split: str, layer: int) -> torch.Tensor:
-        """Hidden state after decoder layer `layer` (0 = embeddings), `[batch, seq_len, hidden]`."""
+        """Hidden state after decoder layer `layer` (0 = embeddings), `[batch, seq_len, hidden]`, as the model
+        returns it (for most models the last one is after the final norm; see [`layer_output`])."""
         return _select_hidden(self.outputs(split), layer)
 
     def ref_hidden_states(self, split: str, layer: int) -> torch.Tensor:
         return _select_hidden(self.ref_outputs(split), layer)
+
+    def layer_output(self, split: str, layer: int, reference: bool = False) -> torch.Tensor:
+        """The residual stream at the output of decoder layer `layer` (0-based), before any final norm, also for the
+        last layer (what a forward hook on the layer sees, as RMU's reference code reads it)."""
+        outputs = self.ref_outputs(split) if reference else self.outputs(split)
+        hidden = getattr(outputs, "hidden_states", None)
+        if hidden is None:
+            raise RuntimeError("Hidden states were not computed; the loss must declare `needs_hidden_states = True`.")
+        num_layers = len(hidden) - 1
+        if not 0 <= layer < num_layers:
+            raise ValueError(f"Decoder layer {layer} does not exist: the model has layers 0..{num_layers - 1}.")
+        if layer < num_layers - 1:
+            return hidden[layer + 1]  # the input of the next layer: the residual stream, no norm applied
+        recorded = self._last_layer.get((split, reference))
+        if recorded is None:
+            raise RuntimeError(
+                f"The output of the last decoder layer ({layer}) was not recorded: the model's decoder layers "
+                "could not be found (a ModuleList named layers/h/blocks). Use an earlier layer."
+            )
+        return recorded
+
+
+#: Attribute names of the decoder-layer list in transformers models (Llama, Qwen, Mistral: "layers"; GPT-2: "h").
+DECODER_LAYER_LIST_NAMES = ("layers", "h", "blocks", "layer")
+
+
+def find_decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The ModuleList of decoder layers of a causal LM, through DDP / peft / GRUN wrappers; None if not found."""
+    config = getattr(model, "config", None)
+    if config is None and hasattr(model, "module"):  # DDP
+        return find_decoder_layers(model.module)
+    if config is None:
+        return None
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    num_layers = getattr(text_config, "num_hidden_layers", None)
+    for name, module in model.named_modules():
+        if (
+            isinstance(module, torch.nn.ModuleList)
+            and len(module) == num_layers
+            and name.split(".")[-1] in DECODER_LAYER_LIST_NAMES
+        ):
+            return module
+    return None
 
 
 def _select_hidden(outputs: Any, layer: int) -> torch.Tensor:
@@ -223,6 +332,10 @@ class RetainLoss(UnlearningLoss):
 
 __all__ = [
     "IGNORE_INDEX",
+    "TOKEN_AVERAGES",
+    "find_decoder_layers",
+    "pooled_token_mean",
+    "token_mean",
     "ForgetLoss",
     "LossContext",
     "RetainLoss",

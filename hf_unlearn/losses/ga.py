@@ -10,12 +10,13 @@ from .registry import register_loss
 
 @register_loss("ga")
 class GradientAscent(ForgetLoss):
-    """L_forget = -mean-NLL(x, y) over the forget batch.
+    """L_forget = -(cross-entropy of the forget answer tokens).
 
     Minimising it ascends the NLL of the forget answers (Jang et al. 2023, "Knowledge Unlearning for Mitigating
-    Privacy Risks in Language Models"; the GA baseline of TOFU). Each example weighs the same: the per-token mean
-    is taken per answer, then over the batch.
+    Privacy Risks in Language Models"; the GA baseline of TOFU). The token average follows
+    `UnlearningConfig.token_average`: pooled over the batch's answer tokens by default, i.e. `-outputs.loss` as
+    locuslab/open-unlearning's `GradAscent` and locuslab/tofu's `grad_ascent` compute it.
     """
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
-        return -ctx.mean_nll("forget").mean()
+        return -ctx.token_nll("forget")

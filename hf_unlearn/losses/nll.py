@@ -10,7 +10,8 @@ from .registry import register_loss
 
 @register_loss("nll")
 class RetainNLL(RetainLoss):
-    """L_retain = mean-NLL(x, y) over the retain batch (per-token mean per answer, then over the batch)."""
+    """L_retain = cross-entropy of the retain answer tokens, averaged as `UnlearningConfig.token_average` says
+    (pooled over the batch by default: HF's `outputs.loss`, open-unlearning's `GradDiff` NLL retain term)."""
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
-        return ctx.mean_nll("retain").mean()
+        return ctx.token_nll("retain")

@@ -12,14 +12,15 @@ from .registry import register_loss
 
 
 def _layer_hidden(ctx: LossContext, split: str, layer: int, reference: bool = False) -> torch.Tensor:
-    # hidden_states[0] is the embedding output, so decoder layer `layer` (0-based) is at index layer + 1
+    # The residual stream at the output of decoder layer `layer`, before any final norm (open-unlearning's RMU reads
+    # it with a forward hook on the layer), also when `layer` is the last one.
     n_layers = len(ctx.outputs(split).hidden_states) - 1
     if not 0 <= layer < n_layers:
         raise ValueError(
             f"RMU layer {layer} does not exist: the model has decoder layers 0..{n_layers - 1}. "
             "Set `layer` in the loss kwargs."
         )
-    return (ctx.ref_hidden_states if reference else ctx.hidden_states)(split, layer + 1)
+    return ctx.layer_output(split, layer, reference=reference)
 
 
 @register_loss("rmu")
@@ -29,8 +30,9 @@ class RMU(ForgetLoss):
     Li et al. 2024, "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning" (arXiv 2403.03218):
     steer the forget data's activations at one layer toward a fixed random direction u (a unit vector drawn
     uniformly from [0, 1)^d then normalised, reproducibly from the seed, saved with the run) scaled by c, which
-    scrambles what later layers read. Squared distances are averaged over the d hidden units (the reference
-    implementation's mean squared error). Pair with the `embed_diff` retain loss at the same layer, and train only a
+    scrambles what later layers read. h_l is the residual stream at the output of decoder layer l, before any
+    final norm. As open-unlearning's `compute_activation_loss`: squared distances averaged over the d hidden units,
+    then over the answer tokens of each example, then over the batch (not affected by `token_average`). Pair with the `embed_diff` retain loss at the same layer, and train only a
     few modules around it (the paper updates the MLPs of layers l-2..l: `trainable_parameters` in
     UnlearningConfig).
 

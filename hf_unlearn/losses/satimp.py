@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import ForgetLoss, LossContext, masked_token_mean
+from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
 
@@ -14,7 +14,8 @@ class SatImp(ForgetLoss):
 
     Yang et al. 2025, "Exploring Criteria of Loss Reweighting to Enhance LLM Unlearning" (ICML 2025): the
     saturation factor p_t^b1 down-weights tokens already forgotten, the importance factor (1 - p_t)^b2 down-weights
-    tokens the model is certain of (often generic words).
+    tokens the model is certain of (often generic words). Tokens are averaged as `token_average` says (pooled by
+    default, as open-unlearning's `compute_satimp_loss`).
 
     Args:
         b1: saturation exponent (default 5).
@@ -31,4 +32,4 @@ class SatImp(ForgetLoss):
         logp, mask = ctx.token_log_probs("forget")
         p = logp.exp()
         weights = (p.pow(self.b1) * (1 - p).clamp(min=0).pow(self.b2)).detach()
-        return -masked_token_mean(weights * -logp, mask)
+        return -ctx.token_mean(weights * -logp, mask)

@@ -11,10 +11,11 @@ from .registry import register_loss
 
 @register_loss("simnpo")
 class SimNPO(ForgetLoss):
-    """L_forget = -(2 / beta) * mean_batch log sigmoid(beta * mean-NLL_theta(x, y) - delta).
+    """L_forget = -(2 / beta) * mean_batch log sigmoid(beta * (mean-NLL_theta(x, y) - delta)).
 
     Fan et al. 2024, "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning"
-    (arXiv 2410.07163): NPO without a reference model, on the per-token mean NLL, with a reward margin delta.
+    (arXiv 2410.07163): NPO without a reference model, on the per-token mean NLL of each answer, with a reward margin
+    delta inside the scaling, as OPTML's Unlearn-Simple and open-unlearning's `SimNPO` compute it.
     Minimising it raises the forget answers' mean NLL; as beta -> 0 its gradient tends to GA's on the mean NLL.
     The paper's TOFU setting weighs the forget term by 0.125: set `gamma=0.125` in UnlearningConfig.
 
@@ -30,4 +31,4 @@ class SimNPO(ForgetLoss):
         self.delta = float(delta)
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
-        return -(2.0 / self.beta) * F.logsigmoid(self.beta * ctx.mean_nll("forget") - self.delta).mean()
+        return -(2.0 / self.beta) * F.logsigmoid(self.beta * (ctx.mean_nll("forget") - self.delta)).mean()

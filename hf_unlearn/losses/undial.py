@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import ForgetLoss, LossContext, masked_token_mean
+from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
 
@@ -15,6 +15,9 @@ class UNDIAL(ForgetLoss):
     Dong et al. 2024, "UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in Large Language
     Models" (arXiv 2402.10052): the target is the reference model's next-token distribution with the true token's
     logit lowered by beta, so the model moves mass off the memorised token without GA's unbounded objective.
+    Averaged over the answer tokens as `token_average` says (pooled by default). open-unlearning's
+    `compute_undial_loss` averages over every position of the padded batch instead, prompt and padding included
+    (with the true-token index -100 wrapping to vocabulary id V - 100 there), which dilutes the answer tokens.
 
     Args:
         beta: logit reduction of the true token (default 10).
@@ -34,4 +37,4 @@ class UNDIAL(ForgetLoss):
         onehot = torch.nn.functional.one_hot(labels.masked_fill(~mask, 0), ref_logits.shape[-1])
         target = torch.softmax(ref_logits - self.beta * onehot, dim=-1).detach()
         log_p = torch.log_softmax(ctx.logits("forget")[:, :-1].float(), dim=-1)
-        return masked_token_mean(-(target * log_p).sum(dim=-1), mask)
+        return ctx.token_mean(-(target * log_p).sum(dim=-1), mask)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import ForgetLoss, LossContext, masked_token_mean
+from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
 
@@ -14,10 +14,11 @@ class WeightedGradientAscent(ForgetLoss):
 
     Wang et al., ICLR 2025, "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond": GA's
     gradient weighs each token by 1 / p_t, so already-unlikely tokens dominate and retention suffers; weighting the
-    token losses by p_t^beta removes that bias. beta = 0 is GA. The mean is per answer, then over the batch.
+    token losses by p_t^beta removes that bias. beta = 0 is GA. Tokens are averaged as `token_average` says
+    (pooled over the batch by default, as tmlr-group/G-effect's `wga` and open-unlearning's `compute_wga_loss`).
 
     Args:
-        beta: weight exponent (default 1; the G-effect code uses 5).
+        beta: weight exponent (default 1, open-unlearning's WGA config).
     """
 
     def __init__(self, beta: float = 1.0):
@@ -28,4 +29,4 @@ class WeightedGradientAscent(ForgetLoss):
     def __call__(self, ctx: LossContext) -> torch.Tensor:
         logp, mask = ctx.token_log_probs("forget")
         weights = torch.exp(self.beta * logp).detach()
-        return -masked_token_mean(weights * -logp, mask)
+        return -ctx.token_mean(weights * -logp, mask)
