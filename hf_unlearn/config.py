@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from trl import SFTConfig
 
+from .data.formatting import DEFAULT_DATE_STRING
+
 
 #: Values of `UnlearningConfig.token_average` (see `hf_unlearn.losses.base.TOKEN_AVERAGES`).
 TOKEN_AVERAGES = ("batch", "answer")
@@ -61,9 +63,9 @@ class UnlearningConfig(SFTConfig):
             `outputs.loss` and every reference code (TOFU, open-unlearning, GRU, GRUN, G-effect) do; `"answer"`
             averages within each answer first, then over the batch, so every example weighs the same whatever its
             length. Losses defined on sequence sums (NPO, DPO) and SimNPO's per-answer mean NLL are unaffected.
-        date_string (`str`, *optional*): the date that chat templates which print one (Llama 3.x's "Today Date")
-            receive, so that prompts do not change with the day a model is trained or evaluated. Defaults to
-            `"26 Jul 2024"` (the templates' own fallback); evaluation uses the same default.
+        date_string (`str`, defaults to `"10 Apr 2025"`): the date that chat templates which print one (Llama 3.x's
+            "Today Date") receive, so that prompts do not change with the day a model is trained or evaluated (the
+            date open-unlearning pins). [`TOFUEvaluator`] uses the same default. None lets the template print today's.
         rectification (`str`, *optional*): `"gru"` turns on gradient rectification (GRU, arXiv 2503.09117) around
             any objective: once per optimizer step the gradient of the whole objective gamma * L_forget + alpha *
             L_retain is projected off the moving average of the gradient of the retain NLL when they conflict
@@ -114,7 +116,8 @@ class UnlearningConfig(SFTConfig):
         metadata={"help": "Token averaging of the losses: 'batch' (pooled, as the reference codes) or 'answer'."},
     )
     date_string: str | None = field(
-        default=None, metadata={"help": "Date given to chat templates that print one (default '26 Jul 2024')."}
+        default=DEFAULT_DATE_STRING,
+        metadata={"help": "Date given to chat templates that print one (pinned: prompts do not change by the day)."},
     )
     rectification: str | None = field(
         default=None, metadata={"help": "Gradient rectification of the objective: None or 'gru'."}

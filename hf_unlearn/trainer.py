@@ -167,7 +167,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         model.config.pad_token_id = processing_class.pad_token_id
 
         # Data: tokenized once here; the collator pairs and pads on the fly.
-        encoder = PromptEncoder(processing_class, args.use_chat_template)
+        encoder = PromptEncoder(processing_class, args.use_chat_template, args.date_string)
         prep = {
             "question_key": args.question_key,
             "answer_key": args.answer_key,

@@ -57,9 +57,16 @@ def _params(model):
     return [p for p in model.parameters() if p.requires_grad]
 
 
+def _pooled_nll(logits, labels):
+    """HF's outputs.loss: the cross-entropy pooled over all answer tokens of the batch."""
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
 def _risk_grad(model, split_batch):
     out = model(input_ids=split_batch["input_ids"], attention_mask=split_batch["attention_mask"])
-    risk = mean_nll(out.logits, split_batch["labels"]).mean()
+    risk = _pooled_nll(out.logits, split_batch["labels"])
     return torch.autograd.grad(risk, _params(model), allow_unused=True)
 
 
@@ -69,12 +76,12 @@ def _dot(a, b):
 
 @torch.no_grad()
 def _risk64(model, split_batch) -> float:
-    """The mean-NLL risk computed in float64 throughout (the library's log-softmax runs in float32)."""
+    """The pooled NLL risk computed in float64 throughout (the library's log-softmax runs in float32)."""
     logits = model(input_ids=split_batch["input_ids"], attention_mask=split_batch["attention_mask"]).logits.double()
     labels = split_batch["labels"][:, 1:]
     mask = labels != -100
     logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return float(((-logp * mask).sum(-1) / mask.sum(-1)).mean())
+    return float((-logp * mask).sum() / mask.sum())
 
 
 def _objective_grad(model, name, batch, **kwargs):
@@ -104,7 +111,11 @@ def test_ga_forget_geffect_is_minus_squared_norm_of_forget_risk_gradient(model, 
     assert result.grad_norms["objective"] == pytest.approx(squared_norm**0.5, rel=1e-5)
     with torch.no_grad():
         logits = model(input_ids=batch["forget"]["input_ids"], attention_mask=batch["forget"]["attention_mask"])
-    assert result.forget_risk == pytest.approx(float(mean_nll(logits.logits, batch["forget"]["labels"]).mean()))
+    assert result.forget_risk == pytest.approx(float(_pooled_nll(logits.logits, batch["forget"]["labels"])))
+    # per-answer averaging, the variant
+    per_answer = compute_g_effect(model, "ga", batch, token_average="answer")
+    assert per_answer.forget_risk == pytest.approx(float(mean_nll(logits.logits, batch["forget"]["labels"]).mean()))
+    assert per_answer.forget != pytest.approx(result.forget, rel=1e-3)
 
 
 @pytest.mark.parametrize("name, kwargs", [("npo", {"beta": 0.1}), ("wga", {"beta": 5.0}), ("tnpo", {})])
@@ -143,9 +154,15 @@ def test_per_instance_values_average_to_the_batch_value(model, batch):
     assert len(result.per_instance["forget"]) == 4 and len(result.per_instance["retain"]) == 4
     for split in ("forget", "retain"):
         values = result.per_instance[split]
-        assert sum(values) / len(values) == pytest.approx(getattr(result, split), rel=1e-6)
+        # pooled risk: each answer weighs its share of the answer tokens
+        tokens = (batch[split]["labels"][:, 1:] != -100).sum(-1).double()
+        weighted = sum(v * float(n) for v, n in zip(values, tokens)) / float(tokens.sum())
+        assert weighted == pytest.approx(getattr(result, split), rel=1e-6)
         assert getattr(result, split) == pytest.approx(getattr(whole, split), rel=1e-5)
         assert len(set(values)) == len(values), "instances differ"
+    per_answer = compute_g_effect(model, "wga", batch, per_instance=True, token_average="answer")
+    values = per_answer.per_instance["forget"]
+    assert sum(values) / len(values) == pytest.approx(per_answer.forget, rel=1e-6)
     # instance 2 of the forget split: its own mean-NLL gradient against the whole objective's gradient
     one = {k: v[2:3] for k, v in batch["forget"].items()}
     expected = _dot(_risk_grad(model, one), _objective_grad(model, "wga", batch))
@@ -157,10 +174,13 @@ def test_micro_batches_give_the_same_values(model, batch):
     chunked = compute_g_effect(model, "npo", batch, batch_size=3)
     assert chunked.forget == pytest.approx(whole.forget, rel=1e-5)
     assert chunked.retain == pytest.approx(whole.retain, rel=1e-5)
-    with_retain = compute_g_effect(model, "ga", batch, retain_objective="nll", batch_size=3)
-    expected = compute_g_effect(model, "ga", batch, retain_objective="nll")
+    # Over micro-batches the objective is the example-weighted mean of the micro-batch objectives: exact for
+    # per-answer averages (a pooled token mean is pooled per micro-batch, as under gradient accumulation).
+    answer = {"token_average": "answer"}
+    with_retain = compute_g_effect(model, "ga", batch, retain_objective="nll", batch_size=3, **answer)
+    expected = compute_g_effect(model, "ga", batch, retain_objective="nll", **answer)
     assert with_retain.retain == pytest.approx(expected.retain, rel=1e-5)
-    assert with_retain.retain - compute_g_effect(model, "ga", batch).retain == pytest.approx(
+    assert with_retain.retain - compute_g_effect(model, "ga", batch, **answer).retain == pytest.approx(
         expected.grad_norms["retain_risk"] ** 2, rel=1e-4
     ), "adding alpha * R_r adds alpha * ||grad R_r||^2 to the retain G-effect"
 

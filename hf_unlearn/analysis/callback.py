@@ -209,6 +209,7 @@ class GEffectCallback(TrainerCallback):
             batch_size=self.batch_size,
             loss_context_fn=trainer.loss_context,
             progress=self.progress,
+            token_average=args.token_average,
         )
         result.step = state.global_step
         self.history.append(result)

@@ -1,8 +1,9 @@
 """G-effect: how much an unlearning objective moves the forget risk and the retain risk (first order).
 
 Wang et al., ICLR 2025, "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond". For the
-current parameters theta, an objective L (e.g. GA, NPO, WGA, TNPO) and the mean-NLL risks R_f (forget data) and
-R_r (retain data):
+current parameters theta, an objective L (e.g. GA, NPO, WGA, TNPO) and the NLL risks R_f (forget data) and R_r
+(retain data), the cross-entropy of the answer tokens pooled over the sample by default (HF's `outputs.loss`, as
+tmlr-group/G-effect's `dataloader_ge.py`):
 
     e_f = <grad R_f(theta), grad L(theta)>,    e_r = <grad R_r(theta), grad L(theta)>.
 
@@ -12,8 +13,9 @@ objective removes the forget answers); a NEGATIVE retain G-effect means the reta
 A good objective has e_f strongly negative and e_r near zero or positive.
 
 The inner product is a sum over parameters, so it splits exactly into parameter groups (embeddings, each decoder
-layer, the head, and "other", e.g. the final norm): the per-group values sum to the total. The risk is a mean over
-examples, so it also splits into per-instance values e_f,i = <grad mean-NLL(x_i, y_i), grad L> whose mean is e_f.
+layer, the head, and "other", e.g. the final norm): the per-group values sum to the total. The risk is a weighted
+mean of the examples' mean-NLLs (weights |y_i| / total answer tokens when pooled, 1 / n per answer), so it also
+splits into per-instance values e_f,i = <grad mean-NLL(x_i, y_i), grad L> whose weighted mean is e_f.
 
 Memory: grad L is the only gradient copy held. The risk gradients are never stored: a post-accumulate hook on each
 parameter takes its dot product with grad L in float64 the moment that parameter's gradient is ready, then frees it.
@@ -35,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..losses import ForgetLoss, LossContext, RetainLoss, get_loss
-from ..losses.base import IGNORE_INDEX, UnlearningLoss, mean_nll
+from ..losses.base import IGNORE_INDEX, TOKEN_AVERAGES, UnlearningLoss, mean_nll
 
 __all__ = [
     "GEffect",
@@ -63,7 +65,7 @@ class GEffect:
             "other"), summing to the totals.
         per_instance: None, or {"forget": [e_f,i per forget example], "retain": [e_r,j per retain example]}; each
             list averages to the total.
-        forget_risk / retain_risk: R_f and R_r themselves (mean-NLL of the answers) at theta.
+        forget_risk / retain_risk: R_f and R_r themselves (the NLL risks, averaged as `token_average`) at theta.
         grad_norms: Euclidean norms of grad L ("objective"), grad R_f ("forget_risk") and grad R_r ("retain_risk")
             over the same parameters, e.g. to turn a G-effect into a cosine.
         objective: a readable description of L.
@@ -405,11 +407,14 @@ def compute_g_effect(
     seed: int = 0,
     loss_context_fn: Callable[[torch.nn.Module, Mapping[str, Batch]], LossContext] | None = None,
     progress: bool = False,
+    token_average: str = "batch",
 ) -> GEffect:
     """G-effects e_f = <grad R_f, grad L> and e_r = <grad R_r, grad L> of an objective at the model's current weights.
 
-    L = gamma * L_forget (+ alpha * L_retain when `retain_objective` is given); R_f, R_r are the mean-NLL risks of
-    the forget and retain answers (per-token mean per answer, then the mean over examples). Negative e_f: the
+    L = gamma * L_forget (+ alpha * L_retain when `retain_objective` is given); R_f, R_r are the NLL risks of the
+    forget and retain answers: the cross-entropy pooled over all answer tokens of the sample (`token_average=
+    "batch"`, HF's `outputs.loss`, as tmlr-group/G-effect's `dataloader_ge.py` computes them), or per answer, then
+    over examples (`"answer"`). Negative e_f: the
     forget risk rises under a step on L (removal); negative e_r: the retain risk rises (retention harmed). See the
     module docstring for the sign convention and the paper.
 
@@ -436,6 +441,9 @@ def compute_g_effect(
         loss_context_fn: builds the `LossContext` of a micro-batch (the callback passes the trainer's, to reuse its
             reference model); default: one with `ref_model` as described.
         progress: show a progress bar over the backward passes.
+        token_average: how the risks and the default loss context average over answer tokens (`"batch"`: pooled,
+            the reference; `"answer"`: per answer first). A `loss_context_fn` sets the objective's own. With
+            `per_instance`, e_f,i is example i's own (per-answer) G-effect; the totals weigh them by their share.
 
     Returns:
         A [`GEffect`]; the model's mode, its `.grad`s and its parameters are as they were.
@@ -449,6 +457,8 @@ def compute_g_effect(
     n_forget, n_retain = _check_batch(forget_batch, "forget"), _check_batch(retain_batch, "retain")
     if batch_size is not None and batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (or None), got {batch_size}.")
+    if token_average not in TOKEN_AVERAGES:
+        raise ValueError(f"token_average must be one of {list(TOKEN_AVERAGES)}, got {token_average!r}.")
 
     forget_loss = resolve_objective(objective, objective_kwargs, "forget")
     retain_loss = None
@@ -484,7 +494,9 @@ def compute_g_effect(
         reference = reference_forward_for(model, ref_model, output_hidden_states) if needs_ref else None
 
         def loss_context_fn(m: torch.nn.Module, batch: Mapping[str, Batch]) -> LossContext:
-            return LossContext(m, batch, reference, output_hidden_states=output_hidden_states)
+            return LossContext(
+                m, batch, reference, output_hidden_states=output_hidden_states, token_average=token_average
+            )
 
     chunk = batch_size or max(n_forget, n_retain)
     n_chunks = math.ceil(max(n_forget, n_retain) / chunk)
@@ -533,28 +545,35 @@ def compute_g_effect(
                     per_example: list[float] = []
                     risk_sum = 0.0
                     accumulator.reset()
+                    # The risk is sum_i w_i * mean-NLL_i: w_i = 1 / n (per answer) or |y_i| / total tokens (pooled).
+                    answer_tokens = (torch.as_tensor(split_batch["labels"])[:, 1:] != IGNORE_INDEX).sum(dim=-1)
+                    if token_average == "batch":
+                        row_weights = answer_tokens.double() / answer_tokens.sum().clamp(min=1)
+                    else:
+                        row_weights = torch.full((n_total,), 1.0 / n_total, dtype=torch.float64)
                     for rows in rows_list:
                         if len(rows) == 0:
                             continue
                         sub = _take(split_batch, rows, device)
+                        weights = row_weights[torch.as_tensor(rows)].to(device)
                         out = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"], use_cache=False)
                         values = mean_nll(out.logits, sub["labels"])  # [rows]
-                        risk_sum += float(values.detach().double().sum())
+                        risk_sum += float((values.detach().double() * weights).sum())
                         if per_instance:
                             for i in range(len(rows)):
                                 accumulator.dots.zero_()
                                 torch.autograd.backward(values[i], inputs=params, retain_graph=i < len(rows) - 1)
                                 per_example.append(float(accumulator.dots.sum()))
-                                split_dots += accumulator.dots / n_total
+                                split_dots += accumulator.dots * weights[i]
                                 bar.update()
                         else:
                             accumulator.dots.zero_()
-                            torch.autograd.backward(values.sum() / n_total, inputs=params)
+                            torch.autograd.backward((values * weights.to(values.dtype)).sum(), inputs=params)
                             split_dots += accumulator.dots
                             bar.update()
                         del out, values
                     dots[split] = split_dots
-                    risks[split] = risk_sum / n_total
+                    risks[split] = risk_sum
                     # Squared norms of partial gradients do not add up (cross terms): exact only for one backward.
                     single_pass = not per_instance and sum(len(r) > 0 for r in rows_list) == 1
                     sq_norms[split] = float(accumulator.sq_norm) if single_pass else math.nan

@@ -24,6 +24,7 @@ HELP = "G-effect of an unlearning objective at a saved model (per layer, forget 
 DESCRIPTION = __doc__
 
 DTYPES = ("float32", "float64", "bfloat16", "float16")
+TOKEN_AVERAGES = ("batch", "answer")  # hf_unlearn.losses.base.TOKEN_AVERAGES, without importing torch here
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="Micro-batch size (default: all at once).")
     parser.add_argument("--max-length", type=int, default=None, help="Truncate examples to this many tokens.")
     parser.add_argument("--per-instance", action="store_true", help="Also compute the value of each example.")
+    parser.add_argument(
+        "--token-average",
+        choices=TOKEN_AVERAGES,
+        default="batch",
+        help="Average the risks and losses over the sample's answer tokens pooled (batch, the reference) or per answer.",
+    )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Parameter dtype of the model.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available).")
     parser.add_argument("--output", default=None, help="Write the result as JSON here.")
@@ -136,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         progress=not args.no_progress,
+        token_average=args.token_average,
     )
     print(result.format_table())
     print(f"forget risk {result.forget_risk:.4f}, retain risk {result.retain_risk:.4f} (mean-NLL of the answers)")

@@ -1,7 +1,7 @@
 """Data: TOFU loading, prompt/answer formatting and forget/retain batching."""
 
 from .collator import ForgetRetainCollator, pad_examples
-from .formatting import PLAIN_PROMPT_TEMPLATE, ColumnLayout, PromptEncoder
+from .formatting import DEFAULT_DATE_STRING, PLAIN_PROMPT_TEMPLATE, ColumnLayout, PromptEncoder
 from .preparation import prepare_dataset
 from .tofu import (
     BUNDLED,
@@ -21,6 +21,7 @@ __all__ = [
     "ColumnLayout",
     "ForgetRetainCollator",
     "PromptEncoder",
+    "DEFAULT_DATE_STRING",
     "available_tofu_configs",
     "load_refusal_answers",
     "load_tofu",

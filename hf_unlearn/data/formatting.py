@@ -22,6 +22,10 @@ from transformers import PreTrainedTokenizerBase
 
 PLAIN_PROMPT_TEMPLATE = "Question: {question}\nAnswer:"
 
+#: The date given to chat templates that print one (Llama 3.x: "Today Date: ..."), so that prompts do not depend on
+#: the day a model is trained or evaluated; locuslab/open-unlearning pins the same date in its Llama-3 model configs.
+DEFAULT_DATE_STRING = "10 Apr 2025"
+
 Messages = list[dict[str, str]]
 
 
@@ -98,10 +102,19 @@ class PromptEncoder:
     Args:
         tokenizer: the model's tokenizer.
         use_chat_template: None uses the tokenizer's chat template when it has one.
+        date_string: passed to the chat template as `date_string` (templates without a date ignore it); pinned by
+            default so that training and evaluation on different days see the same prompts. None lets the template
+            decide (Llama 3.x then prints today's date).
     """
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, use_chat_template: bool | None = None):
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        use_chat_template: bool | None = None,
+        date_string: str | None = DEFAULT_DATE_STRING,
+    ):
         self.tokenizer = tokenizer
+        self.date_string = date_string
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if use_chat_template and not has_template:
             raise ValueError("use_chat_template=True but the tokenizer has no chat template.")
@@ -111,8 +124,9 @@ class PromptEncoder:
         return list(self.tokenizer(text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def _template(self, messages: Messages, add_generation_prompt: bool) -> list[int]:
+        template_kwargs = {} if self.date_string is None else {"date_string": self.date_string}
         text = self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, **template_kwargs
         )
         return self._ids(text, add_special_tokens=False)
 

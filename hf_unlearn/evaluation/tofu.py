@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ..data.collator import pad_examples
-from ..data.formatting import PromptEncoder
+from ..data.formatting import DEFAULT_DATE_STRING, PromptEncoder
 from ..data.tofu import load_tofu
 from ..losses.base import IGNORE_INDEX
 from .logs import TOFU_SPLITS, load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
@@ -95,6 +95,7 @@ class TOFUEvaluator:
             retain_perturbed: pass 300 to compare with them question for question.
         progress: show tqdm progress bars.
         use_chat_template: passed to :class:`~hf_unlearn.data.PromptEncoder` (None: when the tokenizer has one).
+        date_string: the date chat templates print (pinned by default, as in training: see ``UnlearningConfig``).
         datasets: split -> dataset (or list of row dicts) to use instead of loading that split's configuration.
 
     After :meth:`evaluate`, ``self.logs`` holds the per-question logs (split -> log).
@@ -114,6 +115,7 @@ class TOFUEvaluator:
         progress: bool = True,
         use_chat_template: bool | None = None,
         datasets: Mapping[str, Dataset | Sequence[Mapping[str, Any]]] | None = None,
+        date_string: str | None = DEFAULT_DATE_STRING,
     ):
         if isinstance(splits, str):
             splits = [splits]
@@ -140,7 +142,7 @@ class TOFUEvaluator:
         self._check_vocabulary()
         self._logits_to_keep = accepts_logits_to_keep(model)
         self.pad_token_id = self._pad_token_id()
-        self.encoder = PromptEncoder(tokenizer, use_chat_template)
+        self.encoder = PromptEncoder(tokenizer, use_chat_template, date_string)
         datasets = dict(datasets or {})
         self.questions: dict[str, list[_Question]] = {}
         for split in self.splits:

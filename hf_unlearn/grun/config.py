@@ -16,6 +16,10 @@ DTYPES = ("float32", "bfloat16", "float16")
 #: (hidden-state matching) gets 1 as in the WMDP paper's recipe.
 DEFAULT_RETAIN_WEIGHTS = {"ga": 2.0, "npo": 1.0, "idk": 1.0, "rmu": 1.0}
 
+#: The forget-term coefficients of the reference code (renjie3/GRUN, its TOFU commands in cmd_grun.sh): `npo_coeff`
+#: 100 for NPO, `grad_diff_forget_weight` 1 for GA; IDK and RMU enter with weight 1.
+DEFAULT_FORGET_WEIGHTS = {"ga": 1.0, "npo": 100.0, "idk": 1.0, "rmu": 1.0}
+
 
 @dataclass
 class GRUNConfig:
@@ -31,7 +35,7 @@ class GRUNConfig:
     MLP (d-256-64-1). The gate learns to fire on questions about the forget data and to stay shut elsewhere, so the
     edit removes knowledge without touching the model's behaviour on other inputs. The objective is
 
-        L = L_forget + lambda_r * L_retain + lambda_g * BCE(s, 1 on forget examples, 0 on retain examples),
+        L = lambda_f * L_forget + lambda_r * L_retain + lambda_g * BCE(s, 1 on forget examples, 0 on retain examples),
 
     where L_forget is GA (-CE on the forget answers), NPO (reference: the same model with the GRUN edits switched off,
     no second copy), IDK (CE of a refusal answer) or RMU (steer the forget hidden states toward c * u at a layer;
@@ -47,6 +51,9 @@ class GRUNConfig:
             (the token before the first answer token in training; the last input token in generation, whose
             prefill pass alone is edited).
         gate_weight (`float`, defaults to 10.0): lambda_g (the paper's TOFU value; 100 on WMDP).
+        forget_weight (`float`, *optional*): lambda_f; None takes the reference code's value for the forget loss
+            (`DEFAULT_FORGET_WEIGHTS`: 100 for NPO, its TOFU `npo_coeff`, so that forget : retain : gate is
+            100 : 1 : 10; 1 for GA, IDK and RMU).
         retain_weight (`float`, *optional*): lambda_r; None takes the paper's value for the forget loss
             (`DEFAULT_RETAIN_WEIGHTS`: 2 for GA, 1 for NPO, IDK and RMU).
         forget_loss (`str`, defaults to `"ga"`): `"ga"`, `"npo"`, `"idk"` or `"rmu"` (the registered losses of
@@ -66,6 +73,7 @@ class GRUNConfig:
     gate_hidden_sizes: tuple[int, ...] = (256, 64)
     position: str = "last_prompt_token"
     gate_weight: float = 10.0
+    forget_weight: float | None = None
     retain_weight: float | None = None
     forget_loss: str = "ga"
     forget_loss_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -104,13 +112,16 @@ class GRUNConfig:
             raise ValueError(f"Unknown GRUN forget_loss {self.forget_loss!r}; choose one of {list(FORGET_LOSSES)}.")
         if self.retain_weight is None:
             self.retain_weight = DEFAULT_RETAIN_WEIGHTS[self.forget_loss]
-        if self.gate_weight < 0 or self.retain_weight < 0:
+        if self.forget_weight is None:
+            self.forget_weight = DEFAULT_FORGET_WEIGHTS[self.forget_loss]
+        if self.gate_weight < 0 or self.retain_weight < 0 or self.forget_weight < 0:
             raise ValueError(
-                f"gate_weight and retain_weight are loss weights and must be >= 0, got "
-                f"gate_weight={self.gate_weight}, "
+                f"forget_weight, gate_weight and retain_weight are loss weights and must be >= 0, got "
+                f"forget_weight={self.forget_weight}, gate_weight={self.gate_weight}, "
                 f"retain_weight={self.retain_weight}."
             )
         self.gate_weight = float(self.gate_weight)
+        self.forget_weight = float(self.forget_weight)
         self.retain_weight = float(self.retain_weight)
         if isinstance(self.forget_loss_kwargs, str):
             self.forget_loss_kwargs = json.loads(self.forget_loss_kwargs)

@@ -62,19 +62,20 @@ class _WrappedLoss:
 
 
 class GatedForgetLoss(_WrappedLoss, ForgetLoss):
-    """L_forget(GRUN) = L_forget + lambda_g / 2 * BCE(s, 1) on the forget prompts.
+    """L_forget(GRUN) = lambda_f * L_forget + lambda_g / 2 * BCE(s, 1) on the forget prompts.
 
     The gate term is half of lambda_g * BCE(s, y) averaged over forget (y = 1) and retain (y = 0) examples; the
     other half is in [`GatedRetainLoss`]. Keeping each half with its data lets GRU rectification treat the gate's
     forget side as part of the forget gradient.
     """
 
-    def __init__(self, inner: ForgetLoss, gate_weight: float):
+    def __init__(self, inner: ForgetLoss, gate_weight: float, forget_weight: float = 1.0):
         self._wrap(inner)
         self.gate_weight = float(gate_weight)
+        self.forget_weight = float(forget_weight)
 
     def __call__(self, ctx: GRUNLossContext) -> torch.Tensor:
-        term = self.inner(ctx)
+        term = self.forget_weight * self.inner(ctx)
         # IDK's forward runs on the refusal pairs, which share the forget prompts (same last prompt token, same gate).
         split = "idk" if self.needs_refusals and not ctx.has_outputs("forget") else "forget"
         logits = ctx.gate_logits(split).float()
@@ -125,7 +126,7 @@ class GRUNTrainer(UnlearningTrainer):
     r"""Trains the newest request of a [`GRUNModel`] (Ren et al. 2025, arXiv 2502.17823): the base model and earlier
     requests stay frozen; only the gated LoReFT modules learn. The objective comes from the model's [`GRUNConfig`]:
 
-        L = L_forget + lambda_r * L_retain + lambda_g * (BCE(s_f, 1) + BCE(s_r, 0)) / 2,
+        L = lambda_f * L_forget + lambda_r * L_retain + lambda_g * (BCE(s_f, 1) + BCE(s_r, 0)) / 2,
 
     with s_f, s_r the gates at the edited layers on the last prompt token of the forget and retain examples (one
     gate per layer, each trained), L_forget one of `ga`, `npo`, `idk`, `rmu` and L_retain the retain NLL (RMU:
@@ -134,7 +135,8 @@ class GRUNTrainer(UnlearningTrainer):
 
     Everything else is [`UnlearningTrainer`]'s: `UnlearningConfig` (learning rate, batch size, steps, ...),
     forget/retain pairing, logging (plus `grun/gate_forget`, `grun/gate_retain`, the mean gates), and
-    `rectification="gru"`, which works on whatever is trainable, here the gated modules. `forget_loss`,
+    `rectification="gru"`, which works on whatever is trainable, here the gated modules: it projects the gradient
+    of the whole L (forget, retain and gate terms) off the retain NLL's (edited model) moving-average gradient. `forget_loss`,
     `retain_loss`, `gamma` and `alpha` of the `UnlearningConfig` are set from the `GRUNConfig` (lambda_r and
     lambda_g enter the loss terms; gamma = alpha = 1). The paper's settings: learning rate 4e-3, batch size 16.
 
@@ -205,7 +207,7 @@ class GRUNTrainer(UnlearningTrainer):
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         )
         self._reference_is_base_model = self.forget_loss_fn.needs_ref_model or self.retain_loss_fn.needs_ref_model
-        self.forget_loss_fn = GatedForgetLoss(self.forget_loss_fn, config.gate_weight)
+        self.forget_loss_fn = GatedForgetLoss(self.forget_loss_fn, config.gate_weight, config.forget_weight)
         self.retain_loss_fn = GatedRetainLoss(self.retain_loss_fn, config.retain_weight, config.gate_weight)
         self._check_parallelism_supported()
 

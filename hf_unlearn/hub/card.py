@@ -346,10 +346,18 @@ def _grun_request_cell(request: Mapping[str, Any]) -> str:
     layers = request.get("resolved_layers", request.get("layers"))
     parts = [f"layers={layers}", f"rank={request.get('rank')}", f"gate={request.get('gate')}"]
     parts.append(f"forget loss {_loss_cell(request.get('forget_loss'), request.get('forget_loss_kwargs'))}")
-    for key, label in (("gate_weight", "gate weight"), ("retain_weight", "retain weight"), ("dtype", "dtype")):
+    weights = (("forget_weight", "forget weight"), ("gate_weight", "gate weight"), ("retain_weight", "retain weight"))
+    for key, label in (*weights, ("dtype", "dtype")):
         if request.get(key) is not None:
             parts.append(f"{label}={_format_value(request[key])}")
     return ", ".join(parts)
+
+
+# Runs saved before `gru_projected` existed projected the forget term alone.
+_GRU_PROJECTION = {
+    "objective": "projects the whole objective's gradient against the retain NLL's moving-average gradient",
+    "forget": "projects the forget term's gradient against the retain loss's moving-average gradient",
+}
 
 
 def _method_rows(state: Mapping[str, Any] | None, grun_requests: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -371,12 +379,13 @@ def _method_rows(state: Mapping[str, Any] | None, grun_requests: list[dict[str, 
         rows.append(
             (
                 "Gradient rectification",
-                f"GRU (ema={_format_value(state.get('gru_ema'))}, "
+                f"GRU ({_GRU_PROJECTION[state.get('gru_projected', 'forget')]}; "
+                f"ema={_format_value(state.get('gru_ema'))}, "
                 f"retain weight={_format_value(state.get('gru_retain_weight'))})",
             )
         )
     known = {"forget_loss", "forget_loss_kwargs", "retain_loss", "retain_loss_kwargs", "gamma", "alpha", "method"}
-    known |= {"learning_rate", "seed", "peft", "rectification", "gru_ema", "gru_retain_weight", "grun"}
+    known |= {"learning_rate", "seed", "peft", "rectification", "gru_ema", "gru_retain_weight", "gru_projected", "grun"}
     for key in sorted(set(state) - known):
         rows.append((key, _format_value(state[key])))
     return rows
