@@ -12,7 +12,6 @@ from trl import SFTConfig
 
 from .data.formatting import DEFAULT_DATE_STRING
 
-
 #: Values of `UnlearningConfig.token_average` (see `hf_unlearn.losses.base.TOKEN_AVERAGES`).
 TOKEN_AVERAGES = ("batch", "answer")
 

@@ -154,6 +154,8 @@ def test_gradient_accumulation_matches_the_larger_batch(
             tmp_path / name,
             forget_loss="npo",
             retain_loss="nll",
+            # exact only per answer: a pooled token mean pools per micro-batch, as the reference codes do
+            token_average="answer",
             per_device_train_batch_size=batch,
             gradient_accumulation_steps=accumulation,
             max_steps=2,

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-average",
         choices=TOKEN_AVERAGES,
         default="batch",
-        help="Average the risks and losses over the sample's answer tokens pooled (batch, the reference) or per answer.",
+        help="Average over the answer tokens pooled (batch, the reference codes') or per answer first.",
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Parameter dtype of the model.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available).")

@@ -21,7 +21,6 @@ from .intervention import GatedLoreftIntervention
 pyreft = import_pyreft()
 
 
-
 @dataclass
 class GRUNRequest:
     """One unlearning request: its config, a stable id (so that loading the same saved request twice is detected) and

@@ -385,7 +385,8 @@ def _method_rows(state: Mapping[str, Any] | None, grun_requests: list[dict[str, 
             )
         )
     known = {"forget_loss", "forget_loss_kwargs", "retain_loss", "retain_loss_kwargs", "gamma", "alpha", "method"}
-    known |= {"learning_rate", "seed", "peft", "rectification", "gru_ema", "gru_retain_weight", "gru_projected", "grun"}
+    known |= {"learning_rate", "seed", "peft", "rectification", "gru_ema", "gru_retain_weight", "gru_projected"}
+    known |= {"grun"}
     for key in sorted(set(state) - known):
         rows.append((key, _format_value(state[key])))
     return rows

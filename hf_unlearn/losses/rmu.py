@@ -32,9 +32,9 @@ class RMU(ForgetLoss):
     uniformly from [0, 1)^d then normalised, reproducibly from the seed, saved with the run) scaled by c, which
     scrambles what later layers read. h_l is the residual stream at the output of decoder layer l, before any
     final norm. As open-unlearning's `compute_activation_loss`: squared distances averaged over the d hidden units,
-    then over the answer tokens of each example, then over the batch (not affected by `token_average`). Pair with the `embed_diff` retain loss at the same layer, and train only a
-    few modules around it (the paper updates the MLPs of layers l-2..l: `trainable_parameters` in
-    UnlearningConfig).
+    then over the answer tokens of each example, then over the batch (not affected by `token_average`). Pair with
+    the `embed_diff` retain loss at the same layer, and train only a few modules around it (the paper updates the
+    MLPs of layers l-2..l: `trainable_parameters` in UnlearningConfig).
 
     Args:
         layer: decoder layer (0-based) whose output is steered (default 7).

@@ -7,7 +7,6 @@ import torch
 from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
-
 #: Added to the weight's denominator, as tmlr-group/G-effect's `ins_npo` / `w_ins_npo` do.
 DENOMINATOR_EPS = 1e-5
 
