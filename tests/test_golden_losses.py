@@ -227,7 +227,8 @@ def reference_rmu(model, ref, batch, loss):
 def reference_embed_diff(model, ref, batch, loss):
     """open-unlearning `RMU.compute_retain_loss` (EMBED_DIFF): hooked layer outputs, model against reference."""
     split = batch["retain"]
-    return _activation_loss(layer_output(model, split, loss.layer), layer_output(ref, split, loss.layer), split["labels"])
+    hidden, ref_hidden = layer_output(model, split, loss.layer), layer_output(ref, split, loss.layer)
+    return _activation_loss(hidden, ref_hidden, split["labels"])
 
 
 def reference_kl(model, ref, batch):
@@ -302,8 +303,8 @@ def test_pooled_and_per_answer_averages_differ_on_this_batch(setup):
         logits = forward(model, batch["forget"])
         ce = per_token_ce(logits, batch["forget"]["labels"])
         lengths = (batch["forget"]["labels"][:, 1:] != -100).sum(-1)
-    assert per_answer == pytest.approx(float(-(ce.sum(-1) / lengths).mean()), rel=RTOL)
         pooled = float(reference_ga(model, reference, batch))
+    assert per_answer == pytest.approx(float(-(ce.sum(-1) / lengths).mean()), rel=RTOL)
     assert per_answer != pytest.approx(pooled, rel=RTOL)
 
 
@@ -334,6 +335,7 @@ def test_rmu_reads_the_residual_stream_before_the_final_norm(setup, layer):
     with torch.no_grad():
         assert value == pytest.approx(float(reference_rmu(model, reference, batch, loss)), rel=RTOL)
         if layer == 1:
-            normed = model(**{k: batch["forget"][k] for k in ("input_ids", "attention_mask")}, output_hidden_states=True)
+            inputs = {k: batch["forget"][k] for k in ("input_ids", "attention_mask")}
+            normed = model(**inputs, output_hidden_states=True)
             wrong = _activation_loss(normed.hidden_states[-1], 2.0 * loss.direction, batch["forget"]["labels"])
             assert value != pytest.approx(float(wrong), rel=1e-3)
