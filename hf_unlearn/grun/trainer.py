@@ -138,7 +138,8 @@ class GRUNTrainer(UnlearningTrainer):
     `rectification="gru"`, which works on whatever is trainable, here the gated modules: it projects the gradient
     of the whole L (forget, retain and gate terms) off the retain NLL's (edited model) moving-average gradient.
     `forget_loss`, `retain_loss`, `gamma` and `alpha` of the `UnlearningConfig` are set from the `GRUNConfig`
-    (lambda_f, lambda_r and lambda_g enter the loss terms; gamma = alpha = 1). The paper's settings: learning rate 4e-3, batch size 16.
+    (lambda_f, lambda_r and lambda_g enter the loss terms; gamma = alpha = 1). The paper's settings: learning rate
+    4e-3, batch size 16.
 
     `save_model` writes `grun_config.json` and `grun_interventions.safetensors` (see [`save_grun_model`]), the
     tokenizer and `unlearning.json`.
