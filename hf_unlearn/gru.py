@@ -15,7 +15,8 @@ adds alpha * g_r to g_o (`objective_retain_weight`).
 
 The math works on lists of gradient tensors (one per trainable parameter), in place, on their device: nothing is
 flattened, copied to the CPU or upcast as a whole. Dot products are taken per tensor in float32 (low-precision tensors
-are upcast one at a time) and summed in float32. [`GradientRectifier`] holds the state between optimizer steps.
+are upcast one at a time; float64 tensors in float64) and summed in float64. [`GradientRectifier`] holds the state
+between optimizer steps.
 
 Sharded gradients (FSDP2's DTensors): each rank works on its local shards; the three sums (dot product and the two
 squared norms) are partial, and ONE all-reduce of those three scalars makes them global before the decision, so
@@ -46,17 +47,18 @@ def _local(t: torch.Tensor | None) -> torch.Tensor | None:
     return t.to_local() if t is not None and hasattr(t, "to_local") else t
 
 
-def _dot32(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """<a, b> as a float32 scalar (upcasting one tensor at a time when they are in a lower precision)."""
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """<a, b> as a float64 scalar: computed in float32 (upcasting one tensor at a time when they are in a lower
+    precision), or in float64 for float64 tensors."""
     a, b = a.reshape(-1), b.reshape(-1)
-    if a.dtype not in (torch.float32, torch.float64):
+    if a.dtype != torch.float64 or b.dtype != torch.float64:
         a, b = a.float(), b.float()
-    return torch.dot(a, b).float()
+    return torch.dot(a, b).double()
 
 
 def _sum_scalars(scalars: list[torch.Tensor], device: torch.device) -> torch.Tensor:
     if not scalars:
-        return torch.zeros((), dtype=torch.float32, device=device)
+        return torch.zeros((), dtype=torch.float64, device=device)
     return torch.stack([s.to(device) for s in scalars]).sum()
 
 
@@ -69,15 +71,15 @@ def _first_device(*lists: TensorList) -> torch.device:
 
 
 def list_dot(xs: TensorList, ys: TensorList) -> torch.Tensor:
-    """<x, y> over lists of tensors (None counts as zeros): a float32 scalar on the first tensor's device."""
+    """<x, y> over lists of tensors (None counts as zeros): a float64 scalar on the first tensor's device."""
     if len(xs) != len(ys):
         raise ValueError(f"The two gradient lists have different lengths ({len(xs)} and {len(ys)}).")
     device = _first_device(xs, ys)
-    return _sum_scalars([_dot32(x, y) for x, y in zip(xs, ys) if x is not None and y is not None], device)
+    return _sum_scalars([_dot(x, y) for x, y in zip(xs, ys) if x is not None and y is not None], device)
 
 
 def list_sq_norm(xs: TensorList) -> torch.Tensor:
-    """||x||^2 over a list of tensors (None counts as zeros), a float32 scalar."""
+    """||x||^2 over a list of tensors (None counts as zeros), a float64 scalar."""
     return list_dot(xs, xs)
 
 
@@ -92,10 +94,10 @@ def rectify_(
     If d = <g_f, gbar_r> < 0: g_f <- g_f - d / ||gbar_r||^2 * gbar_r, the smallest change that makes the dot product
     zero; otherwise g_f is left as it is (bit for bit). The decision is taken on the device: no CPU synchronisation.
     Entries that are None count as zeros (a None gradient stays None). DTensors are handled through their local
-    shards; `reduce_sums` (sums a float32 tensor in place over the ranks holding the other shards) then turns the
+    shards; `reduce_sums` (sums a float64 tensor in place over the ranks holding the other shards) then turns the
     partial sums into global ones.
 
-    Returns a float32 tensor `[d, ||g_f||^2, ||gbar_r||^2, projected]` (see `STATS_FIELDS`), the norms before the
+    Returns a float64 tensor `[d, ||g_f||^2, ||gbar_r||^2, projected]` (see `STATS_FIELDS`), the norms before the
     projection, `projected` 1.0 or 0.0.
     """
     grads, retain = [_local(g) for g in grads], [_local(r) for r in retain]
@@ -162,7 +164,7 @@ class GradientRectifier:
     (1 - m) / m at the start of each optimizer step and multiplied by m at its end, so that the buffer ends as
     m * g_r + (1 - m) * gbar_r. To add alpha * g_r to the objective without a second buffer, `param.grad` is
     offset by -alpha times the pre-scaled buffer when the step begins; adding alpha times the buffer at the step
-    cancels the offset and leaves alpha * g_r (a float32 rounding of the order of 1e-7 of gbar_r). GRU therefore
+    cancels the offset and leaves alpha * g_r (a rounding of the order of 1e-7 of gbar_r in float32). GRU therefore
     costs ONE extra gradient-sized buffer (two with `retain_weight > 0`, which needs the raw g_r as well).
 
     Args:

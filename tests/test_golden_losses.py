@@ -68,8 +68,12 @@ def forward(model, split):
 
 
 def hf_loss(model, split) -> torch.Tensor:
-    """HF's `outputs.loss`: what every reference code uses as its NLL (pooled over the batch's answer tokens)."""
-    return model(input_ids=split["input_ids"], attention_mask=split["attention_mask"], labels=split["labels"]).loss
+    """HF's `outputs.loss` (transformers' `ForCausalLMLoss`: shift, cross-entropy with ignore_index -100, mean over
+    the valid tokens of the batch), what every reference code uses as its NLL; computed here in the logits' dtype
+    (transformers upcasts to float32, which would round a float64 comparison)."""
+    logits = forward(model, split)
+    labels = split["labels"][:, 1:]
+    return F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
 def per_token_ce(logits, labels) -> torch.Tensor:
@@ -234,8 +238,9 @@ def reference_embed_diff(model, ref, batch, loss):
 def reference_kl(model, ref, batch):
     """open-unlearning / tofu `compute_kl_divergence`: kl_div(log q, log p_ref, batchmean, log_target) over the
     logits of every position (rows = batch x length), i.e. KL(p_ref || q) summed and divided by batch x length."""
-    vocab = VOCAB
-    log_q = F.log_softmax(forward(model, batch["retain"]), -1).view(-1, vocab)
+    logits = forward(model, batch["retain"])
+    vocab = logits.shape[-1]
+    log_q = F.log_softmax(logits, -1).view(-1, vocab)
     log_p = F.log_softmax(forward(ref, batch["retain"]), -1).view(-1, vocab)
     return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
 
@@ -269,6 +274,14 @@ NEEDS_LOSS_OBJECT = {"rmu", "embed_diff"}
 
 def builtin_losses() -> list[str]:
     return [name for name in list_losses() if get_loss(name).__module__.startswith("hf_unlearn.")]
+
+
+def test_hf_loss_is_transformers_outputs_loss(setup):
+    model, _, batch = setup
+    split = batch["forget"]
+    with torch.no_grad():
+        outputs = model(input_ids=split["input_ids"], attention_mask=split["attention_mask"], labels=split["labels"])
+        assert float(hf_loss(model, split)) == pytest.approx(float(outputs.loss), rel=1e-6)
 
 
 def test_every_builtin_loss_has_a_golden_reference():

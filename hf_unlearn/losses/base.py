@@ -16,6 +16,11 @@ IGNORE_INDEX = -100
 TOKEN_AVERAGES = ("batch", "answer")
 
 
+def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` in float32 when it is in a lower precision (bf16 logits lose too much in a softmax); float64 stays."""
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+
+
 def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities of the label tokens under causal (shifted) logits.
 
@@ -26,8 +31,8 @@ def token_log_probs(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     targets = labels[:, 1:]
     mask = targets != IGNORE_INDEX
     safe_targets = targets.masked_fill(~mask, 0)
-    # log_softmax in float32: bf16 logits lose too much precision in the normaliser.
-    logp = torch.log_softmax(logits.float(), dim=-1).gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+    # log_softmax in float32 at least: bf16 logits lose too much precision in the normaliser.
+    logp = torch.log_softmax(at_least_float32(logits), dim=-1).gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
     return logp * mask, mask
 
 
@@ -333,6 +338,7 @@ class RetainLoss(UnlearningLoss):
 __all__ = [
     "IGNORE_INDEX",
     "TOKEN_AVERAGES",
+    "at_least_float32",
     "find_decoder_layers",
     "pooled_token_mean",
     "token_mean",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import IGNORE_INDEX, ForgetLoss, LossContext
+from .base import IGNORE_INDEX, ForgetLoss, LossContext, at_least_float32
 from .registry import register_loss
 
 
@@ -38,7 +38,7 @@ class CEU(ForgetLoss):
     def __call__(self, ctx: LossContext) -> torch.Tensor:
         labels = drop_first_answer_tokens(ctx.labels("forget"), self.ignore_first_n_answer_tokens)[:, 1:]
         mask = labels != IGNORE_INDEX
-        logits = ctx.logits("forget")[:, :-1].float()
+        logits = at_least_float32(ctx.logits("forget")[:, :-1])
         true_token = torch.nn.functional.one_hot(labels.masked_fill(~mask, 0), logits.shape[-1]).bool()
         target = torch.softmax(logits.detach().masked_fill(true_token, float("-inf")), dim=-1)
         log_p = torch.log_softmax(logits, dim=-1)

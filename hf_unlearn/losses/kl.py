@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import LossContext, RetainLoss
+from .base import LossContext, RetainLoss, at_least_float32
 from .registry import register_loss
 
 KL_POSITIONS = ("all", "answer")
@@ -33,8 +33,8 @@ class RetainKL(RetainLoss):
         self.positions = positions
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
-        log_p = torch.log_softmax(ctx.logits("retain").float(), dim=-1)
-        log_p_ref = torch.log_softmax(ctx.ref_logits("retain").float(), dim=-1)
+        log_p = torch.log_softmax(at_least_float32(ctx.logits("retain")), dim=-1)
+        log_p_ref = torch.log_softmax(at_least_float32(ctx.ref_logits("retain")), dim=-1)
         kl = (log_p_ref.exp() * (log_p_ref - log_p)).sum(dim=-1)  # [batch, length]
         if self.positions == "all":
             return kl.mean()

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .base import ForgetLoss, LossContext, RetainLoss, masked_token_mean
+from .base import ForgetLoss, LossContext, RetainLoss, at_least_float32, masked_token_mean
 from .registry import register_loss
 
 
@@ -67,7 +67,7 @@ class RMU(ForgetLoss):
         self._direction = torch.as_tensor(state["direction"]).float()
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
-        hidden = _layer_hidden(ctx, "forget", self.layer).float()
+        hidden = at_least_float32(_layer_hidden(ctx, "forget", self.layer))
         target = self.steering_coeff * self.direction.to(hidden.device)
         mask = ctx.labels("forget") != -100
         return masked_token_mean((hidden - target).pow(2).mean(dim=-1), mask)
@@ -91,7 +91,7 @@ class EmbeddingDifference(RetainLoss):
         self.layer = int(layer)
 
     def __call__(self, ctx: LossContext) -> torch.Tensor:
-        hidden = _layer_hidden(ctx, "retain", self.layer).float()
-        ref_hidden = _layer_hidden(ctx, "retain", self.layer, reference=True).float()
+        hidden = at_least_float32(_layer_hidden(ctx, "retain", self.layer))
+        ref_hidden = at_least_float32(_layer_hidden(ctx, "retain", self.layer, reference=True))
         mask = ctx.labels("retain") != -100
         return masked_token_mean((hidden - ref_hidden).pow(2).mean(dim=-1), mask)

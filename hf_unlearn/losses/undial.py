@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import IGNORE_INDEX, ForgetLoss, LossContext
+from .base import IGNORE_INDEX, ForgetLoss, LossContext, at_least_float32
 from .registry import register_loss
 
 UNDIAL_POSITIONS = ("answer", "all")
@@ -41,7 +41,7 @@ class UNDIAL(ForgetLoss):
     def __call__(self, ctx: LossContext) -> torch.Tensor:
         labels = ctx.labels("forget")[:, 1:]
         mask = labels != IGNORE_INDEX
-        ref_logits = ctx.ref_logits("forget")[:, :-1].float()
+        ref_logits = at_least_float32(ctx.ref_logits("forget")[:, :-1])
         vocab = ref_logits.shape[-1]
         # "all": the reference's index -100 is Python's negative index, i.e. token V - 100
         index = labels.remainder(vocab) if self.positions == "all" else labels.masked_fill(~mask, 0)
@@ -49,7 +49,7 @@ class UNDIAL(ForgetLoss):
         if self.positions == "answer":
             onehot = onehot * mask.unsqueeze(-1)
         target = torch.softmax(ref_logits - self.beta * onehot, dim=-1).detach()
-        log_p = torch.log_softmax(ctx.logits("forget")[:, :-1].float(), dim=-1)
+        log_p = torch.log_softmax(at_least_float32(ctx.logits("forget")[:, :-1]), dim=-1)
         cross_entropy = -(target * log_p).sum(dim=-1)
         if self.positions == "all":
             return cross_entropy.mean()
