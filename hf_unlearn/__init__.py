@@ -9,7 +9,7 @@ from .data import load_tofu
 from .exceptions import NonFiniteLossError
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss, list_losses, register_loss
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0.dev0"
 
 # trl and its trainer stack take seconds to import: load them on first use, so that `hf_unlearn.evaluation`,
 # the losses and the CLI's --help stay quick.

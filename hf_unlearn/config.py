@@ -76,7 +76,7 @@ class UnlearningConfig(SFTConfig):
             `gru/retain_grad_norm` (the smoothed one) per step. Single device, DDP or FSDP2 (not DeepSpeed or FSDP1).
         gru_projected (`str`, defaults to `"objective"`): what GRU projects. `"objective"`: the whole objective (the
             reference). `"forget"`: only gamma * L_forget, against the gradient of the configured retain loss, and
-            the retain term is left out of the update (hf_unlearn's behaviour before 0.3; `alpha` then does not enter
+            the retain term is left out of the update (hf_unlearn's behaviour before 0.2; `alpha` then does not enter
             the update).
         gru_ema (`float`, defaults to `0.8`): weight m of the NEW retain gradient in its moving average,
             gbar_r <- m * g_r + (1 - m) * gbar_r, in (0, 1] (1 = no smoothing).

@@ -1,5 +1,7 @@
-"""Offline quickstart: teach a tiny model the bundled TOFU subset, then unlearn two authors with GA, NPO, NPO+GRU
-and GRUN, evaluate each against a model that never saw them, and write a table, a plot and model cards.
+"""Offline quickstart: teach a tiny model the bundled TOFU subset, then unlearn two authors with GA + NLL, NPO + NLL,
+the same NPO + NLL objective rectified by GRU, and GRUN, evaluate each against a model that never saw them, and write
+a table, a plot and model cards. Each row's label is its objective: `GRU(npo + nll)` optimises npo + nll with its
+gradient projected off the retain NLL's (moving-average) gradient when they conflict.
 
 With no options it needs no download: the tokenizer and the models are trained locally on the TOFU subset shipped
 with hf_unlearn (10 fictitious authors, 2 of them to forget). With `--model` (a causal LM already fine-tuned on
@@ -52,8 +54,17 @@ class Method:
 
     @property
     def label(self) -> str:
-        name = f"{self.forget_loss}+{self.retain_loss}"
-        return f"GRUN({name})" if self.grun else f"{name}+GRU" if self.rectification == "gru" else name
+        """What the row optimises: its objective, inside GRU(...) when GRU projects that objective's gradient."""
+        if self.grun:
+            from .grun.config import GRUNConfig
+
+            config = GRUNConfig(layers=[0], forget_loss=self.forget_loss)
+            return (
+                f"GRUN({config.forget_weight:g} {self.forget_loss} + {config.retain_weight:g} nll"
+                f" + {config.gate_weight:g} gate)"
+            )
+        objective = self.forget_loss if self.retain_loss == "none" else f"{self.forget_loss} + {self.retain_loss}"
+        return f"GRU({objective})" if self.rectification == "gru" else objective
 
 
 METHODS: dict[str, Method] = {

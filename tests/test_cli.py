@@ -28,7 +28,7 @@ def test_quickstart_unlearns_the_forget_authors(tmp_path, capsys):
     pytest.importorskip("pyreft")
     results = run_quickstart(tmp_path, methods=["ga", "grun"], progress=False)
     rows = {r.method: r for r in results}
-    assert list(rows) == ["retain model", "target", "ga+nll", "GRUN(npo+nll)"]
+    assert list(rows) == ["retain model", "target", "ga + nll", "GRUN(100 npo + 1 nll + 10 gate)"]
     retain_model, target, ga, grun = rows.values()
     assert target.forget_probability > 3 * retain_model.forget_probability, "only the target saw the forget authors"
     assert target.forget_quality < 0.01 and retain_model.forget_quality == pytest.approx(1.0)
@@ -38,7 +38,7 @@ def test_quickstart_unlearns_the_forget_authors(tmp_path, capsys):
     assert abs(grun.retain_probability - target.retain_probability) < abs(
         ga.retain_probability - target.retain_probability
     )
-    assert "| GRUN(npo+nll) |" in capsys.readouterr().out
+    assert "| GRUN(100 npo + 1 nll + 10 gate) |" in capsys.readouterr().out
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [row["method"] for row in saved] == list(rows)
     assert (tmp_path / "fq_vs_utility.png").stat().st_size > 0 and (tmp_path / "results.md").is_file()

@@ -95,6 +95,52 @@ def test_chat_template_is_applied_when_present(tokenizer):
     assert tok.decode(answer) == "Jane did.</s>"
 
 
+# Llama 3.x's system header: the date it was given, or today's (strftime_now) when none was given.
+DATED_TEMPLATE = (
+    "{% if date_string is not defined %}{% set date_string = strftime_now('%d %b %Y') %}{% endif %}"
+    "<|system|>Today Date: {{ date_string }}</s>" + CHAT_TEMPLATE
+)
+
+
+def test_chat_templates_get_a_pinned_date_in_training_and_evaluation(tokenizer, tmp_path, monkeypatch):
+    import copy
+    import datetime
+
+    from conftest import cpu_args
+
+    from hf_unlearn import UnlearningTrainer
+    from hf_unlearn.data import DEFAULT_DATE_STRING
+    from hf_unlearn.evaluation.tofu import TOFUEvaluator
+    from hf_unlearn.tiny import tiny_llama
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = DATED_TEMPLATE
+    messages = [{"role": "user", "content": "Who wrote it?"}]
+    pinned = tok.decode(PromptEncoder(tok).encode_prompt(messages))
+    assert pinned.startswith(f"<|system|>Today Date: {DEFAULT_DATE_STRING}</s>")
+    today = datetime.date.today().strftime("%d %b %Y")
+    assert today in tok.decode(PromptEncoder(tok, date_string=None).encode_prompt(messages)), "the template's own"
+    assert "1 Jan 2030" in tok.decode(PromptEncoder(tok, date_string="1 Jan 2030").encode_prompt(messages))
+    # the trainer and the evaluator encode with the same pinned date by default, and a configured one
+    data = Dataset.from_dict({"question": ["Who wrote it?"], "answer": ["Jane did."]})
+    tofu_rows = data.add_column("paraphrased_answer", ["Jane."]).add_column("perturbed_answer", [["Tom did."]])
+    model = tiny_llama(len(tok), num_layers=1, hidden_size=32)
+    trainer = UnlearningTrainer(
+        model, cpu_args(tmp_path), forget_dataset=data, retain_dataset=data, processing_class=tok
+    )
+    assert trainer.encoder.encode_prompt(messages) == PromptEncoder(tok).encode_prompt(messages)
+    evaluator = TOFUEvaluator(model, tok, splits=["forget"], datasets={"forget": tofu_rows}, progress=False)
+    assert evaluator.encoder.encode_prompt(messages) == PromptEncoder(tok).encode_prompt(messages)
+    other = UnlearningTrainer(
+        model,
+        cpu_args(tmp_path, date_string="1 Jan 2030"),
+        forget_dataset=data,
+        retain_dataset=data,
+        processing_class=tok,
+    )
+    assert "1 Jan 2030" in tok.decode(other.encoder.encode_prompt(messages))
+
+
 @pytest.mark.parametrize(
     "rows",
     [

@@ -175,7 +175,7 @@ def test_three_sgd_steps_equal_the_reference(case, data, tokenizer, tmp_path):
 
 
 def test_projecting_the_forget_term_alone_is_the_named_variant_not_the_reference(data, tokenizer, tmp_path):
-    """`gru_projected="forget"` (hf_unlearn before 0.3) leaves the retain term out of the update: not `gd_gru`."""
+    """`gru_projected="forget"` (hf_unlearn before 0.2) leaves the retain term out of the update: not `gd_gru`."""
     initial, forget, retain = data
     overrides = dict(forget_loss="ga", retain_loss="nll", rectification="gru", alpha=0.5)
     params, batches, _ = library_run(initial, tokenizer, forget, retain, tmp_path, gru_projected="forget", **overrides)

@@ -332,6 +332,47 @@ def test_grun_with_gru_updates_only_intervention_parameters(
     assert "gru/cosine" in trainer.state.log_history[0]
 
 
+def test_grun_under_gru_projects_the_whole_objective_gate_terms_included(
+    target_model, tokenizer, small_forget, small_retain, tmp_path
+):
+    """The step GRU takes is the gradient of GRUN's whole loss (forget, retain and both gate terms: what GRUNTrainer
+    minimises without GRU) projected off the gradient of the retain NLL (gru_ema=1: that step's own)."""
+    import copy
+
+    from transformers import TrainerCallback
+
+    grun = get_grun_model(target_model, GRUNConfig(layers=[1], forget_loss="npo"))
+    initial = copy.deepcopy(grun)
+    args = cpu_args(
+        tmp_path, rectification="gru", gru_ema=1.0, optim="sgd", learning_rate=0.1, max_grad_norm=0.0, max_steps=1
+    )
+    trainer = GRUNTrainer(
+        grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+    )
+    recorded, stepped = [], []
+    collate = trainer.data_collator
+    trainer.data_collator = lambda rows: recorded.append(collate(rows)) or recorded[-1]
+
+    class Capture(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            stepped.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+
+    trainer.add_callback(Capture())
+    trainer.train()
+
+    params = [p for p in initial.parameters() if p.requires_grad]
+    objective = trainer.compute_loss(initial, recorded[0])  # forget + retain + gate terms, on the initial modules
+    g_o = torch.cat([g.reshape(-1) for g in torch.autograd.grad(objective, params)])
+    direction = trainer.gru_direction_loss_fn(trainer.loss_context(initial, recorded[0]))
+    g_r = torch.cat([g.reshape(-1) for g in torch.autograd.grad(direction, params)])
+    dot = g_o @ g_r
+    expected = g_o - min(float(dot), 0.0) / float(g_r @ g_r) * g_r
+    torch.testing.assert_close(torch.cat([g.reshape(-1) for g in stepped[0]]), expected, rtol=1e-4, atol=1e-7)
+    names = [n for n, p in initial.named_parameters() if p.requires_grad]
+    gate = [i for i, n in enumerate(names) if "gate" in n]
+    assert gate and all(stepped[0][i].abs().sum() > 0 for i in gate), "the gate terms train the gate"
+
+
 def test_gradient_checkpointing_trains_the_same_without_backpropagating_below_the_edits(
     target_model_dir, tokenizer, small_forget, small_retain, tmp_path
 ):

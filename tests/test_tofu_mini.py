@@ -89,8 +89,9 @@ def test_methods_cover_the_issue(tofu_mini):
     bases = ["ga", "gd", "npo", "simnpo", "wga", "tnpo", "idk", "rmu"]
     assert set(methods) == {*bases, *(f"{b}_gru" for b in bases), "grun_ga", "grun_npo"}
     assert methods["ga"].retain_loss == "none" and methods["gd"].retain_loss == "nll"
-    assert methods["ga_gru"].config_overrides["gru_retain_weight"] == 0.0
-    assert methods["gd_gru"].config_overrides["gru_retain_weight"] == 1.0
+    # "+GRU" rectifies the same objective (tmlr-group/GRU: its whole gradient is projected)
+    for base in bases:
+        assert methods[f"{base}_gru"] == replace(methods[base], rectification="gru")
     assert methods["rmu_gru"].retain_loss == "embed_diff"
     assert tofu_mini.label("npo_gru") == "NPO+GRU" and tofu_mini.label("grun_ga") == "GRUN(GA)"
 

@@ -2,14 +2,16 @@
 
     python examples/benchmarks/gru_overhead.py --steps 6 --layers 8 --hidden 512 --device cpu --threads 1
 
-Methods (GA forget loss, NLL retain loss, AdamW):
+Methods (GA forget loss, NLL retain loss, AdamW; GRU projects the whole objective GA + NLL, as `gd_gru`):
 - `gd`: one backward pass of L_forget + L_retain (GA + NLL), then AdamW.
-- `gru`: hf_unlearn's GRU, as the trainer runs it: the forget and the retain backward passes into separate gradients
-  (tensor swaps), then `GradientRectifier.rectify()` on the device (moving average, one global dot product,
-  projection), then AdamW.
-- `reference`: the GRU reference implementation's approach, reimplemented: the gradient of each backward pass is
-  copied into per-parameter accumulators, then both are flattened, copied to the CPU and projected in float64 there,
-  and the result is copied back into `param.grad`.
+- `gru`: hf_unlearn's GRU, as the trainer runs it: the forget and the retain-NLL backward passes into separate
+  gradients (tensor swaps); the retain NLL's gradient serves both the objective (alpha * g_r) and the direction; then
+  `GradientRectifier.rectify()` on the device (moving average, objective, one global dot product, projection), then
+  AdamW.
+- `reference`: the GRU reference implementation's approach (tmlr-group/GRU `gd_gru`), reimplemented: one backward
+  pass of the objective and one of the retain NLL on a second retain forward, each gradient copied into per-parameter
+  accumulators, then both flattened, copied to the CPU and projected in float64 there, and the result copied back
+  into `param.grad`.
 
 "rectification time" is the part of the step spent between the end of the backward passes and the optimizer (GRU's
 `rectify()`; for the reference the accumulator copies, the CPU round trip and the projection).
@@ -102,11 +104,11 @@ class ReferenceGRU:
     def __init__(self, named_params, ema=0.8):
         self.named_params = list(named_params)
         self.ema = ema
-        self.forget_acc, self.retain_acc = {}, {}
+        self.objective_acc, self.retain_acc = {}, {}
         self.memory = 0.0
 
     def store(self, which):
-        acc = self.forget_acc if which == "forget" else self.retain_acc
+        acc = self.objective_acc if which == "objective" else self.retain_acc
         for name, p in self.named_params:
             grad = p.grad if p.grad is not None else torch.zeros_like(p)
             if name in acc:
@@ -116,7 +118,7 @@ class ReferenceGRU:
             p.grad = None
 
     def rectify(self):
-        flat_f = torch.cat([self.forget_acc[n].reshape(-1) for n, _ in self.named_params]).to("cpu", torch.float64)
+        flat_f = torch.cat([self.objective_acc[n].reshape(-1) for n, _ in self.named_params]).to("cpu", torch.float64)
         flat_r = torch.cat([self.retain_acc[n].reshape(-1) for n, _ in self.named_params]).to("cpu", torch.float64)
         self.memory = self.ema * flat_r + (1 - self.ema) * self.memory
         dot = torch.dot(flat_f, self.memory)
@@ -127,7 +129,7 @@ class ReferenceGRU:
             n = p.numel()
             p.grad = flat_f[offset : offset + n].view_as(p).to(p.device, p.dtype)
             offset += n
-        self.forget_acc, self.retain_acc = {}, {}
+        self.objective_acc, self.retain_acc = {}, {}
 
 
 def worker(args) -> dict:
@@ -142,7 +144,7 @@ def worker(args) -> dict:
     optimizer = torch.optim.AdamW([p for _, p in named], lr=1e-5)
     forget_loss, retain_loss = get_loss("ga")(), get_loss("nll")()
     methods = args.method.split(",")
-    rectifier = GradientRectifier(named) if "gru" in methods else None
+    rectifier = GradientRectifier(named, objective_retain_weight=1.0) if "gru" in methods else None
     reference = ReferenceGRU(named) if "reference" in methods else None
     step_times = {m: [] for m in methods}
     rectify_times = {m: [] for m in methods}
@@ -175,11 +177,11 @@ def worker(args) -> dict:
             timed(method, rectifier.rectify)
         else:
             ctx = LossContext(model, batches)
-            forget_loss(ctx).backward()
-            ctx.release("forget")
-            reference.store("forget")
+            (forget_loss(ctx) + retain_loss(ctx)).backward()  # the objective
+            del ctx
+            reference.store("objective")
             ctx = LossContext(model, batches)
-            retain_loss(ctx).backward()
+            retain_loss(ctx).backward()  # the direction, on its own forward
             del ctx
             timed(method, lambda: (reference.store("retain"), reference.rectify()))
         optimizer.step()

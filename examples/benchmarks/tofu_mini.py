@@ -266,9 +266,9 @@ def methods_for(settings: Settings, rmu_steering_coeff: float = 20.0) -> dict[st
 
     GA, NPO, SimNPO, WGA and TNPO are the forget objectives alone; GD is GA + retain NLL; IDK trains refusals with a
     retain NLL (TOFU's recipe); RMU steers layer 0's output with the embed-diff retain term (the model has two
-    layers), training only that layer's MLP. "+GRU" projects each method's forget gradient against the moving average
-    of the retain-NLL gradient (RMU: the embed-diff gradient) and keeps the method's own retain term (weight alpha = 1
-    for GD and IDK, 0 where the method has none). GRUN edits the last prompt token at every layer.
+    layers), training only that layer's MLP. "+GRU" is the same objective with `rectification="gru"`: its whole
+    gradient is projected against the moving average of the retain-NLL gradient (tmlr-group/GRU). GRUN edits the last
+    prompt token at every layer.
     """
     rmu_layer = RMU_LAYER
     rmu = dict(
@@ -292,11 +292,7 @@ def methods_for(settings: Settings, rmu_steering_coeff: float = 20.0) -> dict[st
     methods: dict[str, Method] = {}
     for name, method in base.items():
         methods[name] = method
-        gru_retain = "embed_diff" if name == "rmu" else "nll"
-        overrides = {**method.config_overrides, "gru_retain_weight": 0.0 if method.retain_loss == "none" else 1.0}
-        methods[f"{name}_gru"] = replace(
-            method, retain_loss=gru_retain, rectification="gru", config_overrides=overrides
-        )
+        methods[f"{name}_gru"] = replace(method, rectification="gru")
     grun = dict(grun=True, learning_rate=settings.grun_lr, steps_factor=settings.grun_steps_factor)
     methods["grun_ga"] = Method("ga", **grun)
     methods["grun_npo"] = Method("npo", forget_loss_kwargs={"beta": 0.1}, **grun)
