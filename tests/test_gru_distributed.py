@@ -13,13 +13,14 @@ FSDP2_SCRIPT = REPO / "tests" / "scripts" / "gru_fsdp2.py"
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
-def test_gru_under_ddp_and_fsdp2_equals_one_process_with_the_global_batch(target_model_dir, tmp_path, mode):
-    run_accelerate(SCRIPT, target_model_dir, tmp_path / mode, 2, mode, timeout=600)
+@pytest.mark.parametrize("mode, objective", [("ddp", "gd"), ("fsdp2", "gd"), ("fsdp2", "npo_kl")])
+def test_gru_under_ddp_and_fsdp2_equals_one_process_with_the_global_batch(target_model_dir, tmp_path, mode, objective):
+    run_accelerate(SCRIPT, target_model_dir, tmp_path / mode, 2, mode, objective, timeout=600)
     ranks = [torch.load(tmp_path / mode / f"rank{r}-of-2.pt") for r in (0, 1)]
     assert all(rank["sharded"] == (mode == "fsdp2") for rank in ranks)
-    single = load_script(SCRIPT).run(str(target_model_dir), str(tmp_path / "single"), per_device_batch=4)
-    local = load_script(SCRIPT).run(str(target_model_dir), str(tmp_path / "local"), per_device_batch=2)
+    script = load_script(SCRIPT)
+    single = script.run(str(target_model_dir), str(tmp_path / "single"), per_device_batch=4, objective=objective)
+    local = script.run(str(target_model_dir), str(tmp_path / "local"), per_device_batch=2, objective=objective)
     assert single["world_size"] == 1
     initial = torch.cat(
         [p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(target_model_dir).parameters()]

@@ -167,6 +167,7 @@ def _full_model_folder(model_dir: Path, folder: Path) -> Path:
     state = {"forget_loss": "simnpo", "forget_loss_kwargs": {"beta": 4.5}, "retain_loss": "nll"}
     state |= {"retain_loss_kwargs": None, "gamma": 0.125, "alpha": 1.0, "learning_rate": 1e-5, "seed": 0}
     state |= {"peft": False, "rectification": "gru", "gru_ema": 0.9, "gru_retain_weight": 0.0}
+    state |= {"gru_projected": "objective"}
     (folder / "unlearning.json").write_text(json.dumps(state))
     (folder / "eval").mkdir()
     (folder / "eval" / "summary.json").write_text(json.dumps(TOFU_SUMMARY))
@@ -222,7 +223,10 @@ def test_push_full_weights_and_pull_back(hub, model_dir, tokenizer, tmp_path):
     assert card.data.datasets == ["locuslab/TOFU"]  # from the evaluation's forget split
     assert "| Forget loss | `simnpo` (beta=4.5) |" in card.text
     assert "| gamma (forget weight) | 0.125 |" in card.text
-    assert "GRU (ema=0.9, retain weight=0)" in card.text
+    assert (
+        "GRU (projects the whole objective's gradient against the retain NLL's moving-average gradient; ema=0.9, "
+        "retain weight=0)" in card.text
+    )
     for arxiv_id in ("2410.07163", "2503.09117", "2401.06121"):  # SimNPO, GRU, TOFU (the evaluation)
         assert f"arxiv.org/abs/{arxiv_id}" in card.text
     assert "2404.05868" not in card.text  # NPO was not used

@@ -18,7 +18,8 @@ class RetainKL(RetainLoss):
     baseline), not only the likelihood of the reference answer. By default (`positions="all"`) as TOFU's and
     locuslab/open-unlearning's `compute_kl_divergence`: `kl_div(..., reduction="batchmean")` over the logits of every
     position of the padded batch (prompt, answer and padding; rows = batch x length), i.e. the sum of the per-position
-    KLs divided by the number of positions. `positions="answer"` takes the answer tokens only, averaged as
+    KLs divided by the number of positions. The padding positions count too, so the value depends on how a batch is
+    padded (and, under data parallelism, split). `positions="answer"` takes the answer tokens only, averaged as
     `token_average` says.
 
     Args:

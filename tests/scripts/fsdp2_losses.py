@@ -15,8 +15,10 @@ from hf_unlearn import UnlearningTrainer, load_tofu
 sys.path.insert(0, str(Path(__file__).parent))  # gru_ddp.py, beside this file, also when imported by the test
 from gru_ddp import _full, use_fsdp2_on_cpu  # noqa: E402
 
+# Per-answer averages on the answer tokens: those equal one process with the global batch. (Pooled token means and
+# the reference's all-position KL are per rank's batch, whose padding differs from the global batch's.)
 OBJECTIVES = {
-    "npo_kl": dict(forget_loss="npo", retain_loss="kl"),
+    "npo_kl": dict(forget_loss="npo", retain_loss="kl", retain_loss_kwargs={"positions": "answer"}),
     # RMU on an intermediate layer (layer 0 of the tiny model's 2), training that layer's MLP only.
     "rmu": dict(
         forget_loss="rmu",
@@ -39,6 +41,7 @@ def run(model_dir: str, out_dir: str, objective: str, per_device_batch: int) -> 
         optim="sgd",
         learning_rate=0.05,
         lr_scheduler_type="constant",
+        token_average="answer",
         **OBJECTIVES[objective],
     )
     trainer = UnlearningTrainer(

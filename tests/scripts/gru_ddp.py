@@ -51,6 +51,15 @@ def _full(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
+# Per-answer averaging: a pooled token mean is per rank's batch, so 2 ranks equal one process only per answer.
+OBJECTIVES = {
+    # GA + 0.05 NLL conflicts with the retain NLL here, so that GRU projects (the retain NLL's gradient is reused)
+    "gd": dict(forget_loss="ga", retain_loss="nll", alpha=0.05),
+    # a retain term that is not the direction: three backward passes, the retain forward's graph used twice
+    "npo_kl": dict(forget_loss="npo", retain_loss="kl", retain_loss_kwargs={"positions": "answer"}),
+}
+
+
 def run(
     model_dir: str,
     out_dir: str,
@@ -58,6 +67,7 @@ def run(
     max_steps: int = 3,
     save_steps: int | None = None,
     resume_from: str | None = None,
+    objective: str = "gd",
 ) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -65,9 +75,9 @@ def run(
     retain = load_tofu("retain99", "bundled").select(range(64))
     args = cpu_args(
         out_dir,
-        forget_loss="ga",
-        retain_loss="nll",
+        **OBJECTIVES[objective],
         rectification="gru",
+        token_average="answer",
         per_device_train_batch_size=per_device_batch,
         max_steps=max_steps,
         optim="sgd",
@@ -101,4 +111,4 @@ if __name__ == "__main__":
         checkpoint = f"{out_dir}/uninterrupted/checkpoint-2"
         run(model_dir, f"{out_dir}/resumed", int(per_device_batch), resume_from=checkpoint)
     else:
-        run(model_dir, out_dir, int(per_device_batch))
+        run(model_dir, out_dir, int(per_device_batch), objective=mode[1] if len(mode) > 1 else "gd")
