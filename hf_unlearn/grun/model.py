@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from transformers.utils import ModelOutput
 
-from ..losses.base import DECODER_LAYER_LIST_NAMES, IGNORE_INDEX
+from ..losses.base import DECODER_LAYER_LIST_NAMES, IGNORE_INDEX, named_decoder_layers
 from ._compat import import_pyreft
 from .config import GRUNConfig
 from .intervention import GatedLoreftIntervention
@@ -43,17 +43,12 @@ def _hidden_size(model: torch.nn.Module) -> int:
 
 def decoder_layers_path(model: torch.nn.Module) -> str:
     """The attribute path of the model's list of decoder layers (`"model.layers"` for Llama, Qwen, Mistral, ...)."""
-    num_layers = _num_layers(model)
-    for name, module in model.named_modules():
-        if (
-            isinstance(module, torch.nn.ModuleList)
-            and len(module) == num_layers
-            and name.split(".")[-1] in DECODER_LAYER_LIST_NAMES
-        ):
-            return name
+    found = named_decoder_layers(model)
+    if found is not None:
+        return found[0]
     raise ValueError(
-        f"Could not find the decoder layers of {type(model).__name__} (a ModuleList of {num_layers} modules named one "
-        f"of {list(DECODER_LAYER_LIST_NAMES)}); GRUN edits the residual stream at the output of those layers."
+        f"Could not find the decoder layers of {type(model).__name__} (a ModuleList of {_num_layers(model)} modules "
+        f"named one of {list(DECODER_LAYER_LIST_NAMES)}); GRUN edits the residual stream at their output."
     )
 
 

@@ -242,11 +242,11 @@ class LossContext:
 DECODER_LAYER_LIST_NAMES = ("layers", "h", "blocks", "layer")
 
 
-def find_decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
-    """The ModuleList of decoder layers of a causal LM, through DDP / peft / GRUN wrappers; None if not found."""
+def named_decoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
+    """`(attribute path, ModuleList)` of a causal LM's decoder layers, through peft / GRUN wrappers (which forward
+    `config`); None if the model has no `config` or no such list (named one of `DECODER_LAYER_LIST_NAMES`, with
+    `num_hidden_layers` entries)."""
     config = getattr(model, "config", None)
-    if config is None and hasattr(model, "module"):  # DDP
-        return find_decoder_layers(model.module)
     if config is None:
         return None
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -257,8 +257,16 @@ def find_decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
             and len(module) == num_layers
             and name.split(".")[-1] in DECODER_LAYER_LIST_NAMES
         ):
-            return module
+            return name, module
     return None
+
+
+def find_decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
+    """The ModuleList of decoder layers of a causal LM, through DDP / peft / GRUN wrappers; None if not found."""
+    if getattr(model, "config", None) is None and hasattr(model, "module"):  # DDP
+        model = model.module
+    found = named_decoder_layers(model)
+    return found[1] if found is not None else None
 
 
 def _select_hidden(outputs: Any, layer: int) -> torch.Tensor:
