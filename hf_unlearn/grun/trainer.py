@@ -65,8 +65,8 @@ class GatedForgetLoss(_WrappedLoss, ForgetLoss):
     """L_forget(GRUN) = lambda_f * L_forget + lambda_g / 2 * BCE(s, 1) on the forget prompts.
 
     The gate term is half of lambda_g * BCE(s, y) averaged over forget (y = 1) and retain (y = 0) examples; the
-    other half is in [`GatedRetainLoss`]. Keeping each half with its data lets GRU rectification treat the gate's
-    forget side as part of the forget gradient.
+    other half is in [`GatedRetainLoss`]. With as many forget as retain rows (the trainer pairs them) the two halves
+    add up to the reference's one BCE over both (renjie3/GRUN); each half stays with the forward of its data.
     """
 
     def __init__(self, inner: ForgetLoss, gate_weight: float, forget_weight: float = 1.0):
