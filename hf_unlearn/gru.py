@@ -33,8 +33,11 @@ from typing import Any
 
 import torch
 
-GRU_WEIGHTS_NAME = "gru_state.safetensors"
-GRU_STATE_NAME = "gru_state.json"
+from . import constants
+from .io import write_json_atomic
+
+GRU_WEIGHTS_NAME = constants.GRU_WEIGHTS_FILE
+GRU_STATE_NAME = constants.GRU_STATE_FILE
 
 #: Layout of the statistics tensor returned by [`rectify_`] and [`GradientRectifier.rectify`].
 STATS_FIELDS = ("dot", "objective_sq_norm", "retain_sq_norm", "projected")
@@ -378,8 +381,7 @@ class GradientRectifier:
             return
         tensors = {name: t.detach().contiguous() for name, t in state.pop("retain_ema").items()}
         save_file(tensors, os.path.join(directory, GRU_WEIGHTS_NAME))
-        with open(os.path.join(directory, GRU_STATE_NAME), "w", encoding="utf-8") as f:
-            json.dump(state, f, indent=2)
+        write_json_atomic(os.path.join(directory, GRU_STATE_NAME), state)
 
     def load(self, directory: str | os.PathLike) -> bool:
         """Restore what [`save`] wrote; returns False (and changes nothing) when `directory` has no GRU state."""

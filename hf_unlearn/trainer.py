@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
 import os
 import re
@@ -18,17 +17,19 @@ from transformers.utils import logging
 from trl import SFTTrainer
 from trl.trainer.utils import create_model_from_path
 
+from . import constants
 from .config import UnlearningConfig
 from .data import ColumnLayout, ForgetRetainCollator, PromptEncoder, load_refusal_answers, prepare_dataset
 from .exceptions import NonFiniteLossError
 from .gru import GradientRectifier, all_reduce_mean_, all_reduce_sum_, stats_to_logs
 from .hub.trainer_mixin import HubTrainerMixin
+from .io import write_json_atomic
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
 
 logger = logging.get_logger(__name__)
 
-UNLEARNING_STATE_FILE = "unlearning.json"
-LOSS_STATE_FILE = "loss_state.safetensors"
+UNLEARNING_STATE_FILE = constants.UNLEARNING_STATE_FILE
+LOSS_STATE_FILE = constants.LOSS_STATE_FILE
 
 
 def _is_peft_model(model: Any) -> bool:
@@ -584,7 +585,5 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, UNLEARNING_STATE_FILE), "w", encoding="utf-8") as f:
-                json.dump(self.unlearning_state(), f, indent=2)
+            write_json_atomic(os.path.join(output_dir, UNLEARNING_STATE_FILE), self.unlearning_state())
             self.save_loss_state(output_dir)

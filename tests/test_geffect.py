@@ -462,7 +462,9 @@ def test_json_is_written_atomically(tmp_path, monkeypatch):
     def crash(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(json, "dump", crash)
+    import os
+
+    monkeypatch.setattr(os, "fsync", crash)  # interrupted with the new text half on disk
     with pytest.raises(KeyboardInterrupt):
         write_json_atomic(path, {"records": [1, 2]})
     assert json.loads(path.read_text()) == {"records": [1]}

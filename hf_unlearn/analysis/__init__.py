@@ -8,7 +8,9 @@ Objectives: A Gradient Perspective and Go Beyond").
 - `hf-unlearn analyze`: the G-effect of an objective at a saved model, from the command line.
 """
 
-from .callback import GEFFECT_FILE, GEffectCallback, load_geffect_records, write_json_atomic
+from ..constants import GEFFECT_FILE
+from ..io import write_json_atomic
+from .callback import GEffectCallback, load_geffect_records
 from .geffect import GEffect, build_geffect_batch, compute_g_effect, parameter_groups, resolve_objective
 from .plots import (
     accumulated,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
+from .. import constants
+
 TOFU_HUB_ID = "locuslab/TOFU"
 
 #: A small TOFU subset shipped with the package (MIT, CMU Locus Lab), in the Hub's layout and configuration names:
@@ -16,7 +18,7 @@ TOFU_HUB_ID = "locuslab/TOFU"
 BUNDLED_TOFU_DIR = Path(__file__).parent / "tofu_subset"
 BUNDLED = "bundled"
 
-REFUSALS_FILE = "idontknow.jsonl"
+REFUSALS_FILE = constants.REFUSALS_FILE
 
 #: TOFU's forget configurations and the retain configuration that complements each.
 TOFU_RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}

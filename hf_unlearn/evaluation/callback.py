@@ -11,6 +11,7 @@ import torch
 import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from .. import constants
 from .logs import load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
 from .tofu import TOFUEvaluator
 
@@ -24,7 +25,7 @@ DEFAULT_TOFU_LOG_KEYS: tuple[str, ...] = (
     "forget_rougeL_recall",
     "forget_truth_ratio",
 )
-HISTORY_FILE = "eval_history.jsonl"
+HISTORY_FILE = constants.EVAL_HISTORY_FILE
 
 
 def _index_key(key: str) -> tuple[int, str]:

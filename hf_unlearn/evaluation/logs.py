@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import constants
+from ..io import write_json_atomic
 from .metrics import (
     TOFU_UTILITY_KEYS,
     answer_probability,
@@ -80,8 +82,8 @@ TOFU_LOG_FILES: dict[str, str] = {
     "world_facts": "eval_real_world_wo_options.json",
     "forget": "eval_log_forget.json",
 }
-AGGREGATED_LOG_FILE = "eval_log_aggregated.json"
-SUMMARY_FILE = "summary.json"
+AGGREGATED_LOG_FILE = constants.AGGREGATED_LOG_FILE
+SUMMARY_FILE = constants.EVAL_SUMMARY_FILE
 # open-unlearning writes one TOFU_EVAL.json whose "forget_truth_ratio" holds per-question truth ratios (P_pert/P_para).
 _OPEN_UNLEARNING_FILE = "TOFU_EVAL.json"
 
@@ -360,7 +362,4 @@ def write_tofu_logs(
 
 
 def _dump(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=4, ensure_ascii=False)
-    tmp.replace(path)
+    write_json_atomic(path, obj, indent=4)

@@ -35,6 +35,8 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from .. import constants
+from ..io import write_json_atomic
 from .metrics import mia_auc, mia_loss, mia_min_k, privleak, rouge_l_f1
 from .model_io import check_vocabulary, eos_token_ids, greedy_generate, resolve_pad_token_id, token_logprobs
 
@@ -44,7 +46,7 @@ __all__ = ["MUSE_METRICS", "MUSEEvaluator", "load_muse", "load_muse_retain_auc"]
 MUSE_METRICS: tuple[str, ...] = ("knowmem", "verbmem", "privleak")
 
 DEFAULT_MUSE_DATASET = "muse-bench/MUSE-News"
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = constants.EVAL_SUMMARY_FILE
 # The fields each (config, split) must provide.
 _FIELDS: dict[str, tuple[str, ...]] = {
     "knowmem": ("question", "answer"),
@@ -416,7 +418,4 @@ class MUSEEvaluator:
 
 
 def _dump(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, ensure_ascii=False)
-    tmp.replace(path)
+    write_json_atomic(path, obj, indent=2)

@@ -21,11 +21,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .. import constants
 from .config import GRUNConfig
 from .model import GRUNModel, GRUNRequest, _hidden_size, get_grun_model, new_request
 
-GRUN_CONFIG_FILE = "grun_config.json"
-GRUN_WEIGHTS_FILE = "grun_interventions.safetensors"
+GRUN_CONFIG_FILE = constants.GRUN_CONFIG_FILE
+GRUN_WEIGHTS_FILE = constants.GRUN_WEIGHTS_FILE
 FORMAT_VERSION = 1
 
 

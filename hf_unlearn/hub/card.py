@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +36,9 @@ __all__ = [
     "write_model_card",
 ]
 
-UNLEARNING_STATE_FILE = "unlearning.json"  # the name UnlearningTrainer.save_model writes (hf_unlearn.trainer)
-ADAPTER_CONFIG_FILE = "adapter_config.json"
-GRUN_CONFIG_FILE = "grun_config.json"
-EVAL_SUMMARY_FILE = "summary.json"  # the TOFU evaluator's summary (hf_unlearn.evaluation.logs.SUMMARY_FILE)
+from ..constants import ADAPTER_CONFIG_FILE, EVAL_SUMMARY_FILE, GRUN_CONFIG_FILE, UNLEARNING_STATE_FILE
+from ..io import write_text_atomic
+
 TOFU_DATASET_ID = "locuslab/TOFU"
 LIBRARY_URL = "https://github.com/hf-unlearn/hf_unlearn"
 
@@ -540,17 +538,4 @@ def build_model_card(
 
 def write_model_card(card: ModelCard | str, folder: str | Path) -> Path:
     """Write `README.md` into `folder` atomically: a temporary file in the same folder, then a rename."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "README.md"
-    fd, tmp = tempfile.mkstemp(prefix=".README.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(str(card))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return target
+    return write_text_atomic(Path(folder) / "README.md", str(card))

@@ -10,6 +10,7 @@ from typing import Any
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 from transformers.utils import logging
 
+from .. import constants
 from .card import build_model_card, detect_model_kind, load_unlearning_state
 from .errors import HubAuthenticationError, hub_errors, redact
 
@@ -18,11 +19,11 @@ __all__ = ["PICKLE_SUFFIXES", "files_to_push", "push_unlearned"]
 logger = logging.get_logger(__name__)
 
 #: Pickle-based files, never published (weights go up in safetensors only; pickles can run code when loaded).
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+PICKLE_SUFFIXES = constants.PICKLE_SUFFIXES
 # Training by-products that are not part of the model.
 _SKIPPED_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "wandb", ".*", "*.tmp")
 # State that only resuming needs (a checkpoint's trainer state, GRU's moving average), at the top of the folder.
-_TRAINING_STATE_FILES = ("trainer_state.json", "gru_state.safetensors", "gru_state.json")
+_TRAINING_STATE_FILES = constants.TRAINING_STATE_FILES
 
 
 def files_to_push(folder: str | Path) -> list[str]:

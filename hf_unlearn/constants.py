@@ -1,0 +1,30 @@
+"""The names of the files hf_unlearn writes and reads, in one place (as peft's `utils/constants.py`)."""
+
+from __future__ import annotations
+
+#: What was unlearned and how, beside a saved model (`UnlearningTrainer.save_model`); read by model cards.
+UNLEARNING_STATE_FILE = "unlearning.json"
+#: The losses' own tensors (e.g. RMU's random direction), in checkpoints and beside the final model.
+LOSS_STATE_FILE = "loss_state.safetensors"
+#: GRU's moving average of the retain gradient and its step counter, in checkpoints.
+GRU_WEIGHTS_FILE = "gru_state.safetensors"
+GRU_STATE_FILE = "gru_state.json"
+#: A GRUN model's requests (configurations) and their intervention weights.
+GRUN_CONFIG_FILE = "grun_config.json"
+GRUN_WEIGHTS_FILE = "grun_interventions.safetensors"
+#: peft's adapter configuration (marks an adapter folder).
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+#: The summary an evaluation writes in its output folder (TOFU and MUSE), read by model cards and `push`.
+EVAL_SUMMARY_FILE = "summary.json"
+#: TOFU's aggregated per-question log (the benchmark's published layout).
+AGGREGATED_LOG_FILE = "eval_log_aggregated.json"
+#: The evaluation callback's history and the G-effect callback's records, in the output folder.
+EVAL_HISTORY_FILE = "eval_history.jsonl"
+GEFFECT_FILE = "geffect.json"
+#: TOFU's refusal answers (bundled), for IDK-style losses.
+REFUSALS_FILE = "idontknow.jsonl"
+
+#: Files that restore training, not a model: never published as part of one.
+TRAINING_STATE_FILES = ("trainer_state.json", GRU_WEIGHTS_FILE, GRU_STATE_FILE)
+#: Suffixes of pickle-based files, which are never published or downloaded.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
