@@ -11,7 +11,6 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +35,12 @@ __all__ = [
     "write_model_card",
 ]
 
+from ..citations import Paper
 from ..constants import ADAPTER_CONFIG_FILE, EVAL_SUMMARY_FILE, GRUN_CONFIG_FILE, UNLEARNING_STATE_FILE
 from ..io import write_text_atomic
 
 TOFU_DATASET_ID = "locuslab/TOFU"
 LIBRARY_URL = "https://github.com/hf-unlearn/hf_unlearn"
-
-
-@dataclass(frozen=True)
-class Paper:
-    """A paper to cite: its title, authors as usually cited, year and arXiv id (None when it has none we know of)."""
-
-    title: str
-    cited_as: str
-    arxiv_id: str | None = None
-
-    def markdown(self) -> str:
-        link = f" [arXiv:{self.arxiv_id}](https://arxiv.org/abs/{self.arxiv_id})" if self.arxiv_id else ""
-        return f"- {self.cited_as}, *{self.title}*.{link}"
 
 
 PAPERS: dict[str, Paper] = {

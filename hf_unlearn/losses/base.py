@@ -9,6 +9,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..citations import Paper
+
 IGNORE_INDEX = -100
 
 #: How training losses average over answer tokens: "batch" pools the answer tokens of the whole batch (HF's
@@ -107,6 +109,12 @@ class LossContext:
         self._outputs: dict[str, Any] = {}
         self._ref_outputs: dict[str, Any] = {}
         self._last_layer: dict[tuple[str, bool], torch.Tensor] = {}
+        #: Per-batch statistics the losses report with [`log_metric`]; the trainer logs them with its own.
+        self.metrics: dict[str, torch.Tensor] = {}
+
+    def log_metric(self, name: str, value: torch.Tensor) -> None:
+        """Report a scalar of this batch (e.g. a gate's mean) for the trainer's logs, detached."""
+        self.metrics[name] = value.detach()
 
     def batch(self, split: str) -> Mapping[str, torch.Tensor]:
         if split not in self._batch:
@@ -288,9 +296,12 @@ class UnlearningLoss:
     - `needs_ref_model`: a frozen reference model (peft: the same model with adapters off; otherwise a frozen copy).
     - `needs_hidden_states`: forwards return hidden states.
     - `needs_refusals`: an `"idk"` split pairing each forget prompt with a refusal answer.
+
+    `papers` lists what to cite for the method (model cards of models trained with it cite them).
     """
 
     name: ClassVar[str] = ""
+    papers: ClassVar[tuple[Paper, ...]] = ()
     kind: ClassVar[str] = ""
     needs_ref_model: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False

@@ -1,0 +1,18 @@
+"""Papers that methods, metrics and benchmarks cite; model cards list those of what a model went through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Paper:
+    """A paper to cite: its title, authors as usually cited, year and arXiv id (None when it has none we know of)."""
+
+    title: str
+    cited_as: str
+    arxiv_id: str | None = None
+
+    def markdown(self) -> str:
+        link = f" [arXiv:{self.arxiv_id}](https://arxiv.org/abs/{self.arxiv_id})" if self.arxiv_id else ""
+        return f"- {self.cited_as}, *{self.title}*.{link}"
