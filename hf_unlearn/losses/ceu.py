@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..citations import Paper
 from .base import IGNORE_INDEX, ForgetLoss, LossContext, at_least_float32
 from .registry import register_loss
 
@@ -29,6 +30,8 @@ class CEU(ForgetLoss):
     Args:
         ignore_first_n_answer_tokens: answer tokens left out at the start of each answer (default 1).
     """
+
+    papers = (Paper("CE-U: Cross Entropy Unlearning", "Yang et al. 2025", "2503.01224"),)
 
     def __init__(self, ignore_first_n_answer_tokens: int = 1):
         if ignore_first_n_answer_tokens < 0:

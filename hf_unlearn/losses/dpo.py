@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..citations import Paper
 from .base import ForgetLoss, LossContext
+from .idk import IDK
 from .registry import register_loss
 
 
@@ -20,6 +22,15 @@ class IdkDPO(ForgetLoss):
     Args:
         beta: inverse temperature (default 0.1).
     """
+
+    papers = (
+        Paper(
+            "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
+            "Rafailov et al. 2023",
+            "2305.18290",
+        ),
+        *IDK.papers,  # TOFU, which unlearns with DPO towards refusals
+    )
 
     needs_ref_model = True
     needs_refusals = True

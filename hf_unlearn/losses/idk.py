@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..citations import Paper
 from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
@@ -19,6 +20,8 @@ class IDK(ForgetLoss):
     GRU's `idk` pool the refusal and retain tokens of one concatenated batch instead, which weighs the two terms by
     their token counts.
     """
+
+    papers = (Paper("TOFU: A Task of Fictitious Unlearning for LLMs", "Maini et al. 2024", "2401.06121"),)
 
     needs_refusals = True
 

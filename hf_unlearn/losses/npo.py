@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..citations import Paper
 from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
@@ -22,6 +23,14 @@ class NPO(ForgetLoss):
     Args:
         beta: inverse temperature (default 0.1).
     """
+
+    papers = (
+        Paper(
+            "Negative Preference Optimization: From Catastrophic Collapse to Effective Unlearning",
+            "Zhang et al. 2024",
+            "2404.05868",
+        ),
+    )
 
     needs_ref_model = True
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..citations import Paper
 from .base import ForgetLoss, LossContext, RetainLoss, at_least_float32, masked_token_mean
 from .registry import register_loss
 
@@ -40,6 +41,12 @@ class RMU(ForgetLoss):
         layer: decoder layer (0-based) whose output is steered (default 7).
         steering_coeff: c (default 6.5, the paper's value for Zephyr-7B; smaller models often need less).
     """
+
+    papers = (
+        Paper(
+            "The WMDP Benchmark: Measuring and Reducing Malicious Use With Unlearning", "Li et al. 2024", "2403.03218"
+        ),
+    )
 
     needs_hidden_states = True
 
@@ -83,6 +90,8 @@ class EmbeddingDifference(RetainLoss):
     Args:
         layer: decoder layer (0-based), default 7.
     """
+
+    papers = RMU.papers
 
     needs_ref_model = True
     needs_hidden_states = True

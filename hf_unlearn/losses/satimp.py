@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..citations import Paper
 from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
@@ -21,6 +22,12 @@ class SatImp(ForgetLoss):
         b1: saturation exponent (default 5).
         b2: importance exponent (default 1).
     """
+
+    papers = (
+        Paper(
+            "Exploring Criteria of Loss Reweighting to Enhance LLM Unlearning", "Yang et al., ICML 2025", "2505.11953"
+        ),
+    )
 
     def __init__(self, b1: float = 5.0, b2: float = 1.0):
         if b1 < 0 or b2 < 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..citations import Paper
 from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
@@ -23,6 +24,14 @@ class SimNPO(ForgetLoss):
         beta: inverse temperature (default 4.5).
         delta: reward margin (default 0).
     """
+
+    papers = (
+        Paper(
+            "Simplicity Prevails: Rethinking Negative Preference Optimization for LLM Unlearning",
+            "Fan et al. 2024",
+            "2410.07163",
+        ),
+    )
 
     def __init__(self, beta: float = 4.5, delta: float = 0.0):
         if beta <= 0:

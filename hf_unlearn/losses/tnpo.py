@@ -6,6 +6,7 @@ import torch
 
 from .base import ForgetLoss, LossContext
 from .registry import register_loss
+from .wga import WeightedGradientAscent
 
 #: Added to the weight's denominator, as tmlr-group/G-effect's `ins_npo` / `w_ins_npo` do.
 DENOMINATOR_EPS = 1e-5
@@ -23,6 +24,8 @@ class TokenNPO(ForgetLoss):
     Args:
         beta: inverse temperature (default 4).
     """
+
+    papers = WeightedGradientAscent.papers  # the G-effect paper introduces WGA, TNPO and WTNPO
 
     needs_ref_model = True
     #: extra exponent on p_t in the numerator (0 for TNPO; WTNPO sets it)

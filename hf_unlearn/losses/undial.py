@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..citations import Paper
 from .base import IGNORE_INDEX, ForgetLoss, LossContext, at_least_float32
 from .registry import register_loss
 
@@ -27,6 +28,14 @@ class UNDIAL(ForgetLoss):
         beta: logit reduction of the true token (default 10).
         positions: `"answer"` (default) or `"all"` (open-unlearning's averaging).
     """
+
+    papers = (
+        Paper(
+            "UNDIAL: Self-Distillation with Adjusted Logits for Robust Unlearning in Large Language Models",
+            "Dong et al. 2024",
+            "2402.10052",
+        ),
+    )
 
     needs_ref_model = True
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..citations import Paper
 from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
@@ -20,6 +21,14 @@ class WeightedGradientAscent(ForgetLoss):
     Args:
         beta: weight exponent (default 1, open-unlearning's WGA config).
     """
+
+    papers = (
+        Paper(
+            "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond",
+            "Wang et al., ICLR 2025",
+            "2502.19301",
+        ),
+    )
 
     def __init__(self, beta: float = 1.0):
         if beta < 0:
