@@ -8,7 +8,7 @@ import math
 import os
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from datasets import Dataset
@@ -27,6 +27,12 @@ from .io import write_json_atomic
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
 
 logger = logging.get_logger(__name__)
+
+#: `UnlearningTrainer.reference_mode` values: the same model with adapters (peft) or edits (GRUN) off, or a copy.
+REFERENCE_ADAPTERS_OFF = "adapters_off"
+REFERENCE_FROZEN_COPY = "frozen_copy"
+#: The prompt refusal answers are encoded after (only the answer's tokens are kept).
+REFUSAL_PROBE_PROMPT = [{"role": "user", "content": "?"}]
 
 UNLEARNING_STATE_FILE = constants.UNLEARNING_STATE_FILE
 LOSS_STATE_FILE = constants.LOSS_STATE_FILE
@@ -104,6 +110,8 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
 
     _tag_names = ["trl", "hf-unlearn", "unlearning"]
     _name = "Unlearning"
+    #: The [`LossContext`] class built per batch (GRUNTrainer: one whose forwards edit the last prompt token).
+    loss_context_class: ClassVar[type[LossContext]] = LossContext
 
     def __init__(
         self,
@@ -118,98 +126,15 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         optimizers: tuple[torch.optim.Optimizer | None, torch.optim.lr_scheduler.LambdaLR | None] = (None, None),
         optimizer_cls_and_kwargs: tuple[type[torch.optim.Optimizer], dict[str, Any]] | None = None,
     ):
-        if args is None:
-            model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
-            args = UnlearningConfig(output_dir=f"{str(model_name).split('/')[-1]}-unlearned")
-        elif not isinstance(args, UnlearningConfig):
-            raise TypeError(f"`args` must be an UnlearningConfig, got {type(args).__name__}.")
-
-        self.forget_loss_fn: ForgetLoss = get_loss(args.forget_loss, "forget").from_kwargs(args.forget_loss_kwargs)
-        self.retain_loss_fn: RetainLoss = get_loss(args.retain_loss, "retain").from_kwargs(args.retain_loss_kwargs)
-        losses = [self.forget_loss_fn, self.retain_loss_fn]
-        if not self.retain_loss_fn.uses_retain_data:
-            losses = [self.forget_loss_fn]
-        needs_ref = any(loss.needs_ref_model for loss in losses)
-        forget_layout = ColumnLayout.of(forget_dataset, args, "forget dataset") if forget_dataset else None
-        if forget_layout is not None and forget_layout.kind == "text" and self.forget_loss_fn.needs_refusals:
-            raise ValueError(
-                f"forget_loss={args.forget_loss!r} answers the forget prompts with refusals, but the forget dataset "
-                f"is raw text (a {forget_layout.prompt_key!r} column): it has no prompts. Use a loss without refusals "
-                "(e.g. 'ga', 'npo', 'simnpo', 'rmu') or question/answer data."
-            )
-        gru = args.rectification == "gru"
-        if gru and args.gru_projected == "forget" and not self.retain_loss_fn.uses_retain_data:
-            raise ValueError(
-                f"gru_projected='forget' projects the forget gradient against the gradient of the retain loss, but "
-                f"retain_loss={args.retain_loss!r} has none. Choose a retain loss that reads retain data (e.g. 'nll' "
-                "or 'kl'), or gru_projected='objective' (the projection direction is then the retain NLL)."
-            )
-        if gru and args.gru_projected == "forget" and args.alpha != 1.0:
-            logger.warning(
-                f"alpha={args.alpha} does not change the update under gru_projected='forget' (the retain term is "
-                "left out of the update); only the logged loss uses it."
-            )
+        args = self.prepare_args(self._check_args(args, model))
+        self.forget_loss_fn, self.retain_loss_fn = self.build_losses(args)
         #: GRU's projection direction: the gradient of the retain NLL (the reference's), whatever the retain loss.
-        self.gru_direction_loss_fn: RetainLoss | None = None
-        if gru:
-            legacy = args.gru_projected == "forget"
-            self.gru_direction_loss_fn = self.retain_loss_fn if legacy else get_loss("nll", "retain")()
-        needs_retain_data = self.retain_loss_fn.uses_retain_data or gru
-
-        if isinstance(model, str):
-            init_kwargs = dict(args.model_init_kwargs or {})
-            init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
-            model = create_model_from_path(model, **init_kwargs)
-        if processing_class is None:
-            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
-        if not isinstance(processing_class, PreTrainedTokenizerBase):
-            raise TypeError(f"`processing_class` must be a tokenizer, got {type(processing_class).__name__}.")
-        _ensure_pad_token(processing_class)
-        model.config.pad_token_id = processing_class.pad_token_id
-
-        # Data: tokenized once here; the collator pairs and pads on the fly.
-        encoder = PromptEncoder(processing_class, args.use_chat_template, args.date_string)
-        prep = {
-            "question_key": args.question_key,
-            "answer_key": args.answer_key,
-            "text_key": args.dataset_text_field,
-            "max_length": args.max_length,
-            "num_proc": args.dataset_num_proc,
-        }
-        forget_data = prepare_dataset(forget_dataset, encoder, name="forget dataset", **prep)
-        retain_data = None
-        if needs_retain_data:
-            if retain_dataset is None and not self.retain_loss_fn.uses_retain_data:
-                raise ValueError(
-                    "rectification='gru' projects against the gradient of the retain NLL, so it needs retain data "
-                    f"even with retain_loss={args.retain_loss!r}: pass retain_dataset=..."
-                )
-            if retain_dataset is None:
-                raise ValueError(
-                    f"retain_loss={args.retain_loss!r} trains on retain data, but no retain_dataset was given. "
-                    "Pass retain_dataset=..., or set retain_loss='none' to unlearn without a retain term."
-                )
-            retain_data = prepare_dataset(retain_dataset, encoder, name="retain dataset", **prep)
-        refusal_ids = None
-        if any(loss.needs_refusals for loss in losses):
-            probe = [{"role": "user", "content": "?"}]
-            refusal_ids = [
-                encoder.encode_answer(probe, text) for text in load_refusal_answers(args.refusal_answers_file)
-            ]
-
-        # Reference model: only when a loss reads one.
-        self._reference_is_base_model = False
-        if not needs_ref:
-            if ref_model is not None:
-                logger.warning("A ref_model was given, but no configured loss uses one; it is ignored.")
-            ref_model = None
-        elif ref_model is None:
-            if peft_config is not None or _is_peft_model(model):
-                self._reference_is_base_model = True
-            else:
-                ref_model = self._frozen_copy(model, args)
-
-        self.encoder = encoder
+        self.gru_direction_loss_fn: RetainLoss | None = self._build_gru_direction(args)
+        self._check_objective(args, forget_dataset)
+        model, processing_class = self._load_model_and_tokenizer(model, processing_class, args)
+        self.encoder = PromptEncoder(processing_class, args.use_chat_template, args.date_string)
+        forget_data, retain_data, refusal_ids = self._prepare_data(args, forget_dataset, retain_dataset)
+        ref_model = self._choose_reference(model, ref_model, peft_config, args)
         self.unlearning_collator = ForgetRetainCollator(
             pad_token_id=processing_class.pad_token_id,
             retain_dataset=retain_data,
@@ -231,14 +156,148 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             optimizers=optimizers,
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         )
+        self._finish_setup(args, ref_model)
+
+    # ------------------------------------------------------------------ extension points (GRUNTrainer overrides them)
+    def prepare_args(self, args: UnlearningConfig) -> UnlearningConfig:
+        """The configuration this trainer runs with; a subclass may return a copy with its own objective fields
+        (never change the caller's object)."""
+        return args
+
+    def build_losses(self, args: UnlearningConfig) -> tuple[ForgetLoss, RetainLoss]:
+        """The forget and retain losses, looked up in the registry with their kwargs; a subclass may wrap them."""
+        forget = get_loss(args.forget_loss, "forget").from_kwargs(args.forget_loss_kwargs)
+        retain = get_loss(args.retain_loss, "retain").from_kwargs(args.retain_loss_kwargs)
+        return forget, retain
+
+    def reference_mode(self, model: torch.nn.Module, peft_config: Any | None) -> str:
+        """How a loss that reads the model before unlearning gets it, when no `ref_model` is given:
+        `REFERENCE_ADAPTERS_OFF` (the same model with its adapters switched off, no copy: peft) or
+        `REFERENCE_FROZEN_COPY` (a frozen deep copy)."""
+        if peft_config is not None or _is_peft_model(model):
+            return REFERENCE_ADAPTERS_OFF
+        return REFERENCE_FROZEN_COPY
+
+    # ------------------------------------------------------------------ construction steps
+    @staticmethod
+    def _check_args(args: UnlearningConfig | None, model: Any) -> UnlearningConfig:
+        if args is None:
+            model_name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            return UnlearningConfig(output_dir=f"{str(model_name).split('/')[-1]}-unlearned")
+        if not isinstance(args, UnlearningConfig):
+            raise TypeError(f"`args` must be an UnlearningConfig, got {type(args).__name__}.")
+        return args
+
+    @property
+    def _active_losses(self) -> list[ForgetLoss | RetainLoss]:
+        """The losses that run: the retain loss only when it reads retain data."""
+        if not self.retain_loss_fn.uses_retain_data:
+            return [self.forget_loss_fn]
+        return [self.forget_loss_fn, self.retain_loss_fn]
+
+    def _build_gru_direction(self, args: UnlearningConfig) -> RetainLoss | None:
+        if args.rectification != "gru":
+            return None
+        if args.gru_projected == "forget":  # the variant: the configured retain loss's gradient
+            return self.retain_loss_fn
+        return get_loss("nll", "retain")()
+
+    def _check_objective(self, args: UnlearningConfig, forget_dataset: Dataset | None) -> None:
+        """Refuse objectives that cannot work on this data or configuration, with what to do instead."""
+        forget_layout = ColumnLayout.of(forget_dataset, args, "forget dataset") if forget_dataset else None
+        if forget_layout is not None and forget_layout.kind == "text" and self.forget_loss_fn.needs_refusals:
+            raise ValueError(
+                f"forget_loss={args.forget_loss!r} answers the forget prompts with refusals, but the forget dataset "
+                f"is raw text (a {forget_layout.prompt_key!r} column): it has no prompts. Use a loss without refusals "
+                "(e.g. 'ga', 'npo', 'simnpo', 'rmu') or question/answer data."
+            )
+        legacy_gru = args.rectification == "gru" and args.gru_projected == "forget"
+        if legacy_gru and not self.retain_loss_fn.uses_retain_data:
+            raise ValueError(
+                f"gru_projected='forget' projects the forget gradient against the gradient of the retain loss, but "
+                f"retain_loss={args.retain_loss!r} has none. Choose a retain loss that reads retain data (e.g. 'nll' "
+                "or 'kl'), or gru_projected='objective' (the projection direction is then the retain NLL)."
+            )
+        if legacy_gru and args.alpha != 1.0:
+            logger.warning(
+                f"alpha={args.alpha} does not change the update under gru_projected='forget' (the retain term is "
+                "left out of the update); only the logged loss uses it."
+            )
+
+    @staticmethod
+    def _load_model_and_tokenizer(
+        model: str | torch.nn.Module, processing_class: PreTrainedTokenizerBase | None, args: UnlearningConfig
+    ) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+        if isinstance(model, str):
+            init_kwargs = dict(args.model_init_kwargs or {})
+            init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+            model = create_model_from_path(model, **init_kwargs)
+        if processing_class is None:
+            processing_class = AutoTokenizer.from_pretrained(model.config._name_or_path)
+        if not isinstance(processing_class, PreTrainedTokenizerBase):
+            raise TypeError(f"`processing_class` must be a tokenizer, got {type(processing_class).__name__}.")
+        _ensure_pad_token(processing_class)
+        model.config.pad_token_id = processing_class.pad_token_id
+        return model, processing_class
+
+    def _prepare_data(
+        self, args: UnlearningConfig, forget_dataset: Dataset | None, retain_dataset: Dataset | None
+    ) -> tuple[Dataset, Dataset | None, list[list[int]] | None]:
+        """Tokenize the forget and retain data once (the collator pairs and pads on the fly) and the refusal
+        answers when a loss trains on them."""
+        prep = {
+            "question_key": args.question_key,
+            "answer_key": args.answer_key,
+            "text_key": args.dataset_text_field,
+            "max_length": args.max_length,
+            "num_proc": args.dataset_num_proc,
+        }
+        forget_data = prepare_dataset(forget_dataset, self.encoder, name="forget dataset", **prep)
+        retain_data = None
+        if self.retain_loss_fn.uses_retain_data or self.gru_direction_loss_fn is not None:
+            if retain_dataset is None and not self.retain_loss_fn.uses_retain_data:
+                raise ValueError(
+                    "rectification='gru' projects against the gradient of the retain NLL, so it needs retain data "
+                    f"even with retain_loss={args.retain_loss!r}: pass retain_dataset=..."
+                )
+            if retain_dataset is None:
+                raise ValueError(
+                    f"retain_loss={args.retain_loss!r} trains on retain data, but no retain_dataset was given. "
+                    "Pass retain_dataset=..., or set retain_loss='none' to unlearn without a retain term."
+                )
+            retain_data = prepare_dataset(retain_dataset, self.encoder, name="retain dataset", **prep)
+        refusal_ids = None
+        if any(loss.needs_refusals for loss in self._active_losses):
+            refusals = load_refusal_answers(args.refusal_answers_file)
+            refusal_ids = [self.encoder.encode_answer(REFUSAL_PROBE_PROMPT, text) for text in refusals]
+        return forget_data, retain_data, refusal_ids
+
+    def _choose_reference(
+        self, model: torch.nn.Module, ref_model: torch.nn.Module | None, peft_config: Any, args: UnlearningConfig
+    ) -> torch.nn.Module | None:
+        """The reference model, only when a loss reads one (`ref_model` wins over `reference_mode`)."""
+        self._reference_is_base_model = False
+        if not any(loss.needs_ref_model for loss in self._active_losses):
+            if ref_model is not None:
+                logger.warning("A ref_model was given, but no configured loss uses one; it is ignored.")
+            return None
+        if ref_model is not None:
+            return ref_model
+        if self.reference_mode(model, peft_config) == REFERENCE_ADAPTERS_OFF:
+            self._reference_is_base_model = True
+            return None
+        return self._frozen_copy(model, args)
+
+    def _finish_setup(self, args: UnlearningConfig, ref_model: torch.nn.Module | None) -> None:
+        """After transformers' Trainer is built: callbacks, trainable parameters, the losses' state, the reference."""
         # Our losses average per example; the Trainer must divide by the accumulation steps itself.
         self.model_accepts_loss_kwargs = False
         for callback in self.callback_handler.callbacks:
             self._bind_callback(callback)
         if args.trainable_parameters is not None:
             self._freeze_all_but(args.trainable_parameters)
-        self._output_hidden_states = any(loss.needs_hidden_states for loss in losses)
-        for loss in losses:
+        self._output_hidden_states = any(loss.needs_hidden_states for loss in self._active_losses)
+        for loss in self._active_losses:
             loss.setup(self.model, args.seed)
         self.ref_model = self._prepare_ref_model(ref_model) if ref_model is not None else None
         self._nonfinite_micro_steps = torch.zeros((), device=args.device)
@@ -317,7 +376,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         """The [`LossContext`] of a batch: lazily computed, cached model and reference outputs."""
         needs_ref = self.ref_model is not None or self._reference_is_base_model
         reference = (lambda batch: self._reference_forward(model, batch)) if needs_ref else None
-        return LossContext(
+        return self.loss_context_class(
             model,
             inputs,
             reference,
@@ -336,11 +395,18 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             retain = self.retain_loss_fn(ctx)
             loss = loss + self.args.alpha * retain
             self._record("loss/retain", retain)
+        self._record_context_metrics(ctx)
         return (loss, {}) if return_outputs else loss
 
     def _record(self, key: str, value: torch.Tensor) -> None:
         mode = "train" if self.model.training else "eval"
         self._metrics[mode][key].append(self.accelerator.reduce(value.detach().float(), reduction="mean").item())
+
+    def _record_context_metrics(self, ctx: LossContext) -> None:
+        """Log what the losses reported on this batch (`LossContext.log_metric`)."""
+        for key, value in ctx.metrics.items():
+            self._record(key, value)
+        ctx.metrics.clear()
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         # Batches hold one sub-batch per split; count the tokens of each.
@@ -464,6 +530,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
                 forget = self.forget_loss_fn(ctx)
             self.accelerator.backward(self.args.gamma * scale * forget)
             forget = forget.detach()
+            self._record_context_metrics(ctx)
             for split in inputs:  # free the forget activations before the retain forward
                 ctx.release(split)
             ctx = self.loss_context(model, inputs)
@@ -475,6 +542,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             with rectifier.retain_gradients():
                 self.accelerator.backward(scale * direction)
             retain = retain.detach()
+            self._record_context_metrics(ctx)
             del ctx, direction
         self._record("loss/forget", forget)
         loss = self.args.gamma * forget

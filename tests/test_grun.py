@@ -419,7 +419,8 @@ def test_npo_reference_is_the_unedited_model_without_copy(
     torch.testing.assert_close(reference, plain, atol=0, rtol=0)
     trainer.train()
     assert torch.isfinite(torch.tensor(trainer.state.log_history[-2]["loss"]))
-    assert args.forget_loss == "npo" and args.alpha == 1.0
+    assert trainer.args.forget_loss == "npo" and trainer.args.alpha == 1.0
+    assert args.forget_loss == "ga", "the caller's config is not changed"
 
 
 # ---------------------------------------------------------------------------------------------------- errors

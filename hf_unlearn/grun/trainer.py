@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -15,7 +16,7 @@ from transformers.utils import logging
 from ..config import UnlearningConfig
 from ..data import ColumnLayout
 from ..losses.base import ForgetLoss, LossContext, RetainLoss
-from ..trainer import UnlearningTrainer
+from ..trainer import REFERENCE_ADAPTERS_OFF, UnlearningTrainer
 from .config import GRUNConfig
 from .io import load_grun_weights_, save_grun_model
 from .model import GRUNModel, _num_layers, last_prompt_positions
@@ -49,7 +50,6 @@ class _WrappedLoss:
         self.needs_ref_model = inner.needs_ref_model
         self.needs_hidden_states = inner.needs_hidden_states
         self.needs_refusals = inner.needs_refusals
-        self.last_stats: dict[str, torch.Tensor] = {}
 
     def setup(self, model: torch.nn.Module, seed: int) -> None:
         self.inner.setup(model, seed)
@@ -80,7 +80,8 @@ class GatedForgetLoss(_WrappedLoss, ForgetLoss):
         split = "idk" if self.needs_refusals and not ctx.has_outputs("forget") else "forget"
         logits = ctx.gate_logits(split).float()
         bce = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-        self.last_stats = {"grun/gate_forget": torch.sigmoid(logits).mean().detach(), "grun/bce_forget": bce.detach()}
+        ctx.log_metric("grun/gate_forget", torch.sigmoid(logits).mean())
+        ctx.log_metric("grun/bce_forget", bce)
         return term + 0.5 * self.gate_weight * bce
 
 
@@ -96,7 +97,8 @@ class GatedRetainLoss(_WrappedLoss, RetainLoss):
         term = self.inner(ctx)
         logits = ctx.gate_logits("retain").float()
         bce = F.binary_cross_entropy_with_logits(logits, torch.zeros_like(logits))
-        self.last_stats = {"grun/gate_retain": torch.sigmoid(logits).mean().detach(), "grun/bce_retain": bce.detach()}
+        ctx.log_metric("grun/gate_retain", torch.sigmoid(logits).mean())
+        ctx.log_metric("grun/bce_retain", bce)
         return self.retain_weight * term + 0.5 * self.gate_weight * bce
 
 
@@ -147,6 +149,7 @@ class GRUNTrainer(UnlearningTrainer):
 
     _tag_names = ["trl", "hf-unlearn", "unlearning", "grun"]
     _name = "GRUN"
+    loss_context_class = GRUNLossContext
 
     def __init__(
         self,
@@ -176,7 +179,6 @@ class GRUNTrainer(UnlearningTrainer):
                 "Only the newest GRUN request may train, but other parameters (of the base model or an earlier "
                 "request) have requires_grad=True. GRUN keeps the base model frozen; freeze them first."
             )
-        config = model.grun_config
         if args is None:
             args = UnlearningConfig(output_dir="grun-unlearned", learning_rate=4e-3)
         elif not isinstance(args, UnlearningConfig):
@@ -188,15 +190,9 @@ class GRUNTrainer(UnlearningTrainer):
                     "(every row would be gated on its first token). Give question/answer, prompt/completion or "
                     "messages rows."
                 )
-        objective = _objective(config, _num_layers(model.model))
-        overridden = {key: value for key, value in objective.items() if getattr(args, key, None) not in (value, {})}
-        if overridden or args.gamma != 1.0 or args.alpha != 1.0:
-            logger.info(f"GRUN sets {sorted(overridden)} and gamma = alpha = 1 from its GRUNConfig.")
-        args.forget_loss = objective["forget_loss"]
-        args.forget_loss_kwargs = objective["forget_loss_kwargs"]
-        args.retain_loss = objective["retain_loss"]
-        args.retain_loss_kwargs = objective.get("retain_loss_kwargs", {})
-        args.gamma, args.alpha = 1.0, 1.0
+        #: The configuration of the request being trained (its objective, weights and edits).
+        self.grun_config: GRUNConfig = model.grun_config
+        self._grun_num_layers = _num_layers(model.model)
         super().__init__(
             model=model,
             args=args,
@@ -207,10 +203,36 @@ class GRUNTrainer(UnlearningTrainer):
             optimizers=optimizers,
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         )
-        self._reference_is_base_model = self.forget_loss_fn.needs_ref_model or self.retain_loss_fn.needs_ref_model
-        self.forget_loss_fn = GatedForgetLoss(self.forget_loss_fn, config.gate_weight, config.forget_weight)
-        self.retain_loss_fn = GatedRetainLoss(self.retain_loss_fn, config.retain_weight, config.gate_weight)
         self._check_parallelism_supported()
+
+    # ------------------------------------------------------------------ UnlearningTrainer's extension points
+    def prepare_args(self, args: UnlearningConfig) -> UnlearningConfig:
+        """A copy of `args` whose objective fields are the GRUN request's (so that `unlearning.json` records what
+        ran); the caller's config is left as it was."""
+        objective = _objective(self.grun_config, self._grun_num_layers)
+        overridden = {key: value for key, value in objective.items() if getattr(args, key, None) not in (value, {})}
+        if overridden or args.gamma != 1.0 or args.alpha != 1.0:
+            logger.info(f"GRUN sets {sorted(overridden)} and gamma = alpha = 1 from its GRUNConfig.")
+        args = copy.copy(args)
+        args.forget_loss = objective["forget_loss"]
+        args.forget_loss_kwargs = objective["forget_loss_kwargs"]
+        args.retain_loss = objective["retain_loss"]
+        args.retain_loss_kwargs = objective.get("retain_loss_kwargs", {})
+        args.gamma, args.alpha = 1.0, 1.0
+        return args
+
+    def build_losses(self, args: UnlearningConfig) -> tuple[ForgetLoss, RetainLoss]:
+        """The registered losses of the request, wrapped with their GRUN weights and gate terms."""
+        forget, retain = super().build_losses(args)
+        config = self.grun_config
+        return (
+            GatedForgetLoss(forget, config.gate_weight, config.forget_weight),
+            GatedRetainLoss(retain, config.retain_weight, config.gate_weight),
+        )
+
+    def reference_mode(self, model: torch.nn.Module, peft_config: Any | None) -> str:
+        """NPO's and RMU's reference: the same GRUN model with its edits switched off (no copy)."""
+        return REFERENCE_ADAPTERS_OFF
 
     def _check_parallelism_supported(self) -> None:
         # Under FSDP / DeepSpeed the Trainer saves through their state-dict paths, which would skip `_save` and lose
@@ -221,37 +243,6 @@ class GRUNTrainer(UnlearningTrainer):
                 "thousand parameters beside a frozen model, so launch with a DDP config (e.g. "
                 "examples/accelerate/multi_gpu.yaml), where every GPU holds the frozen model."
             )
-
-    def _frozen_copy(self, model: torch.nn.Module, args: UnlearningConfig) -> None:
-        # The reference is the same GRUN model with its edits switched off (`disable_adapter`), set up in __init__.
-        return None
-
-    def loss_context(self, model: torch.nn.Module, inputs: Mapping[str, Mapping[str, torch.Tensor]]) -> LossContext:
-        needs_ref = self.ref_model is not None or self._reference_is_base_model
-        reference = (lambda batch: self._reference_forward(model, batch)) if needs_ref else None
-        return GRUNLossContext(
-            model,
-            inputs,
-            reference,
-            output_hidden_states=self._output_hidden_states,
-            token_average=self.args.token_average,
-        )
-
-    def _record_gate_stats(self) -> None:
-        for loss in (self.forget_loss_fn, self.retain_loss_fn):
-            for key, value in loss.last_stats.items():
-                self._record(key, value)
-            loss.last_stats = {}
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        self._record_gate_stats()
-        return result
-
-    def _gru_training_step(self, model, inputs) -> torch.Tensor:
-        loss = super()._gru_training_step(model, inputs)
-        self._record_gate_stats()
-        return loss
 
     def unlearning_state(self) -> dict[str, Any]:
         state = super().unlearning_state()
