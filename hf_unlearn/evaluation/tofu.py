@@ -7,8 +7,9 @@ against a retain model evaluated by us or by others.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from .model_io import (
     resolve_pad_token_id,
 )
 
-__all__ = ["TOFUEvaluator", "evaluate_tofu_model", "tofu_split_config"]
+__all__ = ["TOFUEvaluator", "evaluate_tofu_model", "prompt_aware", "run_tofu_evaluation", "tofu_split_config"]
 
 # The splits whose "paraphrased" answer is the answer itself (TOFU scores the answer there).
 _OPTION_SPLITS = ("real_authors", "world_facts")
@@ -396,6 +397,34 @@ class TOFUEvaluator:
         return log
 
 
+def prompt_aware(model: torch.nn.Module, prompts: Iterable[Sequence[int]]) -> contextlib.AbstractContextManager:
+    """``model.known_prompts(prompts)`` for a model that edits only known prompts (it has ``known_prompts``, as
+    :class:`hf_unlearn.grun.GRUNModel`: a teacher-forced pass without labels must tell it where each prompt ends),
+    a context that does nothing for any other model."""
+    known_prompts = getattr(model, "known_prompts", None)
+    return known_prompts(list(prompts)) if callable(known_prompts) else contextlib.nullcontext()
+
+
+def run_tofu_evaluation(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    output_dir: str | Path | None = None,
+    retain_logs: str | Path | None = None,
+    **evaluator_kwargs: Any,
+) -> tuple[dict[str, Any], TOFUEvaluator]:
+    """Run :class:`TOFUEvaluator` on a model; returns ``(summary, evaluator)``.
+
+    A model that edits only known prompts (see :func:`prompt_aware`) is told every prompt of the evaluation for the
+    run, so that each scored sequence is edited at the end of its prompt. ``output_dir`` and ``retain_logs`` are as in
+    :meth:`TOFUEvaluator.evaluate`; ``evaluator_kwargs`` go to :class:`TOFUEvaluator`.
+    """
+    evaluator = TOFUEvaluator(model, tokenizer, **evaluator_kwargs)
+    prompts = [question.prompt_ids for questions in evaluator.questions.values() for question in questions]
+    with prompt_aware(model, prompts):
+        summary = evaluator.evaluate(output_dir=output_dir, retain_logs=retain_logs)
+    return summary, evaluator
+
+
 def evaluate_tofu_model(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -404,9 +433,5 @@ def evaluate_tofu_model(
     **evaluator_kwargs: Any,
 ) -> dict[str, Any]:
     """The TOFU summary of any model hf_unlearn produces: full, peft or GRUN (whose scoring must edit the last prompt
-    token, see `hf_unlearn.grun.evaluate_tofu`). `evaluator_kwargs` go to :class:`TOFUEvaluator`."""
-    if type(model).__module__.startswith("hf_unlearn.grun"):  # no pyreft import for other models
-        from ..grun import evaluate_tofu
-
-        return evaluate_tofu(model, tokenizer, output_dir=output_dir, retain_logs=retain_logs, **evaluator_kwargs)[0]
-    return TOFUEvaluator(model, tokenizer, **evaluator_kwargs).evaluate(output_dir=output_dir, retain_logs=retain_logs)
+    token: see :func:`run_tofu_evaluation`). `evaluator_kwargs` go to :class:`TOFUEvaluator`."""
+    return run_tofu_evaluation(model, tokenizer, output_dir=output_dir, retain_logs=retain_logs, **evaluator_kwargs)[0]

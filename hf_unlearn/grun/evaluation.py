@@ -7,8 +7,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from ..evaluation.tofu import TOFUEvaluator
+from ..evaluation.tofu import TOFUEvaluator, run_tofu_evaluation
 from .model import GRUNModel
+
+__all__ = ["evaluate_tofu"]
 
 
 def evaluate_tofu(
@@ -22,7 +24,9 @@ def evaluate_tofu(
 
     The evaluator scores prompt + answer sequences without labels, so the model alone cannot tell where the prompt
     ends; every prompt of the evaluation is registered with [`GRUNModel.known_prompts`] for the run, and each scored
-    sequence is edited at the end of its prompt. Generation needs nothing: the prompt is the whole input.
+    sequence is edited at the end of its prompt. Generation needs nothing: the prompt is the whole input. This is
+    [`~hf_unlearn.evaluation.tofu.run_tofu_evaluation`], which does the same for any model with `known_prompts`,
+    restricted to GRUN models.
 
     Args:
         model: the GRUN model.
@@ -32,8 +36,4 @@ def evaluate_tofu(
     """
     if not isinstance(model, GRUNModel):
         raise TypeError(f"evaluate_tofu expects a GRUNModel, got {type(model).__name__}; use TOFUEvaluator directly.")
-    evaluator = TOFUEvaluator(model, tokenizer, **evaluator_kwargs)
-    prompts = [question.prompt_ids for questions in evaluator.questions.values() for question in questions]
-    with model.known_prompts(prompts):
-        summary = evaluator.evaluate(output_dir=output_dir, retain_logs=retain_logs)
-    return summary, evaluator
+    return run_tofu_evaluation(model, tokenizer, output_dir=output_dir, retain_logs=retain_logs, **evaluator_kwargs)
