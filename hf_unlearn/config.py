@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,7 @@ import torch
 from trl import SFTConfig
 
 from .data.formatting import DEFAULT_DATE_STRING
+from .io import parse_json_object
 
 #: Values of `UnlearningConfig.token_average` (see `hf_unlearn.losses.base.TOKEN_AVERAGES`).
 TOKEN_AVERAGES = ("batch", "answer")
@@ -21,20 +21,6 @@ def _bf16_supported() -> bool:
         return torch.cuda.is_bf16_supported()
     xpu = getattr(torch, "xpu", None)
     return bool(xpu is not None and xpu.is_available())
-
-
-def _parse_kwargs(name: str, value: Any) -> dict[str, Any]:
-    """Accept a dict or a JSON string (from the command line)."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"`{name}` must be a dict or a JSON object string, got {value!r}: {err.msg}.") from err
-    if not isinstance(value, dict):
-        raise ValueError(f"`{name}` must be a dict of hyperparameters, got {type(value).__name__}.")
-    return dict(value)
 
 
 @dataclass
@@ -151,8 +137,8 @@ class UnlearningConfig(SFTConfig):
                 "bf16=True was requested, but this machine has no bf16-capable accelerator (no CUDA GPU with bf16 "
                 "support or XPU found). Set bf16=False to train in float32, or use_cpu=True for CPU bf16 autocast."
             )
-        self.forget_loss_kwargs = _parse_kwargs("forget_loss_kwargs", self.forget_loss_kwargs)
-        self.retain_loss_kwargs = _parse_kwargs("retain_loss_kwargs", self.retain_loss_kwargs)
+        self.forget_loss_kwargs = parse_json_object("forget_loss_kwargs", self.forget_loss_kwargs)
+        self.retain_loss_kwargs = parse_json_object("retain_loss_kwargs", self.retain_loss_kwargs)
         if self.remove_unused_columns:
             raise ValueError(
                 "remove_unused_columns=True would strip the forget/retain columns the trainer batches; leave it False."
@@ -173,7 +159,10 @@ class UnlearningConfig(SFTConfig):
                     f"{self.trainable_parameters!r}: {err}."
                 ) from err
         # The trainer tokenizes forget/retain data itself, so trl's dataset preparation must be skipped.
-        self.dataset_kwargs = {**_parse_kwargs("dataset_kwargs", self.dataset_kwargs), "skip_prepare_dataset": True}
+        self.dataset_kwargs = {
+            **parse_json_object("dataset_kwargs", self.dataset_kwargs),
+            "skip_prepare_dataset": True,
+        }
         # Pinned memory only helps copies to an accelerator; without one torch warns on every DataLoader.
         if self.dataloader_pin_memory and (self.use_cpu or not _accelerator_available()):
             self.dataloader_pin_memory = False

@@ -31,3 +31,18 @@ def write_text_atomic(path: str | Path, text: str, mode: int = 0o644) -> Path:
 def write_json_atomic(path: str | Path, data: Any, indent: int | None = 2) -> Path:
     """Write `data` as JSON (UTF-8, non-ASCII kept) to `path` atomically, see [`write_text_atomic`]."""
     return write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def parse_json_object(name: str, value: Any) -> dict[str, Any]:
+    """A dict given as a dict, a JSON object string (from a command line or recipe) or None (empty); anything else
+    raises a ValueError that names the option."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"`{name}` must be a dict or a JSON object string, got {value!r}: {err.msg}.") from err
+    if not isinstance(value, dict):
+        raise ValueError(f"`{name}` must be a dict of hyperparameters, got {type(value).__name__}.")
+    return dict(value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
 import os
 import re
@@ -25,25 +24,19 @@ from .gru import GradientRectifier, all_reduce_mean_, all_reduce_sum_, stats_to_
 from .hub.trainer_mixin import HubTrainerMixin
 from .io import write_json_atomic
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
+from .reference import (
+    REFERENCE_ADAPTERS_OFF,
+    default_reference_mode,
+    freeze,
+    frozen_copy,
+    is_peft_model,
+)
 
 logger = logging.get_logger(__name__)
 
-#: `UnlearningTrainer.reference_mode` values: the same model with adapters (peft) or edits (GRUN) off, or a copy.
-REFERENCE_ADAPTERS_OFF = "adapters_off"
-REFERENCE_FROZEN_COPY = "frozen_copy"
-#: The prompt refusal answers are encoded after (only the answer's tokens are kept).
-REFUSAL_PROBE_PROMPT = [{"role": "user", "content": "?"}]
 
 UNLEARNING_STATE_FILE = constants.UNLEARNING_STATE_FILE
 LOSS_STATE_FILE = constants.LOSS_STATE_FILE
-
-
-def _is_peft_model(model: Any) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # peft is a dependency, but stay importable without it
-        return False
-    return isinstance(model, PeftModel)
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -174,9 +167,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         """How a loss that reads the model before unlearning gets it, when no `ref_model` is given:
         `REFERENCE_ADAPTERS_OFF` (the same model with its adapters switched off, no copy: peft) or
         `REFERENCE_FROZEN_COPY` (a frozen deep copy)."""
-        if peft_config is not None or _is_peft_model(model):
-            return REFERENCE_ADAPTERS_OFF
-        return REFERENCE_FROZEN_COPY
+        return default_reference_mode(model, peft_config)
 
     # ------------------------------------------------------------------ construction steps
     @staticmethod
@@ -268,8 +259,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             retain_data = prepare_dataset(retain_dataset, self.encoder, name="retain dataset", **prep)
         refusal_ids = None
         if any(loss.needs_refusals for loss in self._active_losses):
-            refusals = load_refusal_answers(args.refusal_answers_file)
-            refusal_ids = [self.encoder.encode_answer(REFUSAL_PROBE_PROMPT, text) for text in refusals]
+            refusal_ids = self.encoder.encode_refusals(load_refusal_answers(args.refusal_answers_file))
         return forget_data, retain_data, refusal_ids
 
     def _choose_reference(
@@ -333,26 +323,15 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
     # ------------------------------------------------------------------ reference model
     @staticmethod
     def _frozen_copy(model: torch.nn.Module, args: UnlearningConfig) -> torch.nn.Module:
-        how = (
-            f"The {args.forget_loss!r}/{args.retain_loss!r} losses need a reference model. Pass "
-            "`ref_model=...`, or train a peft adapter (`peft_config=...`) so that the reference is the same model "
-            "with its adapter switched off."
+        return frozen_copy(
+            model,
+            f"The {args.forget_loss!r}/{args.retain_loss!r} losses need a reference model. Pass `ref_model=...`, or "
+            "train a peft adapter (`peft_config=...`) so that the reference is the same model with its adapter "
+            "switched off.",
         )
-        if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
-            raise ValueError(f"A quantized model cannot be copied to serve as the frozen reference. {how}")
-        try:
-            ref = copy.deepcopy(model)
-        except Exception as err:  # noqa: BLE001  (any copy failure gets the same advice)
-            raise ValueError(f"The model could not be copied to build the frozen reference ({err}). {how}") from err
-        ref.eval()
-        for param in ref.parameters():
-            param.requires_grad_(False)
-        return ref
 
     def _prepare_ref_model(self, ref_model: torch.nn.Module) -> torch.nn.Module:
-        ref_model.eval()
-        for param in ref_model.parameters():
-            param.requires_grad_(False)
+        freeze(ref_model)
         if self.is_deepspeed_enabled:
             from trl.models.utils import prepare_deepspeed
 
@@ -636,7 +615,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             "alpha": self.args.alpha,
             "learning_rate": self.args.learning_rate,
             "seed": self.args.seed,
-            "peft": _is_peft_model(self.accelerator.unwrap_model(self.model)),
+            "peft": is_peft_model(self.accelerator.unwrap_model(self.model)),
             "rectification": self.args.rectification,
             "trainable_parameters": self.args.trainable_parameters,
         }

@@ -24,7 +24,6 @@ Only trainable parameters (`requires_grad`) take part, so with a peft model the 
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -38,6 +37,7 @@ from tqdm.auto import tqdm
 
 from ..losses import ForgetLoss, LossContext, RetainLoss, get_loss
 from ..losses.base import IGNORE_INDEX, TOKEN_AVERAGES, UnlearningLoss, mean_nll
+from ..reference import REFERENCE_ADAPTERS_OFF, default_reference_mode, freeze, frozen_copy
 
 __all__ = [
     "GEffect",
@@ -290,9 +290,7 @@ def build_geffect_batch(
         pairs = list(zip(encoded[PROMPT_IDS], encoded[ANSWER_IDS]))
         batch[split] = pad_examples(pairs, tokenizer.pad_token_id)
         if split == "forget" and refusals:
-            answers = load_refusal_answers()
-            probe = [{"role": "user", "content": "?"}]
-            refusal_ids = [encoder.encode_answer(probe, text) for text in answers]
+            refusal_ids = encoder.encode_refusals(load_refusal_answers())
             idk = []
             for row, (prompt, _) in enumerate(pairs):
                 answer = refusal_ids[int(rng.integers(len(refusal_ids)))]
@@ -302,33 +300,22 @@ def build_geffect_batch(
 
 
 # ---------------------------------------------------------------------------------------------- reference model
-def _is_peft(model: torch.nn.Module) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:
-        return False
-    return isinstance(model, PeftModel)
-
-
-def reference_forward_for(
+def reference_for(
     model: torch.nn.Module, ref_model: torch.nn.Module | None, output_hidden_states: bool = False
-) -> Callable[[Mapping[str, torch.Tensor]], Any]:
-    """A reference forward for `LossContext`: `ref_model` if given; for a peft model the same model with its
-    adapters disabled (no copy); otherwise a frozen deep copy of `model`, made once, here (so theta = ref)."""
+) -> tuple[Callable[[Mapping[str, torch.Tensor]], Any], torch.nn.Module]:
+    """A reference forward for `LossContext` and the module it runs, by the trainer's policy
+    (`hf_unlearn.reference`): `ref_model` if given; for a peft model the same model with its adapters disabled (no
+    copy); otherwise a frozen deep copy of `model`, made once, here (so theta = ref)."""
     kwargs = {"output_hidden_states": output_hidden_states, "use_cache": False}
-    if ref_model is None and _is_peft(model):
+    if ref_model is None and default_reference_mode(model) == REFERENCE_ADAPTERS_OFF:
 
         def adapter_off(inputs: Mapping[str, torch.Tensor]) -> Any:
             with model.disable_adapter():
                 return model(**inputs, **kwargs)
 
-        return adapter_off
-    if ref_model is None:
-        ref_model = copy.deepcopy(model)
-    ref_model.eval()
-    for param in ref_model.parameters():
-        param.requires_grad_(False)
-    return lambda inputs: ref_model(**inputs, **kwargs)
+        return adapter_off, model
+    ref_model = frozen_copy(model, "Pass ref_model=...") if ref_model is None else freeze(ref_model)
+    return (lambda inputs: ref_model(**inputs, **kwargs)), ref_model
 
 
 # ---------------------------------------------------------------------------------------------- computation
@@ -491,11 +478,18 @@ def compute_g_effect(
     output_hidden_states = any(loss.needs_hidden_states for loss in losses)
     if loss_context_fn is None:
         needs_ref = any(loss.needs_ref_model for loss in losses)
-        reference = reference_forward_for(model, ref_model, output_hidden_states) if needs_ref else None
+        reference, reference_module = (
+            reference_for(model, ref_model, output_hidden_states) if needs_ref else (None, None)
+        )
 
         def loss_context_fn(m: torch.nn.Module, batch: Mapping[str, Batch]) -> LossContext:
             return LossContext(
-                m, batch, reference, output_hidden_states=output_hidden_states, token_average=token_average
+                m,
+                batch,
+                reference,
+                output_hidden_states=output_hidden_states,
+                token_average=token_average,
+                reference_module=reference_module,
             )
 
     chunk = batch_size or max(n_forget, n_retain)

@@ -15,7 +15,6 @@ a reference model use --ref-model, else the adapter-disabled model (peft) or a c
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
-def _json_arg(name: str, value: str | None) -> dict[str, Any]:
-    if value is None:
-        return {}
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{name} must be a JSON object, got {value!r}: {err.msg}.") from err
-    if not isinstance(parsed, dict):
-        raise ValueError(f"{name} must be a JSON object, got {value!r}.")
-    return parsed
-
-
 def _load_model(path: str, dtype: Any, device: str) -> Any:
     """A causal LM, or a peft adapter on its base model with the adapter parameters trainable."""
     from transformers import AutoModelForCausalLM
@@ -93,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..analysis import build_geffect_batch, compute_g_effect, plot_geffect_groups, resolve_objective
     from ..data import load_tofu
+    from ..io import parse_json_object
 
-    objective_kwargs = _json_arg("--objective-kwargs", args.objective_kwargs)
+    objective_kwargs = parse_json_object("--objective-kwargs", args.objective_kwargs)
     objective = resolve_objective(args.objective, objective_kwargs)  # fail on a bad name before loading anything
-    retain_kwargs = _json_arg("--retain-loss-kwargs", args.retain_loss_kwargs)
+    retain_kwargs = parse_json_object("--retain-loss-kwargs", args.retain_loss_kwargs)
     if args.retain_loss is not None:
         resolve_objective(args.retain_loss, retain_kwargs, "retain")
     if args.num_samples < 1:

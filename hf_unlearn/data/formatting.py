@@ -28,6 +28,9 @@ DEFAULT_DATE_STRING = "10 Apr 2025"
 
 Messages = list[dict[str, str]]
 
+#: The prompt refusal answers are encoded after: only the answer's tokens are kept, to follow any forget prompt.
+REFUSAL_PROBE_PROMPT: Messages = [{"role": "user", "content": "?"}]
+
 
 @dataclass(frozen=True)
 class ColumnLayout:
@@ -158,6 +161,10 @@ class PromptEncoder:
                 "cannot be located. Use a template whose generation prompt is a prefix of the full conversation."
             )
         return full_ids[len(prompt_ids) :]
+
+    def encode_refusals(self, answers: Sequence[str]) -> list[list[int]]:
+        """Token ids of refusal answers as they follow a forget prompt (a neutral probe prompt locates them)."""
+        return [self.encode_answer(REFUSAL_PROBE_PROMPT, text) for text in answers]
 
     def encode(self, prompt: Messages | str, answer: str) -> tuple[list[int], list[int]]:
         prompt_ids = self.encode_prompt(prompt)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from ..io import parse_json_object
 
 GATES = ("linear", "mlp")
 POSITIONS = ("last_prompt_token",)
@@ -123,9 +124,7 @@ class GRUNConfig:
         self.gate_weight = float(self.gate_weight)
         self.forget_weight = float(self.forget_weight)
         self.retain_weight = float(self.retain_weight)
-        if isinstance(self.forget_loss_kwargs, str):
-            self.forget_loss_kwargs = json.loads(self.forget_loss_kwargs)
-        self.forget_loss_kwargs = dict(self.forget_loss_kwargs or {})
+        self.forget_loss_kwargs = parse_json_object("GRUNConfig.forget_loss_kwargs", self.forget_loss_kwargs)
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GRUNConfig.dropout must be in [0, 1), got {self.dropout}.")
         if self.dtype not in DTYPES:

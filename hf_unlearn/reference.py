@@ -1,0 +1,55 @@
+"""The reference model ("the model before unlearning") that NPO, DPO, KL, TNPO, UNDIAL and embed_diff read: one
+policy for the trainer and the G-effect analysis.
+
+With no reference given: a peft model (or a GRUN model) is its own reference with its adapters (edits) switched off, so
+no copy is made; any other model is deep-copied once and frozen.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+#: The same model with its adapters (peft) or edits (GRUN) switched off: no copy.
+REFERENCE_ADAPTERS_OFF = "adapters_off"
+#: A frozen deep copy of the model, made before training.
+REFERENCE_FROZEN_COPY = "frozen_copy"
+
+
+def is_peft_model(model: Any) -> bool:
+    try:
+        from peft import PeftModel
+    except ImportError:  # peft is a dependency, but stay importable without it
+        return False
+    return isinstance(model, PeftModel)
+
+
+def default_reference_mode(model: torch.nn.Module, peft_config: Any | None = None) -> str:
+    """`REFERENCE_ADAPTERS_OFF` for a peft model (or one that will get `peft_config`), else `REFERENCE_FROZEN_COPY`."""
+    if peft_config is not None or is_peft_model(model):
+        return REFERENCE_ADAPTERS_OFF
+    return REFERENCE_FROZEN_COPY
+
+
+def freeze(model: torch.nn.Module) -> torch.nn.Module:
+    """Evaluation mode and no gradients, in place; returns the model."""
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def frozen_copy(model: torch.nn.Module, how_to_avoid: str = "") -> torch.nn.Module:
+    """A frozen deep copy of `model`; a model that cannot be copied (quantized, or failing to) raises a ValueError
+    that ends with `how_to_avoid`."""
+    if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
+        raise ValueError(f"A quantized model cannot be copied to serve as the frozen reference. {how_to_avoid}")
+    try:
+        reference = copy.deepcopy(model)
+    except Exception as err:  # noqa: BLE001  (any copy failure gets the same advice)
+        raise ValueError(
+            f"The model could not be copied to build the frozen reference ({err}). {how_to_avoid}"
+        ) from err
+    return freeze(reference)
