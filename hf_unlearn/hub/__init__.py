@@ -15,32 +15,41 @@ from .card import (
     TOFU_METRICS,
     Paper,
     build_model_card,
-    detect_model_kind,
     eval_results_from_summary,
     find_eval_summary,
     load_eval_summary,
+    render_model_card,
     write_model_card,
 )
 from .errors import HubAuthenticationError, HubError, HubNetworkError, HubServerError
+from .facts import CardFacts, gather_card_facts
+from .formats import MODEL_FORMATS, ModelFormat, detect_model_format, detect_model_kind, get_model_format
 from .loading import load_unlearned, resolve_model_folder
 from .push import files_to_push, push_unlearned
 
 __all__ = [
+    "MODEL_FORMATS",
     "PAPERS",
     "TOFU_METRICS",
     "HubAuthenticationError",
     "HubError",
     "HubNetworkError",
     "HubServerError",
+    "CardFacts",
+    "ModelFormat",
     "Paper",
     "build_model_card",
+    "detect_model_format",
     "detect_model_kind",
     "eval_results_from_summary",
     "files_to_push",
     "find_eval_summary",
+    "gather_card_facts",
+    "get_model_format",
     "load_eval_summary",
     "load_unlearned",
     "push_unlearned",
+    "render_model_card",
     "resolve_model_folder",
     "write_model_card",
 ]

@@ -6,18 +6,19 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import snapshot_download
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
-from .card import ADAPTER_CONFIG_FILE, GRUN_CONFIG_FILE, detect_model_kind, read_base_model
+from ..constants import PICKLE_SUFFIXES
 from .errors import hub_errors
+from .formats import detect_model_format, read_base_model
 
 __all__ = ["load_unlearned", "resolve_model_folder"]
 
 logger = logging.get_logger(__name__)
 
 # Never downloaded: pickles (weights are read from safetensors only) and code (remote code never runs).
-_IGNORED_DOWNLOADS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.pickle", "*.msgpack", "*.h5", "*.py"]
+_IGNORED_DOWNLOADS = [f"*{suffix}" for suffix in PICKLE_SUFFIXES] + ["*.msgpack", "*.h5", "*.py"]
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -78,11 +79,11 @@ def load_unlearned(
     model, tokenizer = load_unlearned("me/llama-tofu-npo")
     ```
 
-    What is loaded depends on the files: `grun_config.json` attaches GRUN modules to the base model
-    (`hf_unlearn.grun.load_grun_model`), `adapter_config.json` loads a peft adapter onto it, otherwise `config.json`
-    and safetensors weights are loaded as a full model. The base model is `base_model` when given, else the one the
-    adapter or GRUN config records (`base_model_name_or_path`). The tokenizer comes from the model's folder when it
-    has one, else from the base model.
+    What is loaded depends on the files (`hf_unlearn.hub.formats.MODEL_FORMATS`): `grun_config.json` attaches GRUN
+    modules to the base model (`hf_unlearn.grun.load_grun_model`), `adapter_config.json` loads a peft adapter onto
+    it, otherwise `config.json` and safetensors weights are loaded as a full model. The base model is `base_model`
+    when given, else the one the adapter or GRUN config records (`base_model_name_or_path`). The tokenizer comes from
+    the model's folder when it has one, else from the base model.
 
     Remote code is never run (`trust_remote_code=False` is always passed; asking for it is an error) and weights are
     read from safetensors only (`use_safetensors=True` unless given otherwise for the base model).
@@ -110,15 +111,14 @@ def load_unlearned(
     folder = resolve_model_folder(
         repo_id_or_path, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint
     )
-    kind = detect_model_kind(folder)
+    model_format = detect_model_format(folder)
     base_source: str | None = None
-    if kind != "full":
-        base_source = str(base_model) if base_model is not None else read_base_model(folder, kind)
+    if model_format.needs_base_model:
+        base_source = str(base_model) if base_model is not None else read_base_model(folder, model_format.kind)
         if not base_source:
-            marker = GRUN_CONFIG_FILE if kind == "grun" else ADAPTER_CONFIG_FILE
             raise ValueError(
-                f"{repo_id_or_path} holds {'GRUN modules' if kind == 'grun' else 'a peft adapter'} but its {marker} "
-                "records no base model (base_model_name_or_path): pass `base_model=`."
+                f"{repo_id_or_path} holds {model_format.noun} but its {model_format.marker_file} records no base "
+                "model (base_model_name_or_path): pass `base_model=`."
             )
     if _has_tokenizer(folder):
         tokenizer_source: str | Path = folder
@@ -135,23 +135,7 @@ def load_unlearned(
         hub_kwargs["token"] = token
         from_pretrained_kwargs.setdefault("token", token)
 
-    if kind == "full":
-        model = AutoModelForCausalLM.from_pretrained(folder, **from_pretrained_kwargs)
-    else:
-        base = AutoModelForCausalLM.from_pretrained(base_source, **from_pretrained_kwargs)
-        if kind == "grun":
-            try:
-                from hf_unlearn.grun import load_grun_model
-            except ImportError as err:
-                raise ImportError(
-                    f"{repo_id_or_path} holds GRUN modules; loading them needs hf_unlearn.grun and pyreft "
-                    "(`pip install 'hf-unlearn[grun]'`)."
-                ) from err
-            model = load_grun_model(base, str(folder))
-        else:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(base, str(folder))
+    model = model_format.load(folder, base_source, source=str(repo_id_or_path), **from_pretrained_kwargs)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, **hub_kwargs)
     model.eval()
     return model, tokenizer

@@ -11,8 +11,10 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 from transformers.utils import logging
 
 from .. import constants
-from .card import build_model_card, detect_model_kind, load_unlearning_state
+from .card import build_model_card
 from .errors import HubAuthenticationError, hub_errors, redact
+from .folder import load_unlearning_state
+from .formats import ModelFormat, detect_model_format
 
 __all__ = ["PICKLE_SUFFIXES", "files_to_push", "push_unlearned"]
 
@@ -45,18 +47,15 @@ def files_to_push(folder: str | Path) -> list[str]:
     return selected
 
 
-def _check_weights(folder: Path, kind: str, files: list[str]) -> None:
+def _check_weights(folder: Path, model_format: ModelFormat, files: list[str]) -> None:
     """Refuse to publish a model whose weights are not in safetensors."""
     if any(name.endswith(".safetensors") for name in files):
         return
     pickles = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
-    how = {
-        "peft": "model.save_pretrained(folder)  # peft saves adapter_model.safetensors by default",
-        "full": "model.save_pretrained(folder)  # transformers saves model.safetensors",
-        "grun": "save the GRUN modules again with hf_unlearn.grun (safetensors)",
-    }[kind]
     found = f" It has only pickle files ({', '.join(pickles)}), which are never published." if pickles else ""
-    raise ValueError(f"{folder} holds no safetensors weights to publish.{found} Re-save the model: {how}.")
+    raise ValueError(
+        f"{folder} holds no safetensors weights to publish.{found} Re-save the model: {model_format.resave}."
+    )
 
 
 def push_unlearned(
@@ -111,9 +110,9 @@ def push_unlearned(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Model folder {folder} does not exist.")
-    kind = detect_model_kind(folder)
+    model_format = detect_model_format(folder)
     files = files_to_push(folder)
-    _check_weights(folder, kind, files)
+    _check_weights(folder, model_format, files)
     if state is None:
         state = load_unlearning_state(folder)
     if state is None:
@@ -123,7 +122,7 @@ def push_unlearned(
         )
     card_args = dict(
         state=state,
-        kind=kind,
+        kind=model_format.kind,
         base_model=base_model,
         forget_data=forget_data,
         eval_results=eval_results,

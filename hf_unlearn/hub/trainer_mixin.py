@@ -40,10 +40,10 @@ class HubTrainerMixin:
         if not self.is_world_process_zero():
             return
         from .card import build_model_card, write_model_card
+        from .formats import model_format_of_state
 
         card_args = self._card_kwargs(model_name, card_kwargs)
-        state = card_args["state"]
-        kind = "grun" if state.get("method") == "grun" else "peft" if state.get("peft") else "full"
+        kind = model_format_of_state(card_args["state"]).kind
         card = build_model_card(kind=kind, repo_id=self.args.hub_model_id, **card_args)
         write_model_card(card, self.args.output_dir)
 

@@ -1,0 +1,306 @@
+"""The facts a model card states about an unlearned model, gathered from what lies beside it.
+
+`unlearning.json` (written by `UnlearningTrainer.save_model`, see `UnlearningTrainer.unlearning_state`), the format's
+marker file (`adapter_config.json` for peft, `grun_config.json` for GRUN: see `hf_unlearn.hub.formats`) and an
+evaluation's `summary.json` become one [`CardFacts`], which `hf_unlearn.hub.card` renders.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCardData
+
+from ..citations import Paper
+from .eval_summary import (
+    TOFU_DATASET_ID,
+    eval_results_from_summary,
+    find_eval_summary,
+    load_eval_summary,
+    summary_benchmark,
+)
+from .folder import load_unlearning_state
+from .formats import FULL, ModelFormat, detect_model_format, get_model_format, read_base_model
+from .papers import GRU_PAPER, MUSE_PAPER, TOFU_PAPER, loss_papers
+
+__all__ = ["BASE_TAGS", "CardFacts", "gather_card_facts", "is_hub_model_id", "method_rows", "papers_for"]
+
+#: Tags of every card.
+BASE_TAGS = ("hf-unlearn", "unlearning", "machine-unlearning")
+
+# A Hub repo id: "name" or "namespace/name" (letters, digits, "-", "_", "."), not a path.
+_REPO_ID_PATTERN = re.compile(r"^(?:[\w][\w.-]*/)?[\w][\w.-]*$")
+
+# Runs saved before `gru_projected` existed projected the forget term alone.
+_GRU_PROJECTION = {
+    "objective": "projects the whole objective's gradient against the retain NLL's moving-average gradient",
+    "forget": "projects the forget term's gradient against the retain loss's moving-average gradient",
+}
+
+# unlearning.json keys that have their own rows (or none); any other key gets a row of its own.
+_DESCRIBED_KEYS = {
+    "forget_loss", "forget_loss_kwargs", "retain_loss", "retain_loss_kwargs", "gamma", "alpha", "method",
+    "learning_rate", "seed", "peft", "rectification", "gru_ema", "gru_retain_weight", "gru_projected", "grun",
+}  # fmt: skip
+
+
+def is_hub_model_id(name: str | None) -> bool:
+    """Whether `name` can only be a Hub model id (`"org/name"` or `"name"`), not an existing local path."""
+    if not name or os.path.exists(name) or ".." in name:
+        return False
+    return bool(_REPO_ID_PATTERN.match(name))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the method
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _grun_requests(state: Mapping[str, Any] | None, grun_config: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The GRUN requests (a `GRUNConfig` dict each, oldest first), from `grun_config.json` or `unlearning.json`."""
+    requests = (grun_config or {}).get("requests") or (state or {}).get("grun") or []
+    return [dict(request) for request in requests if isinstance(request, Mapping)]
+
+
+def _cited_losses(state: Mapping[str, Any], requests: list[dict[str, Any]]) -> list[Any]:
+    """The losses the model was unlearned with: each request's forget loss, else the trainer's two losses."""
+    losses = [request.get("forget_loss") for request in requests]
+    return losses or [state.get("forget_loss"), state.get("retain_loss")]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_format_value(v)}" for k, v in value.items()) or "defaults"
+    return str(value)
+
+
+def _loss_cell(name: Any, kwargs: Any) -> str:
+    return f"`{name}`" + (f" ({_format_value(kwargs)})" if kwargs else "")
+
+
+def _grun_request_cell(request: Mapping[str, Any]) -> str:
+    layers = request.get("resolved_layers", request.get("layers"))
+    parts = [f"layers={layers}", f"rank={request.get('rank')}", f"gate={request.get('gate')}"]
+    parts.append(f"forget loss {_loss_cell(request.get('forget_loss'), request.get('forget_loss_kwargs'))}")
+    weights = (("forget_weight", "forget weight"), ("gate_weight", "gate weight"), ("retain_weight", "retain weight"))
+    for key, label in (*weights, ("dtype", "dtype")):
+        if request.get(key) is not None:
+            parts.append(f"{label}={_format_value(request[key])}")
+    return ", ".join(parts)
+
+
+def _gru_cell(state: Mapping[str, Any]) -> str:
+    return (
+        f"GRU ({_GRU_PROJECTION[state.get('gru_projected', 'forget')]}; "
+        f"ema={_format_value(state.get('gru_ema'))}, "
+        f"retain weight={_format_value(state.get('gru_retain_weight'))})"
+    )
+
+
+def method_rows(state: Mapping[str, Any] | None, grun_requests: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The card's method table, `(setting, value)` rows: GRUN's requests or the trainer's losses and weights, the
+    learning rate and seed, GRU, then every other recorded setting."""
+    rows: list[tuple[str, str]] = []
+    state = state or {}
+    for index, request in enumerate(grun_requests, start=1):
+        label = "GRUN" if len(grun_requests) == 1 else f"GRUN request {index}"
+        rows.append((label, _grun_request_cell(request)))
+    if state and not grun_requests:  # GRUN's own losses are per request, above
+        rows.append(("Forget loss", _loss_cell(state.get("forget_loss"), state.get("forget_loss_kwargs"))))
+        rows.append(("Retain loss", _loss_cell(state.get("retain_loss"), state.get("retain_loss_kwargs"))))
+        for key, label in (("gamma", "gamma (forget weight)"), ("alpha", "alpha (retain weight)")):
+            if state.get(key) is not None:
+                rows.append((label, _format_value(state[key])))
+    for key, label in (("learning_rate", "Learning rate"), ("seed", "Seed")):
+        if state.get(key) is not None:
+            rows.append((label, _format_value(state[key])))
+    if state.get("rectification") == "gru":
+        rows.append(("Gradient rectification", _gru_cell(state)))
+    for key in sorted(set(state) - _DESCRIBED_KEYS):
+        rows.append((key, _format_value(state[key])))
+    return rows
+
+
+def papers_for(
+    state: Mapping[str, Any] | None,
+    kind: str,
+    evaluated_on_tofu: bool = False,
+    grun_config: Mapping[str, Any] | None = None,
+    evaluated_on_muse: bool = False,
+) -> list[Paper]:
+    """The papers to cite for a method: its losses' (`UnlearningLoss.papers`, user losses included), GRU
+    rectification, the model format's (GRUN), and TOFU / MUSE when evaluated on them."""
+    state = state or {}
+    fmt = get_model_format(kind)
+    requests = _grun_requests(state, grun_config) if fmt.per_request else []
+    papers: list[Paper] = []
+    for loss in _cited_losses(state, requests):
+        papers.extend(loss_papers(loss))
+    if state.get("rectification") == "gru":
+        papers.append(GRU_PAPER)
+    papers.extend(fmt.papers)
+    if evaluated_on_tofu:
+        papers.append(TOFU_PAPER)
+    if evaluated_on_muse:
+        papers.append(MUSE_PAPER)
+    return list(dict.fromkeys(papers))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the facts
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CardFacts:
+    """What a model card states about an unlearned model (see [`gather_card_facts`])."""
+
+    #: The name in the card and `model-index`, and the repo the usage snippet loads.
+    model_name: str
+    repo_id: str
+    model_format: ModelFormat
+    #: The base model, as given or recorded: a Hub id or a local path (only a Hub id goes into the metadata).
+    base_model: str | None = None
+    #: `unlearning.json`: the unlearning settings, None when not recorded.
+    state: dict[str, Any] | None = None
+    grun_requests: list[dict[str, Any]] = field(default_factory=list)
+    #: The method table's `(setting, value)` rows: losses and hyperparameters, GRUN requests, GRU.
+    method_rows: list[tuple[str, str]] = field(default_factory=list)
+    #: The forget data: a Hub dataset (and configuration) when it is one, else the free text given.
+    forget_data: str | None = None
+    forget_dataset: str | None = None
+    forget_config: str | None = None
+    #: The evaluation summary, its benchmark ("tofu", "muse") and `model-index` entries.
+    summary: dict[str, Any] | None = None
+    benchmark: str | None = None
+    eval_results: list[EvalResult] = field(default_factory=list)
+    papers: list[Paper] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    license: str | None = None
+
+    @property
+    def hub_base_model(self) -> str | None:
+        """The base model when it is a Hub id (linked and in the metadata), else None."""
+        return self.base_model if is_hub_model_id(self.base_model) else None
+
+    @property
+    def load_call(self) -> str:
+        """The `load_unlearned(...)` call of the usage snippet (with a `base_model=` placeholder when the base model
+        is not on the Hub)."""
+        if self.base_model is None or not is_hub_model_id(self.base_model):
+            return f'load_unlearned("{self.repo_id}", base_model="<the base model: a Hub id or a local path>")'
+        return f'load_unlearned("{self.repo_id}")'
+
+    def card_data(self) -> ModelCardData:
+        """The card's metadata."""
+        return ModelCardData(
+            base_model=self.hub_base_model,
+            datasets=[self.forget_dataset] if self.forget_dataset else None,
+            library_name=self.model_format.library_name,
+            license=self.license,
+            model_name=self.model_name,
+            pipeline_tag="text-generation",
+            tags=self.tags,
+            eval_results=self.eval_results or None,
+        )
+
+
+def _forget_dataset(forget_data: str | None, summary: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    """The Hub dataset and configuration of the forget data: given as `"org/name[:config]"`, else TOFU's split
+    when a TOFU evaluation names one."""
+    if forget_data is None and summary and summary_benchmark(summary) == "tofu" and summary.get("split"):
+        return TOFU_DATASET_ID, str(summary["split"])
+    if forget_data:
+        dataset, _, config = forget_data.partition(":")
+        if "/" in dataset and is_hub_model_id(dataset):
+            return dataset, config or None
+    return None, None
+
+
+def _tags(
+    state: Mapping[str, Any] | None,
+    requests: list[dict[str, Any]],
+    model_format: ModelFormat,
+    extra: Iterable[str] | None,
+) -> list[str]:
+    tags = list(BASE_TAGS)
+    if requests:
+        tags.extend(str(request["forget_loss"]) for request in requests if request.get("forget_loss"))
+    elif state and state.get("forget_loss"):
+        tags.append(str(state["forget_loss"]))
+    if state and state.get("rectification") == "gru":
+        tags.append("gru")
+    if model_format.tag:
+        tags.append(model_format.tag)
+    tags.extend(extra or [])
+    return list(dict.fromkeys(tags))
+
+
+def gather_card_facts(
+    folder: str | Path | None = None,
+    *,
+    repo_id: str | None = None,
+    state: Mapping[str, Any] | None = None,
+    kind: str | None = None,
+    base_model: str | None = None,
+    forget_data: str | None = None,
+    eval_results: str | Path | Mapping[str, Any] | None = None,
+    model_name: str | None = None,
+    license: str | None = None,
+    tags: Iterable[str] | None = None,
+) -> CardFacts:
+    """The facts of an unlearned model's card, from its folder and what is given; the arguments are those of
+    [`~hf_unlearn.hub.build_model_card`]."""
+    folder = Path(folder) if folder is not None else None
+    if kind is not None:
+        model_format = get_model_format(kind)
+    else:
+        model_format = detect_model_format(folder) if folder is not None else get_model_format(FULL)
+    if state is None and folder is not None:
+        state = load_unlearning_state(folder)
+    state = dict(state) if state is not None else None
+    config = model_format.read_config(folder) if folder is not None and model_format.per_request else None
+    requests = _grun_requests(state, config) if model_format.per_request else []
+    if base_model is None and folder is not None:
+        base_model = read_base_model(folder, model_format.kind)
+    if eval_results is None and folder is not None:
+        eval_results = find_eval_summary(folder)
+    summary = None
+    if eval_results is not None:
+        summary = dict(eval_results) if isinstance(eval_results, Mapping) else load_eval_summary(eval_results)
+    benchmark = summary_benchmark(summary) if summary else None
+    forget_dataset, forget_config = _forget_dataset(forget_data, summary)
+
+    name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name if folder else "unlearned-model")
+    evaluated_on_tofu = benchmark == "tofu" or forget_dataset == TOFU_DATASET_ID
+    return CardFacts(
+        model_name=name,
+        repo_id=repo_id or name,
+        model_format=model_format,
+        base_model=base_model,
+        state=state,
+        grun_requests=requests,
+        method_rows=method_rows(state, requests),
+        forget_data=forget_data,
+        forget_dataset=forget_dataset,
+        forget_config=forget_config,
+        summary=summary,
+        benchmark=benchmark,
+        eval_results=eval_results_from_summary(summary) if summary else [],
+        papers=papers_for(
+            state,
+            model_format.kind,
+            evaluated_on_tofu=evaluated_on_tofu,
+            grun_config=config,
+            evaluated_on_muse=benchmark == "muse",
+        ),
+        tags=_tags(state, requests, model_format, tags),
+        license=license,
+    )
