@@ -16,11 +16,12 @@ __version__ = "0.2.0.dev0"
 _LAZY = {
     "UnlearningConfig": "hf_unlearn.config",
     "UnlearningTrainer": "hf_unlearn.trainer",
+    "create_trainer": "hf_unlearn.trainer",
 }
 
 if TYPE_CHECKING:
     from .config import UnlearningConfig
-    from .trainer import UnlearningTrainer
+    from .trainer import UnlearningTrainer, create_trainer
 
 
 def __getattr__(name: str) -> Any:
@@ -36,6 +37,7 @@ __all__ = [
     "RetainLoss",
     "UnlearningConfig",
     "UnlearningTrainer",
+    "create_trainer",
     "get_loss",
     "list_losses",
     "load_tofu",

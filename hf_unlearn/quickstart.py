@@ -159,22 +159,19 @@ def unlearn_copy(
 ) -> torch.nn.Module:
     """Unlearn with `method` on a copy of `target` (left unchanged) for `steps` x the method's step factor; returns
     the unlearned model (a `GRUNModel` for GRUN), saved with the tokenizer in `output_dir` if `save`."""
+    from .trainer import create_trainer
+
     model = copy.deepcopy(target)
     args = _unlearning_args(output_dir, method, steps, learning_rate, seed, progress)
+    grun_config = None
     if method.grun:
-        from .grun import GRUNConfig, GRUNTrainer, get_grun_model
+        from .grun.config import GRUNConfig
 
         layers = list(method.grun_layers or range(model.config.num_hidden_layers))
-        grun_model = get_grun_model(model, GRUNConfig(layers=layers, rank=4, forget_loss=method.forget_loss))
-        trainer = GRUNTrainer(
-            model=grun_model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
-        )
-    else:
-        from .trainer import UnlearningTrainer
-
-        trainer = UnlearningTrainer(
-            model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
-        )
+        grun_config = GRUNConfig(layers=layers, rank=4, forget_loss=method.forget_loss)
+    trainer = create_trainer(
+        model, args, grun_config=grun_config, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
+    )
     trainer.train()
     if save:
         trainer.save_model()

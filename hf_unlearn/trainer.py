@@ -634,3 +634,25 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         if self.args.should_save:
             write_json_atomic(os.path.join(output_dir, UNLEARNING_STATE_FILE), self.unlearning_state())
             self.save_loss_state(output_dir)
+
+
+def create_trainer(
+    model: str | PreTrainedModel | torch.nn.Module,
+    args: UnlearningConfig | None = None,
+    *,
+    grun_config: Any | None = None,
+    peft_config: Any | None = None,
+    **kwargs: Any,
+) -> UnlearningTrainer:
+    """The trainer of an unlearning job: an [`UnlearningTrainer`] of `model` (with `peft_config`: of an adapter), or,
+    given a `GRUNConfig`, a `GRUNTrainer` of `get_grun_model(model, grun_config)` (the model frozen, the gated edits
+    trained). `kwargs` go to the trainer (datasets, tokenizer, callbacks, ...)."""
+    if grun_config is None:
+        return UnlearningTrainer(model=model, args=args, peft_config=peft_config, **kwargs)
+    if peft_config is not None:
+        raise ValueError("GRUN trains gated edits on the frozen model; it cannot be combined with a peft adapter.")
+    if isinstance(model, str):
+        model = create_model_from_path(model)
+    from .grun import GRUNTrainer, get_grun_model
+
+    return GRUNTrainer(get_grun_model(model, grun_config), args, **kwargs)

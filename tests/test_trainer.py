@@ -279,3 +279,24 @@ def test_save_model_writes_the_method(target_model, tokenizer, small_forget, sma
     state = json.loads((tmp_path / "unlearning.json").read_text())
     assert state["forget_loss"] == "npo" and state["forget_loss_kwargs"] == {"beta": 0.2}
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_create_trainer_chooses_grun_or_the_plain_trainer(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn import create_trainer
+
+    data = dict(forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(target_model_dir)
+    plain = create_trainer(model, cpu_args(tmp_path / "plain"), **data)
+    assert type(plain) is UnlearningTrainer
+    pytest.importorskip("pyreft")
+    from hf_unlearn.grun import GRUNConfig, GRUNModel, GRUNTrainer
+
+    grun = create_trainer(model, cpu_args(tmp_path / "grun"), grun_config=GRUNConfig(layers=[1]), **data)
+    assert isinstance(grun, GRUNTrainer) and isinstance(grun.model, GRUNModel)
+    with pytest.raises(ValueError, match="cannot be combined with a peft adapter"):
+        create_trainer(model, cpu_args(tmp_path), grun_config=GRUNConfig(layers=[1]), peft_config=LoraConfig(), **data)

@@ -74,11 +74,17 @@ class UnlearnScriptArguments:
             "(ga, npo, idk or rmu) and its kwargs come from forget_loss / forget_loss_kwargs."
         },
     )
-    grun_rank: int = field(default=4, metadata={"help": "GRUN: rank of each edit."})
-    grun_gate: str = field(default="linear", metadata={"help": "GRUN: 'linear' or 'mlp' gate."})
-    grun_gate_weight: float = field(default=10.0, metadata={"help": "GRUN: weight of the gate BCE (paper: 10)."})
+    # GRUN's other settings; None leaves GRUNConfig's default (its defaults live there only).
+    grun_rank: int | None = field(default=None, metadata={"help": "GRUN: rank of each edit (default 4)."})
+    grun_gate: str | None = field(default=None, metadata={"help": "GRUN: 'linear' (default) or 'mlp' gate."})
+    grun_gate_weight: float | None = field(
+        default=None, metadata={"help": "GRUN: weight of the gate BCE (default: the paper's 10)."}
+    )
     grun_retain_weight: float | None = field(
         default=None, metadata={"help": "GRUN: weight of the retain term (default: the paper's, 2 for GA, 1 else)."}
+    )
+    grun_forget_weight: float | None = field(
+        default=None, metadata={"help": "GRUN: weight of the forget term (default: the reference's, 100 for NPO)."}
     )
     evaluate: bool = field(default=False, metadata={"help": "Run the TOFU evaluation on the unlearned model."})
     eval_max_questions: int | None = field(
@@ -191,7 +197,7 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
     """Run one unlearning job; returns what it wrote (paths and, with `evaluate`, the TOFU summary)."""
     from trl import get_peft_config
 
-    from ..trainer import UnlearningTrainer
+    from ..trainer import create_trainer
 
     if script.evaluate and script.dataset_config is not None:
         raise ValueError(
@@ -202,10 +208,13 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
     forget, retain = load_forget_and_retain(script)
     model, tokenizer = load_model_and_tokenizer(model_args)
     data = {"forget_dataset": forget, "retain_dataset": retain, "processing_class": tokenizer}
-    if script.grun_layers:
-        trainer = _grun_trainer(model, script, training_args, model_args, data)
-    else:
-        trainer = UnlearningTrainer(model=model, args=training_args, peft_config=get_peft_config(model_args), **data)
+    trainer = create_trainer(
+        model,
+        training_args,
+        grun_config=grun_config_of(script, training_args),
+        peft_config=get_peft_config(model_args),
+        **data,
+    )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     result: dict[str, Any] = {"output_dir": training_args.output_dir}
@@ -216,21 +225,26 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
     return result
 
 
-def _grun_trainer(model, script: UnlearnScriptArguments, training_args, model_args, data: dict[str, Any]):
-    if model_args.use_peft:
-        raise ValueError("grun_layers trains GRUN modules on the frozen model; it cannot be combined with use_peft.")
-    from ..grun import GRUNConfig, GRUNTrainer, get_grun_model
+def grun_config_of(script: UnlearnScriptArguments, training_args) -> Any | None:
+    """The `GRUNConfig` the options ask for (`grun_layers` set), or None; the forget loss and its kwargs are the
+    run's, GRUN's other settings those given (the rest GRUNConfig's defaults)."""
+    if not script.grun_layers:
+        return None
+    from ..grun import GRUNConfig
 
-    config = GRUNConfig(
+    given = {
+        "rank": script.grun_rank,
+        "gate": script.grun_gate,
+        "gate_weight": script.grun_gate_weight,
+        "retain_weight": script.grun_retain_weight,
+        "forget_weight": script.grun_forget_weight,
+    }
+    return GRUNConfig(
         layers=script.grun_layers,
-        rank=script.grun_rank,
-        gate=script.grun_gate,
-        gate_weight=script.grun_gate_weight,
-        retain_weight=script.grun_retain_weight,
         forget_loss=training_args.forget_loss,
         forget_loss_kwargs=training_args.forget_loss_kwargs,
+        **{key: value for key, value in given.items() if value is not None},
     )
-    return GRUNTrainer(get_grun_model(model, config), training_args, **data)
 
 
 def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
