@@ -709,3 +709,57 @@ def test_muse_results_reach_the_card_and_the_push(hub, model_dir, tokenizer, tmp
 def _write_json(path: Path, obj) -> Path:
     path.write_text(json.dumps(obj))
     return path
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the model formats table and the papers losses declare
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_model_formats_decide_every_kind_in_one_place(tmp_path):
+    from hf_unlearn.hub import MODEL_FORMATS, detect_model_format, detect_model_kind, get_model_format
+    from hf_unlearn.hub.formats import model_format_of_state, read_base_model
+
+    assert list(MODEL_FORMATS) == ["grun", "peft", "full"]  # recognised in this order
+    markers = {"grun": "grun_config.json", "peft": "adapter_config.json", "full": "config.json"}
+    for kind, marker in markers.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        (folder / marker).write_text(json.dumps({"base_model_name_or_path": "org/base"}))
+        (folder / "config.json").write_text("{}")  # an adapter folder may hold the model's config too
+        assert detect_model_kind(folder) == kind and detect_model_format(folder) is get_model_format(kind)
+        assert read_base_model(folder) == (None if kind == "full" else "org/base")
+    assert get_model_format("peft").library_name == "peft" and get_model_format("full").library_name == "transformers"
+    assert [fmt.needs_base_model for fmt in MODEL_FORMATS.values()] == [True, True, False]
+    assert model_format_of_state({"method": "grun", "peft": False}).kind == "grun"
+    assert model_format_of_state({"peft": True}).kind == "peft"
+    assert model_format_of_state({}).kind == model_format_of_state(None).kind == "full"
+    with pytest.raises(FileNotFoundError, match="grun_config.json.*adapter_config.json.*config.json"):
+        detect_model_format(tmp_path)
+    with pytest.raises(ValueError, match="Unknown model kind 'onnx'"):
+        get_model_format("onnx")
+
+
+def test_card_cites_the_papers_each_loss_declares():
+    from hf_unlearn import ForgetLoss, register_loss
+    from hf_unlearn.citations import Paper
+
+    paper = Paper("A Loss of One's Own", "Doe et al. 2031", "3101.00001")
+
+    @register_loss("cited_user_loss_test", override=True)
+    class CitedLoss(ForgetLoss):
+        papers = (paper,)
+
+        def __call__(self, ctx):
+            return -ctx.nll("forget")
+
+    def card(loss: str) -> str:
+        return build_model_card(kind="full", state={"forget_loss": loss, "retain_loss": "kl"}).text
+
+    assert paper.markdown() in card("cited_user_loss_test")
+    dpo = card("dpo")
+    assert "arxiv.org/abs/2305.18290" in dpo and "arxiv.org/abs/2401.06121" in dpo  # DPO, TOFU (IDK refusals)
+    assert "2404.05868" not in dpo
+    for loss in ("wga", "tnpo", "wtnpo"):
+        assert "arxiv.org/abs/2502.19301" in card(loss)  # the G-effect paper
+    assert "## Citations" not in card("a_loss_not_registered_here")
