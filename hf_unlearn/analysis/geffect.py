@@ -376,6 +376,111 @@ class _DotAccumulator:
         return hook
 
 
+@dataclass(frozen=True)
+class _ObjectiveTerms:
+    """L = gamma * forget + alpha * retain (retain None: no retain term)."""
+
+    forget: ForgetLoss
+    retain: RetainLoss | None
+    gamma: float
+    alpha: float
+
+
+def _objective_gradient(
+    model: torch.nn.Module,
+    params: Sequence[torch.nn.Parameter],
+    loss_context_fn: Callable[[torch.nn.Module, Mapping[str, Batch]], LossContext],
+    objective: _ObjectiveTerms,
+    batches: Mapping[str, Batch | None],
+    forget_rows: Sequence[np.ndarray],
+    retain_rows: Sequence[np.ndarray],
+    bar: tqdm,
+) -> list[torch.Tensor | None]:
+    """grad L over the sample, accumulated over the micro-batches (each term weighted by its share of the rows);
+    the parameters' `.grad` are left None."""
+    device = params[0].device
+    n_forget, n_retain = sum(len(r) for r in forget_rows), sum(len(r) for r in retain_rows)
+    for f_rows, r_rows in zip(forget_rows, retain_rows):
+        if len(f_rows) == 0:
+            continue
+        sub = {"forget": _take(batches["forget"], f_rows, device), "retain": _take(batches["retain"], r_rows, device)}
+        if batches.get("idk") is not None:
+            sub["idk"] = _take(batches["idk"], f_rows, device)
+        ctx = loss_context_fn(model, sub)
+        loss = objective.gamma * (len(f_rows) / n_forget) * objective.forget(ctx)
+        if objective.retain is not None and len(r_rows):
+            loss = loss + objective.alpha * (len(r_rows) / n_retain) * objective.retain(ctx)
+        if not torch.isfinite(loss):
+            raise ValueError(f"The objective is not finite ({loss.item()}) on this batch.")
+        torch.autograd.backward(loss, inputs=list(params))
+        del ctx, loss
+        bar.update()
+    grads = [p.grad for p in params]
+    for p in params:
+        p.grad = None
+    return grads
+
+
+@dataclass
+class _RiskEffect:
+    """One risk's G-effect: per-group dot products with grad L, the risk, ||grad R||^2 (nan when not exact) and the
+    per-example values."""
+
+    dots: torch.Tensor
+    risk: float
+    sq_norm: float
+    per_example: list[float]
+
+
+def _risk_effect(
+    model: torch.nn.Module,
+    params: Sequence[torch.nn.Parameter],
+    accumulator: _DotAccumulator,
+    split_batch: Batch,
+    rows_list: Sequence[np.ndarray],
+    token_average: str,
+    per_instance: bool,
+    bar: tqdm,
+) -> _RiskEffect:
+    """<grad R, grad L> for the NLL risk R of one split, from its backward passes (the hooks of `accumulator`)."""
+    device = params[0].device
+    n_total = sum(len(r) for r in rows_list)
+    dots = torch.zeros_like(accumulator.dots, dtype=torch.float64)
+    per_example: list[float] = []
+    risk = 0.0
+    accumulator.reset()
+    # The risk is sum_i w_i * mean-NLL_i: w_i = 1 / n (per answer) or |y_i| / total tokens (pooled).
+    answer_tokens = (torch.as_tensor(split_batch["labels"])[:, 1:] != IGNORE_INDEX).sum(dim=-1)
+    if token_average == "batch":
+        row_weights = answer_tokens.double() / answer_tokens.sum().clamp(min=1)
+    else:
+        row_weights = torch.full((n_total,), 1.0 / n_total, dtype=torch.float64)
+    for rows in rows_list:
+        if len(rows) == 0:
+            continue
+        sub = _take(split_batch, rows, device)
+        weights = row_weights[torch.as_tensor(rows)].to(device)
+        out = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"], use_cache=False)
+        values = mean_nll(out.logits, sub["labels"])  # [rows]
+        risk += float((values.detach().double() * weights).sum())
+        if per_instance:
+            for i in range(len(rows)):
+                accumulator.dots.zero_()
+                torch.autograd.backward(values[i], inputs=list(params), retain_graph=i < len(rows) - 1)
+                per_example.append(float(accumulator.dots.sum()))
+                dots += accumulator.dots * weights[i]
+                bar.update()
+        else:
+            accumulator.dots.zero_()
+            torch.autograd.backward((values * weights.to(values.dtype)).sum(), inputs=list(params))
+            dots += accumulator.dots
+            bar.update()
+        del out, values
+    # Squared norms of partial gradients do not add up (cross terms): exact only for one backward.
+    single_pass = not per_instance and sum(len(r) > 0 for r in rows_list) == 1
+    return _RiskEffect(dots, risk, float(accumulator.sq_norm) if single_pass else math.nan, per_example)
+
+
 def compute_g_effect(
     model: torch.nn.Module,
     objective: str | ForgetLoss,
@@ -504,91 +609,46 @@ def compute_g_effect(
     try:
         with torch.enable_grad(), _stashed_grads(params):
             # 1. g_L = grad of L over the sample: the one gradient copy we keep.
-            for f_rows, r_rows in zip(forget_rows, retain_rows):
-                if len(f_rows) == 0:
-                    continue
-                sub = {"forget": _take(forget_batch, f_rows, device), "retain": _take(retain_batch, r_rows, device)}
-                if idk_batch is not None:
-                    sub["idk"] = _take(idk_batch, f_rows, device)
-                ctx = loss_context_fn(model, sub)
-                loss = gamma * (len(f_rows) / n_forget) * forget_loss(ctx)
-                if retain_loss is not None and len(r_rows):
-                    loss = loss + alpha * (len(r_rows) / n_retain) * retain_loss(ctx)
-                if not torch.isfinite(loss):
-                    raise ValueError(f"The objective is not finite ({loss.item()}) on this batch.")
-                torch.autograd.backward(loss, inputs=params)
-                del ctx, loss
-                bar.update()
-            objective_grads = [p.grad for p in params]
-            for p in params:
-                p.grad = None
+            objective_grads = _objective_gradient(
+                model,
+                params,
+                loss_context_fn,
+                _ObjectiveTerms(forget_loss, retain_loss, gamma, alpha),
+                {"forget": forget_batch, "retain": retain_batch, "idk": idk_batch},
+                forget_rows,
+                retain_rows,
+                bar,
+            )
             obj_sq = sum(float(torch.sum(g.double() ** 2)) for g in objective_grads if g is not None)
 
             # 2. Risk gradients, reduced on the fly against g_L by the hooks.
             accumulator = _DotAccumulator(params, group_of, objective_grads, device)
-            dots: dict[str, torch.Tensor] = {}
-            instance: dict[str, list[float]] = {}
-            risks: dict[str, float] = {}
-            sq_norms: dict[str, float] = {}
+            effects = {}
             with accumulator:
-                for split, split_batch, rows_list, n_total in (
-                    ("forget", forget_batch, forget_rows, n_forget),
-                    ("retain", retain_batch, retain_rows, n_retain),
+                for split, split_batch, rows_list in (
+                    ("forget", forget_batch, forget_rows),
+                    ("retain", retain_batch, retain_rows),
                 ):
-                    split_dots = torch.zeros(len(group_names), dtype=torch.float64, device=device)
-                    per_example: list[float] = []
-                    risk_sum = 0.0
-                    accumulator.reset()
-                    # The risk is sum_i w_i * mean-NLL_i: w_i = 1 / n (per answer) or |y_i| / total tokens (pooled).
-                    answer_tokens = (torch.as_tensor(split_batch["labels"])[:, 1:] != IGNORE_INDEX).sum(dim=-1)
-                    if token_average == "batch":
-                        row_weights = answer_tokens.double() / answer_tokens.sum().clamp(min=1)
-                    else:
-                        row_weights = torch.full((n_total,), 1.0 / n_total, dtype=torch.float64)
-                    for rows in rows_list:
-                        if len(rows) == 0:
-                            continue
-                        sub = _take(split_batch, rows, device)
-                        weights = row_weights[torch.as_tensor(rows)].to(device)
-                        out = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"], use_cache=False)
-                        values = mean_nll(out.logits, sub["labels"])  # [rows]
-                        risk_sum += float((values.detach().double() * weights).sum())
-                        if per_instance:
-                            for i in range(len(rows)):
-                                accumulator.dots.zero_()
-                                torch.autograd.backward(values[i], inputs=params, retain_graph=i < len(rows) - 1)
-                                per_example.append(float(accumulator.dots.sum()))
-                                split_dots += accumulator.dots * weights[i]
-                                bar.update()
-                        else:
-                            accumulator.dots.zero_()
-                            torch.autograd.backward((values * weights.to(values.dtype)).sum(), inputs=params)
-                            split_dots += accumulator.dots
-                            bar.update()
-                        del out, values
-                    dots[split] = split_dots
-                    risks[split] = risk_sum
-                    # Squared norms of partial gradients do not add up (cross terms): exact only for one backward.
-                    single_pass = not per_instance and sum(len(r) > 0 for r in rows_list) == 1
-                    sq_norms[split] = float(accumulator.sq_norm) if single_pass else math.nan
-                    if per_instance:
-                        instance[split] = per_example
+                    effects[split] = _risk_effect(
+                        model, params, accumulator, split_batch, rows_list, token_average, per_instance, bar
+                    )
     finally:
         model.train(was_training)
         bar.close()
 
-    forget_dots, retain_dots = dots["forget"].tolist(), dots["retain"].tolist()
+    forget, retain = effects["forget"], effects["retain"]
+    forget_dots, retain_dots = forget.dots.tolist(), retain.dots.tolist()
     return GEffect(
         forget=float(sum(forget_dots)),
         retain=float(sum(retain_dots)),
         per_group={name: (forget_dots[i], retain_dots[i]) for i, name in enumerate(group_names)},
-        per_instance=instance if per_instance else None,
-        forget_risk=risks["forget"],
-        retain_risk=risks["retain"],
+        per_instance={"forget": forget.per_example, "retain": retain.per_example} if per_instance else None,
+        forget_risk=forget.risk,
+        retain_risk=retain.risk,
         grad_norms={
             "objective": math.sqrt(obj_sq),
-            "forget_risk": math.sqrt(sq_norms["forget"]) if not math.isnan(sq_norms["forget"]) else math.nan,
-            "retain_risk": math.sqrt(sq_norms["retain"]) if not math.isnan(sq_norms["retain"]) else math.nan,
+            "forget_risk": math.sqrt(forget.sq_norm) if not math.isnan(forget.sq_norm) else math.nan,
+            "retain_risk": math.sqrt(retain.sq_norm) if not math.isnan(retain.sq_norm) else math.nan,
         },
         objective=_describe(forget_loss, gamma, retain_loss, alpha),
         num_forget=n_forget,
