@@ -86,7 +86,7 @@ def test_callback_evaluates_every_n_steps_and_logs_through_the_trainer(
     assert_same_logs(read_tofu_logs(tmp_path / "eval" / "step-5"), fresh.logs)
 
 
-def test_callback_without_trainer_records_in_log_history(target_model, tokenizer, small_forget, tmp_path):
+def test_callback_given_to_the_trainer_reports_through_its_log(target_model, tokenizer, small_forget, tmp_path):
     trainer = UnlearningTrainer(
         model=target_model,
         args=cpu_args(tmp_path, forget_loss="ga", retain_loss="none", max_steps=2),
@@ -102,8 +102,10 @@ def test_callback_without_trainer_records_in_log_history(target_model, tokenizer
     )
     trainer.train()
     logged = [e for e in trainer.state.log_history if any(k.startswith("tofu/") for k in e)]
-    # model_utility is None without the non-forget splits: left out, not logged as None.
-    assert len(logged) == 1 and set(logged[0]) == {"tofu/forget_truth_ratio", "step"} and logged[0]["step"] == 2
+    # bound by the trainer: reported through trainer.log, with that step's training logs; model_utility is None
+    # without the non-forget splits: left out, not logged as None.
+    assert len(logged) == 1 and logged[0]["step"] == 2
+    assert {key for key in logged[0] if key.startswith("tofu/")} == {"tofu/forget_truth_ratio"}
 
 
 def test_callback_argument_errors(tmp_path):
@@ -161,3 +163,21 @@ def test_two_process_evaluation_equals_single_process(target_model_dir, tokenize
     for key in ("model_utility", "forget_probability", "forget_truth_ratio", "forget_rougeL_recall"):
         assert reports[0]["history"][-1][key] == pytest.approx(expected[key], rel=1e-5), key
     assert set(reports[0]["history"][-1]["num_questions"].values()) == {5}
+
+
+def test_an_unlearning_trainer_binds_the_callback_itself(
+    target_model, tokenizer, small_forget, small_retain, tmp_path
+):
+    from hf_unlearn import UnlearningTrainer
+    from hf_unlearn.evaluation import TOFUEvalCallback
+
+    callback = TOFUEvalCallback(every_n_steps=1)
+    trainer = UnlearningTrainer(
+        target_model,
+        cpu_args(tmp_path),
+        forget_dataset=small_forget,
+        retain_dataset=small_retain,
+        processing_class=tokenizer,
+        callbacks=[callback],
+    )
+    assert callback.trainer is trainer

@@ -92,7 +92,8 @@ class TOFUEvalCallback(TrainerCallback):
         eval_on_train_end: also evaluate after the last step when it is not a multiple of ``every_n_steps``.
         trainer: the trainer, whose ``log`` then reports the numbers (to ``state.log_history`` and to every
             reporting integration, as the losses are). Without it, the numbers are appended to
-            ``state.log_history`` only. Pass it, or call :meth:`attach` once the trainer exists.
+            ``state.log_history`` only. An ``UnlearningTrainer`` binds itself to the callbacks it is given; with
+            another trainer pass it here or call :meth:`bind`.
 
     ``self.history`` holds every summary computed (with its ``step``).
     """
@@ -126,10 +127,15 @@ class TOFUEvalCallback(TrainerCallback):
         self.history: list[dict[str, Any]] = []
         self._last_step: int | None = None
 
-    def attach(self, trainer: Any) -> TOFUEvalCallback:
-        """Report through ``trainer.log`` and register with the trainer (``trainer.add_callback(self)``)."""
+    def bind(self, trainer: Any) -> TOFUEvalCallback:
+        """Report through ``trainer.log`` (returns self, for ``trainer.add_callback(cb.bind(trainer))``). An
+        ``UnlearningTrainer`` binds the callbacks it is given itself, as it does ``GEffectCallback``."""
         self.trainer = trainer
-        trainer.add_callback(self)
+        return self
+
+    def attach(self, trainer: Any) -> TOFUEvalCallback:
+        """[`bind`] and ``trainer.add_callback(self)`` in one call."""
+        trainer.add_callback(self.bind(trainer))
         return self
 
     # ------------------------------------------------------------------------------------------------------------
