@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_unlearn import ForgetLoss, UnlearningConfig, UnlearningTrainer, load_tofu, register_loss
-from hf_unlearn.tiny import finetune_on_qa, tiny_llama, train_tokenizer
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 
 @register_loss("npo_mean")

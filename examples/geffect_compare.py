@@ -80,8 +80,8 @@ from transformers.utils import logging as hf_logging
 from hf_unlearn import UnlearningConfig, UnlearningTrainer, load_tofu
 from hf_unlearn.analysis import GEffect, GEffectCallback
 from hf_unlearn.data import PromptEncoder, pad_examples
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 from hf_unlearn.losses import mean_nll
-from hf_unlearn.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 HERE = Path(__file__).resolve().parent
 #: run name -> (forget loss, forget_loss_kwargs): the library's defaults, plus WGA at the G-effect code's beta 5
@@ -94,7 +94,7 @@ OBJECTIVES: dict[str, tuple[str, dict[str, float]]] = {
 }
 #: forget-risk rises (nats) at which the objectives are compared; the last one also ends each run
 LEVELS = (0.5, 1.0, 2.0)
-#: the target model: the offline quickstart's recipe (hf_unlearn/quickstart.py)
+#: the target model: the offline quickstart's recipe (hf_unlearn/demo/quickstart.py)
 TARGET = {"num_layers": 2, "hidden_size": 128, "epochs": 20, "learning_rate": 2e-3, "vocab_size": 1024}
 
 

@@ -2,9 +2,9 @@
 
 import argparse
 
-from hf_unlearn import quickstart
+from hf_unlearn.commands import quickstart
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=quickstart.__doc__)
+    parser = argparse.ArgumentParser(description=quickstart.DESCRIPTION)
     quickstart.add_arguments(parser)
-    quickstart.main_from_args(parser.parse_args())
+    quickstart.run(parser.parse_args())

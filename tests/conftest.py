@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from hf_unlearn import UnlearningConfig, load_tofu
-from hf_unlearn.tiny import finetune_on_qa, tiny_llama, train_tokenizer
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from hf_unlearn.cli import main
-from hf_unlearn.quickstart import run_quickstart
+from hf_unlearn.demo.quickstart import run_quickstart
 
 
 def test_help_lists_the_commands():

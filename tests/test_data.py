@@ -110,8 +110,8 @@ def test_chat_templates_get_a_pinned_date_in_training_and_evaluation(tokenizer, 
 
     from hf_unlearn import UnlearningTrainer
     from hf_unlearn.data import DEFAULT_DATE_STRING
+    from hf_unlearn.demo.tiny import tiny_llama
     from hf_unlearn.evaluation.tofu import TOFUEvaluator
-    from hf_unlearn.tiny import tiny_llama
 
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = DATED_TEMPLATE

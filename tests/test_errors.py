@@ -11,7 +11,7 @@ from conftest import cpu_args
 from datasets import Dataset
 
 from hf_unlearn import ForgetLoss, NonFiniteLossError, UnlearningConfig, UnlearningTrainer, register_loss
-from hf_unlearn.tiny import train_tokenizer
+from hf_unlearn.demo.tiny import train_tokenizer
 
 
 def make(model, tokenizer, forget, retain, tmp_path, **overrides):

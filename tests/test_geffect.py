@@ -24,8 +24,8 @@ from hf_unlearn.analysis import (
     write_json_atomic,
 )
 from hf_unlearn.cli import main
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama
 from hf_unlearn.losses import LossContext, get_loss, mean_nll
-from hf_unlearn.tiny import finetune_on_qa, tiny_llama
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from conftest import cpu_args
 from test_golden_losses import hf_loss, reference_kl, reference_npo
 
 from hf_unlearn import UnlearningTrainer
-from hf_unlearn.tiny import finetune_on_qa, tiny_llama
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama
 
 LR = 0.3
 STEPS = 3

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.losses import LossContext, get_loss, list_losses
-from hf_unlearn.tiny import tiny_llama
 
 VOCAB = 160  # > 100: open-unlearning's UNDIAL indexes id -100 as V - 100, which must exist
 PAD = 0

@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM
 
 from hf_unlearn import UnlearningTrainer
 from hf_unlearn.cli import main as cli_main
+from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.hub import (
     HubAuthenticationError,
     HubNetworkError,
@@ -38,7 +39,6 @@ from hf_unlearn.hub import (
     push_unlearned,
     resolve_model_folder,
 )
-from hf_unlearn.tiny import tiny_llama
 
 FAKE_TOKEN = "hf_SECRETtoken123"
 USER = "stand-in-user"

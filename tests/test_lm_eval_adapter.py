@@ -13,8 +13,8 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from hf_unlearn import load_tofu
+from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.evaluation.harness import DEFAULT_LM_EVAL_TASKS, as_hflm_model, run_lm_eval
-from hf_unlearn.tiny import tiny_llama
 
 NUM_DOCS = 12
 TASK = "hfu_tofu_choice"

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hf_unlearn import load_tofu
+from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.evaluation import MUSEEvaluator, load_muse, load_muse_retain_auc, mia_auc, mia_min_k
-from hf_unlearn.tiny import tiny_llama
 
 N = 8  # items per generation split
 N_MIA = 40  # texts per PrivLeak split (scoring is cheap; the AUC needs a few dozen)

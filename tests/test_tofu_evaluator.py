@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from hf_unlearn import load_tofu
 from hf_unlearn.data import PromptEncoder, pad_examples
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama
 from hf_unlearn.evaluation import (
     TOFU_LOG_FILES,
     TOFU_UTILITY_KEYS,
@@ -26,7 +27,6 @@ from hf_unlearn.evaluation import (
     tofu_summary_from_logs,
 )
 from hf_unlearn.losses import mean_nll
-from hf_unlearn.tiny import finetune_on_qa, tiny_llama
 
 LN2, LN4 = math.log(2.0), math.log(4.0)
 SUMMARY_KEYS = {

@@ -21,9 +21,9 @@ import torch
 
 from hf_unlearn import load_tofu
 from hf_unlearn.data import PromptEncoder, pad_examples
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 from hf_unlearn.evaluation import TOFUEvaluator, rouge_l_recall, tofu_split_config
 from hf_unlearn.losses import mean_nll
-from hf_unlearn.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 
 @torch.no_grad()

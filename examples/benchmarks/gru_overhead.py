@@ -35,9 +35,9 @@ import time
 
 import torch
 
+from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.gru import GradientRectifier
 from hf_unlearn.losses import LossContext, get_loss
-from hf_unlearn.tiny import tiny_llama
 
 MB = 2**20
 

@@ -33,8 +33,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer, load_tofu
+from hf_unlearn.demo.tiny import tiny_llama, train_tokenizer
 from hf_unlearn.grun import GRUNConfig, GRUNTrainer, get_grun_model
-from hf_unlearn.tiny import tiny_llama, train_tokenizer
 
 MB = 2**20
 

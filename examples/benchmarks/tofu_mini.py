@@ -51,6 +51,8 @@ from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
 from hf_unlearn.data import load_tofu, read_jsonl
+from hf_unlearn.demo.quickstart import RETAIN_UTILITY_KEYS, UnlearningRecipe, unlearn_copy
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 from hf_unlearn.evaluation.logs import (
     per_question_probability,
     per_question_rouge_l_recall,
@@ -58,8 +60,6 @@ from hf_unlearn.evaluation.logs import (
 )
 from hf_unlearn.evaluation.metrics import model_utility
 from hf_unlearn.evaluation.tofu import evaluate_tofu_model
-from hf_unlearn.quickstart import RETAIN_UTILITY_KEYS, Method, unlearn_copy
-from hf_unlearn.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the worker processes are forked
 # Noise of the tiny CPU runs, repeated once per unlearning run.
@@ -261,8 +261,9 @@ class Settings:
 RMU_LAYER = 0
 
 
-def methods_for(settings: Settings, rmu_steering_coeff: float = 20.0) -> dict[str, Method]:
-    """The benchmark's methods (name -> :class:`~hf_unlearn.quickstart.Method`), for a model of `settings`' depth.
+def methods_for(settings: Settings, rmu_steering_coeff: float = 20.0) -> dict[str, UnlearningRecipe]:
+    """The benchmark's methods (name -> :class:`~hf_unlearn.demo.quickstart.UnlearningRecipe`), for a model of
+    `settings`' depth.
 
     GA, NPO, SimNPO, WGA and TNPO are the forget objectives alone; GD is GA + retain NLL; IDK trains refusals with a
     retain NLL (TOFU's recipe); RMU steers layer 0's output with the embed-diff retain term (the model has two
@@ -279,23 +280,23 @@ def methods_for(settings: Settings, rmu_steering_coeff: float = 20.0) -> dict[st
         "retain_loss_kwargs": {"layer": rmu_layer},
         "trainable_parameters": rf"model\.layers\.{rmu_layer}\.mlp\.",
     }
-    base: dict[str, Method] = {
-        "ga": Method("ga", retain_loss="none"),
-        "gd": Method("ga", retain_loss="nll"),
-        "npo": Method("npo", retain_loss="none", forget_loss_kwargs={"beta": 0.1}),
-        "simnpo": Method("simnpo", retain_loss="none", forget_loss_kwargs={"beta": 4.5}),
-        "wga": Method("wga", retain_loss="none", forget_loss_kwargs={"beta": 1.0}),
-        "tnpo": Method("tnpo", retain_loss="none", forget_loss_kwargs={"beta": 4.0}),
-        "idk": Method("idk", retain_loss="nll"),
-        "rmu": Method("rmu", retain_loss="embed_diff", **rmu, config_overrides=rmu_config),
+    base: dict[str, UnlearningRecipe] = {
+        "ga": UnlearningRecipe("ga", retain_loss="none"),
+        "gd": UnlearningRecipe("ga", retain_loss="nll"),
+        "npo": UnlearningRecipe("npo", retain_loss="none", forget_loss_kwargs={"beta": 0.1}),
+        "simnpo": UnlearningRecipe("simnpo", retain_loss="none", forget_loss_kwargs={"beta": 4.5}),
+        "wga": UnlearningRecipe("wga", retain_loss="none", forget_loss_kwargs={"beta": 1.0}),
+        "tnpo": UnlearningRecipe("tnpo", retain_loss="none", forget_loss_kwargs={"beta": 4.0}),
+        "idk": UnlearningRecipe("idk", retain_loss="nll"),
+        "rmu": UnlearningRecipe("rmu", retain_loss="embed_diff", **rmu, config_overrides=rmu_config),
     }
-    methods: dict[str, Method] = {}
+    methods: dict[str, UnlearningRecipe] = {}
     for name, method in base.items():
         methods[name] = method
         methods[f"{name}_gru"] = replace(method, rectification="gru")
     grun = dict(grun=True, learning_rate=settings.grun_lr, steps_factor=settings.grun_steps_factor)
-    methods["grun_ga"] = Method("ga", **grun)
-    methods["grun_npo"] = Method("npo", forget_loss_kwargs={"beta": 0.1}, **grun)
+    methods["grun_ga"] = UnlearningRecipe("ga", **grun)
+    methods["grun_npo"] = UnlearningRecipe("npo", forget_loss_kwargs={"beta": 0.1}, **grun)
     return methods
 
 

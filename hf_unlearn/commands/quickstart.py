@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import quickstart
+from ..demo import quickstart
+from ..demo.quickstart import BUNDLED, METHODS, TOFU_RETAIN_OF
 
 NAME = "quickstart"
 HELP = "Offline demo: teach a tiny model TOFU authors, then unlearn two."
@@ -12,8 +13,36 @@ DESCRIPTION = quickstart.__doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    quickstart.add_arguments(parser)
+    parser.add_argument("--output-dir", default="quickstart_output", help="Where models, logs and results go.")
+    parser.add_argument(
+        "--methods", default=",".join(METHODS), help=f"Comma-separated methods among {', '.join(METHODS)}."
+    )
+    parser.add_argument("--model", default=None, help="A TOFU-fine-tuned model id/path (default: train a tiny one).")
+    parser.add_argument("--retain-model", default=None, help="With --model: a model trained without the forget set.")
+    parser.add_argument(
+        "--dataset", default=BUNDLED, help="'bundled' (offline subset), 'locuslab/TOFU' (the Hub) or a TOFU directory."
+    )
+    parser.add_argument("--forget-split", default="forget01", choices=sorted(TOFU_RETAIN_OF))
+    parser.add_argument("--finetune-epochs", type=int, default=30, help="Epochs teaching the tiny models their data.")
+    parser.add_argument("--unlearn-steps", type=int, default=10, help="Optimizer steps of each unlearning run.")
+    parser.add_argument("--learning-rate", type=float, default=5e-4, help="Unlearning learning rate.")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="Generation length for ROUGE (TOFU: 200).")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
 def run(args: argparse.Namespace) -> None:
-    quickstart.main_from_args(args)
+    quickstart.run_quickstart(
+        output_dir=args.output_dir,
+        methods=[m.strip() for m in args.methods.split(",") if m.strip()],
+        finetune_epochs=args.finetune_epochs,
+        unlearn_steps=args.unlearn_steps,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        progress=not args.no_progress,
+        model=args.model,
+        retain_model=args.retain_model,
+        dataset=args.dataset,
+        forget_split=args.forget_split,
+        max_new_tokens=args.max_new_tokens,
+    )

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.gru import GradientRectifier, all_reduce_sum_, stats_to_logs
-from hf_unlearn.tiny import tiny_llama
 
 VOCAB, BATCH, LENGTH, STEPS, ACCUMULATION = 64, 4, 12, 3, 2
 
