@@ -1,4 +1,4 @@
-"""TOFU evaluation during training: a ``TrainerCallback`` that evaluates every N steps, data-parallel across ranks."""
+"""TOFU evaluation during training: a `TrainerCallback` that evaluates every N steps, data-parallel across ranks."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .tofu import TOFUEvaluator
 
 __all__ = ["DEFAULT_TOFU_LOG_KEYS", "TOFUEvalCallback", "merge_tofu_logs"]
 
-#: The summary numbers :class:`TOFUEvalCallback` logs by default (each under ``log_prefix``).
+#: The summary numbers [`TOFUEvalCallback`] logs by default (each under `log_prefix`).
 DEFAULT_TOFU_LOG_KEYS: tuple[str, ...] = (
     "model_utility",
     "forget_quality",
@@ -66,36 +66,36 @@ def _distributed() -> tuple[int, int]:
 
 
 class TOFUEvalCallback(TrainerCallback):
-    """Run the TOFU evaluation every ``every_n_steps`` optimizer steps and log a few summary numbers.
+    """Run the TOFU evaluation every `every_n_steps` optimizer steps and log a few summary numbers.
 
     Under multi-process (DDP) training every rank takes part: rank r evaluates questions r, r + W, r + 2W, ... of each
     split (W the world size) with its own replica of the model, the per-question logs are gathered
-    (``all_gather_object``) and merged, and every rank computes the same summary from them, so the numbers equal a
+    (`all_gather_object`) and merged, and every rank computes the same summary from them, so the numbers equal a
     single-process evaluation of the same weights. Rank 0 alone writes files. Evaluation runs on the trainer's
     unwrapped model (no collective inside a forward pass), so ranks may take different times without deadlock; the
     one collective, the gather, is reached by every rank at the same step. Sharded-parameter training (FSDP,
     DeepSpeed ZeRO-3) is not supported: a rank's replica holds only part of the weights there.
 
     Args:
-        every_n_steps: evaluate when ``state.global_step`` is a multiple of this.
-        evaluator_kwargs: keyword arguments of :class:`~hf_unlearn.evaluation.TOFUEvaluator` (``forget_split``,
-            ``data_dir``, ``max_questions``, ``max_new_tokens``, ``batch_size``, ``datasets``, ...). The evaluator is
-            built once, at the first evaluation, on the trainer's model and tokenizer; ``progress`` defaults to False.
-        evaluator_factory: instead of ``evaluator_kwargs``: ``(model, tokenizer) -> TOFUEvaluator``.
-        output_dir: where rank 0 writes the logs of each evaluation (``step-<N>/``, TOFU's layout plus
-            ``summary.json``) and ``eval_history.jsonl`` (one summary per line, with its ``step``, readable by
-            :func:`~hf_unlearn.evaluation.plot_metrics_over_steps`). None writes nothing.
+        every_n_steps: evaluate when `state.global_step` is a multiple of this.
+        evaluator_kwargs: keyword arguments of [`~hf_unlearn.evaluation.TOFUEvaluator`] (`forget_split`,
+            `data_dir`, `max_questions`, `max_new_tokens`, `batch_size`, `datasets`, ...). The evaluator is
+            built once, at the first evaluation, on the trainer's model and tokenizer; `progress` defaults to False.
+        evaluator_factory: instead of `evaluator_kwargs`: `(model, tokenizer) -> TOFUEvaluator`.
+        output_dir: where rank 0 writes the logs of each evaluation (`step-<N>/`, TOFU's layout plus
+            `summary.json`) and `eval_history.jsonl` (one summary per line, with its `step`, readable by
+            [`~hf_unlearn.evaluation.plot_metrics_over_steps`]). None writes nothing.
         retain_logs: the retain model's TOFU logs, for forget quality (read once, at construction).
         log_keys: the summary numbers to log (those that are None, e.g. forget quality without retain logs, are left
             out).
-        log_prefix: prefix of the logged names (``"tofu/model_utility"``, ...).
-        eval_on_train_end: also evaluate after the last step when it is not a multiple of ``every_n_steps``.
-        trainer: the trainer, whose ``log`` then reports the numbers (to ``state.log_history`` and to every
+        log_prefix: prefix of the logged names (`"tofu/model_utility"`, ...).
+        eval_on_train_end: also evaluate after the last step when it is not a multiple of `every_n_steps`.
+        trainer: the trainer, whose `log` then reports the numbers (to `state.log_history` and to every
             reporting integration, as the losses are). Without it, the numbers are appended to
-            ``state.log_history`` only. An ``UnlearningTrainer`` binds itself to the callbacks it is given; with
-            another trainer pass it here or call :meth:`bind`.
+            `state.log_history` only. An `UnlearningTrainer` binds itself to the callbacks it is given; with
+            another trainer pass it here or call [`bind`].
 
-    ``self.history`` holds every summary computed (with its ``step``).
+    `self.history` holds every summary computed (with its `step`).
     """
 
     def __init__(
@@ -128,13 +128,13 @@ class TOFUEvalCallback(TrainerCallback):
         self._last_step: int | None = None
 
     def bind(self, trainer: Any) -> TOFUEvalCallback:
-        """Report through ``trainer.log`` (returns self, for ``trainer.add_callback(cb.bind(trainer))``). An
-        ``UnlearningTrainer`` binds the callbacks it is given itself, as it does ``GEffectCallback``."""
+        """Report through `trainer.log` (returns self, for `trainer.add_callback(cb.bind(trainer))`). An
+        `UnlearningTrainer` binds the callbacks it is given itself, as it does `GEffectCallback`."""
         self.trainer = trainer
         return self
 
     def attach(self, trainer: Any) -> TOFUEvalCallback:
-        """[`bind`] and ``trainer.add_callback(self)`` in one call."""
+        """[`bind`] and `trainer.add_callback(self)` in one call."""
         trainer.add_callback(self.bind(trainer))
         return self
 

@@ -1,35 +1,35 @@
 """TOFU per-question evaluation logs: layout, reading (ours or published by others) and the summary computed from them.
 
-Layout (the one of TOFU's published logs, ``locuslab/tofu`` ``data/*/eval_results/ds_size300/``): one JSON file per
-split, each a dict ``metric -> {question index as a string -> value}``.
+Layout (the one of TOFU's published logs, `locuslab/tofu` `data/*/eval_results/ds_size300/`): one JSON file per
+split, each a dict `metric -> {question index as a string -> value}`.
 
 ========================================  =================================================================
 file                                      split
 ========================================  =================================================================
-``eval_log.json``                         retain (``retain_perturbed``)
-``eval_log_forget.json``                  forget (``forgetNN_perturbed``)
-``eval_real_author_wo_options.json``      real authors (``real_authors_perturbed``)
-``eval_real_world_wo_options.json``       world facts (``world_facts_perturbed``)
+`eval_log.json`                         retain (`retain_perturbed`)
+`eval_log_forget.json`                  forget (`forgetNN_perturbed`)
+`eval_real_author_wo_options.json`      real authors (`real_authors_perturbed`)
+`eval_real_world_wo_options.json`       world facts (`world_facts_perturbed`)
 ========================================  =================================================================
 
 Metrics (per question):
 
-* ``avg_gt_loss``: mean-NLL (per answer token) of the answer; ``gt_loss`` the sum, ``num_token_gt`` the token count.
-* ``avg_paraphrased_loss``: mean-NLL of the paraphrased answer (on real authors / world facts TOFU uses the answer
-  itself); ``paraphrased_loss``, ``num_token_paraphrased`` likewise.
-* ``average_perturb_loss``: list of the mean-NLLs of the perturbed answers; ``perturb_loss``, ``num_token_perturb``.
-* ``truth_ratio``: as TOFU logs it, ``exp(avg_paraphrased_loss - mean(average_perturb_loss))`` = P_perturbed /
-  P_paraphrased, i.e. the INVERSE of the statistic of :func:`~hf_unlearn.evaluation.metrics.truth_ratio_stat`
-  (open-unlearning's per-question truth-ratio ``score`` is the same number). The summary never reads it when the
+* `avg_gt_loss`: mean-NLL (per answer token) of the answer; `gt_loss` the sum, `num_token_gt` the token count.
+* `avg_paraphrased_loss`: mean-NLL of the paraphrased answer (on real authors / world facts TOFU uses the answer
+  itself); `paraphrased_loss`, `num_token_paraphrased` likewise.
+* `average_perturb_loss`: list of the mean-NLLs of the perturbed answers; `perturb_loss`, `num_token_perturb`.
+* `truth_ratio`: as TOFU logs it, `exp(avg_paraphrased_loss - mean(average_perturb_loss))` = P_perturbed /
+  P_paraphrased, i.e. the INVERSE of the statistic of [`~hf_unlearn.evaluation.metrics.truth_ratio_stat`]
+  (open-unlearning's per-question truth-ratio `score` is the same number). The summary never reads it when the
   losses are there; it recomputes the statistic from the losses, as TOFU's aggregation does.
-* ``rougeL_recall``: ROUGE-L recall of the greedy generation against the answer.
-* ``generated_text``: ``[input text, generation, ground-truth answer]``.
-* ``normalized_gt_loss`` (real authors / world facts): ``-log`` of the answer's probability normalised over the
+* `rougeL_recall`: ROUGE-L recall of the greedy generation against the answer.
+* `generated_text`: `[input text, generation, ground-truth answer]`.
+* `normalized_gt_loss` (real authors / world facts): `-log` of the answer's probability normalised over the
   options.
 
-Besides these, a directory written by :class:`~hf_unlearn.evaluation.tofu.TOFUEvaluator` holds
-``eval_log_aggregated.json`` (TOFU's ``{file name: log}`` bundle, readable by TOFU's own ``aggregate_eval_stat.py``)
-and ``summary.json``.
+Besides these, a directory written by [`~hf_unlearn.evaluation.tofu.TOFUEvaluator`] holds
+`eval_log_aggregated.json` (TOFU's `{file name: log}` bundle, readable by TOFU's own `aggregate_eval_stat.py`)
+and `summary.json`.
 """
 
 from __future__ import annotations
@@ -106,10 +106,10 @@ def _load_json(path: Path) -> Any:
 
 
 def read_tofu_logs(logs_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Read TOFU per-question logs: split -> log (``metric -> {index: value}``).
+    """Read TOFU per-question logs: split -> log (`metric -> {index: value}`).
 
-    ``logs_dir`` may be a directory holding the per-split files (:data:`TOFU_LOG_FILES`) or TOFU's
-    ``eval_log_aggregated.json``, or the path of such an aggregated file or of one per-split file. Splits whose file is
+    `logs_dir` may be a directory holding the per-split files (:data:`TOFU_LOG_FILES`) or TOFU's
+    `eval_log_aggregated.json`, or the path of such an aggregated file or of one per-split file. Splits whose file is
     absent are left out; a directory with none of them is an error that lists what it does hold.
     """
     path = Path(logs_dir)
@@ -182,11 +182,11 @@ def _perturbed(value: Any) -> list[float]:
 
 
 def split_truth_ratio_stats(log: Mapping[str, Any], split: str = "forget") -> np.ndarray:
-    """Per-question truth-ratio statistics ``exp(mean(perturbed mean-NLLs) - paraphrased mean-NLL)`` of one log.
+    """Per-question truth-ratio statistics `exp(mean(perturbed mean-NLLs) - paraphrased mean-NLL)` of one log.
 
-    Computed from ``avg_paraphrased_loss`` (on real authors / world facts ``avg_gt_loss`` when absent: TOFU uses the
-    answer there) and ``average_perturb_loss``, as TOFU's aggregation does. Logs without the losses fall back to
-    the logged per-question ``truth_ratio`` (TOFU / open-unlearning's P_perturbed / P_paraphrased, so 1 / stat).
+    Computed from `avg_paraphrased_loss` (on real authors / world facts `avg_gt_loss` when absent: TOFU uses the
+    answer there) and `average_perturb_loss`, as TOFU's aggregation does. Logs without the losses fall back to
+    the logged per-question `truth_ratio` (TOFU / open-unlearning's P_perturbed / P_paraphrased, so 1 / stat).
     """
     para = log.get("avg_paraphrased_loss")
     if para is None and split in _OPTION_SPLITS:
@@ -250,8 +250,8 @@ def _split_metrics(log: Mapping[str, Any], split: str) -> dict[str, float]:
 def load_retain_truth_ratio_stats(retain_logs: str | Path) -> np.ndarray:
     """The retain model's per-question forget-split truth-ratio statistics, for forget quality.
 
-    Accepts what :func:`read_tofu_logs` accepts (it must hold the forget log, ``eval_log_forget.json``), and also
-    open-unlearning's ``TOFU_EVAL.json`` (its ``forget_truth_ratio`` per-question scores, 1 / stat) or a directory
+    Accepts what [`read_tofu_logs`] accepts (it must hold the forget log, `eval_log_forget.json`), and also
+    open-unlearning's `TOFU_EVAL.json` (its `forget_truth_ratio` per-question scores, 1 / stat) or a directory
     holding one.
     """
     path = Path(retain_logs)
@@ -283,10 +283,10 @@ def summarize_tofu_logs(
 ) -> dict[str, Any]:
     """The TOFU summary from per-question logs (split -> log), with TOFU's formulas.
 
-    Keys: the nine :data:`~hf_unlearn.evaluation.metrics.TOFU_UTILITY_KEYS` and ``model_utility`` (None when a
-    non-forget split is missing), ``forget_probability``, ``forget_rougeL_recall``, ``forget_truth_ratio``,
-    ``forget_quality`` (None without ``retain_stats``, the retain model's forget-split statistics), ``split`` (the
-    forget split's name, as given) and ``num_questions`` (split -> number of questions).
+    Keys: the nine :data:`~hf_unlearn.evaluation.metrics.TOFU_UTILITY_KEYS` and `model_utility` (None when a
+    non-forget split is missing), `forget_probability`, `forget_rougeL_recall`, `forget_truth_ratio`,
+    `forget_quality` (None without `retain_stats`, the retain model's forget-split statistics), `split` (the
+    forget split's name, as given) and `num_questions` (split -> number of questions).
     """
     unknown = sorted(set(logs) - set(TOFU_SPLITS))
     if unknown:
@@ -322,14 +322,14 @@ def _num_questions(log: Mapping[str, Any]) -> int:
 
 
 def tofu_summary_from_logs(logs_dir: str | Path, retain_logs_dir: str | Path | None = None) -> dict[str, Any]:
-    """The TOFU summary of a model from its per-question logs alone (the logic of ``hf-unlearn tofu-summary``).
+    """The TOFU summary of a model from its per-question logs alone (the logic of `hf-unlearn tofu-summary`).
 
     Args:
-        logs_dir: the evaluated model's logs (see :func:`read_tofu_logs`): ours or TOFU's published ones.
-        retain_logs_dir: the retain model's logs (see :func:`load_retain_truth_ratio_stats`), for forget quality;
-            None leaves ``forget_quality`` None.
+        logs_dir: the evaluated model's logs (see [`read_tofu_logs`]): ours or TOFU's published ones.
+        retain_logs_dir: the retain model's logs (see [`load_retain_truth_ratio_stats`]), for forget quality;
+            None leaves `forget_quality` None.
 
-    Returns the dict of :func:`summarize_tofu_logs`; ``split`` comes from a ``summary.json`` beside the logs when
+    Returns the dict of [`summarize_tofu_logs`]; `split` comes from a `summary.json` beside the logs when
     there is one.
     """
     logs = read_tofu_logs(logs_dir)
@@ -350,7 +350,7 @@ def tofu_summary_from_logs(logs_dir: str | Path, retain_logs_dir: str | Path | N
 def write_tofu_logs(
     logs: Mapping[str, Mapping[str, Any]], output_dir: str | Path, summary: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write per-split log files, TOFU's ``eval_log_aggregated.json`` and (when given) ``summary.json``."""
+    """Write per-split log files, TOFU's `eval_log_aggregated.json` and (when given) `summary.json`."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split, log in logs.items():

@@ -7,14 +7,14 @@ and MUSE (arXiv 2407.06460) as described in ALGORITHMS.md.
 Conventions used throughout
 ---------------------------
 * mean-NLL of an answer = sum of token cross-entropies over the answer tokens / number of answer tokens.
-* Alignment of teacher-forced tensors: ``logits[t]`` (or ``pred_ids[t]``, ``token_logprobs[t]``, ``mu[t]``,
-  ``sigma[t]``) is the model's prediction FOR ``labels[t]``. For a Hugging Face causal LM that means the caller has
-  already shifted: ``logits = out.logits[0, :-1]``, ``labels = batch_labels[0, 1:]``.
-* Answer tokens are positions with ``labels != -100``; prompt and padding positions are ignored.
+* Alignment of teacher-forced tensors: `logits[t]` (or `pred_ids[t]`, `token_logprobs[t]`, `mu[t]`,
+  `sigma[t]`) is the model's prediction FOR `labels[t]`. For a Hugging Face causal LM that means the caller has
+  already shifted: `logits = out.logits[0, :-1]`, `labels = batch_labels[0, 1:]`.
+* Answer tokens are positions with `labels != -100`; prompt and padding positions are ignored.
 * MIA scores are loss-like: a HIGHER score means LESS likely a member.
-* ``mia_auc`` = P(score_nonmember > score_member) + 0.5 P(tie): 1.0 when the members (forget set) are perfectly
-  recognisable, 0.5 when indistinguishable. This is the number open-unlearning's ``mia_*`` metrics report. MUSE's
-  tables report 1 - that; see :func:`privleak`.
+* `mia_auc` = P(score_nonmember > score_member) + 0.5 P(tie): 1.0 when the members (forget set) are perfectly
+  recognisable, 0.5 when indistinguishable. This is the number open-unlearning's `mia_*` metrics report. MUSE's
+  tables report 1 - that; see [`privleak`].
 """
 
 from __future__ import annotations
@@ -113,9 +113,9 @@ def _is_scalar(x: Any) -> bool:
 
 
 def answer_probability(mean_nll: float | Sequence[float] | np.ndarray | torch.Tensor) -> float | np.ndarray:
-    """TOFU answer probability: ``P = exp(-mean_nll)``.
+    """TOFU answer probability: `P = exp(-mean_nll)`.
 
-    A scalar gives a float; a sequence / array / tensor gives a float64 ``np.ndarray`` of the same shape
+    A scalar gives a float; a sequence / array / tensor gives a float64 `np.ndarray` of the same shape
     (elementwise). The TOFU split score is the mean of these over questions.
     """
     if _is_scalar(mean_nll):
@@ -132,12 +132,12 @@ def normalized_option_probability(
 ) -> float | np.ndarray:
     """Probability of the true answer among the options (TOFU real_authors / world_facts).
 
-    ``P = p_true / (p_true + sum_i p_i)`` with ``p = exp(-mean_nll)``, evaluated as
-    ``exp(-nll_true - logsumexp([-nll_true, -nll_1, ..., -nll_k]))`` so that tiny probabilities do not underflow
+    `P = p_true / (p_true + sum_i p_i)` with `p = exp(-mean_nll)`, evaluated as
+    `exp(-nll_true - logsumexp([-nll_true, -nll_1, ..., -nll_k]))` so that tiny probabilities do not underflow
     to 0/0.
 
-    Scalar form: ``true_mean_nll`` a float, ``perturbed_mean_nlls`` shape [k] -> float.
-    Vectorised form: ``true_mean_nll`` shape [n], ``perturbed_mean_nlls`` shape [n, k] -> array [n].
+    Scalar form: `true_mean_nll` a float, `perturbed_mean_nlls` shape [k] -> float.
+    Vectorised form: `true_mean_nll` shape [n], `perturbed_mean_nlls` shape [n, k] -> array [n].
     """
     if _is_scalar(true_mean_nll):
         pert = _as_1d(perturbed_mean_nlls, "perturbed_mean_nlls")
@@ -158,7 +158,7 @@ def rouge_l(prediction: str, reference: str) -> dict[str, float]:
     """ROUGE-L between a generation and the reference answer (rouge_score, Porter stemmer on).
 
     recall = LCS / |reference tokens|, precision = LCS / |prediction tokens|, f1 their harmonic mean.
-    Returns ``{"recall", "precision", "f1"}``.
+    Returns `{"recall", "precision", "f1"}`.
     """
     if not isinstance(prediction, str) or not isinstance(reference, str):
         raise TypeError(f"rouge_l expects two strings, got {type(prediction).__name__} and {type(reference).__name__}")
@@ -197,9 +197,9 @@ def truth_ratio_stat(
 ) -> float | np.ndarray:
     """Per-question TOFU truth-ratio statistic.
 
-    ``stat = exp(mean_i(nll_perturbed_i) - nll_paraphrased) = P_paraphrased / P_perturbed`` where both P are
+    `stat = exp(mean_i(nll_perturbed_i) - nll_paraphrased) = P_paraphrased / P_perturbed` where both P are
     geometric means of per-token probabilities (all NLLs are per-token means). stat > 1: the model prefers the
-    (paraphrased) true answer. On real_authors / world_facts pass the answer's mean-NLL as ``paraphrased_mean_nll``.
+    (paraphrased) true answer. On real_authors / world_facts pass the answer's mean-NLL as `paraphrased_mean_nll`.
 
     Scalar form: float and shape [k] -> float. Vectorised: shape [n] and shape [n, k] -> array [n].
     """
@@ -224,7 +224,7 @@ def _check_stats(stats: Any, name: str) -> np.ndarray:
 
 
 def truth_ratio_forget(stats: Sequence[float] | np.ndarray) -> float:
-    """Forget-split truth ratio: ``mean(min(stat, 1/stat))`` in [0, 1]; 1 when true and false answers are
+    """Forget-split truth ratio: `mean(min(stat, 1/stat))` in [0, 1]; 1 when true and false answers are
     equally likely (what a model that never saw the data shows)."""
     s = _check_stats(stats, "stats")
     with np.errstate(divide="ignore"):  # stat = 0 -> 1/stat = inf, min is 0 as intended
@@ -232,7 +232,7 @@ def truth_ratio_forget(stats: Sequence[float] | np.ndarray) -> float:
 
 
 def truth_ratio_retain(stats: Sequence[float] | np.ndarray) -> float:
-    """Retain / real_authors / world_facts truth ratio: ``mean(max(0, 1 - 1/stat))`` in [0, 1); higher means the
+    """Retain / real_authors / world_facts truth ratio: `mean(max(0, 1 - 1/stat))` in [0, 1); higher means the
     model prefers the true answer over the perturbed ones."""
     s = _check_stats(stats, "stats")
     with np.errstate(divide="ignore"):
@@ -240,7 +240,7 @@ def truth_ratio_retain(stats: Sequence[float] | np.ndarray) -> float:
 
 
 def forget_quality(unlearned_stats: Sequence[float] | np.ndarray, retain_stats: Sequence[float] | np.ndarray) -> float:
-    """TOFU forget quality: p-value of the two-sample Kolmogorov-Smirnov test (``scipy.stats.ks_2samp``, two-sided,
+    """TOFU forget quality: p-value of the two-sample Kolmogorov-Smirnov test (`scipy.stats.ks_2samp`, two-sided,
     default method) between the per-question forget-split truth-ratio statistics of the unlearned model and those of
     the retain model. High (near 1) = indistinguishable from the retain model."""
     a = _as_1d(unlearned_stats, "unlearned_stats")
@@ -249,9 +249,9 @@ def forget_quality(unlearned_stats: Sequence[float] | np.ndarray, retain_stats: 
 
 
 def model_utility(values: Mapping[str, float] | Sequence[float] | np.ndarray) -> float:
-    """Harmonic mean ``n / sum(1/v_i)`` of the utility components (``scipy.stats.hmean``).
+    """Harmonic mean `n / sum(1/v_i)` of the utility components (`scipy.stats.hmean`).
 
-    TOFU uses nine components (see ``TOFU_UTILITY_KEYS`` / :func:`tofu_model_utility`), but any non-empty
+    TOFU uses nine components (see `TOFU_UTILITY_KEYS` / [`tofu_model_utility`]), but any non-empty
     collection is accepted. Any component equal to 0 makes the result 0 (the limit of the harmonic mean).
     Components must be finite and >= 0.
     """
@@ -265,7 +265,7 @@ def model_utility(values: Mapping[str, float] | Sequence[float] | np.ndarray) ->
 
 
 def tofu_model_utility(components: Mapping[str, float]) -> float:
-    """TOFU model utility: harmonic mean of the nine components named in ``TOFU_UTILITY_KEYS``.
+    """TOFU model utility: harmonic mean of the nine components named in `TOFU_UTILITY_KEYS`.
 
     Extra keys are ignored; missing keys raise ValueError naming them.
     """
@@ -307,7 +307,7 @@ def _answer_predictions(logits_or_pred_ids: Any, labels: Any) -> tuple[torch.Ten
 
 
 def exact_memorization(logits_or_pred_ids: torch.Tensor, labels: torch.Tensor) -> float:
-    """Exact memorisation: ``mean_t [argmax_v logits[t, v] == labels[t]]`` over answer positions.
+    """Exact memorisation: `mean_t [argmax_v logits[t, v] == labels[t]]` over answer positions.
 
     Input: logits [T, V] or predicted ids [T], aligned with labels [T] (position t predicts labels[t]).
     """
@@ -316,7 +316,7 @@ def exact_memorization(logits_or_pred_ids: torch.Tensor, labels: torch.Tensor) -
 
 
 def extraction_strength(pred_ids: torch.Tensor, labels: torch.Tensor) -> float:
-    """Extraction strength: ``1 - k/|y|``, k the smallest prefix length such that the teacher-forced argmax
+    """Extraction strength: `1 - k/|y|`, k the smallest prefix length such that the teacher-forced argmax
     predictions equal y from position k to the end.
 
     Equivalently the length of the longest all-correct suffix divided by |y|: 1.0 when every answer token is
@@ -337,13 +337,13 @@ def extraction_strength(pred_ids: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def mia_loss(token_logprobs: Sequence[float] | np.ndarray | torch.Tensor) -> float:
-    """LOSS attack score: mean-NLL ``-mean_t log p(y_t)`` over the text's tokens."""
+    """LOSS attack score: mean-NLL `-mean_t log p(y_t)` over the text's tokens."""
     lp = _as_1d(token_logprobs, "token_logprobs")
     return float(-lp.mean())
 
 
 def mia_zlib(token_logprobs: Sequence[float] | np.ndarray | torch.Tensor, text: str) -> float:
-    """ZLib attack score: ``mean-NLL / len(zlib.compress(text.encode("utf-8")))`` (compressed size in bytes)."""
+    """ZLib attack score: `mean-NLL / len(zlib.compress(text.encode("utf-8")))` (compressed size in bytes)."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     return mia_loss(token_logprobs) / len(zlib.compress(text.encode("utf-8")))
@@ -357,7 +357,7 @@ def _num_lowest(n: int, k: float) -> int:
 
 
 def mia_min_k(token_logprobs: Sequence[float] | np.ndarray | torch.Tensor, k: float = 0.4) -> float:
-    """Min-K% attack score: ``-mean`` of the ``max(1, floor(k * T))`` lowest token log-probs."""
+    """Min-K% attack score: `-mean` of the `max(1, floor(k * T))` lowest token log-probs."""
     lp = _as_1d(token_logprobs, "token_logprobs")
     m = _num_lowest(lp.size, k)
     return float(-np.sort(lp)[:m].mean())
@@ -369,10 +369,10 @@ def mia_min_k_plus_plus(
     sigma: Sequence[float] | np.ndarray | torch.Tensor,
     k: float = 0.4,
 ) -> float:
-    """Min-K%++ attack score: ``-mean`` of the ``max(1, floor(k * T))`` lowest ``z_t = (log p(y_t) - mu_t) / sigma_t``.
+    """Min-K%++ attack score: `-mean` of the `max(1, floor(k * T))` lowest `z_t = (log p(y_t) - mu_t) / sigma_t`.
 
-    ``mu``, ``sigma`` come from :func:`min_k_plus_plus_stats` on the same (aligned) logits rows that gave
-    ``token_logprobs``. All three must have the same length; sigma must be > 0.
+    `mu`, `sigma` come from [`min_k_plus_plus_stats`] on the same (aligned) logits rows that gave
+    `token_logprobs`. All three must have the same length; sigma must be > 0.
     """
     lp = _as_1d(token_logprobs, "token_logprobs")
     mu_a = _as_1d(mu, "mu")
@@ -391,8 +391,8 @@ def mia_min_k_plus_plus(
 def min_k_plus_plus_stats(logits: torch.Tensor, min_var: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-position mean and std of log p under the model's own next-token distribution.
 
-    ``mu_t = sum_v p_tv log p_tv``, ``sigma_t = sqrt(max(sum_v p_tv (log p_tv)^2 - mu_t^2, min_var))`` with
-    ``p_t = softmax(logits[t])``. logits [T, V] (any leading dims work) -> (mu [T], sigma [T]) in float32.
+    `mu_t = sum_v p_tv log p_tv`, `sigma_t = sqrt(max(sum_v p_tv (log p_tv)^2 - mu_t^2, min_var))` with
+    `p_t = softmax(logits[t])`. logits [T, V] (any leading dims work) -> (mu [T], sigma [T]) in float32.
     The variance floor (1e-6, as in open-unlearning) keeps near one-hot positions from dividing by zero.
     """
     if not isinstance(logits, torch.Tensor):
@@ -416,13 +416,13 @@ def mia_auc(
 ) -> float:
     """ROC AUC of a loss-like MIA score at telling members (forget set) from non-members (holdout set).
 
-    ``AUC = P(score_nonmember > score_member) + 0.5 P(score_nonmember == score_member)`` over all pairs, computed
+    `AUC = P(score_nonmember > score_member) + 0.5 P(score_nonmember == score_member)` over all pairs, computed
     from average ranks (Mann-Whitney U of the non-members / (n_member * n_nonmember)). 1.0 = members perfectly
     recognisable (low loss), 0.5 = chance, 0.0 = members look LESS familiar than non-members.
 
-    This equals ROC AUC with members as the positive class and ``-score`` as the classifier output, and also
-    open-unlearning's ``roc_auc_score(labels=[0]*forget + [1]*holdout, scores=loss_like)``. MUSE's tables report
-    ``1 - mia_auc`` (see :func:`privleak`).
+    This equals ROC AUC with members as the positive class and `-score` as the classifier output, and also
+    open-unlearning's `roc_auc_score(labels=[0]*forget + [1]*holdout, scores=loss_like)`. MUSE's tables report
+    `1 - mia_auc` (see [`privleak`]).
     """
     mem = _as_1d(member_scores, "member_scores")
     non = _as_1d(nonmember_scores, "nonmember_scores")
@@ -434,12 +434,12 @@ def mia_auc(
 
 
 def privleak(auc_unlearned: float, auc_retain: float, *, from_mia_auc: bool = False) -> float:
-    """MUSE PrivLeak: ``(AUC_unlearned - AUC_retain) / AUC_retain * 100``; 0 is ideal (as leaky as the retain model).
+    """MUSE PrivLeak: `(AUC_unlearned - AUC_retain) / AUC_retain * 100`; 0 is ideal (as leaky as the retain model).
 
     The formula is applied to the AUCs as given, which MUSE defines so that a model that memorised the forget set
-    scores near 0 (its target model gets PrivLeak ~ -100). That MUSE AUC is ``1 - mia_auc``. Pass
-    ``from_mia_auc=True`` to give :func:`mia_auc` values directly; they are converted with ``1 - auc`` first,
-    which reproduces MUSE's numbers and open-unlearning's ``privleak``.
+    scores near 0 (its target model gets PrivLeak ~ -100). That MUSE AUC is `1 - mia_auc`. Pass
+    `from_mia_auc=True` to give [`mia_auc`] values directly; they are converted with `1 - auc` first,
+    which reproduces MUSE's numbers and open-unlearning's `privleak`.
     """
     for name, v in (("auc_unlearned", auc_unlearned), ("auc_retain", auc_retain)):
         if not 0.0 <= float(v) <= 1.0:

@@ -1,24 +1,24 @@
 """MUSE evaluation of a model (Shi et al. 2024, arXiv 2407.06460): KnowMem, VerbMem and PrivLeak.
 
 * **KnowMem** (forget and retain): few-shot question answering about the forget / retain corpus. The prompt is the
-  split's in-context examples, each ``"Question: {q}\\nAnswer: {a}\\n\\n"``, followed by
-  ``"Question: {q}\\nAnswer: "``; the greedy answer (up to 32 new tokens) is cut at the first blank line or
-  ``Question`` and scored with ROUGE-L F1 against the answer.
+  split's in-context examples, each `"Question: {q}\\nAnswer: {a}\\n\\n"`, followed by
+  `"Question: {q}\\nAnswer: "`; the greedy answer (up to 32 new tokens) is cut at the first blank line or
+  `Question` and scored with ROUGE-L F1 against the answer.
 * **VerbMem** (forget): the greedy continuation (up to 128 new tokens) of a prefix of a forget text, scored with
   ROUGE-L F1 against the true continuation truncated to as many tokens.
 * **PrivLeak**: the Min-K% membership-inference score (k = 0.4) of every forget text (members) and holdout text
-  (non-members), their AUC (:func:`~hf_unlearn.evaluation.metrics.mia_auc`: 1 = members recognised, 0.5 = chance) and
-  PrivLeak relative to the retain model's AUC (:func:`~hf_unlearn.evaluation.metrics.privleak`; 0 is ideal, a
+  (non-members), their AUC ([`~hf_unlearn.evaluation.metrics.mia_auc`]: 1 = members recognised, 0.5 = chance) and
+  PrivLeak relative to the retain model's AUC ([`~hf_unlearn.evaluation.metrics.privleak`]; 0 is ideal, a
   model that still remembers the forget set is near -100).
 
-ROUGE-L is computed by :func:`~hf_unlearn.evaluation.metrics.rouge_l_f1` (rouge_score with the Porter stemmer, as
+ROUGE-L is computed by [`~hf_unlearn.evaluation.metrics.rouge_l_f1`] (rouge_score with the Porter stemmer, as
 open-unlearning does; MUSE's own scripts turn the stemmer off, which changes scores slightly).
 
-Data: the ``knowmem`` (``forget_qa``, ``retain_qa``, ``forget_qa_icl``, ``retain_qa_icl``; fields ``question``,
-``answer``), ``verbmem`` (``forget``; ``prompt``, ``gt``) and ``privleak`` (``forget``, ``holdout``; ``text``)
-configurations of ``muse-bench/MUSE-News`` (or ``MUSE-Books``), read with ``datasets.load_dataset``, or offline from a
-directory laid out the same way: ``<dir>/<config>/<split>.json`` (a list of rows, or of strings for ``text`` splits)
-or ``<dir>/<config>/<split>.jsonl`` (one row per line).
+Data: the `knowmem` (`forget_qa`, `retain_qa`, `forget_qa_icl`, `retain_qa_icl`; fields `question`,
+`answer`), `verbmem` (`forget`; `prompt`, `gt`) and `privleak` (`forget`, `holdout`; `text`)
+configurations of `muse-bench/MUSE-News` (or `MUSE-Books`), read with `datasets.load_dataset`, or offline from a
+directory laid out the same way: `<dir>/<config>/<split>.json` (a list of rows, or of strings for `text` splits)
+or `<dir>/<config>/<split>.jsonl` (one row per line).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from .model_io import check_vocabulary, eos_token_ids, greedy_generate, resolve_
 
 __all__ = ["MUSE_METRICS", "MUSEEvaluator", "load_muse", "load_muse_retain_auc"]
 
-#: The MUSE metrics :class:`MUSEEvaluator` computes.
+#: The MUSE metrics [`MUSEEvaluator`] computes.
 MUSE_METRICS: tuple[str, ...] = ("knowmem", "verbmem", "privleak")
 
 DEFAULT_MUSE_DATASET = "muse-bench/MUSE-News"
@@ -68,11 +68,11 @@ def load_muse(
     """Rows of one MUSE configuration split, as a list of dicts.
 
     Args:
-        config: ``"knowmem"``, ``"verbmem"`` or ``"privleak"`` (any configuration when reading from the Hub).
-        split: e.g. ``"forget_qa"``, ``"retain_qa_icl"``, ``"forget"``, ``"holdout"``.
-        data_dir: None reads ``dataset`` with ``datasets.load_dataset``; a directory reads
-            ``<data_dir>/<config>/<split>.json`` or ``.jsonl``.
-        dataset: the Hub dataset (``"muse-bench/MUSE-News"`` or ``"muse-bench/MUSE-Books"``).
+        config: `"knowmem"`, `"verbmem"` or `"privleak"` (any configuration when reading from the Hub).
+        split: e.g. `"forget_qa"`, `"retain_qa_icl"`, `"forget"`, `"holdout"`.
+        data_dir: None reads `dataset` with `datasets.load_dataset`; a directory reads
+            `<data_dir>/<config>/<split>.json` or `.jsonl`.
+        dataset: the Hub dataset (`"muse-bench/MUSE-News"` or `"muse-bench/MUSE-Books"`).
     """
     if data_dir is None:
         from datasets import load_dataset
@@ -128,11 +128,11 @@ def _check_rows(rows: Sequence[Mapping[str, Any]], config: str, split: str) -> N
 
 
 def load_muse_retain_auc(retain: float | str | Path) -> float:
-    """The retain model's Min-K% AUC (the :func:`~hf_unlearn.evaluation.metrics.mia_auc` convention), for PrivLeak.
+    """The retain model's Min-K% AUC (the [`~hf_unlearn.evaluation.metrics.mia_auc`] convention), for PrivLeak.
 
-    ``retain`` may be the number itself, a ``summary.json`` written by :class:`MUSEEvaluator` for the retain model
-    (its ``privleak_auc``) or the directory holding it, or open-unlearning's ``MUSE_EVAL.json`` (its ``mia_min_k``
-    ``agg_value``; same convention) or a directory holding that.
+    `retain` may be the number itself, a `summary.json` written by [`MUSEEvaluator`] for the retain model
+    (its `privleak_auc`) or the directory holding it, or open-unlearning's `MUSE_EVAL.json` (its `mia_min_k`
+    `agg_value`; same convention) or a directory holding that.
     """
     if isinstance(retain, (int, float)) and not isinstance(retain, bool):
         value = float(retain)
@@ -171,28 +171,28 @@ class MUSEEvaluator:
 
     Generation is greedy and batched with left padding built here; PrivLeak's teacher-forced scoring is batched with
     right padding. Prompts are raw text (MUSE evaluates base models: no chat template). Works with transformers
-    models, peft models and modules with a transformers-style ``forward`` / ``generate``.
+    models, peft models and modules with a transformers-style `forward` / `generate`.
 
     Args:
         model: the causal LM to evaluate (left in the train/eval mode it had).
         tokenizer: its tokenizer.
-        metrics: which of ``"knowmem"``, ``"verbmem"``, ``"privleak"`` to compute.
-        dataset: the Hub dataset to read when neither ``data_dir`` nor ``datasets`` provides a split.
-        data_dir: a local directory in the Hub's layout (see :func:`load_muse`); None reads the Hub.
-        datasets: ``"config/split"`` (e.g. ``"knowmem/forget_qa"``) -> dataset or list of rows, used instead of
+        metrics: which of `"knowmem"`, `"verbmem"`, `"privleak"` to compute.
+        dataset: the Hub dataset to read when neither `data_dir` nor `datasets` provides a split.
+        data_dir: a local directory in the Hub's layout (see [`load_muse`]); None reads the Hub.
+        datasets: `"config/split"` (e.g. `"knowmem/forget_qa"`) -> dataset or list of rows, used instead of
             loading that split.
         batch_size: sequences per teacher-forced forward pass (PrivLeak).
-        generation_batch_size: prompts per ``generate`` call (default: ``batch_size``).
+        generation_batch_size: prompts per `generate` call (default: `batch_size`).
         knowmem_max_new_tokens: KnowMem answer length (MUSE: 32).
         verbmem_max_new_tokens: VerbMem continuation length (MUSE: 128); the reference continuation is truncated
             to as many tokens.
-        num_icl_examples: how many in-context examples KnowMem prompts hold (None: all of the ``*_qa_icl`` split).
+        num_icl_examples: how many in-context examples KnowMem prompts hold (None: all of the `*_qa_icl` split).
         min_k: the fraction k of lowest-probability tokens Min-K% averages (MUSE: 0.4).
         max_length: texts are truncated to this many tokens for PrivLeak scoring (None: no truncation).
         max_items: evaluate only the first N items of each split (None: all).
         progress: show tqdm progress bars.
 
-    After :meth:`evaluate`, ``self.logs`` holds the per-item logs (name -> list of dicts).
+    After [`evaluate`], `self.logs` holds the per-item logs (name -> list of dicts).
     """
 
     def __init__(
@@ -357,17 +357,17 @@ class MUSEEvaluator:
         """Compute the metrics and return the summary.
 
         Args:
-            output_dir: where to write the per-item logs (``knowmem_forget.json``, ``knowmem_retain.json``,
-                ``verbmem_forget.json``, ``privleak_forget.json``, ``privleak_holdout.json``) and ``summary.json``;
+            output_dir: where to write the per-item logs (`knowmem_forget.json`, `knowmem_retain.json`,
+                `verbmem_forget.json`, `privleak_forget.json`, `privleak_holdout.json`) and `summary.json`;
                 None writes nothing.
-            retain_auc: the retain model's Min-K% AUC for PrivLeak: a number (the ``privleak_auc`` convention,
+            retain_auc: the retain model's Min-K% AUC for PrivLeak: a number (the `privleak_auc` convention,
                 1 = members recognised) or a retain model's result file / directory (see
-                :func:`load_muse_retain_auc`). None leaves ``privleak`` None.
+                [`load_muse_retain_auc`]). None leaves `privleak` None.
 
-        Returns a dict with, for the metrics computed: ``knowmem_forget_rougeL_f1``, ``knowmem_retain_rougeL_f1``,
-        ``verbmem_forget_rougeL_f1`` (means over items), ``privleak_auc`` (:func:`mia_auc` of the forget vs holdout
-        Min-K% scores), ``privleak_auc_muse`` (``1 - privleak_auc``, the AUC as MUSE's tables report it),
-        ``privleak_retain_auc`` and ``privleak`` (None without ``retain_auc``); and ``num_items`` (log -> count).
+        Returns a dict with, for the metrics computed: `knowmem_forget_rougeL_f1`, `knowmem_retain_rougeL_f1`,
+        `verbmem_forget_rougeL_f1` (means over items), `privleak_auc` ([`mia_auc`] of the forget vs holdout
+        Min-K% scores), `privleak_auc_muse` (`1 - privleak_auc`, the AUC as MUSE's tables report it),
+        `privleak_retain_auc` and `privleak` (None without `retain_auc`); and `num_items` (log -> count).
         """
         reference = load_muse_retain_auc(retain_auc) if retain_auc is not None else None
         if reference is not None and "privleak" not in self.metrics:
@@ -408,7 +408,7 @@ class MUSEEvaluator:
         return summary
 
     def write(self, output_dir: str | Path, summary: Mapping[str, Any]) -> Path:
-        """Write ``self.logs`` (one JSON file per log) and ``summary.json`` to ``output_dir``."""
+        """Write `self.logs` (one JSON file per log) and `summary.json` to `output_dir`."""
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         for name, items in self.logs.items():
