@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,9 @@ class UnlearningConfig(SFTConfig):
             with `prompt`/`completion` or conversational `messages` columns are recognised as well, and raw text in
             the `dataset_text_field` column (trl's, default `"text"`): trained on whole, in chunks of `max_length`
             tokens (MUSE's and WMDP's corpora).
+        invalid_rows (`str`, defaults to `"error"`): a forget or retain row whose prompt or answer is missing (None,
+            NaN, an empty CSV cell, a missing JSON key), not text or empty is refused with its row and column
+            (`"error"`), or dropped with a warning that counts them (`"drop"`); never trained on as "None".
         refusal_answers_file (`str`, *optional*): one refusal answer a line, for losses that need refusals
             (defaults to TOFU's `idontknow.jsonl`, bundled).
         use_chat_template (`bool`, *optional*): None applies the tokenizer's chat template when it has one, and the
@@ -90,6 +94,10 @@ class UnlearningConfig(SFTConfig):
     alpha: float = field(default=1.0, metadata={"help": "Weight of the retain loss."})
     question_key: str = field(default="question", metadata={"help": "Question column of question/answer datasets."})
     answer_key: str = field(default="answer", metadata={"help": "Answer column of question/answer datasets."})
+    invalid_rows: str = field(
+        default="error",
+        metadata={"help": "Rows with a missing or non-text prompt/answer: 'error' or 'drop' (with a warning)."},
+    )
     refusal_answers_file: str | None = field(
         default=None, metadata={"help": "File of refusal answers (one a line) for IDK-style losses."}
     )
@@ -143,10 +151,16 @@ class UnlearningConfig(SFTConfig):
             raise ValueError(
                 "remove_unused_columns=True would strip the forget/retain columns the trainer batches; leave it False."
             )
+        for name in ("gamma", "alpha", "learning_rate", "gru_ema", "gru_retain_weight"):
+            _check_real(name, getattr(self, name))
         if self.gamma < 0 or self.alpha < 0:
             raise ValueError(
                 f"gamma and alpha are loss weights and must be >= 0, got gamma={self.gamma}, alpha={self.alpha}."
             )
+        if self.gamma == 0 and self.alpha == 0:
+            raise ValueError("gamma = alpha = 0 weighs every loss by zero: the run would not change the model.")
+        if self.invalid_rows not in ("error", "drop"):
+            raise ValueError(f"invalid_rows must be 'error' or 'drop', got {self.invalid_rows!r}.")
         if self.token_average not in TOKEN_AVERAGES:
             raise ValueError(f"token_average must be one of {list(TOKEN_AVERAGES)}, got {self.token_average!r}.")
         self._check_rectification()
@@ -193,6 +207,14 @@ class UnlearningConfig(SFTConfig):
                 f"rectification='gru' cannot be used with optim={self.optim!r}: LOMO optimizers update the weights "
                 "during the backward pass, before the gradients can be rectified. Choose another optimizer."
             )
+
+
+def _check_real(name: str, value: Any) -> None:
+    """A finite real number (not a string, a list or a bool), or a ValueError naming the option."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"`{name}` must be a number, got {type(value).__name__} {value!r}.")
+    if not math.isfinite(value):
+        raise ValueError(f"`{name}` must be a finite number, got {value}.")
 
 
 def _accelerator_available() -> bool:

@@ -242,6 +242,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             "text_key": args.dataset_text_field,
             "max_length": args.max_length,
             "num_proc": args.dataset_num_proc,
+            "invalid_rows": args.invalid_rows,
         }
         forget_data = prepare_dataset(forget_dataset, self.encoder, name="forget dataset", **prep)
         retain_data = None

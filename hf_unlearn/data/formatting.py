@@ -14,6 +14,7 @@ A tokenizer with a chat template formats the conversation with it; otherwise pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,28 +76,68 @@ class ColumnLayout:
 
     def split(self, row: Mapping[str, Any]) -> tuple[Messages | str, str]:
         """Return `(prompt, answer)`: the prompt as messages (or a raw string for string prompt/completion rows;
-        an empty one for text rows, whose whole text is the answer)."""
+        an empty one for text rows, whose whole text is the answer). A value that is not text (None, NaN, a missing
+        key, bytes, a list) or an empty answer raises an [`InvalidRowError`] naming the column."""
         if self.kind == "text":
-            return "", str(row[self.prompt_key])
+            return "", text_value(row.get(self.prompt_key), self.prompt_key)
         if self.kind == "qa":
-            return [{"role": "user", "content": str(row[self.prompt_key])}], str(row[self.answer_key])
+            question = text_value(row.get(self.prompt_key), self.prompt_key)
+            return [{"role": "user", "content": question}], text_value(row.get(self.answer_key), self.answer_key)
         if self.kind == "prompt_completion":
-            prompt, completion = row["prompt"], row["completion"]
+            prompt, completion = row.get("prompt"), row.get("completion")
             if isinstance(prompt, str) and isinstance(completion, str):
-                return prompt, completion
-            return list(prompt), _assistant_content(completion)
-        messages = list(row["messages"])
+                return text_value(prompt, "prompt"), text_value(completion, "completion")
+            if not isinstance(prompt, (list, tuple)):
+                raise InvalidRowError("prompt", f"is {_describe(prompt)}, not a string or a list of messages")
+            messages = [_checked_message(m, "prompt") for m in prompt]
+            return messages, _assistant_content(completion)
+        messages = row.get("messages")
+        if not isinstance(messages, (list, tuple)):
+            raise InvalidRowError("messages", f"is {_describe(messages)}, not a list of messages")
+        messages = [_checked_message(m, "messages") for m in messages]
         if not messages or messages[-1].get("role") != "assistant":
             raise ValueError("A 'messages' row must end with the assistant's answer (role 'assistant').")
-        return messages[:-1], str(messages[-1]["content"])
+        return messages[:-1], messages[-1]["content"]
+
+
+class InvalidRowError(ValueError):
+    """A row whose prompt or answer is missing or not text (the caller adds which row and dataset)."""
+
+    def __init__(self, column: str, problem: str):
+        self.column = column
+        super().__init__(f"column {column!r} {problem}")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "missing (None)"
+    if isinstance(value, float) and math.isnan(value):
+        return "missing (NaN)"
+    return f"a {type(value).__name__} ({value!r:.40})"
+
+
+def text_value(value: Any, column: str) -> str:
+    """`value` if it is a non-blank string; otherwise an [`InvalidRowError`]: a missing value (None, NaN, a missing
+    key or an empty CSV cell) must not be trained on as the text "None" or "nan", nor bytes or a list as its repr."""
+    if not isinstance(value, str):
+        raise InvalidRowError(column, f"is {_describe(value)}, not text")
+    if not value.strip():
+        raise InvalidRowError(column, "is empty")
+    return value
+
+
+def _checked_message(message: Any, column: str) -> dict[str, str]:
+    if not isinstance(message, Mapping) or "role" not in message:
+        raise InvalidRowError(column, f"holds {_describe(message)}, not a message with 'role' and 'content'")
+    return {**message, "content": text_value(message.get("content"), f"{column}.content")}
 
 
 def _assistant_content(completion: Any) -> str:
     if isinstance(completion, str):
-        return completion
-    if len(completion) != 1 or completion[0].get("role") != "assistant":
+        return text_value(completion, "completion")
+    if not isinstance(completion, (list, tuple)) or len(completion) != 1 or completion[0].get("role") != "assistant":
         raise ValueError("A conversational 'completion' must be exactly one assistant message.")
-    return str(completion[0]["content"])
+    return _checked_message(completion[0], "completion")["content"]
 
 
 class PromptEncoder:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -311,7 +312,8 @@ class UnlearningLoss:
     def from_kwargs(cls, kwargs: Mapping[str, Any] | None) -> UnlearningLoss:
         """Instantiate with user hyperparameters; an unknown one raises an error that lists the accepted ones."""
         kwargs = dict(kwargs or {})
-        params = inspect.signature(cls.__init__).parameters
+        # A loss without an __init__ of its own takes no hyperparameters (object.__init__ shows *args, **kwargs).
+        params = inspect.signature(cls.__init__).parameters if cls.__init__ is not object.__init__ else {}
         accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         accepted = [n for n, p in params.items() if n != "self" and p.kind is not inspect.Parameter.VAR_KEYWORD]
         unknown = sorted(set(kwargs) - set(accepted))
@@ -320,6 +322,7 @@ class UnlearningLoss:
                 f"Loss {cls.name or cls.__name__!r} got unknown hyperparameter(s) {unknown}; "
                 f"it accepts: {accepted or 'none'}."
             )
+        _check_hyperparameter_types(cls, kwargs)
         return cls(**kwargs)
 
     def setup(self, model: torch.nn.Module, seed: int) -> None:
@@ -338,6 +341,30 @@ class UnlearningLoss:
     def __repr__(self) -> str:
         params = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+
+def _check_hyperparameter_types(cls: type, kwargs: Mapping[str, Any]) -> None:
+    """Hyperparameters annotated float, int, str or bool must have that type (a float accepts an int): a string
+    "0.1" from a recipe would otherwise be converted silently or fail deep inside the loss."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # noqa: BLE001  (unresolvable annotations of a user loss: nothing to check)
+        return
+    for key, value in kwargs.items():
+        expected = hints.get(key)
+        if expected is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif expected is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif expected in (str, bool):
+            ok = isinstance(value, expected)
+        else:
+            continue
+        if not ok:
+            raise ValueError(
+                f"Loss {cls.name or cls.__name__!r}: hyperparameter {key!r} must be a {expected.__name__}, got "
+                f"{type(value).__name__} {value!r}."
+            )
 
 
 class ForgetLoss(UnlearningLoss):

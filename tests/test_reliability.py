@@ -1,0 +1,141 @@
+"""Nothing silently wrong: missing answers, truncation, wrong types and impossible settings fail early and clearly."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from conftest import cpu_args
+from datasets import Dataset
+
+from hf_unlearn import UnlearningConfig, UnlearningTrainer
+from hf_unlearn.data import PromptEncoder, prepare_dataset
+
+GOOD = {"question": "Who wrote it?", "answer": "Jane did."}
+
+
+@pytest.mark.parametrize(
+    "bad_row, problem",
+    [
+        ({"question": "Who?", "answer": None}, "column 'answer' is missing (None)"),
+        ({"question": "Who?"}, "column 'answer' is missing (None)"),  # a JSON Lines row without the key
+        ({"question": None, "answer": "Jane."}, "column 'question' is missing (None)"),
+        ({"question": "Who?", "answer": ""}, "column 'answer' is empty"),
+        ({"question": "Who?", "answer": "   "}, "column 'answer' is empty"),
+    ],
+)
+def test_missing_or_empty_answers_are_refused_with_row_and_column(tokenizer, bad_row, problem):
+    data = Dataset.from_list([GOOD, GOOD, bad_row])
+    with pytest.raises(ValueError, match=rf"Row 2 of the forget dataset: {re.escape(problem)}.*invalid_rows='drop'"):
+        prepare_dataset(data, PromptEncoder(tokenizer), name="forget dataset")
+
+
+@pytest.mark.parametrize(
+    "column, problem",
+    [
+        ([float("nan")], r"missing \(NaN\)"),  # an empty CSV cell read with pandas
+        ([b"Jane did."], "a bytes"),
+        ([["Jane", "did"]], "a list"),
+        ([3.5], "a float"),
+    ],
+)
+def test_non_text_answers_are_refused(tokenizer, column, problem):
+    data = Dataset.from_dict({"question": ["Who?"], "answer": column})
+    with pytest.raises(ValueError, match=rf"Row 0 of the retain dataset: column 'answer' is {problem}"):
+        prepare_dataset(data, PromptEncoder(tokenizer), name="retain dataset")
+
+
+def test_conversational_rows_are_checked_too(tokenizer):
+    data = Dataset.from_dict(
+        {"messages": [[{"role": "user", "content": "Who?"}, {"role": "assistant", "content": None}]]}
+    )
+    with pytest.raises(ValueError, match=r"Row 0 of the forget dataset: column 'messages.content' is missing"):
+        prepare_dataset(data, PromptEncoder(tokenizer), name="forget dataset")
+
+
+def test_invalid_rows_can_be_dropped_with_a_counted_warning(tokenizer, caplog):
+    data = Dataset.from_list([GOOD, {"question": "Who?", "answer": None}, GOOD, {"question": "Who?", "answer": ""}])
+    with caplog.at_level(logging.WARNING):
+        encoded = prepare_dataset(data, PromptEncoder(tokenizer), name="forget dataset", invalid_rows="drop")
+    assert len(encoded) == 2
+    assert "Dropped 2 of the 4 rows of the forget dataset" in caplog.text
+    only_bad = Dataset.from_list([{"question": "Who?", "answer": None}])
+    with pytest.raises(ValueError, match="Every row of the forget dataset"):
+        prepare_dataset(only_bad, PromptEncoder(tokenizer), name="forget dataset", invalid_rows="drop")
+
+
+def test_the_trainer_refuses_a_retain_row_without_answer_and_can_drop_it(
+    target_model, tokenizer, small_forget, tmp_path
+):
+    retain = Dataset.from_list([GOOD, {"question": "Who?", "answer": None}])
+    with pytest.raises(ValueError, match="Row 1 of the retain dataset: column 'answer' is missing"):
+        UnlearningTrainer(
+            target_model,
+            cpu_args(tmp_path),
+            forget_dataset=small_forget,
+            retain_dataset=retain,
+            processing_class=tokenizer,
+        )
+    trainer = UnlearningTrainer(
+        target_model,
+        cpu_args(tmp_path, invalid_rows="drop"),
+        forget_dataset=small_forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+    )
+    assert len(trainer.unlearning_collator.retain_dataset) == 1
+
+
+def test_truncation_is_counted_in_one_warning(tokenizer, caplog):
+    short, long = {"question": "Who?", "answer": "Jane."}, {"question": "Who?", "answer": "Jane did, " * 20}
+    data = Dataset.from_list([short, long, long])
+    encoder = PromptEncoder(tokenizer)
+    prompt_len = len(encoder.encode_prompt([{"role": "user", "content": "Who?"}]))
+    with caplog.at_level(logging.WARNING):
+        encoded = prepare_dataset(data, encoder, name="forget dataset", max_length=prompt_len + 8)
+    full = len(encoder.encode([{"role": "user", "content": "Who?"}], long["answer"])[1])
+    assert [len(a) for a in encoded["answer_ids"]][1:] == [8, 8]
+    assert f"2 of the 3 answers of the forget dataset are longer than max_length={prompt_len + 8}" in caplog.text
+    assert f"{2 * (full - 8)} answer tokens were cut" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        prepare_dataset(data, encoder, name="forget dataset")
+    assert "were cut" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"gamma": float("nan")}, "`gamma` must be a finite number"),
+        ({"alpha": float("inf")}, "`alpha` must be a finite number"),
+        ({"learning_rate": [1, 2]}, "`learning_rate` must be a number, got list"),
+        ({"gamma": "1"}, "`gamma` must be a number, got str"),
+        ({"gamma": 0.0, "alpha": 0.0}, "gamma = alpha = 0"),
+        ({"invalid_rows": "skip"}, "invalid_rows must be 'error' or 'drop'"),
+    ],
+)
+def test_bad_settings_fail_at_configuration(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        UnlearningConfig(output_dir=str(tmp_path), bf16=False, report_to="none", **overrides)
+
+
+@pytest.mark.parametrize(
+    "loss, kwargs, message",
+    [
+        ("npo", {"beta": "0.1"}, "hyperparameter 'beta' must be a float, got str '0.1'"),
+        ("rmu", {"layer": 1.5}, "hyperparameter 'layer' must be a int, got float"),
+        ("wga", {"beta": True}, "hyperparameter 'beta' must be a float, got bool"),
+        ("ga", {"beta": 0.1}, r"unknown hyperparameter\(s\) \['beta'\]; it accepts: none"),
+        ("kl", {"positions": 3}, "hyperparameter 'positions' must be a str"),
+    ],
+)
+def test_loss_hyperparameters_of_the_wrong_type_are_refused(
+    target_model, tokenizer, small_forget, small_retain, tmp_path, loss, kwargs, message
+):
+    kind = "retain" if loss == "kl" else "forget"
+    args = cpu_args(tmp_path, **{f"{kind}_loss": loss, f"{kind}_loss_kwargs": kwargs})
+    with pytest.raises(ValueError, match=message):
+        UnlearningTrainer(
+            target_model, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+        )
