@@ -46,3 +46,11 @@ def parse_json_object(name: str, value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"`{name}` must be a dict of hyperparameters, got {type(value).__name__}.")
     return dict(value)
+
+
+def read_json_file(path: str | Path, what: str = "a JSON file") -> Any:
+    """The JSON in `path`; an unreadable or malformed file raises a ValueError that names it and what it holds."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} ({what}) is not valid UTF-8 JSON ({err}). Restore or remove the file.") from err

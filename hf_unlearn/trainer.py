@@ -22,7 +22,7 @@ from .data import ColumnLayout, ForgetRetainCollator, PromptEncoder, load_refusa
 from .exceptions import NonFiniteLossError
 from .gru import GradientRectifier, all_reduce_mean_, all_reduce_sum_, stats_to_logs
 from .hub.trainer_mixin import HubTrainerMixin
-from .io import write_json_atomic
+from .io import read_json_file, write_json_atomic
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
 from .reference import (
     REFERENCE_ADAPTERS_OFF,
@@ -37,6 +37,21 @@ logger = logging.get_logger(__name__)
 
 UNLEARNING_STATE_FILE = constants.UNLEARNING_STATE_FILE
 LOSS_STATE_FILE = constants.LOSS_STATE_FILE
+#: `unlearning.json` keys that make the method: a checkpoint cannot be resumed with other values.
+RESUME_METHOD_KEYS = ("forget_loss", "retain_loss", "rectification", "method", "peft")
+#: Keys whose change on resume is warned about and recorded.
+RESUME_SETTING_KEYS = (
+    "forget_loss_kwargs",
+    "retain_loss_kwargs",
+    "gamma",
+    "alpha",
+    "learning_rate",
+    "token_average",
+    "gru_ema",
+    "gru_retain_weight",
+    "gru_projected",
+    "trainable_parameters",
+)
 
 
 def _ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -293,6 +308,8 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         self.ref_model = self._prepare_ref_model(ref_model) if ref_model is not None else None
         self._nonfinite_micro_steps = torch.zeros((), device=args.device)
         self._rectifier: GradientRectifier | None = None
+        #: The checkpoint this run resumed from and the settings that changed (see `check_resumed_settings`).
+        self._resumed: dict[str, Any] | None = None
         if args.rectification == "gru":
             self._check_gru_supported()
 
@@ -594,7 +611,53 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
                 loss.load_state_dict(state)
         return True
 
+    # ------------------------------------------------------------------ resuming
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        self.check_resumed_settings(resume_from_checkpoint)
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def check_resumed_settings(self, checkpoint: str) -> None:
+        """Compare the unlearning settings a checkpoint recorded (its `unlearning.json`) with this run's: a change of
+        method (`RESUME_METHOD_KEYS`) is refused; other changes are warned about and recorded in `unlearning.json`
+        (`changed_on_resume`), and the learning rate recorded is the checkpoint's, which the restored scheduler
+        keeps."""
+        if self._resumed is not None and self._resumed["from"] == str(checkpoint):
+            return
+        path = os.path.join(checkpoint, UNLEARNING_STATE_FILE)
+        if not os.path.isfile(path):
+            logger.warning(f"{checkpoint} has no {UNLEARNING_STATE_FILE}: its unlearning settings cannot be compared.")
+            return
+        saved = read_json_file(path, what="the checkpoint's unlearning settings")
+        current = self.unlearning_state()
+        method = [
+            key
+            for key in RESUME_METHOD_KEYS
+            if (key in saved or key in current) and saved.get(key) != current.get(key)
+        ]
+        if method:
+            changes = ", ".join(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}" for key in method)
+            raise ValueError(
+                f"{checkpoint} was trained with another unlearning method ({changes}). A resumed run keeps its "
+                "method: resume with the checkpoint's settings, or start a new run in another output_dir."
+            )
+        changed = {
+            key: {"checkpoint": saved[key], "resumed": current.get(key)}
+            for key in RESUME_SETTING_KEYS
+            if key in saved and saved[key] != current.get(key)
+        }
+        if changed:
+            listed = ", ".join(
+                f"{key} {value['checkpoint']!r} -> {value['resumed']!r}" for key, value in changed.items()
+            )
+            logger.warning(
+                f"Resuming {checkpoint} with changed settings ({listed}). They apply from here on, except the "
+                "learning rate: the restored scheduler keeps the checkpoint's. unlearning.json records both."
+            )
+        self._resumed = {"from": str(checkpoint), "changed": changed, "learning_rate": saved.get("learning_rate")}
+
     def _load_optimizer_and_scheduler(self, checkpoint):
+        if checkpoint is not None:  # FSDP / DeepSpeed resume without _load_from_checkpoint
+            self.check_resumed_settings(checkpoint)
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             self.load_loss_state(checkpoint)
@@ -627,6 +690,13 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
                 gru_retain_weight=self.args.gru_retain_weight,
                 gru_projected=self.args.gru_projected,
             )
+        resumed = getattr(self, "_resumed", None)
+        if resumed is not None:
+            state["resumed_from"] = os.path.basename(os.path.normpath(resumed["from"]))
+            if resumed["changed"]:
+                state["changed_on_resume"] = resumed["changed"]
+            if "learning_rate" in resumed["changed"]:
+                state["learning_rate"] = resumed["learning_rate"]  # what the restored scheduler ran with
         return state
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):

@@ -139,3 +139,65 @@ def test_loss_hyperparameters_of_the_wrong_type_are_refused(
         UnlearningTrainer(
             target_model, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
         )
+
+
+# ---------------------------------------------------------------------------------------------- resuming
+def _train(model_dir, tokenizer, forget, retain, out, resume=None, **overrides):
+    from transformers import AutoModelForCausalLM
+
+    settings = dict(forget_loss="ga", max_steps=2, save_strategy="steps", save_steps=1, per_device_train_batch_size=2)
+    settings["lr_scheduler_type"] = "constant"
+    trainer = UnlearningTrainer(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        cpu_args(out, **{**settings, **overrides}),
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+    )
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    trainer.save_model()
+    return trainer
+
+
+@pytest.mark.parametrize(
+    "change, refused",
+    [
+        ({"forget_loss": "npo"}, "forget_loss: 'ga' -> 'npo'"),
+        ({"rectification": "gru"}, "rectification: None -> 'gru'"),
+    ],
+)
+def test_resuming_with_another_method_is_refused(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path, change, refused
+):
+    _train(target_model_dir, tokenizer, small_forget, small_retain, tmp_path / "first", max_steps=1)
+    checkpoint = tmp_path / "first" / "checkpoint-1"
+    with pytest.raises(ValueError, match=rf"trained with another unlearning method \({re.escape(refused)}\)"):
+        _train(
+            target_model_dir, tokenizer, small_forget, small_retain, tmp_path / "again", resume=checkpoint, **change
+        )
+
+
+def test_resuming_with_changed_settings_warns_and_records_what_ran(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path, caplog
+):
+    import json
+
+    _train(target_model_dir, tokenizer, small_forget, small_retain, tmp_path / "first", max_steps=1)
+    checkpoint = tmp_path / "first" / "checkpoint-1"
+    with caplog.at_level(logging.WARNING):
+        trainer = _train(
+            target_model_dir,
+            tokenizer,
+            small_forget,
+            small_retain,
+            tmp_path / "again",
+            resume=checkpoint,
+            learning_rate=0.5,
+            gamma=2.0,
+        )
+    assert "Resuming" in caplog.text and "gamma 1.0 -> 2.0" in caplog.text
+    state = json.loads((tmp_path / "again" / "unlearning.json").read_text())
+    assert state["resumed_from"] == "checkpoint-1" and state["gamma"] == 2.0
+    assert state["changed_on_resume"]["learning_rate"] == {"checkpoint": 1e-3, "resumed": 0.5}
+    # the restored scheduler kept the checkpoint's rate, and that is what unlearning.json records
+    assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(1e-3) and state["learning_rate"] == 1e-3

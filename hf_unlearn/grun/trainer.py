@@ -252,6 +252,7 @@ class GRUNTrainer(UnlearningTrainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         # Checkpoints hold the GRUN modules (written by `_save`), not a transformers state dict.
+        self.check_resumed_settings(resume_from_checkpoint)
         load_grun_weights_(self.accelerator.unwrap_model(self.model), resume_from_checkpoint)
 
     def _save(self, output_dir: str | None = None, state_dict=None):
