@@ -155,3 +155,11 @@ def test_logs_argument_is_required(capsys):
         main(["tofu-summary"])
     assert exit_info.value.code == 2
     assert "--logs" in capsys.readouterr().err
+
+
+def test_logs_without_the_forget_split_say_the_forget_metrics_are_missing(tmp_path, capsys):
+    logs = {name: log for name, log in LOGS.items() if name != "eval_log_forget.json"}
+    status, out, err = run_cli(capsys, "--logs", write_logs(tmp_path / "logs", logs))
+    assert status != 0 and out == ""
+    assert "no forget-split log (eval_log_forget.json)" in err and "forget metrics" in err
+    assert "Traceback" not in err

@@ -48,8 +48,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.logs import tofu_summary_from_logs
+    from ..evaluation.logs import TOFU_LOG_FILES, read_tofu_logs, tofu_summary_from_logs
 
+    if "forget" not in read_tofu_logs(args.logs):
+        raise ValueError(
+            f"{args.logs} holds no forget-split log ({TOFU_LOG_FILES['forget']}): the forget metrics (probability, "
+            "ROUGE-L, truth ratio, forget quality) are missing. Evaluate the forget split too."
+        )
     try:
         summary = tofu_summary_from_logs(args.logs, args.retain_logs)
     except (KeyError, TypeError, IndexError) as err:
