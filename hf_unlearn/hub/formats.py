@@ -88,7 +88,11 @@ class ModelFormat:
         return dict(config) if isinstance(config, Mapping) else None
 
     def load(
-        self, folder: str | Path, base_model: str | None = None, source: str | None = None, **from_pretrained_kwargs
+        self,
+        folder: str | Path,
+        base_model: str | None = None,
+        source: str | None = None,
+        **from_pretrained_kwargs: Any,
     ) -> torch.nn.Module:
         """Load the saved model: `AutoModelForCausalLM.from_pretrained(folder)` for a whole model, else the base
         model (`from_pretrained(base_model)`) with the folder attached. `from_pretrained_kwargs` go to
