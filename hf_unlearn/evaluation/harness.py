@@ -1,8 +1,8 @@
-"""General-capability and hazard benchmarks through EleutherAI's lm-evaluation-harness (the ``lm-eval`` extra).
+"""General-capability and hazard benchmarks through EleutherAI's lm-evaluation-harness (the `lm-eval` extra).
 
-:func:`run_lm_eval` hands a model that is already in memory (a transformers model, a peft model, or any
-``torch.nn.Module`` with a transformers-style ``forward`` / ``generate``, such as a GRUN-wrapped model) to lm-eval's
-``HFLM(pretrained=<model instance>, tokenizer=<tokenizer>)`` and runs tasks on it, by default WMDP (the hazardous
+[`run_lm_eval`] hands a model that is already in memory (a transformers model, a peft model, or any
+`torch.nn.Module` with a transformers-style `forward` / `generate`, such as a GRUN-wrapped model) to lm-eval's
+`HFLM(pretrained=<model instance>, tokenizer=<tokenizer>)` and runs tasks on it, by default WMDP (the hazardous
 knowledge benchmark unlearning methods such as RMU target) and MMLU (general knowledge). Nothing is saved or reloaded.
 
     pip install "hf-unlearn[lm-eval]"
@@ -25,8 +25,8 @@ from .model_io import check_vocabulary, model_device
 
 __all__ = ["DEFAULT_LM_EVAL_TASKS", "as_hflm_model", "make_hflm", "run_lm_eval"]
 
-#: The tasks :func:`run_lm_eval` runs by default: WMDP (bio, chem, cyber) and MMLU (57 subjects), both zero-shot
-#: multiple choice scored by log-likelihood (the ``acc`` metric).
+#: The tasks [`run_lm_eval`] runs by default: WMDP (bio, chem, cyber) and MMLU (57 subjects), both zero-shot
+#: multiple choice scored by log-likelihood (the `acc` metric).
 DEFAULT_LM_EVAL_TASKS: tuple[str, ...] = ("wmdp", "mmlu")
 _INSTALL_HINT = 'pip install "hf-unlearn[lm-eval]"'
 
@@ -44,9 +44,9 @@ def _import_lm_eval() -> Any:
 
 
 class _HFLMModel(torch.nn.Module):
-    """What lm-eval's ``HFLM`` needs of a pre-built model (``config``, ``device``, ``forward(input_ids).logits``,
-    ``generate``, ``tie_weights``), around a module that lacks some of it. The wrapped module stays a submodule, so
-    ``eval()`` / ``train()`` reach it."""
+    """What lm-eval's `HFLM` needs of a pre-built model (`config`, `device`, `forward(input_ids).logits`,
+    `generate`, `tie_weights`), around a module that lacks some of it. The wrapped module stays a submodule, so
+    `eval()` / `train()` reach it."""
 
     def __init__(self, module: torch.nn.Module, config: PretrainedConfig):
         super().__init__()
@@ -80,7 +80,7 @@ class _HFLMModel(torch.nn.Module):
 
 
 def _find_config(model: torch.nn.Module) -> PretrainedConfig | None:
-    """The transformers config of the model or of the model it wraps (peft's base model, pyreft's ``.model``)."""
+    """The transformers config of the model or of the model it wraps (peft's base model, pyreft's `.model`)."""
     candidates = [model]
     if hasattr(model, "get_base_model"):
         candidates.append(model.get_base_model())
@@ -93,8 +93,8 @@ def _find_config(model: torch.nn.Module) -> PretrainedConfig | None:
 
 
 def as_hflm_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The model itself when lm-eval's ``HFLM`` can take it as is (transformers and peft models), otherwise a thin
-    wrapper providing ``config``, ``device``, ``tie_weights`` and ``.logits`` outputs."""
+    """The model itself when lm-eval's `HFLM` can take it as is (transformers and peft models), otherwise a thin
+    wrapper providing `config`, `device`, `tie_weights` and `.logits` outputs."""
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"run_lm_eval needs a torch.nn.Module, got {type(model).__name__}")
     has_all = (
@@ -108,9 +108,9 @@ def as_hflm_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def _prompt_aware_hflm(hflm_class: type) -> type:
-    """An ``HFLM`` subclass for models that edit the last prompt token (GRUN): lm-eval scores ``context +
-    continuation`` in one forward pass without labels, so the contexts of a log-likelihood batch are registered with
-    the model's ``known_prompts`` for the call (see :meth:`hf_unlearn.grun.GRUNModel.known_prompts`)."""
+    """An `HFLM` subclass for models that edit the last prompt token (GRUN): lm-eval scores `context +
+    continuation` in one forward pass without labels, so the contexts of a log-likelihood batch are registered with
+    the model's `known_prompts` for the call (see [`hf_unlearn.grun.GRUNModel.known_prompts`])."""
 
     class PromptAwareHFLM(hflm_class):
         def _loglikelihood_tokens(self, requests, *args, **kwargs):
@@ -128,8 +128,8 @@ def make_hflm(
     max_length: int | None = None,
     **hflm_kwargs: Any,
 ) -> Any:
-    """lm-eval's ``HFLM`` around an in-memory model (see :func:`run_lm_eval`). The tokenizer is copied first when
-    lm-eval would otherwise add a pad token to it. A model with ``known_prompts`` (GRUN) is told each scored
+    """lm-eval's `HFLM` around an in-memory model (see [`run_lm_eval`]). The tokenizer is copied first when
+    lm-eval would otherwise add a pad token to it. A model with `known_prompts` (GRUN) is told each scored
     sequence's context, so that its edit lands on the last context token."""
     _import_lm_eval()
     from lm_eval.models.huggingface import HFLM
@@ -152,8 +152,8 @@ def make_hflm(
 
 
 def _flatten_metrics(results: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float]]:
-    """``{task: {"acc,none": 0.3, "alias": ...}}`` -> ``{task: {"acc": 0.3}}`` (numbers only; filter suffix dropped
-    when it is lm-eval's default ``none``)."""
+    """`{task: {"acc,none": 0.3, "alias": ...}}` -> `{task: {"acc": 0.3}}` (numbers only; filter suffix dropped
+    when it is lm-eval's default `none`)."""
     summary: dict[str, dict[str, float]] = {}
     for task, metrics in results.items():
         clean = {}
@@ -190,13 +190,13 @@ def run_lm_eval(
     """Run lm-evaluation-harness tasks on an in-memory model.
 
     Args:
-        model: a transformers model, a peft model, or any ``torch.nn.Module`` whose ``forward(input_ids)`` returns
-            ``logits`` (an object with ``.logits``, a tuple whose first item is the logits, or the logits tensor)
-            and, for generative tasks, that has ``generate``. A GRUN model works too: its ``known_prompts`` learns
+        model: a transformers model, a peft model, or any `torch.nn.Module` whose `forward(input_ids)` returns
+            `logits` (an object with `.logits`, a tuple whose first item is the logits, or the logits tensor)
+            and, for generative tasks, that has `generate`. A GRUN model works too: its `known_prompts` learns
             the context of every scored sequence. Left in the train/eval mode it had.
         tokenizer: its tokenizer (not modified).
-        tasks: lm-eval task or group names (default: ``wmdp`` and ``mmlu``), or names of tasks found under
-            ``include_path``.
+        tasks: lm-eval task or group names (default: `wmdp` and `mmlu`), or names of tasks found under
+            `include_path`.
         num_fewshot: few-shot examples per prompt (None: each task's default).
         batch_size: sequences per forward pass.
         limit: evaluate only the first N documents of each task (a float < 1: that fraction); for quick checks,
@@ -204,14 +204,14 @@ def run_lm_eval(
         max_length: the model's context length (None: lm-eval reads it from the config).
         include_path: directories (or YAML files) of custom task configurations.
         include_defaults: also index lm-eval's built-in tasks (False is faster when only custom tasks run).
-        output_dir: where to write ``lm_eval_results.json`` (lm-eval's results, configs and versions) and
-            ``lm_eval_summary.json``; None writes nothing.
+        output_dir: where to write `lm_eval_results.json` (lm-eval's results, configs and versions) and
+            `lm_eval_summary.json`; None writes nothing.
         return_raw: return lm-eval's full results dict instead of the summary.
-        **evaluate_kwargs: passed on to ``lm_eval.simple_evaluate`` (``gen_kwargs``, ``apply_chat_template``,
-            ``random_seed``, ...).
+        **evaluate_kwargs: passed on to `lm_eval.simple_evaluate` (`gen_kwargs`, `apply_chat_template`,
+            `random_seed`, ...).
 
-    Returns ``{task or group: {metric: value}}`` (e.g. ``{"wmdp": {"acc": 0.31, "acc_stderr": 0.01}, ...}``; groups
-    carry their aggregate), or lm-eval's own results dict with ``return_raw=True``.
+    Returns `{task or group: {metric: value}}` (e.g. `{"wmdp": {"acc": 0.31, "acc_stderr": 0.01}, ...}`; groups
+    carry their aggregate), or lm-eval's own results dict with `return_raw=True`.
 
     lm-eval runs every task on this process: with an in-memory model it does no data parallelism (call it on one
     rank only).

@@ -1,7 +1,7 @@
 """TOFU evaluation of a model: batched teacher-forced scoring, batched greedy generation, per-question logs, summary.
 
 The numbers are TOFU's (Maini et al. 2024; ALGORITHMS.md "TOFU metrics"); the per-question logs follow the layout of
-TOFU's published evaluation logs (see :mod:`hf_unlearn.evaluation.logs`), so that forget quality can be computed
+TOFU's published evaluation logs (see [`hf_unlearn.evaluation.logs`]), so that forget quality can be computed
 against a retain model evaluated by us or by others.
 """
 
@@ -43,7 +43,7 @@ _OPTION_SPLITS = ("real_authors", "world_facts")
 
 
 def tofu_split_config(split: str, forget_split: str = "forget10") -> str:
-    """The TOFU configuration an evaluation split reads (``"forget"`` -> ``"forget10_perturbed"``, ...)."""
+    """The TOFU configuration an evaluation split reads (`"forget"` -> `"forget10_perturbed"`, ...)."""
     configs = {
         "retain": "retain_perturbed",
         "real_authors": "real_authors_perturbed",
@@ -74,32 +74,32 @@ class TOFUEvaluator:
     """TOFU evaluation (probability, ROUGE-L recall, truth ratio on four splits; model utility; forget quality).
 
     Teacher-forced scoring flattens every (prompt, answer) pair of every split, the answer, the paraphrased answer
-    and each perturbed answer of every question, sorts them by length and scores them ``batch_size`` sequences per
+    and each perturbed answer of every question, sorts them by length and scores them `batch_size` sequences per
     forward pass. Greedy generation is batched too, with left padding built here (the tokenizer is never modified).
-    Prompts are formatted by :class:`~hf_unlearn.data.PromptEncoder`, exactly as for training. Works with
-    transformers models and peft models (anything with ``forward(input_ids, attention_mask)`` returning ``logits``
-    and a ``generate`` method).
+    Prompts are formatted by [`~hf_unlearn.data.PromptEncoder`], exactly as for training. Works with
+    transformers models and peft models (anything with `forward(input_ids, attention_mask)` returning `logits`
+    and a `generate` method).
 
     Args:
         model: the causal LM to evaluate (left in the train/eval mode it had).
         tokenizer: its tokenizer.
-        forget_split: TOFU forget split name (``"forget01"``, ``"forget05"``, ``"forget10"``).
-        data_dir: where TOFU is read from, as in :func:`~hf_unlearn.data.load_tofu` (None: the Hub; ``"bundled"``: the
+        forget_split: TOFU forget split name (`"forget01"`, `"forget05"`, `"forget10"`).
+        data_dir: where TOFU is read from, as in [`~hf_unlearn.data.load_tofu`] (None: the Hub; `"bundled"`: the
             subset shipped with hf_unlearn; or a directory of the Hub's JSON Lines files).
         batch_size: sequences per teacher-forced forward pass.
-        generation_batch_size: prompts per ``generate`` call (default: ``batch_size``).
+        generation_batch_size: prompts per `generate` call (default: `batch_size`).
         max_new_tokens: greedy generation length (TOFU: 200).
-        splits: which of ``"retain"``, ``"real_authors"``, ``"world_facts"``, ``"forget"`` to evaluate. Model utility
+        splits: which of `"retain"`, `"real_authors"`, `"world_facts"`, `"forget"` to evaluate. Model utility
             needs the first three, forget quality the last.
         max_questions: evaluate only the first N questions of each split; None evaluates all of them. TOFU's own
-            script used ``ds_size=300``, so its published logs hold the first 300 questions of forget10 and
+            script used `ds_size=300`, so its published logs hold the first 300 questions of forget10 and
             retain_perturbed: pass 300 to compare with them question for question.
         progress: show tqdm progress bars.
-        use_chat_template: passed to :class:`~hf_unlearn.data.PromptEncoder` (None: when the tokenizer has one).
-        date_string: the date chat templates print (pinned by default, as in training: see ``UnlearningConfig``).
+        use_chat_template: passed to [`~hf_unlearn.data.PromptEncoder`] (None: when the tokenizer has one).
+        date_string: the date chat templates print (pinned by default, as in training: see `UnlearningConfig`).
         datasets: split -> dataset (or list of row dicts) to use instead of loading that split's configuration.
 
-    After :meth:`evaluate`, ``self.logs`` holds the per-question logs (split -> log).
+    After [`evaluate`], `self.logs` holds the per-question logs (split -> log).
     """
 
     def __init__(
@@ -214,12 +214,12 @@ class TOFUEvaluator:
     def score(
         self, pairs: Sequence[tuple[list[int], list[int]]], desc: str = "scoring"
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Teacher-forced sum of answer-token NLLs and answer-token counts of ``(prompt_ids, answer_ids)`` pairs.
+        """Teacher-forced sum of answer-token NLLs and answer-token counts of `(prompt_ids, answer_ids)` pairs.
 
-        Pairs are sorted by length (longest first) and scored ``batch_size`` at a time with right padding. Models
-        that take ``logits_to_keep`` (transformers' causal LMs, through peft too) compute logits only from the last
-        prompt token on; only the answer positions' logits are upcast to float32. Returns ``(sum_nll, num_tokens)``
-        in the order of ``pairs``.
+        Pairs are sorted by length (longest first) and scored `batch_size` at a time with right padding. Models
+        that take `logits_to_keep` (transformers' causal LMs, through peft too) compute logits only from the last
+        prompt token on; only the answer positions' logits are upcast to float32. Returns `(sum_nll, num_tokens)`
+        in the order of `pairs`.
         """
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         sums = np.zeros(len(pairs), dtype=np.float64)
@@ -250,7 +250,7 @@ class TOFUEvaluator:
 
     def generate(self, prompts: Sequence[list[int]], desc: str = "generating") -> list[str]:
         """Greedy generations (decoded, special tokens skipped, stripped) for prompt token ids, batched with left
-        padding, in the order of ``prompts`` (see :func:`~hf_unlearn.evaluation.model_io.greedy_generate`)."""
+        padding, in the order of `prompts` (see [`~hf_unlearn.evaluation.model_io.greedy_generate`])."""
         texts = greedy_generate(
             self.model,
             self.tokenizer,
@@ -276,13 +276,13 @@ class TOFUEvaluator:
         """Evaluate the model on every split and return the TOFU summary.
 
         Args:
-            output_dir: where to write the per-question logs (TOFU's layout), ``eval_log_aggregated.json`` and
-                ``summary.json``; None writes nothing.
-            retain_logs: the retain model's logs (a directory of TOFU logs holding ``eval_log_forget.json``, ours or
-                published, TOFU's ``eval_log_aggregated.json`` or open-unlearning's ``TOFU_EVAL.json``), for forget
-                quality. None leaves ``forget_quality`` None.
+            output_dir: where to write the per-question logs (TOFU's layout), `eval_log_aggregated.json` and
+                `summary.json`; None writes nothing.
+            retain_logs: the retain model's logs (a directory of TOFU logs holding `eval_log_forget.json`, ours or
+                published, TOFU's `eval_log_aggregated.json` or open-unlearning's `TOFU_EVAL.json`), for forget
+                quality. None leaves `forget_quality` None.
 
-        Returns the dict of :func:`~hf_unlearn.evaluation.logs.summarize_tofu_logs`.
+        Returns the dict of [`~hf_unlearn.evaluation.logs.summarize_tofu_logs`].
         """
         # Read the retain logs first: a bad path should fail before minutes of evaluation.
         retain_stats = load_retain_truth_ratio_stats(retain_logs) if retain_logs is not None else None
@@ -298,10 +298,10 @@ class TOFUEvaluator:
         """The per-question logs (split -> log, TOFU's layout) of one shard of the questions, without a summary.
 
         Args:
-            shard: ``(index, count)``: evaluate questions ``index, index + count, index + 2 * count, ...`` of each
-                split (their log keys stay the original question indices). ``(0, 1)``, the default, evaluates them
-                all. Data-parallel evaluation runs shard ``(rank, world_size)`` on every rank and merges the logs
-                (:func:`~hf_unlearn.evaluation.callback.merge_tofu_logs`); a shard may be empty.
+            shard: `(index, count)`: evaluate questions `index, index + count, index + 2 * count, ...` of each
+                split (their log keys stay the original question indices). `(0, 1)`, the default, evaluates them
+                all. Data-parallel evaluation runs shard `(rank, world_size)` on every rank and merges the logs
+                ([`~hf_unlearn.evaluation.callback.merge_tofu_logs`]); a shard may be empty.
         """
         index, count = shard
         if count < 1 or not 0 <= index < count:
@@ -398,8 +398,8 @@ class TOFUEvaluator:
 
 
 def prompt_aware(model: torch.nn.Module, prompts: Iterable[Sequence[int]]) -> contextlib.AbstractContextManager:
-    """``model.known_prompts(prompts)`` for a model that edits only known prompts (it has ``known_prompts``, as
-    :class:`hf_unlearn.grun.GRUNModel`: a teacher-forced pass without labels must tell it where each prompt ends),
+    """`model.known_prompts(prompts)` for a model that edits only known prompts (it has `known_prompts`, as
+    [`hf_unlearn.grun.GRUNModel`]: a teacher-forced pass without labels must tell it where each prompt ends),
     a context that does nothing for any other model."""
     known_prompts = getattr(model, "known_prompts", None)
     return known_prompts(list(prompts)) if callable(known_prompts) else contextlib.nullcontext()
@@ -412,11 +412,11 @@ def run_tofu_evaluation(
     retain_logs: str | Path | None = None,
     **evaluator_kwargs: Any,
 ) -> tuple[dict[str, Any], TOFUEvaluator]:
-    """Run :class:`TOFUEvaluator` on a model; returns ``(summary, evaluator)``.
+    """Run [`TOFUEvaluator`] on a model; returns `(summary, evaluator)`.
 
-    A model that edits only known prompts (see :func:`prompt_aware`) is told every prompt of the evaluation for the
-    run, so that each scored sequence is edited at the end of its prompt. ``output_dir`` and ``retain_logs`` are as in
-    :meth:`TOFUEvaluator.evaluate`; ``evaluator_kwargs`` go to :class:`TOFUEvaluator`.
+    A model that edits only known prompts (see [`prompt_aware`]) is told every prompt of the evaluation for the
+    run, so that each scored sequence is edited at the end of its prompt. `output_dir` and `retain_logs` are as in
+    [`TOFUEvaluator.evaluate`]; `evaluator_kwargs` go to [`TOFUEvaluator`].
     """
     evaluator = TOFUEvaluator(model, tokenizer, **evaluator_kwargs)
     prompts = [question.prompt_ids for questions in evaluator.questions.values() for question in questions]
@@ -433,5 +433,5 @@ def evaluate_tofu_model(
     **evaluator_kwargs: Any,
 ) -> dict[str, Any]:
     """The TOFU summary of any model hf_unlearn produces: full, peft or GRUN (whose scoring must edit the last prompt
-    token: see :func:`run_tofu_evaluation`). `evaluator_kwargs` go to :class:`TOFUEvaluator`."""
+    token: see [`run_tofu_evaluation`]). `evaluator_kwargs` go to [`TOFUEvaluator`]."""
     return run_tofu_evaluation(model, tokenizer, output_dir=output_dir, retain_logs=retain_logs, **evaluator_kwargs)[0]
