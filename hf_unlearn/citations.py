@@ -16,3 +16,7 @@ class Paper:
     def markdown(self) -> str:
         link = f" [arXiv:{self.arxiv_id}](https://arxiv.org/abs/{self.arxiv_id})" if self.arxiv_id else ""
         return f"- {self.cited_as}, *{self.title}*.{link}"
+
+
+#: Benchmarks and methods cited outside the losses (each loss class lists its own papers).
+TOFU_PAPER = Paper("TOFU: A Task of Fictitious Unlearning for LLMs", "Maini et al. 2024", "2401.06121")

@@ -54,3 +54,21 @@ def read_json_file(path: str | Path, what: str = "a JSON file") -> Any:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ValueError(f"{path} ({what}) is not valid UTF-8 JSON ({err}). Restore or remove the file.") from err
+
+
+def check_readable_files(folder: str | Path, what: str = "the folder") -> None:
+    """Read every JSON file and every safetensors header of `folder` (not the tensors): a corrupt or truncated one
+    raises a ValueError that names it, before a library deep inside fails with a message that does not."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).glob("*.json")):
+        read_json_file(path, what=f"a file of {what}")
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as f:  # checks that the header's offsets fit the file
+                f.keys()
+        except Exception as err:  # noqa: BLE001  (safetensors raises its own error types)
+            raise ValueError(
+                f"{path} (in {what}) is not a readable safetensors file ({err}): it is truncated or corrupt. "
+                "Restore it, or use another checkpoint."
+            ) from err

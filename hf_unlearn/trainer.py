@@ -22,7 +22,7 @@ from .data import ColumnLayout, ForgetRetainCollator, PromptEncoder, load_refusa
 from .exceptions import NonFiniteLossError
 from .gru import GradientRectifier, all_reduce_mean_, all_reduce_sum_, stats_to_logs
 from .hub.trainer_mixin import HubTrainerMixin
-from .io import read_json_file, write_json_atomic
+from .io import check_readable_files, read_json_file, write_json_atomic
 from .losses import ForgetLoss, LossContext, RetainLoss, get_loss
 from .reference import (
     REFERENCE_ADAPTERS_OFF,
@@ -623,6 +623,7 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         keeps."""
         if self._resumed is not None and self._resumed["from"] == str(checkpoint):
             return
+        check_readable_files(checkpoint, what=f"the checkpoint {checkpoint}")
         path = os.path.join(checkpoint, UNLEARNING_STATE_FILE)
         if not os.path.isfile(path):
             logger.warning(f"{checkpoint} has no {UNLEARNING_STATE_FILE}: its unlearning settings cannot be compared.")

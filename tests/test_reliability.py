@@ -201,3 +201,49 @@ def test_resuming_with_changed_settings_warns_and_records_what_ran(
     assert state["changed_on_resume"]["learning_rate"] == {"checkpoint": 1e-3, "resumed": 0.5}
     # the restored scheduler kept the checkpoint's rate, and that is what unlearning.json records
     assert trainer.lr_scheduler.get_last_lr()[0] == pytest.approx(1e-3) and state["learning_rate"] == 1e-3
+
+
+# ---------------------------------------------------------------------------------------------- errors naming the file
+@pytest.mark.parametrize("damaged", ["trainer_state.json", "unlearning.json", "model.safetensors"])
+def test_resuming_a_damaged_checkpoint_names_the_file(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path, damaged
+):
+    _train(target_model_dir, tokenizer, small_forget, small_retain, tmp_path / "first", max_steps=1)
+    checkpoint = tmp_path / "first" / "checkpoint-1"
+    path = checkpoint / damaged
+    path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])  # truncated, as by a full disk
+    with pytest.raises(ValueError, match=re.escape(str(path))):
+        _train(target_model_dir, tokenizer, small_forget, small_retain, tmp_path / "again", resume=checkpoint)
+
+
+def _cli_error(capsys, *argv):
+    from hf_unlearn.cli import main
+
+    status = main(list(argv))
+    err = capsys.readouterr().err
+    assert status != 0 and "Traceback" not in err
+    return err
+
+
+def test_command_line_errors_name_the_file(tmp_path, capsys):
+    truncated = tmp_path / "forget.jsonl"
+    truncated.write_text('{"question": "a", "answer": "b"}\n{"question": "c", "ans')
+    latin1 = tmp_path / "retain.jsonl"
+    latin1.write_bytes('{"question": "caf\xe9", "answer": "b"}\n'.encode("latin-1"))
+    for data, problem in (
+        (truncated, "could not be read as JSON"),
+        (latin1, "is not UTF-8 text (byte 0xe9 on line 1)"),
+    ):
+        files = ["--forget_data_file", str(data), "--retain_data_file", str(data)]
+        err = _cli_error(capsys, "train", *files, "--model_name_or_path", "x", "--output_dir", str(tmp_path / "o"))
+        assert f"{data} {problem}" in err
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("forget_loss: [npo\n")
+    assert f"{recipe} is not valid YAML" in _cli_error(capsys, "train", "--config", str(recipe))
+    noise = tmp_path / "logs.json"
+    noise.write_bytes(bytes(range(256)))
+    assert f"{noise} is not valid UTF-8 JSON" in _cli_error(capsys, "tofu-summary", "--logs", str(noise))
+    missing = tmp_path / "no_such_model"
+    assert f"{missing} is not a model folder (it does not exist)" in _cli_error(
+        capsys, "eval", "--model", str(missing)
+    )

@@ -145,7 +145,39 @@ def load_data_file(path: str):
         raise ValueError(f"{path}: unsupported data file type {suffix!r}; use one of {sorted(builders)}.")
     if not Path(path).is_file():
         raise FileNotFoundError(f"Data file {path} does not exist.")
-    return load_dataset(builders[suffix], data_files=path, split="train")
+    if suffix != ".parquet":
+        _check_utf8(path)
+    try:
+        return load_dataset(builders[suffix], data_files=path, split="train")
+    except Exception as err:  # noqa: BLE001  (datasets wraps the parser's error in DatasetGenerationError)
+        cause = err.__cause__ or err
+        raise ValueError(
+            f"{path} could not be read as {builders[suffix].upper()} ({type(cause).__name__}: {cause}). Check that it "
+            "is complete, UTF-8 encoded and one record per line (JSON Lines) or a valid table."
+        ) from err
+
+
+def _check_utf8(path: str, chunk_size: int = 1 << 20) -> None:
+    """Text data files must be UTF-8: the JSON/CSV readers would fail only when a row is first read, deep inside."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                line += chunk[: err.start].count(b"\n")
+                raise ValueError(
+                    f"{path} is not UTF-8 text (byte {err.object[err.start]:#04x} on line {line}). Convert it to "
+                    "UTF-8, e.g. `iconv -f latin1 -t utf-8`."
+                ) from err
+            line += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path} is not UTF-8 text: it ends inside a character. Convert it to UTF-8.") from err
 
 
 def load_forget_and_retain(script: UnlearnScriptArguments):
@@ -264,8 +296,14 @@ def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
+    import yaml
+
     parser = make_parser()
-    script, training_args, model_args = parser.parse_args_and_config(args=argv)
+    try:
+        script, training_args, model_args = parser.parse_args_and_config(args=argv)
+    except yaml.YAMLError as err:
+        config = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else "the recipe"
+        raise ValueError(f"{config} is not valid YAML: {err}".replace("\n", " ")) from err
     result = train(script, training_args, model_args)
     if training_args.should_save:
         print(json.dumps(result, indent=2, default=str))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging
 
 from ..constants import PICKLE_SUFFIXES
+from ..io import check_readable_files
 from .errors import hub_errors
 from .formats import detect_model_format, read_base_model
 
@@ -35,8 +37,14 @@ def resolve_model_folder(
     if path.is_dir():
         if revision is not None:
             logger.warning(f"revision={revision!r} is ignored: {path} is a local folder.")
+        check_readable_files(path, what=f"the model folder {path}")
         return path
     repo_id = str(repo_id_or_path)
+    if path.exists() or not _looks_like_repo_id(repo_id):
+        raise FileNotFoundError(
+            f"{repo_id} is not a model folder{' (it is a file)' if path.exists() else ' (it does not exist)'} nor a "
+            "Hub repo id (namespace/name): give the folder a model was saved in, or a Hub id."
+        )
     secret = token if isinstance(token, str) else None
     with hub_errors(f"download {repo_id}", endpoint or _default_endpoint(), secret):
         return Path(
@@ -50,6 +58,11 @@ def resolve_model_folder(
                 library_name="hf_unlearn",
             )
         )
+
+
+def _looks_like_repo_id(name: str) -> bool:
+    """'name' or 'namespace/name' of letters, digits, '-', '_', '.' (not a path such as /x, ./x, ~/x or a/b/c)."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?", name) is not None and ".." not in name
 
 
 def _default_endpoint() -> str:

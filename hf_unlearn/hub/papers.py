@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from ..citations import Paper
+from ..citations import TOFU_PAPER, Paper
 from ..losses import get_loss
 
 __all__ = ["GRU_PAPER", "GRUN_PAPER", "MUSE_PAPER", "PAPERS", "TOFU_PAPER", "loss_papers"]
 
-TOFU_PAPER = Paper("TOFU: A Task of Fictitious Unlearning for LLMs", "Maini et al. 2024", "2401.06121")
 MUSE_PAPER = Paper("MUSE: Machine Unlearning Six-Way Evaluation for Language Models", "Shi et al. 2024", "2407.06460")
 GRU_PAPER = Paper(
     "GRU: Mitigating the Trade-off between Unlearning and Retention for LLMs", "Wang et al. 2025", "2503.09117"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..citations import Paper
+from ..citations import TOFU_PAPER
 from .base import ForgetLoss, LossContext
 from .registry import register_loss
 
@@ -21,7 +21,7 @@ class IDK(ForgetLoss):
     their token counts.
     """
 
-    papers = (Paper("TOFU: A Task of Fictitious Unlearning for LLMs", "Maini et al. 2024", "2401.06121"),)
+    papers = (TOFU_PAPER,)
 
     needs_refusals = True
 
