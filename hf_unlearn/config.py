@@ -40,6 +40,11 @@ class UnlearningConfig(SFTConfig):
             with `prompt`/`completion` or conversational `messages` columns are recognised as well, and raw text in
             the `dataset_text_field` column (trl's, default `"text"`): trained on whole, in chunks of `max_length`
             tokens (MUSE's and WMDP's corpora).
+        overwrite_output_dir (`bool`, defaults to `False`): training into an `output_dir` that holds an earlier run
+            (its `unlearning.json`, weights, GRUN or adapter files, checkpoints) is refused unless this is set, or
+            the run resumes (`resume_from_checkpoint`). With it, the earlier run's files are moved aside to
+            `<output_dir>.replaced-<time>` first, so that no old checkpoint, evaluation or GRUN file labels the new
+            model. (transformers 5 dropped its own option of this name.)
         invalid_rows (`str`, defaults to `"error"`): a forget or retain row whose prompt or answer is missing (None,
             NaN, an empty CSV cell, a missing JSON key), not text or empty is refused with its row and column
             (`"error"`), or dropped with a warning that counts them (`"drop"`); never trained on as "None".
@@ -94,6 +99,10 @@ class UnlearningConfig(SFTConfig):
     alpha: float = field(default=1.0, metadata={"help": "Weight of the retain loss."})
     question_key: str = field(default="question", metadata={"help": "Question column of question/answer datasets."})
     answer_key: str = field(default="answer", metadata={"help": "Answer column of question/answer datasets."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Train into an output_dir that holds an earlier run (its files are moved aside first)."},
+    )
     invalid_rows: str = field(
         default="error",
         metadata={"help": "Rows with a missing or non-text prompt/answer: 'error' or 'drop' (with a warning)."},

@@ -28,3 +28,21 @@ REFUSALS_FILE = "idontknow.jsonl"
 TRAINING_STATE_FILES = ("trainer_state.json", GRU_WEIGHTS_FILE, GRU_STATE_FILE)
 #: Suffixes of pickle-based files, which are never published or downloaded.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+#: What an earlier run leaves in an output folder: a folder holding one of the first is refused as the output of a
+#: new run unless it overwrites (then all of them are moved aside) or resumes.
+RUN_MARKERS = (UNLEARNING_STATE_FILE, GRUN_CONFIG_FILE, ADAPTER_CONFIG_FILE, "model.safetensors", "checkpoint-*")
+RUN_ARTIFACTS = (
+    *RUN_MARKERS,
+    LOSS_STATE_FILE,
+    GRUN_WEIGHTS_FILE,
+    "adapter_model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+    "eval",
+    "README.md",
+    GEFFECT_FILE,
+    EVAL_HISTORY_FILE,
+    "trainer_state.json",
+    "training_args.bin",
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -72,3 +73,40 @@ def check_readable_files(folder: str | Path, what: str = "the folder") -> None:
                 f"{path} (in {what}) is not a readable safetensors file ({err}): it is truncated or corrupt. "
                 "Restore it, or use another checkpoint."
             ) from err
+
+
+#: The key of an evaluation summary that records which weights were evaluated (see [`weights_fingerprint`]).
+FINGERPRINT_KEY = "weights_fingerprint"
+
+
+def weights_fingerprint(folder: str | Path) -> str | None:
+    """sha256 over the names and bytes of the weight files of a saved model folder (its `*.safetensors`, without
+    training state such as the GRU or loss state), or None when it has none. An evaluation records it, so that a
+    card or a push can tell whether the results belong to the weights beside them."""
+    from .constants import GRU_WEIGHTS_FILE, LOSS_STATE_FILE
+
+    files = sorted(p for p in Path(folder).glob("*.safetensors") if p.name not in (GRU_WEIGHTS_FILE, LOSS_STATE_FILE))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def record_weights_fingerprint(eval_dir: str | Path, model_folder: str | Path) -> str | None:
+    """Add the fingerprint of `model_folder`'s weights to the evaluation summary in `eval_dir` (rewritten atomically);
+    returns it (None: no weights or no summary)."""
+    from .constants import EVAL_SUMMARY_FILE
+
+    path = Path(eval_dir) / EVAL_SUMMARY_FILE
+    fingerprint = weights_fingerprint(model_folder)
+    if fingerprint is None or not path.is_file():
+        return None
+    summary = read_json_file(path, what="an evaluation summary")
+    summary[FINGERPRINT_KEY] = fingerprint
+    write_json_atomic(path, summary, indent=4)
+    return fingerprint

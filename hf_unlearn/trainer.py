@@ -6,7 +6,10 @@ import contextlib
 import math
 import os
 import re
+import shutil
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -611,6 +614,41 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
                 loss.load_state_dict(state)
         return True
 
+    # ------------------------------------------------------------------ the output folder
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        if not resume_from_checkpoint:
+            self._claim_output_dir()
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+
+    def _claim_output_dir(self) -> None:
+        """Refuse an output_dir holding an earlier run, or (overwrite_output_dir) move that run's files aside."""
+        output_dir = Path(self.args.output_dir)
+        earlier = earlier_run_files(output_dir, constants.RUN_MARKERS)
+        if not earlier:
+            return
+        if not self.args.overwrite_output_dir:
+            raise ValueError(
+                f"{output_dir} holds an earlier run ({', '.join(p.name for p in earlier[:4])}"
+                f"{', ...' if len(earlier) > 4 else ''}). Set overwrite_output_dir=True to replace it (its files are "
+                "moved aside first), resume_from_checkpoint=True to continue it, or choose another output_dir."
+            )
+        if self.args.should_save:
+            aside = output_dir.with_name(f"{output_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+            moved = earlier_run_files(output_dir, constants.RUN_ARTIFACTS)
+            aside.mkdir(parents=True, exist_ok=True)
+            for path in moved:
+                shutil.move(str(path), str(aside / path.name))
+            logger.warning(
+                f"overwrite_output_dir: moved the earlier run's {len(moved)} files and folders from {output_dir} to "
+                f"{aside}, so that none of them labels the new model."
+            )
+        self.accelerator.wait_for_everyone()
+
     # ------------------------------------------------------------------ resuming
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         self.check_resumed_settings(resume_from_checkpoint)
@@ -706,6 +744,13 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
         if self.args.should_save:
             write_json_atomic(os.path.join(output_dir, UNLEARNING_STATE_FILE), self.unlearning_state())
             self.save_loss_state(output_dir)
+
+
+def earlier_run_files(output_dir: Path, patterns: tuple[str, ...]) -> list[Path]:
+    """The entries of `output_dir` (not recursive) that match `patterns` (glob), sorted."""
+    if not output_dir.is_dir():
+        return []
+    return sorted({path for pattern in patterns for path in output_dir.glob(pattern)})
 
 
 def create_trainer(

@@ -247,3 +247,71 @@ def test_command_line_errors_name_the_file(tmp_path, capsys):
     assert f"{missing} is not a model folder (it does not exist)" in _cli_error(
         capsys, "eval", "--model", str(missing)
     )
+
+
+# ---------------------------------------------------------------------------------------------- reused output folders
+def test_an_output_dir_holding_an_earlier_run_is_refused_or_moved_aside(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path, caplog
+):
+    out = tmp_path / "run"
+    _train(target_model_dir, tokenizer, small_forget, small_retain, out, max_steps=1)
+    (out / "eval").mkdir()
+    (out / "eval" / "summary.json").write_text('{"model_utility": 0.5}')
+    (out / "grun_config.json").write_text("[]")  # as a former GRUN run leaves it
+    with pytest.raises(ValueError, match=r"holds an earlier run .*overwrite_output_dir=True.*resume_from_checkpoint"):
+        _train(target_model_dir, tokenizer, small_forget, small_retain, out, max_steps=1, forget_loss="npo")
+    with caplog.at_level(logging.WARNING):
+        _train(target_model_dir, tokenizer, small_forget, small_retain, out, max_steps=1, overwrite_output_dir=True)
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert {"checkpoint-1", "eval", "grun_config.json", "unlearning.json", "model.safetensors"} <= {
+        p.name for p in aside.iterdir()
+    }
+    assert not (out / "eval").exists() and not (out / "grun_config.json").exists()
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint-1").is_dir()  # the new run's
+    assert "moved the earlier run's" in caplog.text
+    from hf_unlearn.hub import detect_model_format
+
+    assert detect_model_format(out).kind == "full", "no stale GRUN file decides what the folder holds"
+    # resuming needs no overwrite
+    _train(target_model_dir, tokenizer, small_forget, small_retain, out, resume=out / "checkpoint-1")
+
+
+def test_cards_and_push_use_only_evaluations_of_the_saved_weights(tmp_path, caplog):
+    import json
+
+    from hf_unlearn.demo.tiny import tiny_llama
+    from hf_unlearn.hub import build_model_card, files_to_push
+    from hf_unlearn.io import FINGERPRINT_KEY, weights_fingerprint
+
+    folder = tmp_path / "model"
+    tiny_llama(64, num_layers=1, hidden_size=32, seed=0).save_pretrained(folder)
+    (folder / "unlearning.json").write_text(json.dumps({"forget_loss": "ga", "retain_loss": "nll"}))
+    (folder / "eval").mkdir()
+    summary = {"model_utility": 0.4321, "forget_quality": 0.5, FINGERPRINT_KEY: weights_fingerprint(folder)}
+    (folder / "eval" / "summary.json").write_text(json.dumps(summary))
+    assert "0.4321" in str(build_model_card(folder, base_model="org/base"))
+    assert "eval/summary.json" in files_to_push(folder)
+    tiny_llama(64, num_layers=1, hidden_size=32, seed=1).save_pretrained(folder)  # new weights, old evaluation
+    with caplog.at_level(logging.WARNING):
+        card = str(build_model_card(folder, base_model="org/base"))
+        published = files_to_push(folder)
+    assert "0.4321" not in card and "model-index" not in card
+    assert "evaluated other weights" in caplog.text
+    assert "eval/summary.json" not in published and "model.safetensors" in published
+
+
+def test_commands_do_not_overwrite_results_without_consent(tmp_path, capsys):
+    from hf_unlearn.demo.quickstart import run_quickstart
+
+    (tmp_path / "quickstart").mkdir()
+    (tmp_path / "quickstart" / "results.json").write_text("[]")
+    with pytest.raises(ValueError, match="earlier quickstart's results. Pass --overwrite"):
+        run_quickstart(tmp_path / "quickstart")
+    model = tmp_path / "model"
+    (model / "eval").mkdir(parents=True)
+    (model / "eval" / "summary.json").write_text("{}")
+    assert "holds earlier evaluation results. Pass --overwrite" in _cli_error(capsys, "eval", "--model", str(model))
+    output = tmp_path / "geffect.json"
+    output.write_text("{}")
+    err = _cli_error(capsys, "analyze", "--model", str(model), "--objective", "ga", "--output", str(output))
+    assert f"--output {output} exists. Pass --overwrite" in err

@@ -56,6 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Parameter dtype of the model.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available).")
     parser.add_argument("--output", default=None, help="Write the result as JSON here.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output file.")
     parser.add_argument("--plot", default=None, help="Write a per-group bar chart (PNG) here.")
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
@@ -87,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     retain_kwargs = parse_json_object("--retain-loss-kwargs", args.retain_loss_kwargs)
     if args.retain_loss is not None:
         resolve_objective(args.retain_loss, retain_kwargs, "retain")
+    if args.output and Path(args.output).exists() and not args.overwrite:
+        raise ValueError(f"--output {args.output} exists. Pass --overwrite to replace it, or another --output.")
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}.")
     for option, path in (("--model", args.model), ("--ref-model", args.ref_model)):

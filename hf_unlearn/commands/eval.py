@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--muse-metrics", default="knowmem,verbmem,privleak", help="MUSE: comma-separated metrics.")
     parser.add_argument("--output-dir", default=None, help="Where logs go (default: <model folder>/eval or ./eval).")
+    parser.add_argument("--overwrite", action="store_true", help="Replace the results already in the output dir.")
     parser.add_argument("--splits", default="retain,real_authors,world_facts,forget", help="Comma-separated splits.")
     parser.add_argument(
         "--max-questions", type=int, default=None, help="At most this many questions (MUSE: items) per split."
@@ -53,20 +54,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..evaluation.tofu import evaluate_tofu_model
+    from ..constants import EVAL_SUMMARY_FILE
     from ..hub import load_unlearned
+    from ..io import FINGERPRINT_KEY, record_weights_fingerprint
 
-    model, tokenizer = load_unlearned(args.model, base_model=args.base_model, revision=args.revision)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device).eval()
     output_dir = args.output_dir
     if output_dir is None:
         output_dir = Path(args.model) / "eval" if Path(args.model).is_dir() else Path("eval")
+    if (Path(output_dir) / EVAL_SUMMARY_FILE).is_file() and not args.overwrite:
+        raise ValueError(
+            f"{output_dir} holds earlier evaluation results. Pass --overwrite to replace them, or --output-dir."
+        )
+    model, tokenizer = load_unlearned(args.model, base_model=args.base_model, revision=args.revision)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
     if args.benchmark == "muse":
         summary = _evaluate_muse(model, tokenizer, args, output_dir)
-        print(json.dumps(summary, indent=2))
-        return 0
-    summary = evaluate_tofu_model(
+    else:
+        summary = _evaluate_tofu(model, tokenizer, args, output_dir)
+    if Path(args.model).is_dir():  # which weights these results belong to (cards and push check it)
+        summary[FINGERPRINT_KEY] = record_weights_fingerprint(output_dir, args.model)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _evaluate_tofu(model, tokenizer, args: argparse.Namespace, output_dir) -> dict:
+    from ..evaluation.tofu import evaluate_tofu_model
+
+    return evaluate_tofu_model(
         model,
         tokenizer,
         output_dir=output_dir,
@@ -79,8 +94,6 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         progress=not args.no_progress,
     )
-    print(json.dumps(summary, indent=2))
-    return 0
 
 
 def _evaluate_muse(model, tokenizer, args: argparse.Namespace, output_dir) -> dict:

@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32, help="Generation length for ROUGE (TOFU: 200).")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an earlier quickstart's results.")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -45,4 +46,5 @@ def run(args: argparse.Namespace) -> None:
         dataset=args.dataset,
         forget_split=args.forget_split,
         max_new_tokens=args.max_new_tokens,
+        overwrite=args.overwrite,
     )

@@ -281,9 +281,10 @@ def grun_config_of(script: UnlearnScriptArguments, training_args) -> Any | None:
 
 def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
     from ..evaluation.tofu import evaluate_tofu_model
+    from ..io import FINGERPRINT_KEY, record_weights_fingerprint
 
     eval_dir = Path(trainer.args.output_dir) / "eval"
-    return evaluate_tofu_model(
+    summary = evaluate_tofu_model(
         trainer.accelerator.unwrap_model(trainer.model),
         trainer.processing_class,
         output_dir=eval_dir if trainer.args.should_save else None,
@@ -293,6 +294,9 @@ def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
         max_questions=script.eval_max_questions,
         max_new_tokens=script.eval_max_new_tokens,
     )
+    if trainer.args.should_save:  # which weights these results belong to (cards and push check it)
+        summary[FINGERPRINT_KEY] = record_weights_fingerprint(eval_dir, trainer.args.output_dir)
+    return summary
 
 
 def main(argv: list[str]) -> int:

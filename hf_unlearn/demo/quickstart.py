@@ -15,7 +15,7 @@ import copy
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging
 from ..data.tofu import TOFU_RETAIN_OF, load_tofu
 from ..evaluation.logs import tofu_summary_from_logs
 from ..evaluation.metrics import model_utility
+from ..io import record_weights_fingerprint
 from .tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 if TYPE_CHECKING:
@@ -205,15 +206,23 @@ def run_quickstart(
     forget_split: str = "forget01",
     max_new_tokens: int = 32,
     model_cards: bool = True,
+    overwrite: bool = False,
 ) -> list[QuickstartResult]:
     """Run the quickstart; returns one row per model (target, retain, then each method) and writes
-    `results.json`, `results.md`, `fq_vs_utility.png` and, per method, the model, its TOFU logs and a model card."""
+    `results.json`, `results.md`, `fq_vs_utility.png` and, per method, the model, its TOFU logs and a model card.
+    An `output_dir` holding an earlier quickstart's results is refused unless `overwrite` (the earlier methods'
+    folders are then moved aside by the trainer)."""
     methods = methods or list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"Unknown quickstart method(s) {unknown}; choose from {sorted(METHODS)}.")
     if forget_split not in TOFU_RETAIN_OF:
         raise ValueError(f"Unknown forget split {forget_split!r}; choose from {sorted(TOFU_RETAIN_OF)}.")
+    if (Path(output_dir) / "results.json").is_file() and not overwrite:
+        raise ValueError(
+            f"{output_dir} holds an earlier quickstart's results. Pass --overwrite (overwrite=True) to replace them, "
+            "or choose another --output-dir."
+        )
     if dataset == BUNDLED and forget_split != "forget01":
         raise ValueError("The bundled TOFU subset holds forget01 only; use --dataset locuslab/TOFU for other splits.")
     output_dir = Path(output_dir)
@@ -261,6 +270,8 @@ def run_quickstart(
         method = METHODS[name]
         run_dir = output_dir / name
         tic = time.perf_counter()
+        if overwrite:
+            method = replace(method, config_overrides={**method.config_overrides, "overwrite_output_dir": True})
         unlearned = unlearn_copy(
             target, tokenizer, method, forget, retain, run_dir, unlearn_steps, learning_rate, seed, progress
         )
@@ -268,6 +279,7 @@ def run_quickstart(
         summaries[method.label] = _evaluate(
             unlearned, tokenizer, output_dir=run_dir / "eval", retain_logs=retain_logs, **evaluate
         )
+        record_weights_fingerprint(run_dir / "eval", run_dir)
         results.append(QuickstartResult.from_summary(method.label, summaries[method.label], seconds))
         if model_cards:
             _write_model_card(run_dir, base_model=model or str(output_dir / "target"), forget_split=forget_split)

@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
+from transformers.utils import logging
 
 from ..citations import Paper
+from ..io import FINGERPRINT_KEY, weights_fingerprint
 from .eval_summary import (
     TOFU_DATASET_ID,
     eval_results_from_summary,
@@ -27,6 +29,8 @@ from .eval_summary import (
 from .folder import load_unlearning_state
 from .formats import FULL, ModelFormat, detect_model_format, get_model_format, read_base_model
 from .papers import GRU_PAPER, MUSE_PAPER, TOFU_PAPER, loss_papers
+
+logger = logging.get_logger(__name__)
 
 __all__ = ["BASE_TAGS", "CardFacts", "gather_card_facts", "is_hub_model_id", "method_rows", "papers_for"]
 
@@ -243,6 +247,24 @@ def _tags(
     return list(dict.fromkeys(tags))
 
 
+def _belongs_to_weights(summary: Mapping[str, Any], folder: Path, path: Any) -> bool:
+    """Whether an evaluation found beside the weights evaluated them: its recorded fingerprint must match. A summary
+    without one (older, or from an in-memory evaluation) is kept with a warning."""
+    recorded = summary.get(FINGERPRINT_KEY)
+    if recorded is None:
+        logger.warning(
+            f"{path} records no fingerprint of the weights it evaluated: the card shows its results unverified."
+        )
+        return True
+    if recorded != weights_fingerprint(folder):
+        logger.warning(
+            f"{path} evaluated other weights than those in {folder} (its fingerprint differs): the card leaves its "
+            "results out. Evaluate the model again (`hf-unlearn eval`)."
+        )
+        return False
+    return True
+
+
 def gather_card_facts(
     folder: str | Path | None = None,
     *,
@@ -270,11 +292,14 @@ def gather_card_facts(
     requests = _grun_requests(state, config) if model_format.per_request else []
     if base_model is None and folder is not None:
         base_model = read_base_model(folder, model_format.kind)
-    if eval_results is None and folder is not None:
+    found_beside_weights = eval_results is None and folder is not None
+    if found_beside_weights:
         eval_results = find_eval_summary(folder)
     summary = None
     if eval_results is not None:
         summary = dict(eval_results) if isinstance(eval_results, Mapping) else load_eval_summary(eval_results)
+    if found_beside_weights and summary is not None and not _belongs_to_weights(summary, folder, eval_results):
+        summary = None
     benchmark = summary_benchmark(summary) if summary else None
     forget_dataset, forget_config = _forget_dataset(forget_data, summary)
 

@@ -11,6 +11,8 @@ from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 from transformers.utils import logging
 
 from .. import constants
+from ..constants import EVAL_SUMMARY_FILE
+from ..io import FINGERPRINT_KEY, read_json_file, weights_fingerprint
 from .card import build_model_card
 from .errors import HubAuthenticationError, hub_errors, redact
 from .folder import load_unlearning_state
@@ -33,18 +35,40 @@ def files_to_push(folder: str | Path) -> list[str]:
 
     Left out: `README.md` (replaced by the generated card), pickle files (`*.bin`, `*.pt`, ...: optimizer states,
     `training_args.bin`, non-safetensors weights), checkpoints, what only resuming needs (`trainer_state.json`,
-    GRU's state), logs of experiment trackers and hidden files.
+    GRU's state), logs of experiment trackers, hidden files, and evaluation folders whose summary records other
+    weights than the folder's (an earlier run's results).
     """
     folder = Path(folder)
+    stale = _stale_evaluations(folder)
     selected = []
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         if not path.is_file() or any(fnmatch.fnmatch(part, p) for part in relative.parts for p in _SKIPPED_PATTERNS):
             continue
+        if any(parent in stale for parent in relative.parents):
+            continue
         if relative.as_posix() in ("README.md", *_TRAINING_STATE_FILES) or path.suffix.lower() in PICKLE_SUFFIXES:
             continue
         selected.append(relative.as_posix())
     return selected
+
+
+def _stale_evaluations(folder: Path) -> set[Path]:
+    """Subfolders (relative) whose evaluation summary records a fingerprint other than the folder's weights."""
+    current = None
+    stale = set()
+    for summary in folder.glob(f"*/{EVAL_SUMMARY_FILE}"):
+        try:
+            recorded = read_json_file(summary, what="an evaluation summary").get(FINGERPRINT_KEY)
+        except (ValueError, AttributeError):
+            continue
+        if recorded is None:
+            continue
+        current = current if current is not None else weights_fingerprint(folder)
+        if recorded != current:
+            logger.warning(f"{summary.parent} evaluated other weights than {folder}'s: it is not published.")
+            stale.add(summary.parent.relative_to(folder))
+    return stale
 
 
 def _check_weights(folder: Path, model_format: ModelFormat, files: list[str]) -> None:
