@@ -242,7 +242,7 @@ def test_command_line_errors_name_the_file(tmp_path, capsys):
     assert f"{recipe} is not valid YAML" in _cli_error(capsys, "train", "--config", str(recipe))
     noise = tmp_path / "logs.json"
     noise.write_bytes(bytes(range(256)))
-    assert f"{noise} is not valid UTF-8 JSON" in _cli_error(capsys, "tofu-summary", "--logs", str(noise))
+    assert f"{noise} is not valid JSON" in _cli_error(capsys, "tofu-summary", "--logs", str(noise))
     missing = tmp_path / "no_such_model"
     assert f"{missing} is not a model folder (it does not exist)" in _cli_error(
         capsys, "eval", "--model", str(missing)

@@ -61,26 +61,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
-def _load_model(path: str, dtype: Any, device: str) -> Any:
-    """A causal LM, or a peft adapter on its base model with the adapter parameters trainable."""
-    from transformers import AutoModelForCausalLM
-
-    if (Path(path) / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForCausalLM
-
-        return AutoPeftModelForCausalLM.from_pretrained(path, is_trainable=True, dtype=dtype).to(device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device)
-    model.requires_grad_(True)
+def _trainable_for_analysis(model: Any) -> Any:
+    """The parameters unlearning trained, made differentiable: a peft model's active adapter, a GRUN model's newest
+    request, or every parameter of a full model (`load_unlearned` returns them frozen for inference)."""
+    if callable(getattr(model, "trainable_modules", None)):  # GRUN
+        for module in model.trainable_modules():
+            module.requires_grad_(True)
+    elif getattr(model, "peft_config", None):  # a peft model: its adapter's parameters
+        adapter = model.active_adapter
+        for name, param in model.named_parameters():
+            param.requires_grad_(f".{adapter}." in name or name.endswith(f".{adapter}"))
+    else:
+        model.requires_grad_(True)
     return model
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     from ..analysis import build_geffect_batch, compute_g_effect, plot_geffect_groups, resolve_objective
     from ..data import load_tofu
+    from ..hub import load_unlearned
     from ..io import parse_json_object
 
     objective_kwargs = parse_json_object("--objective-kwargs", args.objective_kwargs)
@@ -101,15 +103,11 @@ def run(args: argparse.Namespace) -> int:
     retain = load_tofu(args.retain_split, data_dir=args.data_dir)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
-    model = _load_model(args.model, dtype, device)
-    tokenizer_source = args.model
-    is_adapter = (Path(args.model) / "adapter_config.json").is_file()
-    if is_adapter and not (Path(args.model) / "tokenizer_config.json").exists():
-        tokenizer_source = model.peft_config["default"].base_model_name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    model, tokenizer = load_unlearned(args.model, dtype=dtype)
+    model = _trainable_for_analysis(model.to(device))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    ref_model = _load_model(args.ref_model, dtype, device) if args.ref_model else None
+    ref_model = load_unlearned(args.ref_model, dtype=dtype)[0].to(device) if args.ref_model else None
 
     batch = build_geffect_batch(
         tokenizer,

@@ -97,7 +97,7 @@ def _load_json(path: Path) -> Any:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not valid UTF-8 JSON ({err}): give TOFU evaluation logs.") from err
+        raise ValueError(f"{path} is not valid JSON ({err}): give TOFU evaluation logs.") from err
 
 
 # ----------------------------------------------------------------------------------------------------------------
