@@ -1,0 +1,38 @@
+"""Robustness audits: does the forgotten knowledge come back? One module per attack.
+
+- [`relearning_attack`]: a few fine-tuning steps on part of the forget data, the rest measured before and after;
+- [`quantization_attack`]: a 4-bit (NF4) or k-bit quantized copy, on any device;
+- [`logit_lens`]: the answer decoded from every intermediate layer.
+
+Each leaves its input model unchanged and reports the forget answers' probability (TOFU's, teacher forced).
+"""
+
+from __future__ import annotations
+
+from .logit_lens import LogitLensResult, logit_lens
+from .quantization import (
+    NF4_CODE_BOOK,
+    QuantizationAttackResult,
+    quantization_attack,
+    quantize_dequantize,
+    quantized_copy,
+)
+from .relearning import RelearningAttackResult, relearning_attack, relearning_score
+from .scoring import answer_probabilities, encode_qa, robustness_score, stability_score
+
+__all__ = [
+    "NF4_CODE_BOOK",
+    "LogitLensResult",
+    "QuantizationAttackResult",
+    "RelearningAttackResult",
+    "answer_probabilities",
+    "encode_qa",
+    "logit_lens",
+    "quantization_attack",
+    "quantize_dequantize",
+    "quantized_copy",
+    "relearning_attack",
+    "relearning_score",
+    "robustness_score",
+    "stability_score",
+]

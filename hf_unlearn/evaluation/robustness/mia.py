@@ -1,0 +1,408 @@
+"""Membership-inference attacks that need more than the model's token log-probabilities: a reference model, gradients.
+
+The LOSS, ZLib, Min-K% and Min-K%++ scores of [`~hf_unlearn.evaluation.metrics`] read one forward pass of the
+audited model. open-unlearning (locuslab/open-unlearning, `src/evals/metrics/mia/`) has two attacks beyond them,
+both from MIMIR (Duan et al. 2024, arXiv 2402.07841):
+
+- [`mia_reference`]: the audited model's loss calibrated by a reference model's loss on the same text
+  (open-unlearning's `mia_reference`, `ReferenceAttack.compute_score`: `target_loss - ref_loss`);
+- [`mia_gradient_norm`]: the norm of the gradient of the text's loss with respect to the model's parameters
+  (open-unlearning's `mia_gradnorm`, `GradNormAttack`; Wang et al., arXiv 2402.17012).
+
+Both return one score per text with the convention of the `mia_*` functions of
+[`~hf_unlearn.evaluation.metrics`]: loss-like, a HIGHER score means LESS likely a member, so that
+`mia_auc(scores_of_members, scores_of_nonmembers)` ([`~hf_unlearn.evaluation.metrics.mia_auc`]) is 1 when the
+members (the forget set) are perfectly recognisable and 0.5 at chance.
+
+Texts are given as plain strings (every token after the first is scored, as MUSE's PrivLeak does), or as a dataset
+(or list of rows) with question/answer columns (the prompt is encoded by [`~hf_unlearn.data.PromptEncoder`], as for
+training and TOFU evaluation, and only the answer tokens are scored) or with a text column.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from ...data.collator import pad_examples
+from ...data.formatting import DEFAULT_DATE_STRING, PromptEncoder
+from ...losses.base import IGNORE_INDEX
+from ..model_io import accepts_logits_to_keep, check_vocabulary, model_device, resolve_pad_token_id
+from ..tofu import prompt_aware
+
+__all__ = ["GRADIENT_NORM_REDUCTIONS", "encode_texts", "mean_answer_nll", "mia_gradient_norm", "mia_reference"]
+
+#: How [`mia_gradient_norm`] turns per-parameter gradients into one number (see its docstring).
+GRADIENT_NORM_REDUCTIONS = ("global", "tensor_mean")
+
+Pair = tuple[list[int], list[int]]
+TextsOrDataset = Sequence[str] | Dataset | Sequence[Mapping[str, Any]]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# encoding
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def encode_texts(
+    tokenizer: PreTrainedTokenizerBase,
+    texts_or_dataset: TextsOrDataset,
+    *,
+    question_key: str = "question",
+    answer_key: str = "answer",
+    text_key: str = "text",
+    use_chat_template: bool | None = None,
+    date_string: str | None = DEFAULT_DATE_STRING,
+) -> list[Pair]:
+    """`(context_ids, scored_ids)` of each text: what a membership-inference attack conditions on and what it scores.
+
+    Args:
+        tokenizer: the audited model's tokenizer.
+        texts_or_dataset: plain strings (tokenized with the tokenizer's special tokens; the first token is the
+            context, every later one is scored), or a `datasets.Dataset` / sequence of row mappings with
+            `question_key` and `answer_key` columns (the question is the prompt, formatted by
+            [`~hf_unlearn.data.PromptEncoder`], and the answer's tokens are scored) or with a `text_key` column
+            (scored as plain strings).
+        question_key, answer_key, text_key: the column names.
+        use_chat_template, date_string: as in [`~hf_unlearn.data.PromptEncoder`].
+
+    Raises a ValueError for an empty input, missing columns, or a row or text without anything to score.
+    """
+    if isinstance(texts_or_dataset, (str, bytes)):
+        raise ValueError("Pass a list of texts (or a dataset), not a single string: wrap it as `[text]`.")
+    if texts_or_dataset is None or len(texts_or_dataset) == 0:
+        raise ValueError("There is no text to score: pass a non-empty list of texts or a non-empty dataset.")
+    if isinstance(texts_or_dataset, Dataset):
+        rows: Sequence[Any] = texts_or_dataset.to_list()
+        columns = set(texts_or_dataset.column_names)
+    else:
+        rows = list(texts_or_dataset)
+        columns = set().union(*(r.keys() for r in rows if isinstance(r, Mapping)))
+    if all(isinstance(r, str) for r in rows):
+        return [_encode_plain(tokenizer, text, f"Text {i}") for i, text in enumerate(rows)]
+    if not all(isinstance(r, Mapping) for r in rows):
+        kinds = sorted({type(r).__name__ for r in rows})
+        raise ValueError(
+            f"Expected a list of strings or of row mappings (or a datasets.Dataset), got items of type {kinds}."
+        )
+    if {question_key, answer_key} <= columns:
+        encoder = PromptEncoder(tokenizer, use_chat_template, date_string)
+        pairs = []
+        for i, row in enumerate(rows):
+            question, answer = row.get(question_key), row.get(answer_key)
+            for key, value in ((question_key, question), (answer_key, answer)):
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"Row {i} has no text in column {key!r} (got {value!r}); remove or fix the row.")
+            prompt, answer_ids = encoder.encode([{"role": "user", "content": question}], answer)
+            pairs.append((prompt, answer_ids))
+        return pairs
+    if text_key in columns:
+        pairs = []
+        for i, row in enumerate(rows):
+            text = row.get(text_key)
+            if not isinstance(text, str):
+                raise ValueError(f"Row {i} has no text in column {text_key!r} (got {text!r}); remove or fix the row.")
+            pairs.append(_encode_plain(tokenizer, text, f"Row {i}"))
+        return pairs
+    raise ValueError(
+        f"The dataset has columns {sorted(columns)}, but question/answer columns ({question_key!r}, {answer_key!r}) "
+        f"or a text column ({text_key!r}) are needed: pass `question_key`/`answer_key`/`text_key` for other names."
+    )
+
+
+def _encode_plain(tokenizer: PreTrainedTokenizerBase, text: str, where: str) -> Pair:
+    ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
+    if len(ids) < 2:
+        raise ValueError(
+            f"{where} ({text!r:.40}) encodes to {len(ids)} token(s); at least 2 are needed (the first is the context, "
+            "the others are scored). Remove empty or one-token texts."
+        )
+    return ids[:1], ids[1:]
+
+
+def _check_batch_size(batch_size: int) -> int:
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    return int(batch_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# teacher-forced scoring
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], min_prompt: int, keep: bool) -> Any:
+    """The model's output on a right-padded batch; with `keep`, logits only from the last token of the shortest
+    prompt on (positions before it predict no scored token)."""
+    device = model_device(model)
+    width = batch["input_ids"].shape[1]
+    extra = {"logits_to_keep": width - min_prompt + 1} if keep else {}
+    return model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        use_cache=False,
+        **extra,
+    )
+
+
+def _token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row sum of answer-token NLLs (float32) and answer-token counts; `logits` may hold only the last positions
+    (`logits_to_keep`): `logits[:, j]` predicts the token after position `width - kept + j`."""
+    width = labels.shape[1]
+    targets = labels[:, width - logits.shape[1] + 1 :].to(logits.device)
+    mask = targets != IGNORE_INDEX
+    rows = mask.nonzero()[:, 0]
+    token_nll = F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="none")
+    sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device).index_add(0, rows, token_nll)
+    return sums, mask.sum(dim=1)
+
+
+@torch.no_grad()
+def _answer_nll(
+    model: torch.nn.Module,
+    pairs: Sequence[Pair],
+    *,
+    batch_size: int,
+    pad_token_id: int,
+    progress: bool,
+    desc: str,
+    gates: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Teacher-forced mean NLL of the answer tokens of `(prompt_ids, answer_ids)` pairs, in eval mode (the model's
+    mode is restored), batched by length; returns `(mean_nll, num_tokens, gate)` in the order of `pairs`.
+
+    A model that edits known prompts only (see [`~hf_unlearn.evaluation.tofu.prompt_aware`]) is told the pairs'
+    prompts. With `gates` and a model with `gate_values` (GRUN), `gate` holds each row's mean gate value s(h) of the
+    newest request over its layers (else None).
+    """
+    if any(len(answer) == 0 for _, answer in pairs):
+        raise ValueError("A text has no token to score (an empty answer); remove it.")
+    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
+    sums = np.zeros(len(pairs), dtype=np.float64)
+    counts = np.zeros(len(pairs), dtype=np.int64)
+    want_gates = gates and callable(getattr(model, "gate_values", None))
+    gate = np.zeros(len(pairs), dtype=np.float64) if want_gates else None
+    keep = accepts_logits_to_keep(model)
+    was_training = model.training
+    model.eval()
+    try:
+        with prompt_aware(model, [prompt for prompt, _ in pairs]):
+            starts = range(0, len(order), batch_size)
+            for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
+                chunk = order[start : start + batch_size]
+                batch = pad_examples([pairs[i] for i in chunk], pad_token_id)
+                outputs = _forward(model, batch, min(len(pairs[i][0]) for i in chunk), keep)
+                row_sums, row_counts = _token_nll(outputs.logits, batch["labels"])
+                sums[chunk] = row_sums.double().cpu().numpy()
+                counts[chunk] = row_counts.cpu().numpy()
+                if gate is not None:
+                    gate_logits = getattr(outputs, "gate_logits", None)
+                    if gate_logits is not None:
+                        values = torch.sigmoid(gate_logits[-1].float())
+                    else:
+                        values = model.gate_values(
+                            batch["input_ids"].to(model_device(model)),
+                            batch["attention_mask"].to(model_device(model)),
+                            labels=batch["labels"].to(model_device(model)),
+                        )[-1]
+                    gate[chunk] = values.reshape(len(chunk), -1).mean(dim=1).double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return sums / np.maximum(counts, 1), counts, gate
+
+
+def mean_answer_nll(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts_or_dataset: TextsOrDataset,
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+    **encode_kwargs: Any,
+) -> np.ndarray:
+    """Teacher-forced mean NLL of each text's scored tokens (the LOSS attack's score; see [`encode_texts`] for what
+    is scored). The model is scored in eval mode and left in the mode it had. `encode_kwargs` go to
+    [`encode_texts`]."""
+    batch_size = _check_batch_size(batch_size)
+    check_vocabulary(model, tokenizer)
+    pairs = encode_texts(tokenizer, texts_or_dataset, **encode_kwargs)
+    pad = resolve_pad_token_id(tokenizer, "mean_answer_nll")
+    return _answer_nll(model, pairs, batch_size=batch_size, pad_token_id=pad, progress=progress, desc="scoring")[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the attacks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def mia_reference(
+    model: torch.nn.Module,
+    reference_model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts_or_dataset: TextsOrDataset,
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+    question_key: str = "question",
+    answer_key: str = "answer",
+    text_key: str = "text",
+    use_chat_template: bool | None = None,
+    date_string: str | None = DEFAULT_DATE_STRING,
+) -> np.ndarray:
+    """Reference-model membership-inference scores: `NLL_model(x) - NLL_reference(x)` per text.
+
+    Each NLL is the teacher-forced mean NLL over the text's scored tokens (the answer tokens of question/answer
+    rows; see [`encode_texts`]). The reference model calibrates for how hard a text is: a text the audited model
+    finds much easier than the reference does is likely a member. This is open-unlearning's `mia_reference`
+    (`src/evals/metrics/mia/reference.py`, `ReferenceAttack.compute_score`: `target_loss - ref_loss` of the
+    per-sample average losses), after MIMIR's reference attack (Duan et al. 2024, arXiv 2402.07841). The reference
+    is typically a model that never saw the forget set (the retain model, or the base model before fine-tuning).
+
+    Loss-like, as every `mia_*` score of [`~hf_unlearn.evaluation.metrics`]: lower = more likely a member, so
+    `mia_auc(scores(members), scores(non-members))` ([`~hf_unlearn.evaluation.metrics.mia_auc`]) is the attack's
+    AUC. Passing the audited model as its own reference gives all zeros.
+
+    Args:
+        model: the audited model.
+        reference_model: the reference model; it must use the same tokenizer (same vocabulary).
+        tokenizer: their tokenizer.
+        texts_or_dataset: plain strings, or a dataset / list of rows with question/answer (or text) columns.
+        batch_size: sequences per forward pass.
+        progress: show tqdm progress bars.
+        question_key, answer_key, text_key, use_chat_template, date_string: see [`encode_texts`].
+
+    Both models are scored in eval mode without gradients and left as they were. Returns a float64 array, one score
+    per text.
+    """
+    if reference_model is None:
+        raise ValueError(
+            "mia_reference needs a reference model (e.g. the retain model, or the base model before fine-tuning); "
+            "for the attack without one use `mia_loss`."
+        )
+    batch_size = _check_batch_size(batch_size)
+    check_vocabulary(model, tokenizer)
+    check_vocabulary(reference_model, tokenizer)
+    pairs = encode_texts(
+        tokenizer,
+        texts_or_dataset,
+        question_key=question_key,
+        answer_key=answer_key,
+        text_key=text_key,
+        use_chat_template=use_chat_template,
+        date_string=date_string,
+    )
+    pad = resolve_pad_token_id(tokenizer, "mia_reference")
+    kwargs = dict(batch_size=batch_size, pad_token_id=pad, progress=progress)
+    target = _answer_nll(model, pairs, desc="MIA reference: audited model", **kwargs)[0]
+    if reference_model is model:
+        return np.zeros_like(target)
+    reference = _answer_nll(reference_model, pairs, desc="MIA reference: reference model", **kwargs)[0]
+    return target - reference
+
+
+def mia_gradient_norm(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts_or_dataset: TextsOrDataset,
+    p: float = 2,
+    *,
+    reduction: str = "global",
+    parameters: Iterable[torch.nn.Parameter] | None = None,
+    progress: bool = True,
+    question_key: str = "question",
+    answer_key: str = "answer",
+    text_key: str = "text",
+    use_chat_template: bool | None = None,
+    date_string: str | None = DEFAULT_DATE_STRING,
+) -> np.ndarray:
+    """Gradient-norm membership-inference scores: the p-norm of the gradient of each text's loss with respect to
+    the model's parameters.
+
+    The loss is the text's teacher-forced mean NLL over its scored tokens (see [`encode_texts`]); one backward pass
+    per text. A member sits near a minimum of its loss, so its gradient is small: the score is loss-like, as every
+    `mia_*` score of [`~hf_unlearn.evaluation.metrics`] (lower = more likely a member), and
+    `mia_auc(scores(members), scores(non-members))` ([`~hf_unlearn.evaluation.metrics.mia_auc`]) is the attack's
+    AUC. This is open-unlearning's `mia_gradnorm` (`src/evals/metrics/mia/gradnorm.py`, `GradNormAttack`; Wang et
+    al., arXiv 2402.17012), whose score is likewise the positive norm (its earliest version negated it, and its
+    docstring still says "negative gradient norm").
+
+    Args:
+        model: the audited model.
+        tokenizer: its tokenizer.
+        texts_or_dataset: plain strings, or a dataset / list of rows with question/answer (or text) columns.
+        p: the norm's order: any `p >= 1`, or `math.inf` (open-unlearning accepts 1, 2 and inf).
+        reduction: `"global"` (default): the p-norm of the whole gradient (all parameters as one vector).
+            `"tensor_mean"`: the mean over parameter tensors of each tensor's gradient p-norm, which is what
+            open-unlearning computes (`torch.stack([param.grad.norm(p) ...]).mean()`): use it to compare with its
+            numbers. Parameters the loss does not reach are left out of that mean, as there.
+        parameters: the parameters to differentiate against (default: every parameter of the model with
+            `requires_grad`, e.g. a peft model's adapter weights only).
+        progress: show a tqdm progress bar.
+        question_key, answer_key, text_key, use_chat_template, date_string: see [`encode_texts`].
+
+    The model runs in eval mode (no dropout; open-unlearning's newest version switches to train mode, which with
+    dropout makes the score random) and is left in the mode it had. Gradients are taken with `torch.autograd.grad`,
+    so every parameter's `.grad` is left as it was (open-unlearning's `zero_grad()` + `backward()` wipes them).
+    Returns a float64 array, one score per text.
+    """
+    if reduction not in GRADIENT_NORM_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {list(GRADIENT_NORM_REDUCTIONS)}, got {reduction!r}.")
+    try:
+        p = float(p)
+    except (TypeError, ValueError):
+        raise ValueError(f"p must be a number >= 1 or math.inf (the norm's order), got {p!r}.") from None
+    if math.isnan(p) or p < 1:
+        raise ValueError(f"p must be >= 1 or math.inf (the norm's order; 2 is the usual one), got {p}.")
+    check_vocabulary(model, tokenizer)
+    if parameters is None:
+        params = [param for param in model.parameters() if param.requires_grad]
+        if not params:
+            raise ValueError(
+                "None of the model's parameters requires grad, so there is no gradient to take the norm of: pass "
+                "`parameters=` (e.g. `list(model.parameters())` after `requires_grad_(True)`) or unfreeze the model."
+            )
+    else:
+        params = list(dict.fromkeys(parameters))  # tied weights once, in order
+        if not params or not all(isinstance(param, torch.Tensor) and param.requires_grad for param in params):
+            raise ValueError("`parameters` must be a non-empty collection of tensors that require grad.")
+    pairs = encode_texts(
+        tokenizer,
+        texts_or_dataset,
+        question_key=question_key,
+        answer_key=answer_key,
+        text_key=text_key,
+        use_chat_template=use_chat_template,
+        date_string=date_string,
+    )
+    pad = resolve_pad_token_id(tokenizer, "mia_gradient_norm")
+    scores = np.zeros(len(pairs), dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    try:
+        for i, pair in enumerate(tqdm(pairs, desc="MIA gradient norm", disable=not progress, leave=False)):
+            batch = pad_examples([pair], pad)
+            with torch.enable_grad(), prompt_aware(model, [pair[0]]):
+                logits = _forward(model, batch, len(pair[0]), keep=False).logits
+                token_sum, count = _token_nll(logits, batch["labels"])
+                loss = token_sum[0] / count[0].clamp(min=1)
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+            norms = [torch.linalg.vector_norm(g.detach().float(), ord=p) for g in grads if g is not None]
+            if not norms:
+                raise ValueError(
+                    "The loss does not depend on any of the given parameters; pass parameters the model uses."
+                )
+            stacked = torch.stack([n.to(norms[0].device) for n in norms])
+            value = torch.linalg.vector_norm(stacked, ord=p) if reduction == "global" else stacked.mean()
+            scores[i] = float(value)
+            del grads, logits, loss
+    finally:
+        model.train(was_training)
+    return scores

@@ -1,0 +1,149 @@
+"""Quantization attack: does a quantized copy of an unlearned model remember what the model forgot?
+
+Zhang et al. 2024 ("Catastrophic Failure of LLM Unlearning via Quantization", arXiv 2410.16454) found that 4-bit
+quantization of models unlearned with gradient-based methods restores much of the forgotten knowledge: the unlearning
+updates are small next to the quantization step, so rounding undoes them. This module builds a quantized copy of a
+model's linear layers by quantize-dequantize, group-wise, on any device:
+
+- `"nf4"` (4 bits): QLoRA's NormalFloat code book (Dettmers et al. 2023, arXiv 2305.14314), absmax-scaled per group
+  of `group_size` weights (bitsandbytes' default block size 64), as bitsandbytes' `quantize_4bit(quant_type="nf4")`;
+- `"int"` (2 to 8 bits): symmetric absmax integers per group, q = round(w / absmax * (2^(b-1) - 1)); with 8 bits and
+  one group per output row this is LLM.int8()'s vector-wise absmax quantization without its outlier decomposition.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from .scoring import answer_probabilities, encode_qa, stability_score
+
+#: QLoRA's NF4 code book (the 16 values of bitsandbytes' `nf4` data type): quantiles of N(0, 1) normalised to [-1, 1]
+#: with an exact zero, 8 positive and 7 negative values.
+NF4_CODE_BOOK = (
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+)
+SCHEMES = ("nf4", "int")
+
+
+def _groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int]:
+    flat = weight.detach().float().reshape(-1)
+    pad = (-flat.numel()) % group_size
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return flat.view(-1, group_size), pad
+
+
+def quantize_dequantize(
+    weight: torch.Tensor, bits: int = 4, scheme: str = "nf4", group_size: int = 64
+) -> torch.Tensor:
+    """`weight` after a round trip through the quantized format (same shape and dtype): absmax-scaled per group of
+    `group_size` consecutive values, then rounded to the nearest NF4 code (`scheme="nf4"`, 4 bits) or to a symmetric
+    `bits`-bit integer (`"int"`)."""
+    if scheme not in SCHEMES:
+        raise ValueError(f"Unknown quantization scheme {scheme!r}; choose one of {list(SCHEMES)}.")
+    if scheme == "nf4" and bits != 4:
+        raise ValueError(f"NF4 is a 4-bit code book; bits={bits} is not supported with it (use scheme='int').")
+    if scheme == "int" and not 2 <= bits <= 8:
+        raise ValueError(f"Integer quantization supports 2 to 8 bits, got bits={bits}.")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}.")
+    groups, pad = _groups(weight, group_size)
+    absmax = groups.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+    normalized = groups / absmax
+    if scheme == "nf4":
+        book = torch.tensor(NF4_CODE_BOOK, device=groups.device)
+        codes = (normalized.unsqueeze(-1) - book).abs().argmin(dim=-1)
+        restored = book[codes] * absmax
+    else:
+        levels = 2 ** (bits - 1) - 1
+        restored = torch.round(normalized * levels).clamp(-levels, levels) / levels * absmax
+    restored = restored.reshape(-1)
+    if pad:
+        restored = restored[:-pad]
+    return restored.view_as(weight).to(weight.dtype)
+
+
+def quantized_copy(
+    model: torch.nn.Module, bits: int = 4, scheme: str | None = None, group_size: int = 64, progress: bool = False
+) -> torch.nn.Module:
+    """A deep copy of `model` whose `nn.Linear` weights went through [`quantize_dequantize`] (`scheme` None: NF4
+    for 4 bits, integers otherwise); the input model is untouched. The LM head is quantized too, as a 4-bit load of
+    the model would; embeddings and norms are not."""
+    scheme = scheme or ("nf4" if bits == 4 else "int")
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layer to quantize.")
+    quantized = copy.deepcopy(model)
+    with torch.no_grad():
+        for module in tqdm(
+            [m for m in quantized.modules() if isinstance(m, torch.nn.Linear)],
+            desc=f"Quantizing to {bits}-bit {scheme}",
+            disable=not progress,
+            leave=False,
+        ):
+            module.weight.copy_(quantize_dequantize(module.weight, bits, scheme, group_size))
+    return quantized
+
+
+@dataclass
+class QuantizationAttackResult:
+    """The forget answers' mean probability before and after quantization, and Q (1: quantization changes
+    nothing; towards 0: it moves the metric as far as its own size)."""
+
+    bits: int
+    scheme: str
+    group_size: int
+    before: float
+    after: float
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def quantization_attack(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    forget_dataset: Any,
+    *,
+    bits: int = 4,
+    scheme: str | None = None,
+    group_size: int = 64,
+    batch_size: int = 16,
+    use_chat_template: bool | None = None,
+    progress: bool = False,
+) -> QuantizationAttackResult:
+    """The forget answers' probability (TOFU's, mean over questions) of `model` and of a quantized copy
+    ([`quantized_copy`]), and the stability score Q = 1 - |m_after - m_before| / (|m_before| + |m_after|). The input
+    model is left unchanged."""
+    pairs = encode_qa(tokenizer, forget_dataset, use_chat_template=use_chat_template, what="forget dataset")
+    scheme = scheme or ("nf4" if bits == 4 else "int")
+    before = float(answer_probabilities(model, tokenizer, pairs, batch_size).mean())
+    quantized = quantized_copy(model, bits, scheme, group_size, progress)
+    after = float(answer_probabilities(quantized, tokenizer, pairs, batch_size).mean())
+    del quantized
+    if not (math.isfinite(before) and math.isfinite(after)):
+        raise ValueError(f"The forget metric is not finite (before {before}, after {after}).")
+    return QuantizationAttackResult(bits, scheme, group_size, before, after, stability_score(before, after))

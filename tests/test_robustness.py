@@ -1,0 +1,156 @@
+"""Robustness attacks (relearning, quantization, logit lens) on the tiny model that memorised the TOFU subset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import norm
+
+from hf_unlearn.evaluation.robustness import (
+    NF4_CODE_BOOK,
+    answer_probabilities,
+    encode_qa,
+    logit_lens,
+    quantization_attack,
+    quantize_dequantize,
+    quantized_copy,
+    relearning_attack,
+    relearning_score,
+    robustness_score,
+    stability_score,
+)
+
+
+def snapshot(model):
+    return [p.detach().clone() for p in model.parameters()], model.training
+
+
+def assert_unchanged(model, before):
+    params, training = before
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), params)), "the input model must not change"
+    assert model.training == training
+
+
+# ---------------------------------------------------------------------------------------------- quantization
+def test_nf4_code_book_is_qlora_normal_float():
+    """QLoRA's construction (Dettmers et al. 2023, bitsandbytes `create_normal_map(offset=0.9677083)`): 8 positive
+    and 7 negative quantiles of N(0, 1), an exact zero, normalised to [-1, 1]."""
+    offset = 0.9677083
+    positive = norm.ppf(np.linspace(offset, 0.5, 9)[:-1])
+    negative = -norm.ppf(np.linspace(offset, 0.5, 8)[:-1])
+    values = np.sort(np.concatenate([positive, [0.0], negative]))
+    np.testing.assert_allclose(np.array(NF4_CODE_BOOK), values / np.abs(values).max(), atol=1e-6)
+    assert len(NF4_CODE_BOOK) == 16 and 0.0 in NF4_CODE_BOOK
+
+
+def test_quantize_dequantize_round_trips():
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 96, generator=generator)
+    # a group made of code-book values times its absmax comes back exactly
+    exact = torch.tensor(NF4_CODE_BOOK * 4) * 0.37
+    torch.testing.assert_close(quantize_dequantize(exact, bits=4, scheme="nf4", group_size=64), exact)
+    for bits, tolerance in ((8, 1 / 127), (4, 1 / 7), (2, 1.0)):
+        restored = quantize_dequantize(weight, bits=bits, scheme="int", group_size=32)
+        groups, absmax = weight.reshape(-1, 32), weight.reshape(-1, 32).abs().amax(1, keepdim=True)
+        error = (restored.reshape(-1, 32) - groups).abs()
+        assert (error <= absmax * tolerance / 2 + 1e-6).all(), bits
+    assert quantize_dequantize(weight, 8, "int").shape == weight.shape
+    errors = {b: (quantize_dequantize(weight, b, "int") - weight).abs().mean().item() for b in (2, 4, 8)}
+    assert errors[8] < errors[4] < errors[2]
+    nf4 = (quantize_dequantize(weight, 4, "nf4") - weight).abs().mean().item()
+    assert nf4 < errors[4], "NF4 fits normally distributed weights better than uniform 4-bit integers"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"bits": 3, "scheme": "nf4"}, "NF4 is a 4-bit code book"),
+        ({"bits": 1, "scheme": "int"}, "2 to 8 bits"),
+        ({"bits": 4, "scheme": "fp4"}, "Unknown quantization scheme"),
+        ({"bits": 4, "group_size": 0}, "group_size must be >= 1"),
+    ],
+)
+def test_quantization_refuses_unsupported_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        quantize_dequantize(torch.ones(4, 4), **kwargs)
+
+
+def test_quantized_copy_changes_only_the_copys_linear_weights(target_model):
+    before = snapshot(target_model)
+    copy = quantized_copy(target_model, bits=4)
+    assert_unchanged(target_model, before)
+    embeddings = dict(target_model.named_parameters())
+    for name, param in copy.named_parameters():
+        if "embed_tokens" in name or "norm" in name:
+            assert torch.equal(param, embeddings[name]), name
+    assert not torch.equal(copy.lm_head.weight, target_model.lm_head.weight)
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        quantized_copy(torch.nn.Embedding(4, 4))
+
+
+def test_eight_bits_barely_move_the_forget_metric_and_two_bits_move_it_a_lot(target_model, tokenizer, tofu):
+    forget = tofu["forget01"].select(range(12))
+    before = snapshot(target_model)
+    q8 = quantization_attack(target_model, tokenizer, forget, bits=8)
+    q2 = quantization_attack(target_model, tokenizer, forget, bits=2)
+    assert_unchanged(target_model, before)
+    assert q8.before == pytest.approx(q2.before)
+    # measured: 8 bits move it by 0.02% (Q 0.9999), 2 bits by 42% (Q 0.74)
+    assert abs(q8.after - q8.before) < 0.01 * q8.before and q8.score > 0.999
+    assert q2.after < 0.7 * q2.before and q2.score < 0.8
+    assert q8.to_dict()["scheme"] == "int" and quantization_attack(target_model, tokenizer, forget).scheme == "nf4"
+
+
+def test_scores():
+    assert stability_score(0.5, 0.5) == 1.0 and stability_score(0.0, 0.0) == 1.0
+    assert stability_score(0.2, 0.6) == pytest.approx(1 - 0.4 / 0.8)
+    assert robustness_score(0.3, 0.3) == 1.0 and robustness_score(0.4, 0.0) == 0.0
+
+
+# ---------------------------------------------------------------------------------------------- logit lens
+def test_logit_lens_last_layer_is_the_models_own_probability(target_model, tokenizer, tofu):
+    forget = tofu["forget01"].select(range(6))
+    before = snapshot(target_model)
+    result = logit_lens(target_model, tokenizer, forget, batch_size=4)
+    assert_unchanged(target_model, before)
+    assert len(result.probabilities) == target_model.config.num_hidden_layers
+    own = answer_probabilities(target_model, tokenizer, encode_qa(tokenizer, forget))
+    np.testing.assert_allclose(result.per_question[-1], own, rtol=1e-6)
+    assert result.probabilities[-1] > result.probabilities[0], "the memorised answers are decodable at the end"
+    assert 0 <= result.peak_layer < len(result.probabilities)
+
+
+def test_logit_lens_refuses_bad_input(target_model, tokenizer, tofu):
+    with pytest.raises(ValueError, match="is empty"):
+        logit_lens(target_model, tokenizer, tofu["forget01"].select([]))
+    with pytest.raises(ValueError, match="lacks the column"):
+        logit_lens(target_model, tokenizer, tofu["forget01"].remove_columns("answer"))
+    with pytest.raises(ValueError, match="final norm and LM head"):
+        logit_lens(torch.nn.Linear(2, 2), tokenizer, tofu["forget01"])
+
+
+# ---------------------------------------------------------------------------------------------- relearning
+@pytest.mark.parametrize("lora", [False, True])
+def test_relearning_raises_the_forget_probability_and_leaves_the_model_alone(target_model, tokenizer, tofu, lora):
+    # a model that has forgotten: the target after a few gradient-ascent steps on the forget set
+    forget = tofu["forget01"]
+    model = target_model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    pairs = encode_qa(tokenizer, forget.select(range(16)))
+    from hf_unlearn.data import pad_examples
+
+    for _ in range(3):
+        batch = pad_examples(pairs, tokenizer.pad_token_id)
+        (-model(**batch).loss).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    before = snapshot(model)
+    relearn, held_out = forget.select(range(0, 40, 2)), forget.select(range(1, 40, 2))
+    result = relearning_attack(model, tokenizer, relearn, held_out, steps=8, learning_rate=3e-3, lora=lora)
+    assert_unchanged(model, before)
+    assert result.after > result.before and result.change > 0
+    retain_like = relearning_attack(model, tokenizer, relearn, held_out, steps=1, learning_rate=1e-6, lora=lora)
+    assert relearning_score(result, result) == 1.0 and relearning_score(result, retain_like) < 1.0
+    with pytest.raises(ValueError, match="steps and batch_size must be >= 1"):
+        relearning_attack(model, tokenizer, relearn, held_out, steps=0)
