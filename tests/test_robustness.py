@@ -154,3 +154,35 @@ def test_relearning_raises_the_forget_probability_and_leaves_the_model_alone(tar
     assert relearning_score(result, result) == 1.0 and relearning_score(result, retain_like) < 1.0
     with pytest.raises(ValueError, match="steps and batch_size must be >= 1"):
         relearning_attack(model, tokenizer, relearn, held_out, steps=0)
+
+
+# ---------------------------------------------------------------------------------------------- the evaluator
+def test_robustness_evaluator_writes_json_table_and_plot(target_model_dir, target_model, tokenizer, tofu, tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from hf_unlearn.evaluation.robustness import ROBUSTNESS_FILE, RobustnessEvaluator
+
+    forget = tofu["forget01"].select(range(8))
+    retain_like = AutoModelForCausalLM.from_pretrained(target_model_dir)
+    with torch.no_grad():  # a model that does not know these answers: noise on the target's weights
+        for param in retain_like.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    before = snapshot(target_model)
+    evaluator = RobustnessEvaluator(
+        target_model, tokenizer, forget, retain_model=retain_like, bits=(8, 2), relearn_steps=2, progress=False
+    )
+    results = evaluator.evaluate(tmp_path)
+    assert_unchanged(target_model, before)
+    saved = json.loads((tmp_path / ROBUSTNESS_FILE).read_text())
+    assert saved["format"] == "hf_unlearn.robustness" and set(saved["models"]) == {"unlearned", "retain"}
+    assert set(results["scores"]) == {"relearning", "quantization_8bit", "quantization_2bit", "logit_lens"}
+    assert results["scores"]["quantization_8bit"] > results["scores"]["quantization_2bit"]
+    table = (tmp_path / "robustness.md").read_text()
+    assert "| quantization 2-bit |" in table and "| attack | unlearned model | retain model | score |" in table
+    assert (tmp_path / "robustness.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="Unknown or no robustness attack"):
+        RobustnessEvaluator(target_model, tokenizer, forget, attacks=["fgsm"])
+    with pytest.raises(ValueError, match="at least 2 forget questions"):
+        RobustnessEvaluator(target_model, tokenizer, forget.select([0]))

@@ -1,0 +1,177 @@
+"""`RobustnessEvaluator`: every robustness attack on an unlearned model, beside the retain and target models, with
+scores, a JSON file, a markdown table and a plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ...io import write_json_atomic, write_text_atomic
+from .logit_lens import logit_lens
+from .quantization import quantization_attack
+from .relearning import relearning_attack
+from .scoring import answer_probabilities, encode_qa, robustness_score
+
+ROBUSTNESS_FILE = "robustness.json"
+FILE_FORMAT = "hf_unlearn.robustness"
+ATTACKS = ("relearning", "quantization", "logit_lens")
+
+
+class RobustnessEvaluator:
+    """Runs the attacks of `attacks` on the unlearned `model` and, when given, on the `retain_model` (which never saw
+    the forget data: the reference of the scores) and the `target_model` (before unlearning), on one forget set.
+
+    The metric is TOFU's forget-answer probability (mean over questions, teacher forced). Per attack, the table holds
+    that metric after the attack for each model, and a score:
+    - relearning (fine-tuned on the first `relearn_fraction` of the forget set, measured on the rest):
+      R = 1 - |d_unlearned - d_retain| / (|d_unlearned| + |d_retain|) (needs the retain model);
+    - quantization (each of `bits`): Q = 1 - |m_after - m_before| / (|m_before| + |m_after|);
+    - logit lens: the highest probability decoded from any layer, against the model's own (Q of the two).
+
+    Args:
+        model, tokenizer: the unlearned model (full, peft or GRUN) and its tokenizer.
+        forget_dataset: question/answer rows of the forget set.
+        retain_model, target_model: optional reference models (the same tokenizer).
+        attacks: a subset of `ATTACKS`.
+        bits: quantization widths (4: NF4; others: integers).
+        relearn_steps, relearn_learning_rate, relearn_lora: the relearning attack's settings.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        forget_dataset: Any,
+        *,
+        retain_model: torch.nn.Module | None = None,
+        target_model: torch.nn.Module | None = None,
+        attacks: Sequence[str] = ATTACKS,
+        bits: Sequence[int] = (4, 8),
+        relearn_fraction: float = 0.5,
+        relearn_steps: int = 10,
+        relearn_learning_rate: float = 1e-4,
+        relearn_lora: bool = False,
+        batch_size: int = 16,
+        progress: bool = True,
+    ):
+        unknown = sorted(set(attacks) - set(ATTACKS))
+        if unknown or not attacks:
+            raise ValueError(
+                f"Unknown or no robustness attack(s) {unknown or list(attacks)}; choose from {list(ATTACKS)}."
+            )
+        if not 0 < relearn_fraction < 1:
+            raise ValueError(f"relearn_fraction must be in (0, 1), got {relearn_fraction}.")
+        encode_qa(tokenizer, forget_dataset, what="forget dataset")  # fails early on empty data or missing columns
+        if len(forget_dataset) < 2 and "relearning" in attacks:
+            raise ValueError("The relearning attack needs at least 2 forget questions (one to relearn, one to test).")
+        self.models = {"unlearned": model, "retain": retain_model, "target": target_model}
+        self.tokenizer = tokenizer
+        self.forget_dataset = forget_dataset
+        self.attacks = list(attacks)
+        self.bits = list(bits)
+        self.relearn_fraction = relearn_fraction
+        self.relearn = {"steps": relearn_steps, "learning_rate": relearn_learning_rate, "lora": relearn_lora}
+        self.batch_size = batch_size
+        self.progress = progress
+
+    def _run(self, model: torch.nn.Module) -> dict[str, Any]:
+        data, results = self.forget_dataset, {}
+        pairs = encode_qa(self.tokenizer, data)
+        results["original"] = float(answer_probabilities(model, self.tokenizer, pairs, self.batch_size).mean())
+        if "relearning" in self.attacks:
+            split = max(1, min(len(data) - 1, int(len(data) * self.relearn_fraction)))
+            relearn, held_out = data.select(range(split)), data.select(range(split, len(data)))
+            results["relearning"] = relearning_attack(
+                model, self.tokenizer, relearn, held_out, batch_size=4, progress=self.progress, **self.relearn
+            ).to_dict()
+        if "quantization" in self.attacks:
+            results["quantization"] = {
+                str(bits): quantization_attack(
+                    model, self.tokenizer, data, bits=bits, batch_size=self.batch_size
+                ).to_dict()
+                for bits in self.bits
+            }
+        if "logit_lens" in self.attacks:
+            lens = logit_lens(model, self.tokenizer, data, batch_size=self.batch_size)
+            results["logit_lens"] = {"probabilities": lens.probabilities, "peak_layer": lens.peak_layer}
+        return results
+
+    def evaluate(self, output_dir: str | Path | None = None) -> dict[str, Any]:
+        """Run every attack on every model given; write `robustness.json`, `robustness.md` and `robustness.png`
+        into `output_dir` (when given); return the results."""
+        per_model = {name: self._run(model) for name, model in self.models.items() if model is not None}
+        results = {"format": FILE_FORMAT, "models": per_model, "scores": _scores(per_model)}
+        if output_dir is not None:
+            output_dir = Path(output_dir)
+            write_json_atomic(output_dir / ROBUSTNESS_FILE, results)
+            write_text_atomic(output_dir / "robustness.md", format_robustness_table(results) + "\n")
+            plot_robustness(results, output_dir / "robustness.png")
+        return results
+
+
+def _scores(per_model: dict[str, dict[str, Any]]) -> dict[str, float]:
+    unlearned, retain = per_model["unlearned"], per_model.get("retain")
+    scores: dict[str, float] = {}
+    if "relearning" in unlearned and retain is not None:
+        scores["relearning"] = robustness_score(unlearned["relearning"]["change"], retain["relearning"]["change"])
+    for bits, result in unlearned.get("quantization", {}).items():
+        scores[f"quantization_{bits}bit"] = result["score"]
+    if "logit_lens" in unlearned:
+        probabilities = unlearned["logit_lens"]["probabilities"]
+        scores["logit_lens"] = robustness_score(max(probabilities), probabilities[-1])
+    return scores
+
+
+def _rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float | None], float | None]]:
+    """(attack, forget probability after it per model, score) rows."""
+    models, scores = results["models"], results["scores"]
+    names = list(models)
+    rows = [("none (the model itself)", {n: models[n]["original"] for n in names}, None)]
+    if "relearning" in models["unlearned"]:
+        rows.append(("relearning", {n: models[n]["relearning"]["after"] for n in names}, scores.get("relearning")))
+    for bits in models["unlearned"].get("quantization", {}):
+        after = {n: models[n]["quantization"][bits]["after"] for n in names}
+        rows.append((f"quantization {bits}-bit", after, scores.get(f"quantization_{bits}bit")))
+    if "logit_lens" in models["unlearned"]:
+        peak = {n: max(models[n]["logit_lens"]["probabilities"]) for n in names}
+        rows.append(("logit lens (best layer)", peak, scores.get("logit_lens")))
+    return rows
+
+
+def format_robustness_table(results: dict[str, Any]) -> str:
+    """Markdown: the forget answers' probability after each attack, per model, and the attack's score (1: robust)."""
+    names = list(results["models"])
+    lines = [
+        "| attack | " + " | ".join(f"{name} model" for name in names) + " | score |",
+        "|---|" + "---|" * (len(names) + 1),
+    ]
+    for attack, values, score in _rows(results):
+        cells = [f"{values[n]:.4f}" for n in names] + ["-" if score is None else f"{score:.3f}"]
+        lines.append(f"| {attack} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_robustness(results: dict[str, Any], path: str | Path) -> Path:
+    """Grouped bars: the forget answers' probability after each attack, one bar per model."""
+    from matplotlib.figure import Figure
+
+    from ..plots import save_figure
+
+    rows = _rows(results)
+    names = list(results["models"])
+    fig = Figure(figsize=(max(6, 1.6 * len(rows)), 3.6))
+    axes = fig.add_subplot()
+    width = 0.8 / len(names)
+    for index, name in enumerate(names):
+        xs = [i + (index - (len(names) - 1) / 2) * width for i in range(len(rows))]
+        axes.bar(xs, [values[name] for _, values, _ in rows], width=width, label=f"{name} model")
+    axes.set_xticks(range(len(rows)), [attack for attack, _, _ in rows], rotation=15, fontsize=8)
+    axes.set_ylabel("forget answer probability")
+    axes.set_title("Does the forgotten knowledge come back?", fontsize=10)
+    axes.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
