@@ -186,3 +186,16 @@ def test_robustness_evaluator_writes_json_table_and_plot(target_model_dir, targe
         RobustnessEvaluator(target_model, tokenizer, forget, attacks=["fgsm"])
     with pytest.raises(ValueError, match="at least 2 forget questions"):
         RobustnessEvaluator(target_model, tokenizer, forget.select([0]))
+
+
+def test_cli_robustness(target_model_dir, tmp_path, capsys):
+    from hf_unlearn.cli import main
+
+    argv = ["robustness", "--model", str(target_model_dir), "--retain-model", str(target_model_dir)]
+    argv += ["--dataset", "bundled", "--forget-split", "forget01", "--max-questions", "6", "--bits", "8"]
+    argv += ["--relearn-steps", "1", "--output-dir", str(tmp_path), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| quantization 8-bit |" in out and (tmp_path / "robustness.json").is_file()
+    assert main(argv) == 2 and "Pass --overwrite" in capsys.readouterr().err
+    assert main([*argv, "--overwrite", "--bits", "4,x"]) == 2 and "--bits must be" in capsys.readouterr().err

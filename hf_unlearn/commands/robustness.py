@@ -1,0 +1,80 @@
+"""`hf-unlearn robustness`: does the forgotten knowledge come back? Relearning, quantization and logit-lens attacks
+on a saved or published unlearned model (full weights, peft adapter or GRUN), beside its retain model.
+
+    hf-unlearn robustness --model runs/tofu_forget10_npo --retain-model runs/retain90 --forget-split forget10
+
+Writes `robustness.json`, `robustness.md` and `robustness.png` (default: `<model folder>/robustness`) and prints the
+table. Without a retain model the relearning score is left out (it compares the two models' relearning).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "robustness"
+HELP = "Attack an unlearned model (relearning, quantization, logit lens): does the forgotten knowledge come back?"
+DESCRIPTION = __doc__
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="The unlearned model: a folder or a Hub id.")
+    parser.add_argument("--retain-model", default=None, help="The retain model (never saw the forget data).")
+    parser.add_argument("--target-model", default=None, help="The model before unlearning.")
+    parser.add_argument("--forget-split", default="forget10", help="TOFU forget split: forget01, forget05, forget10.")
+    parser.add_argument("--dataset", default="locuslab/TOFU", help="'locuslab/TOFU', 'bundled' or a TOFU directory.")
+    parser.add_argument("--attacks", default="relearning,quantization,logit_lens", help="Comma-separated attacks.")
+    parser.add_argument("--bits", default="4,8", help="Comma-separated quantization widths (4: NF4).")
+    parser.add_argument("--relearn-steps", type=int, default=10, help="Fine-tuning steps of the relearning attack.")
+    parser.add_argument("--relearn-learning-rate", type=float, default=1e-4, help="Its learning rate.")
+    parser.add_argument("--relearn-lora", action="store_true", help="Relearn with a LoRA adapter, not all weights.")
+    parser.add_argument("--max-questions", type=int, default=None, help="At most this many forget questions.")
+    parser.add_argument("--batch-size", type=int, default=16, help="Sequences per scoring forward pass.")
+    parser.add_argument("--output-dir", default=None, help="Default: <model folder>/robustness or ./robustness.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace earlier results in the output dir.")
+    parser.add_argument("--device", default=None, help="Device (default: cuda if available, else cpu).")
+    parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..data import load_tofu
+    from ..evaluation.robustness import ROBUSTNESS_FILE, RobustnessEvaluator, format_robustness_table
+    from ..hub import load_unlearned
+
+    output_dir = args.output_dir
+    if output_dir is None:
+        output_dir = Path(args.model) / "robustness" if Path(args.model).is_dir() else Path("robustness")
+    if (Path(output_dir) / ROBUSTNESS_FILE).is_file() and not args.overwrite:
+        raise ValueError(f"{output_dir} holds earlier robustness results. Pass --overwrite, or --output-dir.")
+    try:
+        bits = [int(b) for b in args.bits.split(",") if b.strip()]
+    except ValueError as err:
+        raise ValueError(f"--bits must be comma-separated integers, got {args.bits!r}.") from err
+    forget = load_tofu(args.forget_split, data_dir=args.dataset)
+    if args.max_questions is not None:
+        forget = forget.select(range(min(args.max_questions, len(forget))))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_unlearned(args.model)
+    others = {
+        name: load_unlearned(path)[0].to(device).eval() if path else None
+        for name, path in (("retain_model", args.retain_model), ("target_model", args.target_model))
+    }
+    evaluator = RobustnessEvaluator(
+        model.to(device).eval(),
+        tokenizer,
+        forget,
+        attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
+        bits=bits,
+        relearn_steps=args.relearn_steps,
+        relearn_learning_rate=args.relearn_learning_rate,
+        relearn_lora=args.relearn_lora,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        **others,
+    )
+    results = evaluator.evaluate(output_dir)
+    print(format_robustness_table(results))
+    print(f"\nWritten to {Path(output_dir).resolve()}")
+    return 0
