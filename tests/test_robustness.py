@@ -199,3 +199,28 @@ def test_cli_robustness(target_model_dir, tmp_path, capsys):
     assert "| quantization 8-bit |" in out and (tmp_path / "robustness.json").is_file()
     assert main(argv) == 2 and "Pass --overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite", "--bits", "4,x"]) == 2 and "--bits must be" in capsys.readouterr().err
+
+
+def test_model_cards_carry_the_robustness_scores(tmp_path):
+    import json
+
+    from hf_unlearn.demo.tiny import tiny_llama
+    from hf_unlearn.hub import build_model_card
+
+    folder = tmp_path / "model"
+    tiny_llama(64, num_layers=1, hidden_size=32).save_pretrained(folder)
+    (folder / "unlearning.json").write_text(json.dumps({"forget_loss": "npo", "retain_loss": "nll"}))
+    assert "## Robustness" not in str(build_model_card(folder, base_model="org/base"))
+    (folder / "robustness").mkdir()
+    scores = {"relearning": 0.25, "quantization_4bit": 0.5, "logit_lens": 0.9}
+    (folder / "robustness" / "robustness.json").write_text(
+        json.dumps({"format": "hf_unlearn.robustness", "scores": scores})
+    )
+    card = build_model_card(folder, base_model="org/base")
+    assert "## Robustness" in str(card) and "| Robustness to quantization (4-bit) | 0.500 |" in str(card)
+    entries = {r.metric_type: r.metric_value for r in card.data.eval_results}
+    assert entries == {
+        "robustness_relearning": 0.25,
+        "robustness_quantization_4bit": 0.5,
+        "robustness_logit_lens": 0.9,
+    }

@@ -134,6 +134,22 @@ def _forget_data_text(facts: CardFacts) -> str:
 
 
 def _evaluation_section(facts: CardFacts) -> str:
+    return _summary_section(facts) + _robustness_section(facts)
+
+
+def _robustness_section(facts: CardFacts) -> str:
+    if not facts.robustness_results:
+        return ""
+    rows = [f"| {result.metric_name} | {result.metric_value:.3f} |" for result in facts.robustness_results]
+    intro = (
+        "Does the forgotten knowledge come back under attack (`hf-unlearn robustness`)? A score of 1 means the attack "
+        "moves the forget answers' probability no more than it moves a model that never saw them (relearning) or "
+        "not at all (quantization, logit lens); towards 0, the knowledge returns."
+    )
+    return "\n".join(["", "", "## Robustness", "", intro, "", "| Attack | Score |", "|---|---|", *rows])
+
+
+def _summary_section(facts: CardFacts) -> str:
     summary = facts.summary
     if not summary:
         return ""

@@ -18,7 +18,7 @@ from huggingface_hub import EvalResult, ModelCardData
 from transformers.utils import logging
 
 from ..citations import Paper
-from ..io import FINGERPRINT_KEY, weights_fingerprint
+from ..io import FINGERPRINT_KEY, read_json_file, weights_fingerprint
 from .eval_summary import (
     TOFU_DATASET_ID,
     eval_results_from_summary,
@@ -185,6 +185,9 @@ class CardFacts:
     summary: dict[str, Any] | None = None
     benchmark: str | None = None
     eval_results: list[EvalResult] = field(default_factory=list)
+    #: The robustness scores (`robustness.json` of `RobustnessEvaluator`) and their `model-index` entries.
+    robustness_scores: dict[str, float] = field(default_factory=dict)
+    robustness_results: list[EvalResult] = field(default_factory=list)
     papers: list[Paper] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     license: str | None = None
@@ -212,7 +215,7 @@ class CardFacts:
             model_name=self.model_name,
             pipeline_tag="text-generation",
             tags=self.tags,
-            eval_results=self.eval_results or None,
+            eval_results=[*self.eval_results, *self.robustness_results] or None,
         )
 
 
@@ -265,6 +268,45 @@ def _belongs_to_weights(summary: Mapping[str, Any], folder: Path, path: Any) -> 
     return True
 
 
+#: Where `hf-unlearn robustness` writes its results in a model folder (or directly in it).
+ROBUSTNESS_LOCATIONS = ("robustness/robustness.json", "robustness.json")
+
+
+def _robustness_scores(folder: Path) -> dict[str, float]:
+    """The scores of the robustness results saved with the model, if any (an unreadable file is warned about)."""
+    for location in ROBUSTNESS_LOCATIONS:
+        path = Path(folder) / location
+        if path.is_file():
+            try:
+                scores = read_json_file(path, what="robustness results").get("scores", {})
+                return {str(k): float(v) for k, v in scores.items() if v is not None}
+            except (ValueError, AttributeError, TypeError) as err:
+                logger.warning(f"{path} could not be read ({err}): the card leaves robustness out.")
+    return {}
+
+
+def robustness_metric_name(key: str) -> str:
+    """ "quantization_4bit" -> "Robustness to quantization (4-bit)"."""
+    if key.startswith("quantization_"):
+        return f"Robustness to quantization ({key.removeprefix('quantization_').replace('bit', '-bit')})"
+    return f"Robustness to {key.replace('_', ' ')}"
+
+
+def _robustness_results(scores: Mapping[str, float], dataset: str) -> list[EvalResult]:
+    return [
+        EvalResult(
+            task_type="text-generation",
+            task_name="Unlearning robustness",
+            dataset_type=dataset,
+            dataset_name="Forget set under attack",
+            metric_type=f"robustness_{key}",
+            metric_name=robustness_metric_name(key),
+            metric_value=float(f"{value:.6g}"),
+        )
+        for key, value in scores.items()
+    ]
+
+
 def gather_card_facts(
     folder: str | Path | None = None,
     *,
@@ -303,6 +345,7 @@ def gather_card_facts(
     benchmark = summary_benchmark(summary) if summary else None
     forget_dataset, forget_config = _forget_dataset(forget_data, summary)
 
+    robustness = _robustness_scores(folder) if folder is not None else {}
     name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name if folder else "unlearned-model")
     evaluated_on_tofu = benchmark == "tofu" or forget_dataset == TOFU_DATASET_ID
     return CardFacts(
@@ -319,6 +362,8 @@ def gather_card_facts(
         summary=summary,
         benchmark=benchmark,
         eval_results=eval_results_from_summary(summary) if summary else [],
+        robustness_scores=robustness,
+        robustness_results=_robustness_results(robustness, forget_dataset or TOFU_DATASET_ID),
         papers=papers_for(
             state,
             model_format.kind,
