@@ -302,8 +302,6 @@ def mia_reference(
     pad = resolve_pad_token_id(tokenizer, "mia_reference")
     kwargs = dict(batch_size=batch_size, pad_token_id=pad, progress=progress)
     target = _answer_nll(model, pairs, desc="MIA reference: audited model", **kwargs)[0]
-    if reference_model is model:
-        return np.zeros_like(target)
     reference = _answer_nll(reference_model, pairs, desc="MIA reference: reference model", **kwargs)[0]
     return target - reference
 

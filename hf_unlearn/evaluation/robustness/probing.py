@@ -1,7 +1,7 @@
 """Probing attack: do rephrased, jailbreak-style or primed prompts still extract the forgotten answers?
 
 An unlearning method may only suppress the answer to the exact prompts it was trained on (Lynch et al. 2024, arXiv
-2402.16835; Shi et al. 2024, MUSE, arXiv 2407.06460, discuss such shallow forgetting). [`probing_attack`] asks every
+2402.16835, probe unlearned models with rephrased and jailbreak prompts for this reason). [`probing_attack`] asks every
 forget question in several ways and reports TOFU's forget metrics for each: the answer's probability
 (`exp(-mean NLL)` of its tokens, teacher forced) and the ROUGE-L recall of the greedy generation. The variant with the
 highest mean probability is the worst case, the strongest extraction. For a GRUN model (gated representation
@@ -236,7 +236,8 @@ def perturb_characters(text: str, rate: float = 0.05, seed: int | Sequence[int] 
     if not seeds or any(not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
         raise ValueError(f"seed must be a non-negative int (or a sequence of them), got {seed!r}.")
     rng = np.random.default_rng([int(s) for s in seeds])
-    edits = {int(i): int(op) for i, op in zip(np.flatnonzero(rng.random(len(text)) < rate), rng.integers(0, 3, len(text)))}
+    drawn, ops = rng.random(len(text)) < rate, rng.integers(0, 3, len(text))
+    edits = {int(i): int(ops[i]) for i in np.flatnonzero(drawn)}
     while True:
         if not edits:
             edits = {int(rng.integers(len(text))): int(rng.integers(3))}
@@ -445,11 +446,14 @@ def probing_attack(
             f"the forget dataset has no {paraphrased_question_key!r} column (TOFU's forget*_perturbed configurations "
             "have one; pass `paraphrased_question_key` for another name)"
         )
+        names.remove("paraphrased")
+        if not names:
+            raise ValueError(
+                f"No probing variant is left to run: 'paraphrased' is skipped because {skipped['paraphrased']}; "
+                "add other variants or give the data paraphrased questions."
+            )
         if variants is not None:
             warnings.warn(f"The paraphrased variant is skipped: {skipped['paraphrased']}.", stacklevel=2)
-        names.remove("paraphrased")
-    if not names:
-        raise ValueError(f"No probing variant is left to run ({skipped}); choose other variants.")
 
     encoder = PromptEncoder(tokenizer, use_chat_template, date_string)
     questions = [row[question_key] for row in rows]
@@ -505,7 +509,13 @@ def probing_attack(
     for name in tqdm(names, desc="Probing: scoring variants", disable=not progress):
         pairs = [(p.prompt_ids, p.answer_ids) for p in probes[name]]
         scores[name] = _answer_nll(
-            model, pairs, batch_size=batch_size, pad_token_id=pad, progress=progress, desc=f"scoring {name}", gates=True
+            model,
+            pairs,
+            batch_size=batch_size,
+            pad_token_id=pad,
+            progress=progress,
+            desc=f"scoring {name}",
+            gates=True,
         )
     all_prompts = [p.prompt_ids for name in names for p in probes[name]]
     was_training = model.training
@@ -531,7 +541,7 @@ def probing_attack(
         texts, generations = [g.strip() for g in generations[:n]], generations[n:]
         mean_nll, counts, gates = scores[name]
         probabilities = np.exp(-mean_nll)
-        recalls = [r if p.reference else 0.0 for r, p in zip(rouge_l_recall(texts, [p.reference for p in probes[name]]), probes[name])]
+        recalls = rouge_l_recall(texts, [p.reference for p in probes[name]])
         results[name] = ProbingVariantResult(
             name=name,
             probability=float(probabilities.mean()),
@@ -561,4 +571,6 @@ def probing_attack(
         "max_new_tokens": int(max_new_tokens),
         "use_chat_template": encoder.use_chat_template,
     }
-    return ProbingResult(variants=results, worst_case=worst, skipped=skipped, num_questions=len(rows), settings=settings)
+    return ProbingResult(
+        variants=results, worst_case=worst, skipped=skipped, num_questions=len(rows), settings=settings
+    )
