@@ -170,20 +170,37 @@ def test_robustness_evaluator_writes_json_table_and_plot(target_model_dir, targe
         for param in retain_like.parameters():
             param.add_(0.05 * torch.randn_like(param))
     before = snapshot(target_model)
+    from hf_unlearn import load_tofu
+
+    holdout = load_tofu("holdout01", data_dir="bundled").select(range(8))
     evaluator = RobustnessEvaluator(
-        target_model, tokenizer, forget, retain_model=retain_like, bits=(8, 2), relearn_steps=2, progress=False
+        target_model,
+        tokenizer,
+        forget,
+        retain_model=retain_like,
+        holdout_dataset=holdout,
+        attacks=["relearning", "quantization", "logit_lens", "probing", "mia"],
+        bits=(8, 2),
+        relearn_steps=2,
+        progress=False,
     )
     results = evaluator.evaluate(tmp_path)
     assert_unchanged(target_model, before)
     saved = json.loads((tmp_path / ROBUSTNESS_FILE).read_text())
     assert saved["format"] == "hf_unlearn.robustness" and set(saved["models"]) == {"unlearned", "retain"}
-    assert set(results["scores"]) == {"relearning", "quantization_8bit", "quantization_2bit", "logit_lens"}
+    assert set(results["scores"]) == {"relearning", "quantization_8bit", "quantization_2bit", "logit_lens", "probing"}
+    assert set(results["models"]["unlearned"]["mia"]) == {"gradient_norm", "reference"}
+    assert results["models"]["unlearned"]["mia"]["gradient_norm"] > 0.5, "the target memorised the forget rows"
+    assert "role_play" in results["models"]["unlearned"]["probing"]["variants"]
     assert results["scores"]["quantization_8bit"] > results["scores"]["quantization_2bit"]
     table = (tmp_path / "robustness.md").read_text()
+    assert "| probing (worst prompt) |" in table
     assert "| quantization 2-bit |" in table and "| attack | unlearned model | retain model | score |" in table
     assert (tmp_path / "robustness.png").stat().st_size > 0
     with pytest.raises(ValueError, match="Unknown or no robustness attack"):
         RobustnessEvaluator(target_model, tokenizer, forget, attacks=["fgsm"])
+    with pytest.raises(ValueError, match="needs holdout_dataset"):
+        RobustnessEvaluator(target_model, tokenizer, forget, attacks=["mia"])
     with pytest.raises(ValueError, match="at least 2 forget questions"):
         RobustnessEvaluator(target_model, tokenizer, forget.select([0]))
 

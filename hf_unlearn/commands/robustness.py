@@ -1,5 +1,6 @@
-"""`hf-unlearn robustness`: does the forgotten knowledge come back? Relearning, quantization and logit-lens attacks
-on a saved or published unlearned model (full weights, peft adapter or GRUN), beside its retain model.
+"""`hf-unlearn robustness`: does the forgotten knowledge come back? Relearning, quantization, logit-lens, probing and
+membership-inference attacks on a saved or published unlearned model (full weights, peft adapter or GRUN), beside
+its retain model.
 
     hf-unlearn robustness --model runs/tofu_forget10_npo --retain-model runs/retain90 --forget-split forget10
 
@@ -23,7 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target-model", default=None, help="The model before unlearning.")
     parser.add_argument("--forget-split", default="forget10", help="TOFU forget split: forget01, forget05, forget10.")
     parser.add_argument("--dataset", default="locuslab/TOFU", help="'locuslab/TOFU', 'bundled' or a TOFU directory.")
-    parser.add_argument("--attacks", default="relearning,quantization,logit_lens", help="Comma-separated attacks.")
+    parser.add_argument(
+        "--attacks",
+        default="relearning,quantization,logit_lens,probing",
+        help="Comma-separated: relearning, quantization, logit_lens, probing, mia (mia needs --holdout-split).",
+    )
+    parser.add_argument("--holdout-split", default=None, help="TOFU holdout split for mia (e.g. holdout10).")
     parser.add_argument("--bits", default="4,8", help="Comma-separated quantization widths (4: NF4).")
     parser.add_argument("--relearn-steps", type=int, default=10, help="Fine-tuning steps of the relearning attack.")
     parser.add_argument("--relearn-learning-rate", type=float, default=1e-4, help="Its learning rate.")
@@ -61,10 +67,12 @@ def run(args: argparse.Namespace) -> int:
         name: load_unlearned(path)[0].to(device).eval() if path else None
         for name, path in (("retain_model", args.retain_model), ("target_model", args.target_model))
     }
+    holdout = load_tofu(args.holdout_split, data_dir=args.dataset) if args.holdout_split else None
     evaluator = RobustnessEvaluator(
         model.to(device).eval(),
         tokenizer,
         forget,
+        holdout_dataset=holdout,
         attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
         bits=bits,
         relearn_steps=args.relearn_steps,

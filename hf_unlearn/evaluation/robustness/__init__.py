@@ -3,6 +3,8 @@
 - [`relearning_attack`]: a few fine-tuning steps on part of the forget data, the rest measured before and after;
 - [`quantization_attack`]: a 4-bit (NF4) or k-bit quantized copy, on any device;
 - [`logit_lens`]: the answer decoded from every intermediate layer;
+- [`probing_attack`]: paraphrased, jailbreak-style, primed and noisy prompts (and, for GRUN, the gate's firing);
+- [`mia_reference`], [`mia_gradient_norm`]: membership inference against a reference model, and by gradient norm;
 - [`RobustnessEvaluator`]: all of them on the unlearned model, the retain and the target model, with scores.
 
 Each leaves its input model unchanged and reports the forget answers' probability (TOFU's, teacher forced).
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 from .evaluator import ATTACKS, ROBUSTNESS_FILE, RobustnessEvaluator, format_robustness_table, plot_robustness
 from .logit_lens import LogitLensResult, logit_lens
+from .mia import mia_gradient_norm, mia_reference
+from .probing import PROBING_VARIANTS, ProbingResult, perturb_characters, probing_attack
 from .quantization import (
     NF4_CODE_BOOK,
     QuantizationAttackResult,
@@ -30,11 +34,17 @@ __all__ = [
     "format_robustness_table",
     "plot_robustness",
     "LogitLensResult",
+    "PROBING_VARIANTS",
+    "ProbingResult",
     "QuantizationAttackResult",
     "RelearningAttackResult",
     "answer_probabilities",
     "encode_qa",
     "logit_lens",
+    "mia_gradient_norm",
+    "mia_reference",
+    "perturb_characters",
+    "probing_attack",
     "quantization_attack",
     "quantize_dequantize",
     "quantized_copy",

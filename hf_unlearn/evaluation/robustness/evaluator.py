@@ -11,14 +11,17 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ...io import write_json_atomic, write_text_atomic
+from ..metrics import mia_auc
 from .logit_lens import logit_lens
+from .mia import mia_gradient_norm, mia_reference
+from .probing import probing_attack
 from .quantization import quantization_attack
 from .relearning import relearning_attack
 from .scoring import answer_probabilities, encode_qa, robustness_score
 
 ROBUSTNESS_FILE = "robustness.json"
 FILE_FORMAT = "hf_unlearn.robustness"
-ATTACKS = ("relearning", "quantization", "logit_lens")
+ATTACKS = ("relearning", "quantization", "logit_lens", "probing", "mia")
 
 
 class RobustnessEvaluator:
@@ -30,7 +33,11 @@ class RobustnessEvaluator:
     - relearning (fine-tuned on the first `relearn_fraction` of the forget set, measured on the rest):
       R = 1 - |d_unlearned - d_retain| / (|d_unlearned| + |d_retain|) (needs the retain model);
     - quantization (each of `bits`): Q = 1 - |m_after - m_before| / (|m_before| + |m_after|);
-    - logit lens: the highest probability decoded from any layer, against the model's own (Q of the two).
+    - logit lens: the highest probability decoded from any layer, against the model's own (Q of the two);
+    - probing: the worst prompt variant's probability against the original prompt's (Q of the two);
+    - mia (needs `holdout_dataset`, questions the models never saw): the AUC of the reference-model attack (the
+      reference: the retain model; skipped without one) and of the gradient-norm attack, forget (members) against
+      holdout rows; reported, not scored.
 
     Args:
         model, tokenizer: the unlearned model (full, peft or GRUN) and its tokenizer.
@@ -49,7 +56,8 @@ class RobustnessEvaluator:
         *,
         retain_model: torch.nn.Module | None = None,
         target_model: torch.nn.Module | None = None,
-        attacks: Sequence[str] = ATTACKS,
+        holdout_dataset: Any | None = None,
+        attacks: Sequence[str] = ("relearning", "quantization", "logit_lens", "probing"),
         bits: Sequence[int] = (4, 8),
         relearn_fraction: float = 0.5,
         relearn_steps: int = 10,
@@ -68,6 +76,9 @@ class RobustnessEvaluator:
         encode_qa(tokenizer, forget_dataset, what="forget dataset")  # fails early on empty data or missing columns
         if len(forget_dataset) < 2 and "relearning" in attacks:
             raise ValueError("The relearning attack needs at least 2 forget questions (one to relearn, one to test).")
+        if "mia" in attacks and (holdout_dataset is None or len(holdout_dataset) == 0):
+            raise ValueError("The mia attack needs holdout_dataset: questions none of the models was trained on.")
+        self.holdout_dataset = holdout_dataset
         self.models = {"unlearned": model, "retain": retain_model, "target": target_model}
         self.tokenizer = tokenizer
         self.forget_dataset = forget_dataset
@@ -98,7 +109,27 @@ class RobustnessEvaluator:
         if "logit_lens" in self.attacks:
             lens = logit_lens(model, self.tokenizer, data, batch_size=self.batch_size)
             results["logit_lens"] = {"probabilities": lens.probabilities, "peak_layer": lens.peak_layer}
+        if "probing" in self.attacks:
+            probing = probing_attack(model, self.tokenizer, data, batch_size=self.batch_size, progress=self.progress)
+            results["probing"] = probing.to_dict()
+        if "mia" in self.attacks:
+            results["mia"] = self._membership(model)
         return results
+
+    def _membership(self, model: torch.nn.Module) -> dict[str, float]:
+        forget, holdout = self.forget_dataset, self.holdout_dataset
+        auc = {
+            "gradient_norm": mia_auc(
+                mia_gradient_norm(model, self.tokenizer, forget), mia_gradient_norm(model, self.tokenizer, holdout)
+            )
+        }
+        reference = self.models.get("retain")
+        if reference is not None and reference is not model:
+            auc["reference"] = mia_auc(
+                mia_reference(model, reference, self.tokenizer, forget),
+                mia_reference(model, reference, self.tokenizer, holdout),
+            )
+        return auc
 
     def evaluate(self, output_dir: str | Path | None = None) -> dict[str, Any]:
         """Run every attack on every model given; write `robustness.json`, `robustness.md` and `robustness.png`
@@ -123,6 +154,8 @@ def _scores(per_model: dict[str, dict[str, Any]]) -> dict[str, float]:
     if "logit_lens" in unlearned:
         probabilities = unlearned["logit_lens"]["probabilities"]
         scores["logit_lens"] = robustness_score(max(probabilities), probabilities[-1])
+    if "probing" in unlearned:
+        scores["probing"] = robustness_score(unlearned["probing"]["worst_case_probability"], unlearned["original"])
     return scores
 
 
@@ -139,6 +172,9 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float | None], f
     if "logit_lens" in models["unlearned"]:
         peak = {n: max(models[n]["logit_lens"]["probabilities"]) for n in names}
         rows.append(("logit lens (best layer)", peak, scores.get("logit_lens")))
+    if "probing" in models["unlearned"]:
+        worst = {n: models[n]["probing"]["worst_case_probability"] for n in names}
+        rows.append(("probing (worst prompt)", worst, scores.get("probing")))
     return rows
 
 
