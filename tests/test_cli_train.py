@@ -57,7 +57,14 @@ def test_shipped_recipes_parse_into_a_valid_run(recipe, tmp_path):
     else:
         assert script.forget_split == "forget10" and script.retain_split == "retain90"
     assert (args.rectification == "gru") == recipe.stem.endswith("_gru")
-    assert bool(script.grun_layers) == recipe.stem.endswith("_grun")
+    from hf_unlearn.commands.train import grun_config_of
+
+    if recipe.stem.endswith("_grun"):
+        pytest.importorskip("pyreft")
+    grun = grun_config_of(script, args) if recipe.stem.endswith("_grun") else None
+    assert (script.grun is not None) == recipe.stem.endswith("_grun")
+    if grun is not None:  # the recipe's mapping is a GRUNConfig, whose defaults fill the rest
+        assert grun.layers == [10, 12, 15] and grun.forget_loss == "npo" and grun.forget_weight == 100.0
     assert args.output_dir == str(tmp_path), "the command line overrides the recipe"
 
 
@@ -162,7 +169,7 @@ def test_train_grun_from_a_recipe_and_evaluate(target_model_dir, tmp_path):
     recipe = cpu_recipe(
         tmp_path / "recipe.yaml",
         target_model_dir,
-        grun_layers=[0, 1],
+        grun={"layers": [0, 1], "rank": 2},
         learning_rate=5e-2,
         evaluate=True,
         eval_max_questions=4,
@@ -172,7 +179,7 @@ def test_train_grun_from_a_recipe_and_evaluate(target_model_dir, tmp_path):
     assert main(["train", "--config", str(recipe), "--output_dir", str(out)]) == 0
     grun_config = json.loads((out / "grun_config.json").read_text())
     (request,) = grun_config["requests"]
-    assert request["layers"] == [0, 1] and request["forget_loss"] == "npo"
+    assert request["layers"] == [0, 1] and request["rank"] == 2 and request["forget_loss"] == "npo"
     assert not (out / "model.safetensors").exists(), "GRUN saves its modules, not the frozen model"
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert summary["num_questions"]["forget"] == 4
@@ -202,3 +209,23 @@ def test_accelerate_launches_the_cli_on_two_cpu_processes(target_model_dir, tmp_
     # Only the main process prints the result, and the trainer logged both losses.
     assert result.stdout.count('"output_dir"') == 1
     assert "loss/forget" in result.stdout + result.stderr
+
+
+def test_the_grun_option_is_a_grun_config(tmp_path):
+    pytest.importorskip("pyreft")
+    from hf_unlearn.commands.train import grun_config_of, make_parser
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: x\nforget_loss: ga\n")
+    argv = ["--config", str(recipe), "--output_dir", str(tmp_path), "--use_cpu", "true", "--bf16", "false"]
+    script, args, _ = make_parser().parse_args_and_config(args=[*argv, "--grun", '{"layers": [0, 1], "gate": "mlp"}'])
+    config = grun_config_of(script, args)
+    assert config.layers == [0, 1] and config.gate == "mlp" and config.forget_loss == "ga"
+    assert config.retain_weight == 2.0, "GRUNConfig's default for GA, not a copy of it in the CLI"
+    script, args, _ = make_parser().parse_args_and_config(args=[*argv, "--grun_layers", "1", "--grun_rank", "8"])
+    assert grun_config_of(script, args).rank == 8
+    script, args, _ = make_parser().parse_args_and_config(args=[*argv, "--grun", '{"forget_loss": "npo"}'])
+    with pytest.raises(ValueError, match="with the run's own `forget_loss`"):
+        grun_config_of(script, args)
+    script, args, _ = make_parser().parse_args_and_config(args=argv)
+    assert grun_config_of(script, args) is None

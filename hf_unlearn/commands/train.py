@@ -67,6 +67,14 @@ class UnlearnScriptArguments:
         default_factory=list,
         metadata={"help": "Python files or module names imported before training, to register your own losses."},
     )
+    grun: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Train GRUN instead of the model: a GRUNConfig as a mapping (recipe) or JSON string, e.g. "
+            '\'{"layers": [10, 12, 15], "rank": 4}\'. The forget loss and its kwargs come from forget_loss / '
+            "forget_loss_kwargs. The grun_* options below set single fields."
+        },
+    )
     grun_layers: list[int] | None = field(
         default=None,
         metadata={
@@ -258,25 +266,31 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
 
 
 def grun_config_of(script: UnlearnScriptArguments, training_args) -> Any | None:
-    """The `GRUNConfig` the options ask for (`grun_layers` set), or None; the forget loss and its kwargs are the
-    run's, GRUN's other settings those given (the rest GRUNConfig's defaults)."""
-    if not script.grun_layers:
-        return None
-    from ..grun import GRUNConfig
+    """The `GRUNConfig` the options ask for (`grun` or `grun_layers` set), or None: the `grun` mapping, with the
+    `grun_*` options that are set on top, and the run's forget loss and kwargs; the rest GRUNConfig's defaults."""
+    from ..io import parse_json_object
 
-    given = {
+    fields = parse_json_object("grun", script.grun)
+    shortcuts = {
+        "layers": script.grun_layers,
         "rank": script.grun_rank,
         "gate": script.grun_gate,
         "gate_weight": script.grun_gate_weight,
         "retain_weight": script.grun_retain_weight,
         "forget_weight": script.grun_forget_weight,
     }
-    return GRUNConfig(
-        layers=script.grun_layers,
-        forget_loss=training_args.forget_loss,
-        forget_loss_kwargs=training_args.forget_loss_kwargs,
-        **{key: value for key, value in given.items() if value is not None},
-    )
+    fields.update({key: value for key, value in shortcuts.items() if value is not None})
+    if not fields:
+        return None
+    for key in ("forget_loss", "forget_loss_kwargs"):
+        if key in fields:
+            raise ValueError(f"Set GRUN's {key} with the run's own `{key}` option, not inside `grun`.")
+    if not fields.get("layers"):
+        raise ValueError("GRUN needs the decoder layers to edit: `grun: {layers: [...]}` or --grun_layers.")
+    from ..grun import GRUNConfig
+
+    fields.update(forget_loss=training_args.forget_loss, forget_loss_kwargs=training_args.forget_loss_kwargs)
+    return GRUNConfig.from_dict(fields)
 
 
 def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
