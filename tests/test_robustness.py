@@ -206,7 +206,10 @@ def test_robustness_evaluator_writes_json_table_and_plot(target_model_dir, targe
 
 
 def test_cli_robustness(target_model_dir, tmp_path, capsys):
+    import json
+
     from hf_unlearn.cli import main
+    from hf_unlearn.io import weights_fingerprint
 
     argv = ["robustness", "--model", str(target_model_dir), "--retain-model", str(target_model_dir)]
     argv += ["--dataset", "bundled", "--forget-split", "forget01", "--max-questions", "6", "--bits", "8"]
@@ -214,6 +217,8 @@ def test_cli_robustness(target_model_dir, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| quantization 8-bit |" in out and (tmp_path / "robustness.json").is_file()
+    saved = json.loads((tmp_path / "robustness.json").read_text())
+    assert saved["weights_fingerprint"] == weights_fingerprint(target_model_dir)
     assert main(argv) == 2 and "Pass --overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite", "--bits", "4,x"]) == 2 and "--bits must be" in capsys.readouterr().err
 

@@ -83,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         **others,
     )
     results = evaluator.evaluate(output_dir)
+    if Path(args.model).is_dir():  # which weights these results belong to (model cards check it)
+        from ..io import FINGERPRINT_KEY, weights_fingerprint, write_json_atomic
+
+        results[FINGERPRINT_KEY] = weights_fingerprint(args.model)
+        write_json_atomic(Path(output_dir) / ROBUSTNESS_FILE, results)
     print(format_robustness_table(results))
     print(f"\nWritten to {Path(output_dir).resolve()}")
     return 0

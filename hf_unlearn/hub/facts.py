@@ -278,10 +278,17 @@ def _robustness_scores(folder: Path) -> dict[str, float]:
         path = Path(folder) / location
         if path.is_file():
             try:
-                scores = read_json_file(path, what="robustness results").get("scores", {})
-                return {str(k): float(v) for k, v in scores.items() if v is not None}
+                results = read_json_file(path, what="robustness results")
+                scores = results.get("scores", {})
+                scores = {str(k): float(v) for k, v in scores.items() if v is not None}
             except (ValueError, AttributeError, TypeError) as err:
                 logger.warning(f"{path} could not be read ({err}): the card leaves robustness out.")
+                return {}
+            recorded = results.get(FINGERPRINT_KEY)
+            if recorded is not None and recorded != weights_fingerprint(folder):
+                logger.warning(f"{path} attacked other weights than those in {folder}: the card leaves it out.")
+                return {}
+            return scores
     return {}
 
 
