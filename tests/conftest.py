@@ -13,6 +13,16 @@ from hf_unlearn import UnlearningConfig, load_tofu
 from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: the tiny models are small enough that thread hand-offs dominate a step on a
+    shared CPU (use with `pytestmark = pytest.mark.usefixtures("one_thread")`)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tofu():
     names = ["full", "forget01", "retain99", "forget01_perturbed", "retain_perturbed"]

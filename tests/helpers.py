@@ -66,3 +66,14 @@ class FixedHidden(FixedLogits):
             states.append(layer(self.hidden * (i + 2) / (self.num_layers + 1)))
         states[-1] = states[-1] * self.FINAL_NORM_SCALE
         return SimpleNamespace(logits=self.logits, hidden_states=tuple(states))
+
+
+def snapshot(model):
+    """The model's parameters (copies) and mode, to check that an attack or analysis leaves it unchanged."""
+    return [p.detach().clone() for p in model.parameters()], model.training
+
+
+def assert_unchanged(model, before):
+    params, training = before
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), params)), "the input model must not change"
+    assert model.training == training

@@ -32,12 +32,7 @@ from hf_unlearn.grun import (  # noqa: E402  (needs pyreft)
 GRUN_STEPS, GRUN_LR = 160, 5e-2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def qa_batch(tokenizer, questions, answers):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_unchanged, snapshot
 from scipy.stats import norm
 
 from hf_unlearn.evaluation.robustness import (
@@ -20,16 +21,6 @@ from hf_unlearn.evaluation.robustness import (
     robustness_score,
     stability_score,
 )
-
-
-def snapshot(model):
-    return [p.detach().clone() for p in model.parameters()], model.training
-
-
-def assert_unchanged(model, before):
-    params, training = before
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), params)), "the input model must not change"
-    assert model.training == training
 
 
 # ---------------------------------------------------------------------------------------------- quantization

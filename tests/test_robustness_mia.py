@@ -15,13 +15,7 @@ from hf_unlearn.evaluation.metrics import mia_auc, mia_loss
 from hf_unlearn.evaluation.robustness.mia import encode_texts, mean_answer_nll, mia_gradient_norm, mia_reference
 from hf_unlearn.losses import mean_nll
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import assert_unchanged, snapshot
 
 from hf_unlearn.data import PromptEncoder, pad_examples
 from hf_unlearn.evaluation.robustness.probing import (
@@ -24,28 +25,13 @@ from hf_unlearn.losses import mean_nll
 FAST = dict(progress=False, max_new_tokens=4, batch_size=8)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def forget(tofu):
     """The first 8 rows of forget01_perturbed (with TOFU's paraphrased questions)."""
     return tofu["forget01_perturbed"].select(range(8))
-
-
-def snapshot(model):
-    return [p.detach().clone() for p in model.parameters()], model.training
-
-
-def assert_unchanged(model, before):
-    params, training = before
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), params)), "the input model must not change"
-    assert model.training == training
 
 
 def encoded_prompt(tokenizer, content):
