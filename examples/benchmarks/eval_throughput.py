@@ -8,11 +8,26 @@ generates --batch-size questions at a time with left padding. One run of each; p
 
     python examples/benchmarks/eval_throughput.py
     python examples/benchmarks/eval_throughput.py --threads 1 --max-questions 40 --max-new-tokens 64
+
+Options for larger runs (defaults: the above): `--device`, `--dtype bfloat16` (the model is built on the device in
+bfloat16), `--model-vocab`, `--intermediate`, `--heads`, `--kv-heads`, `--tie-embeddings` (model shape; the
+tokenizer stays the small local one), `--splits`, `--forget-questions N` (a forget split of N questions cycled from
+the bundled questions that have paraphrased and perturbed answers, forget01_perturbed then retain_perturbed; e.g. 400
+for forget10's size), `--naive-max-questions N` (the loop runs only the first N questions of each split and its
+questions per second is measured on those), `--atol` (the allowed avg_gt_loss difference, e.g. for bfloat16) and
+`--json OUT`. A forget10-sized run of a Llama-3.2-1B-shaped model on a GPU:
+
+    python examples/benchmarks/eval_throughput.py --device cuda --dtype bfloat16 --layers 16 --hidden 2048 \
+        --intermediate 8192 --heads 32 --kv-heads 8 --model-vocab 128256 --tie-embeddings --splits forget \
+        --forget-questions 400 --naive-max-questions 20 --batch-size 64 --atol 0.1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import itertools
+import json
 import platform
 import time
 
@@ -27,13 +42,21 @@ from hf_unlearn.losses import mean_nll
 
 
 @torch.no_grad()
-def one_at_a_time(model, tokenizer, evaluator: TOFUEvaluator, max_new_tokens: int) -> dict[str, list[float]]:
+def one_at_a_time(
+    model, tokenizer, evaluator: TOFUEvaluator, max_new_tokens: int, datasets=None, max_questions=None
+) -> dict[str, list[float]]:
     """The naive loop: every (prompt, answer) pair in its own forward pass, every question its own generate call."""
     encoder = PromptEncoder(tokenizer)
+    device = next(model.parameters()).device
     avg_gt_loss: dict[str, list[float]] = {}
     for split in evaluator.splits:
-        rows = load_tofu(tofu_split_config(split, evaluator.forget_split), data_dir="bundled")
+        if datasets and split in datasets:
+            rows = datasets[split]
+        else:
+            rows = load_tofu(tofu_split_config(split, evaluator.forget_split), data_dir="bundled")
         n = len(evaluator.questions[split])
+        if max_questions:
+            n = min(n, max_questions)
         losses = []
         for i in range(n):
             row = rows[i]
@@ -42,10 +65,11 @@ def one_at_a_time(model, tokenizer, evaluator: TOFUEvaluator, max_new_tokens: in
             nlls = []
             for answer in answers:
                 batch = pad_examples([encoder.encode(prompt, answer)], tokenizer.pad_token_id)
+                batch = {k: v.to(device) for k, v in batch.items()}
                 logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
                 nlls.append(mean_nll(logits, batch["labels"]).item())
             losses.append(nlls[0])
-            prompt_ids = torch.tensor([encoder.encode_prompt(prompt)])
+            prompt_ids = torch.tensor([encoder.encode_prompt(prompt)], device=device)
             out = model.generate(
                 input_ids=prompt_ids,
                 attention_mask=torch.ones_like(prompt_ids),
@@ -70,16 +94,53 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--finetune-epochs", type=int, default=0, help="teach the model the bundled QA first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--model-vocab", type=int, default=0, help="model vocabulary (0: the tokenizer's)")
+    parser.add_argument("--intermediate", type=int, default=0, help="MLP width (0: 2 x hidden)")
+    parser.add_argument("--heads", type=int, default=0, help="attention heads (0: hidden // 32)")
+    parser.add_argument("--kv-heads", type=int, default=0, help="key/value heads (0: hidden // 32)")
+    parser.add_argument("--tie-embeddings", action="store_true")
+    parser.add_argument("--splits", default="retain,real_authors,world_facts,forget", help="comma-separated")
+    parser.add_argument("--forget-questions", type=int, default=0, help="forget split of N cycled questions")
+    parser.add_argument("--naive-max-questions", type=int, default=0, help="questions per split for the loop")
+    parser.add_argument("--atol", type=float, default=1e-4, help="allowed max avg_gt_loss difference")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     full = load_tofu("full", data_dir="bundled")
     tokenizer = train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], args.vocab)
-    model = tiny_llama(len(tokenizer), num_layers=args.layers, hidden_size=args.hidden, seed=0)
+    shape = {"num_attention_heads": args.heads} if args.heads else {}
+    if args.kv_heads:
+        shape["num_key_value_heads"] = args.kv_heads
+    if args.intermediate:
+        shape["intermediate_size"] = args.intermediate
+    if args.tie_embeddings:
+        shape["tie_word_embeddings"] = True
+    dtype = getattr(torch, args.dtype)
+    default_dtype = torch.get_default_dtype()
+    if dtype != torch.float32:  # built in place: no float32 copy on the CPU first
+        torch.set_default_dtype(dtype)
+    try:
+        with torch.device(args.device) if dtype != torch.float32 else contextlib.nullcontext():
+            model = tiny_llama(
+                args.model_vocab or len(tokenizer), num_layers=args.layers, hidden_size=args.hidden, seed=0, **shape
+            )
+    finally:
+        torch.set_default_dtype(default_dtype)
+    model.to(args.device)
     if args.finetune_epochs:
         finetune_on_qa(model, tokenizer, full["question"], full["answer"], epochs=args.finetune_epochs)
     model.eval()
+    datasets = None
+    if args.forget_questions:
+        if args.splits != "forget":
+            parser.error("--forget-questions needs --splits forget")
+        pool = list(load_tofu("forget01_perturbed", data_dir="bundled"))
+        pool += list(load_tofu("retain_perturbed", data_dir="bundled"))
+        datasets = {"forget": list(itertools.islice(itertools.cycle(pool), args.forget_questions))}
 
     evaluator = TOFUEvaluator(
         model,
@@ -88,8 +149,10 @@ def main() -> None:
         data_dir="bundled",
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
-        max_questions=args.max_questions,
+        max_questions=None if args.forget_questions else args.max_questions,
         progress=False,
+        splits=args.splits.split(","),
+        datasets=datasets,
     )
     n_questions = sum(len(q) for q in evaluator.questions.values())
     n_sequences = sum(
@@ -101,8 +164,9 @@ def main() -> None:
     batched_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    naive = one_at_a_time(model, tokenizer, evaluator, args.max_new_tokens)
+    naive = one_at_a_time(model, tokenizer, evaluator, args.max_new_tokens, datasets, args.naive_max_questions)
     naive_s = time.perf_counter() - start
+    n_naive = sum(len(losses) for losses in naive.values())
 
     diff = max(
         abs(a - b)
@@ -110,25 +174,49 @@ def main() -> None:
         for a, b in zip(losses, evaluator.logs[split]["avg_gt_loss"].values())
     )
     params = sum(p.numel() for p in model.parameters())
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
     print(
-        f"Model: Llama {args.layers} layers, hidden {args.hidden}, vocab {len(tokenizer)} "
+        f"Model: Llama {args.layers} layers, hidden {args.hidden}, vocab {args.model_vocab or len(tokenizer)} "
         f"({params / 1e6:.1f}M params), "
-        f"float32, {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}."
+        f"{args.dtype}, {where or platform.processor() or platform.machine()}, "
+        f"torch threads {torch.get_num_threads()}."
     )
+    if args.forget_questions:
+        source = f"a forget split of {args.forget_questions} questions cycled from the bundled TOFU subset"
+    else:
+        source = f"bundled TOFU subset, {args.max_questions} per split, {len(evaluator.splits)} splits"
+    naive_note = f" (the loop ran the first {n_naive} of them)" if n_naive != n_questions else ""
     print(
-        f"Work: {n_questions} questions (bundled TOFU subset, {args.max_questions} per split, 4 splits), "
+        f"Work: {n_questions} questions ({source}){naive_note}, "
         f"{n_sequences} teacher-forced sequences, greedy generation up to {args.max_new_tokens} new tokens; "
         f"max |avg_gt_loss| difference between the two: {diff:.1e}."
     )
+    naive_rate, batched_rate = n_naive / naive_s, n_questions / batched_s
     print()
     print("| method | seconds | questions / s | speed-up |")
     print("|---|---:|---:|---:|")
-    print(f"| one question at a time | {naive_s:.1f} | {n_questions / naive_s:.2f} | 1.0x |")
+    print(f"| one question at a time | {naive_s:.1f} | {naive_rate:.2f} | 1.0x |")
     print(
-        f"| TOFUEvaluator (batch {args.batch_size}) | {batched_s:.1f} | {n_questions / batched_s:.2f} "
-        f"| {naive_s / batched_s:.1f}x |"
+        f"| TOFUEvaluator (batch {args.batch_size}) | {batched_s:.1f} | {batched_rate:.2f} "
+        f"| {batched_rate / naive_rate:.1f}x |"
     )
-    np.testing.assert_allclose(diff, 0.0, atol=1e-4)
+    if args.json:
+        with open(args.json, "w") as f:
+            result = {
+                "args": vars(args),
+                "questions": n_questions,
+                "naive_questions": n_naive,
+                "sequences": n_sequences,
+                "naive_s": naive_s,
+                "batched_s": batched_s,
+                "naive_questions_per_s": naive_rate,
+                "batched_questions_per_s": batched_rate,
+                "speedup": batched_rate / naive_rate,
+                "max_avg_gt_loss_diff": diff,
+                "params": params,
+            }
+            json.dump(result, f, indent=1)
+    np.testing.assert_allclose(diff, 0.0, atol=args.atol)
 
 
 if __name__ == "__main__":

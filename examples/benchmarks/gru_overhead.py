@@ -21,11 +21,20 @@ one model (so that a busy machine slows them alike). Peak memory: one process pe
 `torch.cuda.max_memory_allocated` on a GPU; on the CPU the growth of the peak resident memory over what the process
 held before the first step, with glibc returning freed tensors to the OS (so that it follows the live tensors).
 On a busy CPU, `--threads 1` gives steadier timings.
+
+Model shape and precision options (defaults: the small float32 model above): `--intermediate`, `--heads`,
+`--kv-heads`, `--tie-embeddings`; `--dtype bfloat16` builds the model directly on the device in bfloat16 (weights,
+gradients, AdamW state and GRU buffer in bfloat16); `--checkpointing` turns on gradient checkpointing (trl's
+default). `--json OUT` also writes the results table as JSON. A Llama-3.2-1B-shaped run on a GPU (random weights):
+
+    python examples/benchmarks/gru_overhead.py --device cuda --methods gd,gru --layers 16 --hidden 2048 \
+        --intermediate 8192 --heads 32 --kv-heads 8 --vocab 128256 --tie-embeddings --dtype bfloat16 --checkpointing
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -76,14 +85,30 @@ def make_batches(args, device):
 
 
 def build_model(args, device):
-    model = tiny_llama(
-        args.vocab,
-        num_layers=args.layers,
-        hidden_size=args.hidden,
-        seed=0,
-        intermediate_size=args.hidden * 11 // 4,
-        max_position_embeddings=max(512, args.seq_len),
-    )
+    shape = {"num_attention_heads": args.heads} if args.heads else {}
+    if args.kv_heads:
+        shape["num_key_value_heads"] = args.kv_heads
+    if args.tie_embeddings:
+        shape["tie_word_embeddings"] = True
+    dtype = getattr(torch, args.dtype)
+    default_dtype = torch.get_default_dtype()
+    if dtype != torch.float32:  # built in place: no float32 copy on the CPU first
+        torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device) if dtype != torch.float32 else contextlib.nullcontext():
+            model = tiny_llama(
+                args.vocab,
+                num_layers=args.layers,
+                hidden_size=args.hidden,
+                seed=0,
+                intermediate_size=args.intermediate or args.hidden * 11 // 4,
+                max_position_embeddings=max(512, args.seq_len),
+                **shape,
+            )
+    finally:
+        torch.set_default_dtype(default_dtype)
+    if args.checkpointing:
+        model.gradient_checkpointing_enable()
     if args.mode == "lora":
         from peft import LoraConfig, get_peft_model
 
@@ -227,6 +252,19 @@ def main():
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--intermediate", type=int, default=0, help="MLP width (0: hidden * 11 // 4)")
+    parser.add_argument("--heads", type=int, default=0, help="attention heads (0: hidden // 32)")
+    parser.add_argument("--kv-heads", type=int, default=0, help="key/value heads (0: hidden // 32)")
+    parser.add_argument("--tie-embeddings", action="store_true", help="tie the LM head to the input embeddings")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--checkpointing", action="store_true", help="gradient checkpointing (trl's default)")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--memory-runs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure peak memory in one process per method (--no-memory-runs: the timed run's shared peak)",
+    )
     parser.add_argument("--batch", type=int, default=4, help="sequences per forget and per retain batch")
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -247,6 +285,9 @@ def main():
         command = [sys.executable, __file__, "--worker", "--mode", mode, "--method", methods, "--steps", str(steps)]
         for flag in ("layers", "hidden", "vocab", "batch", "seq_len", "device", "threads"):
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+        command += ["--intermediate", str(args.intermediate), "--heads", str(args.heads)]
+        command += ["--kv-heads", str(args.kv_heads), "--dtype", args.dtype]
+        command += ["--tie-embeddings"] * args.tie_embeddings + ["--checkpointing"] * args.checkpointing
         out = subprocess.run(command, check=True, capture_output=True, text=True, env={**os.environ, **(env or {})})
         run = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"{mode:4s} {run}", file=sys.stderr)
@@ -259,7 +300,7 @@ def main():
             results[mode, method] = timing
         # Peak memory: one process per method. On the CPU, glibc must return freed tensors to the OS for the
         # resident size to follow the live tensors, which costs page faults (so not in the timed run).
-        for method in args.methods.split(","):
+        for method in args.methods.split(",") if args.memory_runs else ():
             run = launch(mode, method, 1, env={"MALLOC_MMAP_THRESHOLD_": "65536"} if cpu else None)
             results[mode, method]["peak_bytes"] = run[method]["peak_bytes"]
 
@@ -270,11 +311,25 @@ def main():
         f"{args.batch} x {args.seq_len} tokens; device {args.device}; median of {args.steps} interleaved steps; "
         f"AdamW; {threads} torch threads.\n"
     )
+    if (args.intermediate, args.heads, args.kv_heads, args.tie_embeddings, args.dtype, args.checkpointing) != (
+        0,
+        0,
+        0,
+        False,
+        "float32",
+        False,
+    ):
+        print(
+            f"Intermediate {args.intermediate or args.hidden * 11 // 4}, {args.heads or args.hidden // 32} heads, "
+            f"{args.kv_heads or args.hidden // 32} KV heads, tied embeddings: {args.tie_embeddings}; {args.dtype}; "
+            f"gradient checkpointing: {'on' if args.checkpointing else 'off'}.\n"
+        )
     print(
         f"| mode | method | trainable params | step time | vs GD | rectification time | {memory} | extra vs GD | "
         "extra / (2 x trainable fp32) | GRU state kept between steps |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for (mode, method), r in results.items():
         gd = results.get((mode, "gd"))
         ratio = f"{r['step_s'] / gd['step_s']:.2f}x" if gd else "-"
@@ -286,6 +341,19 @@ def main():
             f"{'-' if extra is None else f'{extra / MB:+.0f} MB'} | "
             f"{'-' if extra is None else f'{extra / budget:.2f}'} | {r['state_bytes'] / MB:.1f} MB |"
         )
+        rows.append(
+            {
+                "mode": mode,
+                "method": method,
+                **r,
+                "vs_gd": r["step_s"] / gd["step_s"] if gd else None,
+                "extra_peak_bytes": extra,
+                "extra_over_budget": None if extra is None else extra / budget,
+            }
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "memory": memory, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

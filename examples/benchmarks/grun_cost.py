@@ -18,13 +18,23 @@ before it; on a GPU (`--device cuda`) the growth of `torch.cuda.max_memory_alloc
 does not see torch's CPU allocator.
 
 The 1B row counts parameters of a Llama-3.2-1B-shaped model built on the meta device (no weights are loaded).
+
+Model shape and precision options (defaults: the small float32 model above, the tokenizer's 2048-token vocabulary):
+`--vocab`, `--intermediate`, `--heads`, `--kv-heads`, `--tie-embeddings`; `--dtype bfloat16` builds the model on the
+device in bfloat16 and trains with `bf16=True` (trl's default); `--methods` chooses the methods; `--json OUT` also
+writes the results as JSON. A Llama-3.2-1B-shaped run on a GPU (random weights, edits at layers 10, 12, 15):
+
+    python examples/benchmarks/grun_cost.py --device cuda --checkpointing on --layers 16 --hidden 2048 \
+        --intermediate 8192 --heads 32 --kv-heads 8 --vocab 128256 --tie-embeddings --dtype bfloat16
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import gc
+import json
 import statistics
 import tempfile
 import time
@@ -110,8 +120,27 @@ def main() -> None:
     parser.add_argument(
         "--checkpointing", default="both", choices=["both", "on", "off"], help="gradient checkpointing settings to run"
     )
+    parser.add_argument("--vocab", type=int, default=0, help="model vocabulary (0: the tokenizer's, 2048)")
+    parser.add_argument("--intermediate", type=int, default=0, help="MLP width (0: 2 x hidden)")
+    parser.add_argument("--heads", type=int, default=0, help="attention heads (0: hidden // 32)")
+    parser.add_argument("--kv-heads", type=int, default=0, help="key/value heads (0: hidden // 32)")
+    parser.add_argument("--tie-embeddings", action="store_true", help="tie the LM head to the input embeddings")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--methods", default="full_gd,lora_gd,grun", help="comma-separated: full_gd, lora_gd, grun")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    methods = args.methods.split(",")
+    if "full_gd" not in methods:
+        parser.error("--methods must include full_gd (the reference of the ratios)")
+    shape = {"num_attention_heads": args.heads} if args.heads else {}
+    if args.kv_heads:
+        shape["num_key_value_heads"] = args.kv_heads
+    if args.intermediate:
+        shape["intermediate_size"] = args.intermediate
+    if args.tie_embeddings:
+        shape["tie_word_embeddings"] = True
+    dtype = getattr(torch, args.dtype)
     full = load_tofu("full", data_dir="bundled")
     forget, retain = load_tofu("forget01", data_dir="bundled"), load_tofu("retain99", data_dir="bundled")
     tokenizer = train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], vocab_size=2048)
@@ -119,8 +148,17 @@ def main() -> None:
     edited = sorted({round(args.layers * 20 / 32), round(args.layers * 25 / 32), args.layers - 1})
     settings = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpointing]
     rows = []
-    for checkpointing, method in [(c, m) for c in settings for m in ("full_gd", "lora_gd", "grun")]:
-        model = tiny_llama(len(tokenizer), num_layers=args.layers, hidden_size=args.hidden, seed=0)
+    for checkpointing, method in [(c, m) for c in settings for m in ("full_gd", "lora_gd", "grun") if m in methods]:
+        default_dtype = torch.get_default_dtype()
+        if dtype != torch.float32:  # built in place: no float32 copy on the CPU first
+            torch.set_default_dtype(dtype)
+        try:
+            with torch.device(args.device) if dtype != torch.float32 else contextlib.nullcontext():
+                model = tiny_llama(
+                    args.vocab or len(tokenizer), num_layers=args.layers, hidden_size=args.hidden, seed=0, **shape
+                )
+        finally:
+            torch.set_default_dtype(default_dtype)
         if args.device == "cuda":
             model.cuda()
         total = sum(p.numel() for p in model.parameters())
@@ -138,7 +176,7 @@ def main() -> None:
                 max_steps=args.steps + 1,
                 per_device_train_batch_size=8,
                 learning_rate=1e-5 if method == "full_gd" else 4e-3,
-                bf16=False,
+                bf16=dtype == torch.bfloat16,
                 gradient_checkpointing=checkpointing,
                 report_to="none",
                 save_strategy="no",
@@ -167,18 +205,36 @@ def main() -> None:
         f"\nModel: Llama, {args.layers} layers, hidden {args.hidden}; GRUN layers {edited}; {args.device}, "
         f"{args.threads} thread(s); {args.steps} timed steps\n"
     )
+    if shape or args.vocab or dtype != torch.float32:
+        print(f"Shape options: {shape}, vocabulary {args.vocab or len(tokenizer)}, {args.dtype}.\n")
     print(
         "| checkpointing | method | trainable params | % of model | step time | vs full GD | peak memory growth "
         "| vs full GD |"
     )
     print("|---|---|---|---|---|---|---|---|")
     full_gd = {c: (step, peak) for c, method, _, _, step, peak in rows if method == "full_gd"}
+    records = []
     for checkpointing, method, trainable, total, step, peak in rows:
         full_time, full_peak = full_gd[checkpointing]
         print(
             f"| {'on' if checkpointing else 'off'} | {method} | {trainable:,} | {100 * trainable / total:.3f}% | "
             f"{1000 * step:.0f} ms | {step / full_time:.2f}x | {peak:.0f} MB | {peak / full_peak:.2f}x |"
         )
+        records.append(
+            {
+                "checkpointing": checkpointing,
+                "method": method,
+                "trainable": trainable,
+                "total": total,
+                "step_s": step,
+                "vs_full_gd": step / full_time,
+                "peak_mb": peak,
+                "peak_vs_full_gd": peak / full_peak if full_peak else None,
+            }
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"args": vars(args), "edited_layers": edited, "rows": records}, f, indent=1)
     share = llama_1b_parameter_share()
     print(f"\nLlama-3.2-1B shape (meta device, {share['total']:,} parameters), 3 edited layers, rank 4:\n")
     print("| method | trainable params | % of model |")

@@ -1,0 +1,74 @@
+"""examples/benchmarks/run_all.py: the CPU smoke run writes every section, and a failing section is reported without
+stopping the others."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+
+from launch import REPO
+
+SCRIPT = REPO / "examples" / "benchmarks" / "run_all.py"
+
+
+def load_run_all():
+    spec = importlib.util.spec_from_file_location("run_all", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_all"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cpu_smoke_run_writes_every_section(tmp_path):
+    output = tmp_path / "check.md"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--output", str(output)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    text = output.read_text() if output.exists() else ""
+    assert run.returncode == 0, run.stdout + run.stderr + text
+    for title in load_run_all().SECTIONS.values():
+        assert f"## {title}" in text
+    assert "- Versions: Python " in text and "torch " in text and "transformers " in text
+    assert "not judged on CPU" in text
+    assert "ERROR" not in text and "Skipped" not in text
+    assert "pytest -k cuda" in text or "pytest -m cuda" in text
+    assert "needs 2 GPUs" in text
+
+
+def test_a_failing_section_is_reported_and_the_others_still_run(tmp_path):
+    run_all = load_run_all()
+    ctx = run_all.Context(device="cpu", smoke=True, workdir=tmp_path, deadline=time.monotonic() + 120)
+
+    def broken(ctx):
+        raise ValueError("boom in the middle")
+
+    def failed_subprocess(ctx):
+        run_all.run_command(ctx, [sys.executable, "-c", "import sys; print('partial output'); sys.exit(3)"])
+
+    def fine(ctx):
+        return "| a | b |\n|---|---|\n| 1 | 2 |\n", ["Target: something: **not judged on CPU**"]
+
+    functions = {"cuda_tests": broken, "gru_overhead": failed_subprocess, "grun_cost": fine}
+    seen = []
+    results = run_all.run_sections(list(functions), ctx, 60, functions=functions, on_result=seen.append)
+    assert [r.status for r in results] == ["error", "error", "done"]
+    assert len(seen) == 3
+    assert "boom in the middle" in results[0].error
+    assert "exited with 3" in results[1].error and "partial output" in results[1].error
+    text = run_all.render(results, ["# header"], ["- Versions: Python x"])
+    assert text.count("**ERROR**") == 2 and "boom in the middle" in text and "| 1 | 2 |" in text
+    for name in functions:
+        assert f"## {run_all.SECTIONS[name]}" in text
+    # with the budget used up, later sections are skipped and said to be
+    skipped = run_all.run_sections(["cuda_tests", "grun_cost"], ctx, -1, functions=functions)
+    assert [r.status for r in skipped] == ["skipped", "skipped"]
+    assert "Skipped for the time budget" in run_all.render(skipped, [], [])
