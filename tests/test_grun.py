@@ -186,7 +186,12 @@ def test_save_load_round_trip_is_exact(trained, target_model_dir, tokenizer, tof
 
 @pytest.mark.parametrize(
     "device",
-    ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU"))],
+    [
+        "cpu",
+        pytest.param(
+            "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+        ),
+    ],
 )
 def test_save_load_is_exact_on_a_bfloat16_base_model(device, target_model_dir, tokenizer, tofu, tmp_path):
     """pyreft's loader puts interventions on CUDA and in the base model's dtype; ours keeps float32, on the base
