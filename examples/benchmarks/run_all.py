@@ -1,8 +1,8 @@
 """One prepared GPU check: runs the CUDA tests and the benchmarks, writes one markdown file with the results and the
 machine they ran on.
 
-    python examples/benchmarks/run_all.py --device cuda                      # planned for 8 minutes; not yet run on a GPU
-    python examples/benchmarks/run_all.py --device cpu --smoke --output /tmp/check.md   # a dry run, ~50 s on 2 CPU cores
+    python examples/benchmarks/run_all.py --device cuda  # planned for <= 8 minutes; not yet run on a GPU
+    python examples/benchmarks/run_all.py --device cpu --smoke --output /tmp/check.md  # dry run: ~50 s on 2 cores
 
 Sections (`--sections`, comma-separated; all by default), each with its target:
 - `cuda_tests`: `pytest -m cuda` when pyproject declares a `cuda` marker, else `pytest -k cuda` (the tests
