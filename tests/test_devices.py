@@ -1,0 +1,119 @@
+"""The paths that matter on a GPU, parametrised over devices: on `cuda` (marked `cuda`, run with `pytest -m cuda`)
+in bf16 where users train in it, on the CPU in float32. Without a GPU the `cuda` cases are skipped."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from conftest import cpu_args
+from transformers import AutoModelForCausalLM
+
+from hf_unlearn import UnlearningTrainer, load_tofu
+from hf_unlearn.analysis import build_geffect_batch, compute_g_effect
+from hf_unlearn.data import PromptEncoder, pad_examples
+from hf_unlearn.evaluation import TOFUEvaluator
+from hf_unlearn.gru import rectified
+from hf_unlearn.losses import mean_nll
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+    ),
+]
+pytestmark = pytest.mark.parametrize("device", DEVICES)
+
+
+def _dtype(device: str) -> torch.dtype:
+    return torch.bfloat16 if device == "cuda" else torch.float32
+
+
+def test_gru_projection_on_device_gradients(device):
+    generator = torch.Generator().manual_seed(0)
+    retain = [torch.randn(64, 32, generator=generator), torch.randn(32, generator=generator)]
+    grads = [-0.8 * r + 0.3 * torch.randn(r.shape, generator=generator) for r in retain]
+    to = lambda ts: [t.to(device=device, dtype=_dtype(device)) for t in ts]  # noqa: E731
+    out, stats = rectified(to(grads), to(retain))
+    assert stats[3].item() == 1.0 and stats.dtype == torch.float64
+    dot = sum(float((g.double() * r.double()).sum()) for g, r in zip(out, to(retain)))
+    scale = sum(float(r.double().norm() ** 2) for r in to(retain))
+    assert abs(dot) < (1e-2 if device == "cuda" else 1e-5) * scale, "orthogonal to the retain direction"
+    assert all(o.device.type == device and o.dtype == _dtype(device) for o in out)
+
+
+def test_gru_trainer_step_on_device(device, target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
+    model = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=_dtype(device))
+    before = copy.deepcopy(model.state_dict())
+    args = cpu_args(
+        tmp_path,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        forget_loss="npo",
+        rectification="gru",
+        max_steps=2,
+        learning_rate=1e-3,
+    )
+    trainer = UnlearningTrainer(
+        model, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+    )
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "gru/cosine" in e]
+    assert len(logs) == 2 and all(np.isfinite(e["loss"]) for e in logs)
+    assert next(model.parameters()).device.type == device
+    assert any(not torch.equal(p.cpu(), before[n].cpu()) for n, p in model.state_dict().items())
+
+
+def test_grun_training_on_device(device, target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
+    pytest.importorskip("pyreft")
+    from hf_unlearn.grun import GRUNConfig, GRUNTrainer, get_grun_model
+
+    base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=_dtype(device)).to(device)
+    frozen = {n: p.detach().clone() for n, p in base.named_parameters()}
+    grun = get_grun_model(base, GRUNConfig(layers=[1], forget_loss="npo"))
+    args = cpu_args(tmp_path, use_cpu=device == "cpu", bf16=device == "cuda", max_steps=2, learning_rate=5e-2)
+    GRUNTrainer(
+        grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+    ).train()
+    assert all(torch.equal(p, frozen[n]) for n, p in grun.model.named_parameters()), "the base model stays frozen"
+    edits = [p for m in grun.trainable_modules() for p in m.parameters()]
+    assert edits and all(p.device.type == device and p.dtype == torch.float32 for p in edits)
+    assert all(torch.isfinite(p).all() for p in edits)
+
+
+def test_batched_tofu_scoring_equals_one_at_a_time_on_device(device, target_model_dir, tokenizer):
+    model = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=_dtype(device)).to(device)
+    evaluator = TOFUEvaluator(
+        model,
+        tokenizer,
+        forget_split="forget01",
+        data_dir="bundled",
+        splits=["forget"],
+        max_questions=4,
+        max_new_tokens=4,
+        batch_size=4,
+        progress=False,
+    )
+    evaluator.evaluate()
+    rows, encoder = load_tofu("forget01_perturbed", data_dir="bundled"), PromptEncoder(tokenizer)
+    log = evaluator.logs["forget"]
+    for i in range(4):
+        prompt = [{"role": "user", "content": rows[i]["question"]}]
+        batch = pad_examples([encoder.encode(prompt, rows[i]["answer"])], tokenizer.pad_token_id)
+        with torch.no_grad():
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        one = mean_nll(logits.logits, batch["labels"].to(device)).item()
+        assert one == pytest.approx(log["avg_gt_loss"][str(i)], abs=5e-2 if device == "cuda" else 1e-5)
+
+
+def test_geffect_on_device_equals_the_cpu_value(device, target_model_dir, tokenizer, tofu):
+    batch = build_geffect_batch(tokenizer, tofu["forget01"], tofu["retain99"], num_samples=4, seed=0)
+    values = {}
+    for where in dict.fromkeys(["cpu", device]):
+        model = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32).to(where)
+        values[where] = compute_g_effect(model, "ga", batch)
+    assert values[device].forget < 0
+    assert values[device].forget == pytest.approx(values["cpu"].forget, rel=1e-3)
+    assert values[device].retain == pytest.approx(values["cpu"].retain, rel=1e-3, abs=1e-6)
