@@ -464,7 +464,9 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             unsupported = str(kind.value)
         elif self.args.n_gpu > 1:
             unsupported = "torch.nn.DataParallel (several GPUs in one process)"
-        elif self.args.parallelism_config is not None or self.is_distributed_loading_by_transformers:
+        elif self.args.parallelism_config is not None or getattr(
+            self, "is_distributed_loading_by_transformers", False
+        ):
             unsupported = "tensor/context/sequence parallelism or a sharded parallelism_config"
         if unsupported:
             raise ValueError(

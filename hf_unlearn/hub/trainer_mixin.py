@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -107,7 +108,11 @@ class HubTrainerMixin:
         secret = (token if token is not None else self.args.hub_token) or get_token()
         repo = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
         with hub_errors(f"create the Hub repo {repo}", constants.ENDPOINT, secret):
-            super().init_hf_repo(token=token, private=private)
+            # transformers < 5.2x takes no `private` (it reads args.hub_private_repo itself)
+            if "private" in inspect.signature(super().init_hf_repo).parameters:
+                super().init_hf_repo(token=token, private=private)
+            else:
+                super().init_hf_repo(token=token)
 
     def push_to_hub(
         self,
