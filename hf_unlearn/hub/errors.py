@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Iterator
 
 from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
-try:  # huggingface_hub's HTTP client
-    import httpx2 as _http_client
-except ImportError:  # pragma: no cover  (older huggingface_hub releases use httpx)
-    import httpx as _http_client
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """The transport errors of the HTTP clients huggingface_hub may use: httpx2 (2.x) and httpx (1.x); both can be
+    installed, and the one the installed huggingface_hub uses is not known in advance."""
+    errors = []
+    for name in ("httpx2", "httpx"):
+        try:
+            errors.append(importlib.import_module(name).TransportError)
+        except ImportError:
+            continue
+    return tuple(errors)
+
 
 __all__ = [
     "HubAuthenticationError",
@@ -23,7 +32,7 @@ __all__ = [
 ]
 
 #: Exceptions that mean the Hub could not be reached at all.
-NETWORK_ERRORS: tuple[type[BaseException], ...] = (_http_client.TransportError, OfflineModeIsEnabled, ConnectionError)
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (*_transport_errors(), OfflineModeIsEnabled, ConnectionError)
 
 
 class HubError(RuntimeError):
