@@ -117,3 +117,13 @@ def test_geffect_on_device_equals_the_cpu_value(device, target_model_dir, tokeni
     assert values[device].forget < 0
     assert values[device].forget == pytest.approx(values["cpu"].forget, rel=1e-3)
     assert values[device].retain == pytest.approx(values["cpu"].retain, rel=1e-3, abs=1e-6)
+
+
+def test_tiny_llama_builds_in_the_dtype_on_the_device(device):
+    from hf_unlearn.demo.tiny import tiny_llama
+
+    model = tiny_llama(64, num_layers=1, hidden_size=32, dtype=torch.bfloat16, device=device)
+    assert {(p.dtype, p.device.type) for p in model.parameters()} == {(torch.bfloat16, device)}
+    assert torch.get_default_dtype() == torch.float32, "the default dtype is restored"
+    same = tiny_llama(64, num_layers=1, hidden_size=32, device=device)
+    assert next(same.parameters()).dtype == torch.float32 and next(same.parameters()).device.type == device

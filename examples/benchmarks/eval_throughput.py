@@ -25,7 +25,6 @@ questions per second is measured on those), `--atol` (the allowed avg_gt_loss di
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
 import json
 import platform
@@ -120,17 +119,8 @@ def main() -> None:
     if args.tie_embeddings:
         shape["tie_word_embeddings"] = True
     dtype = getattr(torch, args.dtype)
-    default_dtype = torch.get_default_dtype()
-    if dtype != torch.float32:  # built in place: no float32 copy on the CPU first
-        torch.set_default_dtype(dtype)
-    try:
-        with torch.device(args.device) if dtype != torch.float32 else contextlib.nullcontext():
-            model = tiny_llama(
-                args.model_vocab or len(tokenizer), num_layers=args.layers, hidden_size=args.hidden, seed=0, **shape
-            )
-    finally:
-        torch.set_default_dtype(default_dtype)
-    model.to(args.device)
+    vocab = args.model_vocab or len(tokenizer)
+    model = tiny_llama(vocab, args.layers, args.hidden, seed=0, dtype=dtype, device=args.device, **shape)
     if args.finetune_epochs:
         finetune_on_qa(model, tokenizer, full["question"], full["answer"], epochs=args.finetune_epochs)
     model.eval()

@@ -34,7 +34,6 @@ default). `--json OUT` also writes the results table as JSON. A Llama-3.2-1B-sha
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -91,22 +90,17 @@ def build_model(args, device):
     if args.tie_embeddings:
         shape["tie_word_embeddings"] = True
     dtype = getattr(torch, args.dtype)
-    default_dtype = torch.get_default_dtype()
-    if dtype != torch.float32:  # built in place: no float32 copy on the CPU first
-        torch.set_default_dtype(dtype)
-    try:
-        with torch.device(device) if dtype != torch.float32 else contextlib.nullcontext():
-            model = tiny_llama(
-                args.vocab,
-                num_layers=args.layers,
-                hidden_size=args.hidden,
-                seed=0,
-                intermediate_size=args.intermediate or args.hidden * 11 // 4,
-                max_position_embeddings=max(512, args.seq_len),
-                **shape,
-            )
-    finally:
-        torch.set_default_dtype(default_dtype)
+    model = tiny_llama(
+        args.vocab,
+        num_layers=args.layers,
+        hidden_size=args.hidden,
+        seed=0,
+        intermediate_size=args.intermediate or args.hidden * 11 // 4,
+        max_position_embeddings=max(512, args.seq_len),
+        **shape,
+        dtype=dtype,
+        device=device,
+    )
     if args.checkpointing:
         model.gradient_checkpointing_enable()
     if args.mode == "lora":

@@ -31,7 +31,6 @@ writes the results as JSON. A Llama-3.2-1B-shaped run on a GPU (random weights, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import ctypes
 import gc
 import json
@@ -149,18 +148,8 @@ def main() -> None:
     settings = {"both": (True, False), "on": (True,), "off": (False,)}[args.checkpointing]
     rows = []
     for checkpointing, method in [(c, m) for c in settings for m in ("full_gd", "lora_gd", "grun") if m in methods]:
-        default_dtype = torch.get_default_dtype()
-        if dtype != torch.float32:  # built in place: no float32 copy on the CPU first
-            torch.set_default_dtype(dtype)
-        try:
-            with torch.device(args.device) if dtype != torch.float32 else contextlib.nullcontext():
-                model = tiny_llama(
-                    args.vocab or len(tokenizer), num_layers=args.layers, hidden_size=args.hidden, seed=0, **shape
-                )
-        finally:
-            torch.set_default_dtype(default_dtype)
-        if args.device == "cuda":
-            model.cuda()
+        vocab = args.vocab or len(tokenizer)
+        model = tiny_llama(vocab, args.layers, args.hidden, seed=0, dtype=dtype, device=args.device, **shape)
         total = sum(p.numel() for p in model.parameters())
         peft_config = None
         if method == "lora_gd":

@@ -39,9 +39,17 @@ def train_tokenizer(
 
 
 def tiny_llama(
-    vocab_size: int, num_layers: int = 2, hidden_size: int = 64, seed: int = 0, **overrides
+    vocab_size: int,
+    num_layers: int = 2,
+    hidden_size: int = 64,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device | None = None,
+    **overrides,
 ) -> LlamaForCausalLM:
-    """A randomly initialised Llama with a few layers (float32)."""
+    """A randomly initialised Llama with a few layers, in `dtype` on `device` (default: float32 on the CPU). A dtype
+    other than float32 builds the model in place on the device, without a float32 copy on the CPU first (what a
+    1B-shaped benchmark model needs)."""
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=vocab_size,
@@ -56,7 +64,16 @@ def tiny_llama(
         tie_word_embeddings=overrides.pop("tie_word_embeddings", False),
         **overrides,
     )
-    return LlamaForCausalLM(config)
+    if dtype == torch.float32:
+        model = LlamaForCausalLM(config)
+        return model.to(device) if device is not None else model
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device or "cpu"):
+            return LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
 
 
 def finetune_on_qa(
