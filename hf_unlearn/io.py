@@ -88,13 +88,22 @@ def weights_fingerprint(folder: str | Path) -> str | None:
     files = sorted(p for p in Path(folder).glob("*.safetensors") if p.name not in (GRU_WEIGHTS_FILE, LOSS_STATE_FILE))
     if not files:
         return None
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 24):
-                digest.update(chunk)
-    return digest.hexdigest()
+    # A push gathers the card and the files to publish, and each checks the fingerprint: hash the weights once
+    # while they are unchanged (same paths, sizes and modification times).
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        for path in files:
+            digest.update(path.name.encode() + b"\0")
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 24):
+                    digest.update(chunk)
+        _FINGERPRINTS.clear()  # one model at a time is enough
+        _FINGERPRINTS[key] = digest.hexdigest()
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
 
 
 def record_weights_fingerprint(eval_dir: str | Path, model_folder: str | Path) -> str | None:
