@@ -237,3 +237,25 @@ def test_model_cards_carry_the_robustness_scores(tmp_path):
         "robustness_quantization_4bit": 0.5,
         "robustness_logit_lens": 0.9,
     }
+
+
+def test_grun_models_are_scored_with_the_edit_at_the_last_prompt_token(target_model, tokenizer, tofu):
+    """A GRUN model edits the end of the prompt; the attacks' probability must be the TOFU evaluator's, not the one
+    of an edit at the end of the answer (what a forward without labels or known prompts would do)."""
+    pytest.importorskip("pyreft")
+    from hf_unlearn.evaluation.tofu import evaluate_tofu_model
+    from hf_unlearn.grun import GRUNConfig, get_grun_model
+
+    forget = tofu["forget01_perturbed"].select(range(6))
+    model = get_grun_model(target_model, GRUNConfig(layers=[1], rank=4))
+    with torch.no_grad():  # an edit that matters, with the gate open
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.5)
+    ours = answer_probabilities(model, tokenizer, encode_qa(tokenizer, forget))
+    summary = evaluate_tofu_model(
+        model, tokenizer, datasets={"forget": forget}, splits=["forget"], max_new_tokens=1, progress=False
+    )
+    assert float(ours.mean()) == pytest.approx(summary["forget_probability"], rel=1e-5)
+    plain = answer_probabilities(target_model, tokenizer, encode_qa(tokenizer, forget))
+    assert not np.allclose(ours, plain, rtol=1e-3), "the edit changes the answers' probability"

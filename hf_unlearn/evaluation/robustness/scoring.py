@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from ...data import PromptEncoder, pad_examples
 from ...losses.base import mean_nll
 from ..model_io import model_device, resolve_pad_token_id
+from ..tofu import prompt_aware
 
 QAPairs = list[tuple[list[int], list[int]]]
 
@@ -42,19 +43,21 @@ def encode_qa(
 def answer_probabilities(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: QAPairs, batch_size: int = 16
 ) -> np.ndarray:
-    """TOFU's probability of each answer, exp(-mean NLL of its tokens) given its prompt (teacher forced)."""
+    """TOFU's probability of each answer, exp(-mean NLL of its tokens) given its prompt (teacher forced). A model
+    that edits known prompts only (GRUN) is told the prompts, so that it edits each one's last token as in training."""
     pad = resolve_pad_token_id(tokenizer, owner="The robustness attack")
     device = model_device(model)
     was_training = model.training
     model.eval()
     values = []
     try:
-        for start in range(0, len(pairs), batch_size):
-            batch = pad_examples(pairs[start : start + batch_size], pad)
-            logits = model(
-                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-            ).logits
-            values.append(mean_nll(logits, batch["labels"].to(device)).double().cpu())
+        with prompt_aware(model, [prompt for prompt, _ in pairs]):
+            for start in range(0, len(pairs), batch_size):
+                batch = pad_examples(pairs[start : start + batch_size], pad)
+                logits = model(
+                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+                ).logits
+                values.append(mean_nll(logits, batch["labels"].to(device)).double().cpu())
     finally:
         model.train(was_training)
     return np.exp(-torch.cat(values).numpy())
