@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 from conftest import cpu_args
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_unlearn.data import PromptEncoder, pad_examples
+from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.grun import GRUNConfig
 from hf_unlearn.losses import mean_nll
 
@@ -400,6 +401,65 @@ def test_gradient_checkpointing_trains_the_same_without_backpropagating_below_th
     assert calls_unchecked == [] and calls_checked == []
     for name, value in unchecked.items():
         torch.testing.assert_close(checked[name], value, atol=1e-6, rtol=1e-5)
+
+
+class _RecordingGRUNTrainer(GRUNTrainer):
+    """Keeps the loss of every training step and the gradients of the gated modules before the optimizer step."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.step_losses, self.grads = [], {}
+        trainer = self
+
+        class _GradsBeforeStep(TrainerCallback):
+            def on_pre_optimizer_step(self, args, state, control, **kwargs):
+                modules = trainer.accelerator.unwrap_model(trainer.model).grun_modules
+                trainer.grads = {n: p.grad.detach().clone() for n, p in modules.named_parameters() if p.requires_grad}
+
+        self.add_callback(_GradsBeforeStep())
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.step_losses.append(loss.detach().clone())
+        return loss
+
+
+@pytest.mark.parametrize(("forget_loss", "rectification"), [("ga", None), ("npo", None), ("ga", "gru")])
+def test_one_step_with_gradient_checkpointing_equals_one_without(
+    tokenizer, small_forget, small_retain, tmp_path, forget_loss, rectification
+):
+    """Edits at layers 1 and 3 of 4, with a checkpointed layer between them: the loss and the gate and edit
+    gradients of a step are those of an unchecked step. Before transformers 5.23 the edited layers' checkpoints
+    took GRUN's hooks in, and the backward's recompute (hooks gone) raised a CheckpointError."""
+    results = {}
+    for checkpointing in (False, True):
+        base = tiny_llama(len(tokenizer), num_layers=4, hidden_size=64, seed=0)
+        grun = get_grun_model(base, GRUNConfig(layers=[1, 3], forget_loss=forget_loss))
+        backward_calls = []
+        base.model.layers[0].register_full_backward_hook(lambda *args, calls=backward_calls: calls.append(1))
+        args = cpu_args(
+            tmp_path / f"{checkpointing}",
+            max_steps=1,
+            per_device_train_batch_size=4,
+            gradient_checkpointing=checkpointing,
+            rectification=rectification,
+            max_grad_norm=0.0,
+        )
+        trainer = _RecordingGRUNTrainer(
+            grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+        )
+        trainer.train()
+        assert [layer.gradient_checkpointing for layer in base.model.layers] == [checkpointing] * 4
+        assert backward_calls == [], "no backward below the lowest edit"
+        assert len(trainer.step_losses) == 1 and trainer.grads
+        results[checkpointing] = trainer.step_losses[0], trainer.grads
+    (loss, grads), (checked_loss, checked_grads) = results[False], results[True]
+    torch.testing.assert_close(checked_loss, loss, rtol=1e-5, atol=0)
+    assert checked_grads.keys() == grads.keys()
+    assert any("gate" in name for name in grads) and any("rotate_layer" in name for name in grads)
+    for name, grad in grads.items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(checked_grads[name], grad, rtol=1e-5, atol=1e-8, msg=name)
 
 
 def test_npo_reference_is_the_unedited_model_without_copy(

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers.utils import ModelOutput
+import transformers
+from transformers.utils import ModelOutput, logging
 
 from ..losses.base import DECODER_LAYER_LIST_NAMES, IGNORE_INDEX, named_decoder_layers
 from ._compat import import_pyreft
@@ -19,6 +20,7 @@ from .config import GRUNConfig
 from .intervention import GatedLoreftIntervention
 
 pyreft = import_pyreft()
+logger = logging.get_logger(__name__)
 
 
 @dataclass
@@ -145,6 +147,8 @@ class GRUNModel(pyreft.ReftModel):
             }
         )
         self._layer_keys = {int(self.representations[key].layer): key for key in self.sorted_keys}
+        decoder_layers = named_decoder_layers(model)[1]
+        self._edited_decoder_layers = {layer: decoder_layers[layer] for layer in sorted(members)}
         self._interventions_enabled = True
         self._known_prompts: dict[int, set[tuple[int, ...]]] = {}
         self._grun_build_done = True
@@ -195,9 +199,59 @@ class GRUNModel(pyreft.ReftModel):
         transformers also makes the embeddings' output require grad, so that adapters inside checkpointed layers
         get gradients. GRUN's edits run in hooks on the layers' outputs, outside the checkpointed forwards, so that
         would only make autograd backpropagate through every frozen layer below the first edit: it is undone here.
+        (Before transformers 5.23 the hooks ran inside the checkpoint: see [`_edited_layers_unchecked`].)
         """
-        self.model.activation_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
+        enable = getattr(self.model, "activation_checkpointing_enable", None)
+        if enable is None:  # transformers < 5.23 only has the older name
+            self.model.gradient_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
+        else:
+            enable(activation_checkpointing_kwargs, **kwargs)
         self.model.disable_input_require_grads()
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs=None, **kwargs) -> None:
+        """What the Trainer of transformers < 5.23 calls for `gradient_checkpointing=True` (the name that 5.23
+        deprecates): [`activation_checkpointing_enable`]."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
+    @contextlib.contextmanager
+    def _edited_layers_unchecked(self) -> Iterator[None]:
+        """Within the block, the edited decoder layers whose checkpointing would take GRUN's hooks in run without it.
+
+        Before transformers 5.23, a `GradientCheckpointingLayer` checkpoints its `__call__`, forward hooks included
+        (5.23 checkpoints `forward` only, leaving hooks outside). GRUN's edits are pyvene forward hooks that exist
+        only while `forward` runs ([`_edits_at`]), so the backward's recompute of such a layer would run without its
+        edit: another graph, which torch refuses (CheckpointError: a different number of tensors saved), or, with
+        reentrant checkpointing, no gradient for the edit at all. Keeping the hooks alive until the backward is no
+        fix: other forwards come in between (the retain batch's, NPO's reference with the edits off), and a
+        recompute would record its gate logits again. So the edited layers are not checkpointed: the forward and the
+        gradients are exactly the unchecked ones, and the cost is the memory of those few layers' activations (none
+        for the lowest one when its input needs no gradient, as after [`activation_checkpointing_enable`]); every
+        other layer stays checkpointed. The flags are looked up at each call and restored after the block, which
+        also covers checkpointing switched on on the base model directly.
+        """
+        hooks_inside = [
+            (index, layer)
+            for index, layer in self._edited_decoder_layers.items()
+            if getattr(layer, "gradient_checkpointing", False) is True
+            and type(layer).__call__ is not torch.nn.Module.__call__
+        ]
+        if not hooks_inside:
+            yield
+            return
+        if self.training and torch.is_grad_enabled():
+            logger.warning_once(
+                f"transformers {transformers.__version__} checkpoints a decoder layer with its forward hooks, where "
+                "GRUN's edits run, and the backward's recompute would lack them: the edited layers "
+                f"{[index for index, _ in hooks_inside]} run without gradient checkpointing (their activations are "
+                "kept; the other layers are checkpointed). transformers >= 5.23 checkpoints them all."
+            )
+        for _, layer in hooks_inside:
+            layer.gradient_checkpointing = False
+        try:
+            yield
+        finally:
+            for _, layer in hooks_inside:
+                layer.gradient_checkpointing = True
 
     @property
     def grun_config(self) -> GRUNConfig:
@@ -298,7 +352,8 @@ class GRUNModel(pyreft.ReftModel):
             handlers = self._wait_for_forward_with_parallel_intervention(
                 [None] * len(self._intervention_group), unit_locations, None, None, None
             )
-            yield
+            with self._edited_layers_unchecked():
+                yield
         finally:
             if handlers is not None:
                 handlers.remove()
