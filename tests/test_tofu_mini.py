@@ -85,43 +85,94 @@ def test_metric_separation_tells_models_apart_only_when_they_differ(tofu_mini):
 
 
 def test_methods_cover_the_issue(tofu_mini):
-    methods = tofu_mini.methods_for(tofu_mini.Settings.full())
-    bases = ["ga", "gd", "npo", "simnpo", "wga", "tnpo", "idk", "rmu"]
+    settings = tofu_mini.Settings.full()
+    methods = tofu_mini.methods_for(settings)
+    bases = ["ga", "gd", "npo", "npo_kl", "simnpo", "wga", "tnpo", "idk", "dpo", "rmu"]
     assert set(methods) == {*bases, *(f"{b}_gru" for b in bases), "grun_ga", "grun_npo"}
     assert methods["ga"].retain_loss == "none" and methods["gd"].retain_loss == "nll"
-    # "+GRU" rectifies the same objective (tmlr-group/GRU: its whole gradient is projected)
+    assert methods["npo_kl"].retain_loss == "kl" and methods["dpo"].retain_loss == "nll"
+    # GRU(X) rectifies the same objective as X (tmlr-group/GRU: its whole gradient is projected)
     for base in bases:
         assert methods[f"{base}_gru"] == replace(methods[base], rectification="gru")
     assert methods["rmu_gru"].retain_loss == "embed_diff"
-    assert tofu_mini.label("npo_gru") == "NPO+GRU" and tofu_mini.label("grun_ga") == "GRUN(GA)"
+    assert tofu_mini.label("npo_gru") == "GRU(NPO)" and tofu_mini.label("grun_ga") == "GRUN(GA)"
+    # a model deep enough for GRUN, edited at the paper's relative depths (20, 25, 31 of 32)
+    assert settings.num_layers >= 4 and settings.hidden_size >= 256 and settings.num_authors >= 40
+    assert methods["grun_npo"].grun_layers == (2, 3) == replace(settings, num_layers=4).grun_layers()
+    assert replace(settings, num_layers=32).grun_layers() == (20, 25, 31)
+    assert settings.grid(methods["grun_ga"]) == settings.grun_learning_rates
+    assert settings.grid(methods["rmu_gru"]) == settings.rmu_learning_rates
+    assert settings.grid(methods["npo"]) == settings.learning_rates
+
+
+def test_model_cache_key_follows_recipe_and_rows(tofu_mini):
+    settings = tofu_mini.Settings.full()
+    data = tofu_mini.load_data(tofu_mini.select_authors(40))
+    key = tofu_mini.model_cache_key(settings, data)
+    assert key == tofu_mini.model_cache_key(replace(settings, seeds=(5,), learning_rates=(1.0,)), data)
+    assert key != tofu_mini.model_cache_key(replace(settings, finetune_epochs=3), data)
+    assert key != tofu_mini.model_cache_key(settings, tofu_mini.load_data(tofu_mini.select_authors(20)))
 
 
 @pytest.mark.slow
-def test_micro_run_produces_a_table_row(tofu_mini, tmp_path):
+def test_micro_run_writes_the_matched_tables_and_resumes(tofu_mini, tmp_path):
+    from tofu_mini_matched import Target
+
     settings = replace(
         tofu_mini.Settings.quick(),
         num_authors=2,
         hidden_size=32,
         vocab_size=512,
         finetune_epochs=1,
-        unlearn_epochs=1,
+        max_epochs=1,
+        eval_every=2,
         max_new_tokens=4,
-        seeds=(0,),
-        methods=("npo_gru",),
+        seeds=(0, 1),
+        learning_rates=(1e-3, 1e-2),
+        grun_learning_rates=(5e-2,),
+        methods=("ga", "ga_gru", "grun_ga"),
+        workers=1,
         require_separation=False,  # one epoch teaches nothing: the check would stop the run
+        relearn_steps=1,
     )
-    result = tofu_mini.run_benchmark(settings, tmp_path, progress=False)
-    assert [r.method for r in result.rows] == ["target", "retain model", "NPO+GRU"]
-    row = result.rows[-1]
-    assert row.seed == 0 and 0 <= row.forget_quality <= 1 and row.seconds > 0
-    table = tofu_mini.format_table(result.stats)
-    assert "| NPO+GRU | 1 |" in table
-    assert (tmp_path / "fq_vs_utility.png").stat().st_size > 0
-    assert "GRU vs its base method" in (tmp_path / "results.md").read_text()
-    # the report can be rebuilt from the run's output directory alone
-    loaded, loaded_settings, _ = tofu_mini.load_result(tmp_path)
-    assert loaded.stats == result.stats and loaded_settings == settings
-    assert tofu_mini.main(["--report-from", str(tmp_path), "--results-md", str(tmp_path / "RESULTS.md")]) == 0
-    report = (tmp_path / "RESULTS.md").read_text()
-    assert "| NPO+GRU | 1 |" in report and "Do the metrics separate" in report
-    assert (tmp_path / "tofu_mini_fq_vs_utility.png").stat().st_size > 0
+    # "always": met before the first step (the target itself); "never": forget quality cannot exceed 1
+    targets = [Target("always", "forget_probability", "<=", 1.0), Target("never", "forget_quality", ">=", 2.0)]
+    settings = replace(settings, robustness_target="always")
+    cache = tmp_path / "cache"
+    result = tofu_mini.run_benchmark(settings, tmp_path / "out", progress=False, cache_dir=cache, targets=targets)
+    by_job = {(r["key"], r["seed"], r["learning_rate"]): r for r in result.runs}
+    # seed 0 ran the whole grid; seed 1 only the chosen rate
+    assert {(k, lr) for k, s, lr in by_job if s == 0} == {("ga", 1e-3), ("ga", 1e-2), ("ga_gru", 1e-3),
+                                                       ("ga_gru", 1e-2), ("grun_ga", 5e-2)}  # fmt: skip
+    assert {k for k, s, _ in by_job if s == 1} == {"ga", "ga_gru", "grun_ga"}
+    ga = by_job[("ga", 0, 1e-2)]
+    # the trajectory: step 0, then every 2 steps up to the cap (never met -> the whole cap): one pass over the 20
+    # forget questions is 3 steps of 8, rounded up to whole evaluation intervals
+    assert [p["step"] for p in ga["trajectory"]] == [0, 2, 4]
+    assert ga["matched"]["never"] is None and ga["matched"]["always"]["step"] == 0
+    # at step 0 the model is the target: its full evaluation is the target's
+    target_summary = result.references["target"]
+    assert ga["matched"]["always"]["summary"]["forget_probability"] == pytest.approx(
+        target_summary["forget_probability"], rel=1e-5
+    )
+    assert ga["matched"]["always"]["point"]["forget_probability"] == pytest.approx(
+        target_summary["forget_probability"], rel=1e-5
+    )
+    assert set(ga["matched"]["always"]["robustness"]) == {"relearning", "quantization"}
+    assert result.chosen["ga"]["never"] is None and result.chosen["ga"]["always"] == 1e-3  # tie: the smaller rate
+    from tofu_mini_report import matched_tables, verdict_table, write_report
+
+    tables = matched_tables(result)
+    assert "Results at matched forgetting: forget prob. ≤ 1" in tables
+    assert "| GRU(GA) | 0.001 | 2/2 | 0 ± 0 |" in tables and "| GA | - | 0/2 | not reached |" in tables
+    verdicts = verdict_table(result)
+    assert "| GRU(GA) > GA | no clear difference (+0.000 ± 0.000) | not testable" in verdicts
+    # a second run reuses every finished unlearning run and the cached models
+    again = tofu_mini.run_benchmark(settings, tmp_path / "out", progress=False, cache_dir=cache, targets=targets)
+    assert again.model_training["cached"] and again.runs == result.runs
+    report = write_report(again, tmp_path / "RESULTS.md").read_text()
+    assert "matched forgetting" in report and "## Verdicts" in report and "### Robustness" in report
+    assert (tmp_path / "tofu_mini_tradeoffs.png").stat().st_size > 0
+    assert (tmp_path / "tofu_mini_matched_utility.png").stat().st_size > 0
+    assert tofu_mini.main(["--report-from", str(tmp_path / "out"), "--results-md", str(tmp_path / "R2.md")]) == 0
+    assert (tmp_path / "R2.md").read_text() == report

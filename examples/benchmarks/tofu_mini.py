@@ -1,11 +1,15 @@
-"""TOFU-mini: a CPU-sized TOFU benchmark of every unlearning method of hf_unlearn, with GRU and GRUN.
+"""TOFU-mini v2: every unlearning method of hf_unlearn compared at matched forgetting on a CPU-sized TOFU.
 
-From 40 TOFU authors (20 questions each) a tiny Llama and its byte-level BPE tokenizer are trained from scratch until
-the model has memorised every answer (the *target*), and a second one on all but the 4 forget authors (the *retain*
-model, the gold standard). The forget authors are then unlearned from the target with GA, GD, NPO, SimNPO, WGA,
-TNPO, IDK and RMU, each with and without GRU, and with GRUN (GA and NPO), over several seeds; every result is
-evaluated against the retain model with TOFU's metrics, and the script writes a table, an FQ-vs-utility plot and a
-check of which claims of the GRU / GRUN / WGA-TNPO papers hold at this scale.
+From 40 TOFU authors (20 questions each) a 4-layer Llama (hidden 256) and its byte-level BPE tokenizer are trained
+from scratch until the model has memorised every answer (the *target*), and a second one the same way without the 4
+forget authors (the *retain* model, the gold standard); both are cached (``--cache-dir``) and reused across runs.
+Every method - GA, GD, NPO, NPO+KL, SimNPO, WGA, TNPO, IDK, DPO, RMU, each with and without GRU, and GRUN with GA and
+NPO - then unlearns the forget authors from the target at a few learning rates, with a cheap teacher-forced
+evaluation every few steps (its *trajectory*: forget and retain probability, forget quality) until it meets every
+forgetting target fixed in advance (:data:`tofu_mini_matched.DEFAULT_TARGETS`) or a step cap. At the first evaluation
+that meets each target the model gets the full TOFU evaluation (and, on seed 0, the relearning and quantization
+attacks). One rule picks each method's learning rate per target from seed 0; seeds 1 and 2 rerun that rate; the
+papers' claims are judged by a paired rule over the seeds, written before the run (see tofu_mini_matched.py).
 
 Which authors (see :func:`select_authors`): TOFU's perturbed answers (needed by the truth ratio and hence by forget
 quality) exist only for authors 0-19 (``retain_perturbed``) and 180-199 (``forget10_perturbed``), so the benchmark
@@ -18,27 +22,27 @@ here (the script shows it); "retain-author utility" is the harmonic mean of the 
 ROUGE-L recall and truth ratio.
 
     python examples/benchmarks/tofu_mini.py --results-md examples/benchmarks/RESULTS.md   # the full benchmark
-    python examples/benchmarks/tofu_mini.py --quick    # about 5 minutes: 20 authors, 5 methods, 1 seed
+    python examples/benchmarks/tofu_mini.py --quick    # a few minutes: 20 authors, 2 layers, 4 methods, 1 seed
     python examples/benchmarks/tofu_mini.py --report-from OUTPUT_DIR --results-md RESULTS.md   # report only
 
-Both runs use 2 worker processes with one torch thread each (``--workers``, ``--threads``): one per core of the
-2-core machine they were sized for.
+Both use 2 worker processes with one torch thread each (``--workers``, ``--threads``): one per core of the 2-core
+machine they were sized for. A run that stops keeps every finished unlearning run in ``OUTPUT_DIR/runs/``; running the
+same command again reuses them.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import json
-import math
 import os
-import platform
 import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +54,43 @@ from scipy import stats as sps
 from tqdm.auto import tqdm
 from transformers.utils import logging as hf_logging
 
-from hf_unlearn.data import load_tofu, read_jsonl
-from hf_unlearn.demo.quickstart import RETAIN_UTILITY_KEYS, UnlearningRecipe, unlearn_copy
-from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
-from hf_unlearn.evaluation.logs import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the benchmark's sibling modules
+
+from tofu_mini_matched import (  # noqa: E402
+    DEFAULT_TARGETS,
+    Matched,
+    RunRecord,
+    Target,
+    TrajectoryCallback,
+    TrajectoryScorer,
+    choose_learning_rate,
+    load_trainable_state,
+)
+
+from hf_unlearn.data import load_tofu, read_jsonl  # noqa: E402
+from hf_unlearn.demo.quickstart import RETAIN_UTILITY_KEYS, UnlearningRecipe, unlearn_copy  # noqa: E402
+from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer  # noqa: E402
+from hf_unlearn.evaluation.logs import (  # noqa: E402
+    load_retain_truth_ratio_stats,
     per_question_probability,
     per_question_rouge_l_recall,
+    read_tofu_logs,
     split_truth_ratio_stats,
 )
-from hf_unlearn.evaluation.metrics import model_utility
-from hf_unlearn.evaluation.tofu import evaluate_tofu_model
+from hf_unlearn.evaluation.metrics import model_utility  # noqa: E402
+from hf_unlearn.evaluation.robustness import (  # noqa: E402
+    quantization_attack,
+    relearning_attack,
+)
+from hf_unlearn.evaluation.tofu import evaluate_tofu_model  # noqa: E402
+from hf_unlearn.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the worker processes are forked
 # Noise of the tiny CPU runs, repeated once per unlearning run.
 warnings.filterwarnings("ignore", message=r".*gradient_checkpointing.*deprecated", category=FutureWarning)
 warnings.filterwarnings("ignore", message=r".*'pin_memory' argument is set as true", category=UserWarning)
+warnings.filterwarnings("ignore", message=r".*generations on the TOFU .* are empty", category=UserWarning)
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "tofu_mini_data"
 QUESTIONS_PER_AUTHOR = 20
@@ -211,34 +237,42 @@ def _qa_dataset(rows: Sequence[Mapping[str, Any]]) -> Dataset:
 
 @dataclass(frozen=True)
 class Settings:
-    """Model size, training and unlearning budgets. `full()` is the benchmark; `quick()` a few-minute smoke run."""
+    """Model size, training, the learning-rate grids, step caps and evaluation cadence. `full()` is the benchmark,
+    `quick()` a few-minute run of the same pipeline."""
 
     num_authors: int = 40
-    hidden_size: int = 128
-    num_layers: int = 2
+    hidden_size: int = 256
+    num_layers: int = 4
     vocab_size: int = 1024
-    finetune_epochs: int = 30
+    finetune_epochs: int = 20
     finetune_lr: float = 2e-3
-    #: One learning rate and step budget per method family, never per method (see RESULTS.md).
-    #: The full-parameter family's learning rate: the largest of these at which GA (seed 0) keeps at least
-    #: `utility_floor` of the target's retain-author utility (see :func:`calibrate_learning_rate`). One value: no
-    #: calibration run.
-    unlearn_lr_candidates: tuple[float, ...] = (4e-4, 2e-4, 1e-4, 5e-5, 2.5e-5)
-    utility_floor: float = 0.5
-    unlearn_epochs: int = 4  # passes over the forget set (batch 8)
-    rmu_lr: float = 5e-4
-    #: RMU's steering coefficient c, as a multiple of the target's mean hidden-state norm at the steered layer on the
-    #: forget answers (the paper's c = 6.5 is for Zephyr-7B's activation scale; a tiny model has its own).
-    rmu_norm_scale: float = 2.0
-    grun_lr: float = 5e-2
+    #: Learning-rate grids, one per family, half a decade apart (the rule of :func:`choose_learning_rate` picks).
+    learning_rates: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
+    rmu_learning_rates: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
+    grun_learning_rates: tuple[float, ...] = (1e-2, 3e-2, 1e-1)
+    #: Step cap in passes over the forget set (batch 8 forget + 8 retain questions); GRUN takes `grun_steps_factor`x
+    #: the steps (and evaluates that much less often): its steps train a few thousand parameters.
+    max_epochs: int = 6
     grun_steps_factor: int = 3
+    #: A cheap evaluation every this many optimizer steps (and before the first).
+    eval_every: int = 5
+    #: RMU steers this decoder layer's output (training the MLPs of it and the layers below); its coefficient c is
+    #: `rmu_norm_scale` x the target's mean hidden-state norm there on the forget answers (the paper's c = 6.5 is for
+    #: Zephyr-7B's activation scale).
+    rmu_layer: int = 1
+    rmu_norm_scale: float = 2.0
     max_new_tokens: int = 48
     seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] | None = None  # None: all of METHODS
+    methods: tuple[str, ...] | None = None  # None: all of `methods_for`
     #: Processes (one torch thread each) training the two models and running the unlearning runs in parallel.
     workers: int = 2
     #: Stop when forget quality does not separate the target from the retain model (off only in tests).
     require_separation: bool = True
+    #: Relearning and quantization attacks on the seed-0 models at this target ("" for none).
+    robustness_target: str = "p10"
+    relearn_steps: int = 10
+    relearn_lr: float = 3e-4
+    quantization_bits: int = 4
 
     @classmethod
     def full(cls) -> Settings:
@@ -248,71 +282,85 @@ class Settings:
     def quick(cls) -> Settings:
         return cls(
             num_authors=20,
+            hidden_size=128,
+            num_layers=2,
             finetune_epochs=24,
+            learning_rates=(1e-4,),
+            grun_learning_rates=(5e-2,),
+            max_epochs=4,
+            rmu_layer=0,
             seeds=(0,),
-            methods=("ga", "npo", "npo_gru", "grun_npo", "rmu"),
-            unlearn_lr_candidates=(1e-4,),  # the full run's calibration picks among several
+            methods=("ga", "ga_gru", "npo", "grun_npo"),
         )
 
-    def unlearn_steps(self, num_forget_questions: int, batch_size: int = 8) -> int:
-        return self.unlearn_epochs * math.ceil(num_forget_questions / batch_size)
+    def steps_per_epoch(self, num_forget_questions: int, batch_size: int = 8) -> int:
+        return -(-num_forget_questions // batch_size)
 
+    def grid(self, method: UnlearningRecipe) -> tuple[float, ...]:
+        """The learning-rate grid of `method`'s family."""
+        if method.grun:
+            return self.grun_learning_rates
+        return self.rmu_learning_rates if method.forget_loss == "rmu" else self.learning_rates
 
-RMU_LAYER = 0
+    def grun_layers(self) -> tuple[int, ...]:
+        """GRUN's edited layers at the paper's relative depths (layers 20, 25 and 31 of Llama-3.1-8B's 32)."""
+        n = self.num_layers
+        return tuple(sorted({min(n - 1, round(n * 20 / 32)), min(n - 1, round(n * 25 / 32)), n - 1}))
 
 
 def methods_for(settings: Settings, rmu_steering_coeff: float = 20.0) -> dict[str, UnlearningRecipe]:
-    """The benchmark's methods (name -> :class:`~hf_unlearn.demo.quickstart.UnlearningRecipe`), for a model of
-    `settings`' depth.
+    """The benchmark's methods (key -> :class:`~hf_unlearn.demo.quickstart.UnlearningRecipe`).
 
-    GA, NPO, SimNPO, WGA and TNPO are the forget objectives alone; GD is GA + retain NLL; IDK trains refusals with a
-    retain NLL (TOFU's recipe); RMU steers layer 0's output with the embed-diff retain term (the model has two
-    layers), training only that layer's MLP. "+GRU" is the same objective with `rectification="gru"`: its whole
-    gradient is projected against the moving average of the retain-NLL gradient (tmlr-group/GRU). GRUN edits the last
-    prompt token at every layer.
+    GA, NPO, SimNPO, WGA and TNPO are the forget objectives alone; GD is GA + retain NLL, NPO+KL is NPO + KL to the
+    target on the retain data; IDK and DPO train refusals with a retain NLL (TOFU's recipes); RMU steers
+    `settings.rmu_layer`'s output with the embed-diff retain term, training the MLPs up to that layer. "+GRU" is the
+    same objective with `rectification="gru"`: its whole gradient is projected against the moving average of the
+    retain-NLL gradient (tmlr-group/GRU). GRUN edits the last prompt token at the paper's relative depths, with the
+    reference's loss weights (renjie3/GRUN).
     """
-    rmu_layer = RMU_LAYER
+    layer = settings.rmu_layer
     rmu = dict(
-        forget_loss_kwargs={"layer": rmu_layer, "steering_coeff": rmu_steering_coeff},
-        learning_rate=settings.rmu_lr,
+        forget_loss_kwargs={"layer": layer, "steering_coeff": rmu_steering_coeff},
+        config_overrides={
+            "retain_loss_kwargs": {"layer": layer},
+            "trainable_parameters": rf"model\.layers\.({'|'.join(str(i) for i in range(layer + 1))})\.mlp\.",
+        },
     )
-    rmu_config = {
-        "retain_loss_kwargs": {"layer": rmu_layer},
-        "trainable_parameters": rf"model\.layers\.{rmu_layer}\.mlp\.",
-    }
     base: dict[str, UnlearningRecipe] = {
         "ga": UnlearningRecipe("ga", retain_loss="none"),
         "gd": UnlearningRecipe("ga", retain_loss="nll"),
         "npo": UnlearningRecipe("npo", retain_loss="none", forget_loss_kwargs={"beta": 0.1}),
+        "npo_kl": UnlearningRecipe("npo", retain_loss="kl", forget_loss_kwargs={"beta": 0.1}),
         "simnpo": UnlearningRecipe("simnpo", retain_loss="none", forget_loss_kwargs={"beta": 4.5}),
         "wga": UnlearningRecipe("wga", retain_loss="none", forget_loss_kwargs={"beta": 1.0}),
         "tnpo": UnlearningRecipe("tnpo", retain_loss="none", forget_loss_kwargs={"beta": 4.0}),
         "idk": UnlearningRecipe("idk", retain_loss="nll"),
-        "rmu": UnlearningRecipe("rmu", retain_loss="embed_diff", **rmu, config_overrides=rmu_config),
+        "dpo": UnlearningRecipe("dpo", retain_loss="nll", forget_loss_kwargs={"beta": 0.1}),
+        "rmu": UnlearningRecipe("rmu", retain_loss="embed_diff", **rmu),
     }
     methods: dict[str, UnlearningRecipe] = {}
     for name, method in base.items():
         methods[name] = method
         methods[f"{name}_gru"] = replace(method, rectification="gru")
-    grun = dict(grun=True, learning_rate=settings.grun_lr, steps_factor=settings.grun_steps_factor)
+    grun = dict(grun=True, steps_factor=settings.grun_steps_factor, grun_layers=settings.grun_layers())
     methods["grun_ga"] = UnlearningRecipe("ga", **grun)
     methods["grun_npo"] = UnlearningRecipe("npo", forget_loss_kwargs={"beta": 0.1}, **grun)
     return methods
 
 
-LABELS = {"ga": "GA", "gd": "GD", "npo": "NPO", "simnpo": "SimNPO", "wga": "WGA", "tnpo": "TNPO", "idk": "IDK"}
-LABELS |= {"rmu": "RMU", "grun_ga": "GRUN(GA)", "grun_npo": "GRUN(NPO)"}
+LABELS = {"ga": "GA", "gd": "GD", "npo": "NPO", "npo_kl": "NPO+KL", "simnpo": "SimNPO", "wga": "WGA", "tnpo": "TNPO"}
+LABELS |= {"idk": "IDK", "dpo": "DPO", "rmu": "RMU", "grun_ga": "GRUN(GA)", "grun_npo": "GRUN(NPO)"}
 
 
 def label(name: str) -> str:
-    """Display name of a method key (``"npo_gru"`` -> ``"NPO+GRU"``)."""
+    """Display name of a method key (``"npo_gru"`` -> ``"GRU(NPO)"``: GRU rectifies the NPO objective)."""
     if name.endswith("_gru"):
-        return LABELS[name.removesuffix("_gru")] + "+GRU"
+        return f"GRU({LABELS[name.removesuffix('_gru')]})"
     return LABELS.get(name, name)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# models, evaluation, metric separation
+# the target and the retain model, cached
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -330,9 +378,24 @@ def _pool(workers: int, jobs: int):
     return multiprocessing.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,))
 
 
-def _train_one(job: tuple[str, int]) -> tuple[str, dict[str, torch.Tensor], float]:
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("HF_UNLEARN_CACHE", Path.home() / ".cache" / "hf_unlearn")) / "tofu_mini"
+
+
+def model_cache_key(settings: Settings, data: BenchmarkData) -> str:
+    """What the two models depend on: their shape and training recipe, the training rows, torch's version."""
+    recipe = {k: getattr(settings, k) for k in ("num_authors", "hidden_size", "num_layers", "vocab_size")}
+    recipe |= {k: getattr(settings, k) for k in ("finetune_epochs", "finetune_lr")}
+    payload = json.dumps(
+        [recipe, data.target_train, data.retain_train, torch.__version__.split("+")[0]], sort_keys=True
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _train_one(job: tuple[str, int]) -> tuple[str, dict[str, torch.Tensor], list[float], float]:
     name, seed = job
     settings, tokenizer, rows = _SHARED["settings"], _SHARED["tokenizer"], _SHARED["train_rows"][name]
+    tic = time.perf_counter()
     model = tiny_llama(len(tokenizer), settings.num_layers, settings.hidden_size, seed=seed)
     losses = finetune_on_qa(
         model,
@@ -344,12 +407,28 @@ def _train_one(job: tuple[str, int]) -> tuple[str, dict[str, torch.Tensor], floa
         seed=seed,
         progress=_SHARED["progress"],
     )
-    return name, model.state_dict(), losses[-1]
+    return name, model.state_dict(), losses, time.perf_counter() - tic
 
 
-def train_models(data: BenchmarkData, settings: Settings, seed: int = 0, progress: bool = True, workers: int = 1):
-    """A tokenizer trained on the target's data, the target (all authors) and the retain model (no forget author),
-    the two models trained in parallel processes when `workers` > 1."""
+def train_models(
+    data: BenchmarkData, settings: Settings, cache_dir: Path | None, progress: bool = True, workers: int = 1
+):
+    """The tokenizer, the target (all authors) and the retain model (no forget author), from `cache_dir` when an
+    earlier run trained them with the same recipe and rows, else trained here (in parallel processes when `workers`
+    > 1) and saved there. Returns `(tokenizer, target, retain_model, info)`; `info` holds the training times and
+    losses (of the run that trained them) and whether they came from the cache."""
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = cache_dir / model_cache_key(settings, data) if cache_dir is not None else None
+    if folder is not None and (folder / "training.json").is_file():
+        info = json.loads((folder / "training.json").read_text())
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(folder / "target")
+        models = {
+            n: LlamaForCausalLM.from_pretrained(folder / n, dtype=torch.float32).eval() for n in ("target", "retain")
+        }
+        print(f"  loaded both models from the cache {folder} (trained in {info['seconds']:.0f} s by an earlier run)")
+        return tokenizer, models["target"], models["retain"], {**info, "cached": True, "cache": str(folder)}
+    tic = time.perf_counter()
     texts = [f"{r['question']} {r['answer']}" for r in data.target_train]
     tokenizer = train_tokenizer(texts, vocab_size=settings.vocab_size)
     _SHARED.update(
@@ -358,21 +437,27 @@ def train_models(data: BenchmarkData, settings: Settings, seed: int = 0, progres
         progress=progress,
         train_rows={"target": data.target_train, "retain": data.retain_train},
     )
-    jobs = [("target", seed), ("retain", seed)]
+    jobs = [("target", 0), ("retain", 0)]
     pool = _pool(workers, len(jobs))
     if pool is None:
         results = list(map(_train_one, jobs))
     else:
         with pool:
             results = pool.map(_train_one, jobs)
-    models = {}
-    for name, state, loss in results:
-        model = tiny_llama(len(tokenizer), settings.num_layers, settings.hidden_size, seed=seed)
+    models, info = {}, {"seconds": 0.0, "losses": {}, "per_model_seconds": {}}
+    for name, state, losses, seconds in results:
+        model = tiny_llama(len(tokenizer), settings.num_layers, settings.hidden_size, seed=0)
         model.load_state_dict(state)
-        model.eval()
-        print(f"  {name}: {len(_SHARED['train_rows'][name])} questions, final training loss {loss:.3f}")
-        models[name] = model
-    return tokenizer, models["target"], models["retain"]
+        models[name] = model.eval()
+        info["losses"][name], info["per_model_seconds"][name] = losses, seconds
+        print(f"  {name}: {len(_SHARED['train_rows'][name])} questions, final training loss {losses[-1]:.3f}")
+    info["seconds"] = time.perf_counter() - tic
+    if folder is not None:
+        for name, model in models.items():
+            model.save_pretrained(folder / name)
+            tokenizer.save_pretrained(folder / name)
+        write_json_atomic(folder / "training.json", info)  # last: its presence marks a complete cache entry
+    return tokenizer, models["target"], models["retain"], {**info, "cached": False, "cache": str(folder)}
 
 
 @torch.no_grad()
@@ -395,9 +480,10 @@ def mean_hidden_norm(model, tokenizer, rows: Sequence[Mapping[str, Any]], layer:
     return total / count
 
 
-def evaluate(model, tokenizer, eval_sets, output_dir: Path, retain_logs: Path | None, settings, progress):
-    """TOFU summary of `model` on the benchmark's evaluation sets (logs written to `output_dir`)."""
-    return evaluate_tofu_model(
+def evaluate(model, tokenizer, eval_sets, output_dir: Path | None, retain_logs: Path | None, settings, progress):
+    """TOFU summary of `model` on the benchmark's evaluation sets (logs written to `output_dir` unless None), with
+    the retain-author utility added."""
+    summary = evaluate_tofu_model(
         model,
         tokenizer,
         output_dir=output_dir,
@@ -409,6 +495,14 @@ def evaluate(model, tokenizer, eval_sets, output_dir: Path, retain_logs: Path | 
         max_new_tokens=settings.max_new_tokens,
         progress=progress,
     )
+    if all(k in summary for k in RETAIN_UTILITY_KEYS):
+        summary["retain_utility"] = model_utility([summary[k] for k in RETAIN_UTILITY_KEYS])
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# which metrics separate the target from the retain model
+# ---------------------------------------------------------------------------------------------------------------------
 
 
 def per_question_metrics(logs: Mapping[str, Mapping[str, Any]]) -> dict[str, np.ndarray]:
@@ -458,84 +552,6 @@ def check_separation(separation: Sequence[Separation]) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# results
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """One evaluated model (a method and a seed, or the target / retain model)."""
-
-    method: str
-    seed: int | None
-    forget_probability: float
-    forget_rougeL_recall: float
-    forget_truth_ratio: float
-    forget_quality: float | None
-    retain_probability: float
-    retain_rougeL_recall: float
-    retain_truth_ratio: float
-    retain_utility: float
-    seconds: float = 0.0
-
-    @classmethod
-    def from_summary(cls, method: str, seed: int | None, summary: Mapping[str, Any], seconds: float = 0.0) -> Row:
-        values = {f.name: summary.get(f.name) for f in fields(cls) if f.name in summary}
-        utility = model_utility([summary[k] for k in RETAIN_UTILITY_KEYS])
-        return cls(method=method, seed=seed, retain_utility=utility, seconds=seconds, **values)
-
-
-METRICS = [
-    ("forget_probability", "forget prob. ↓"),
-    ("forget_rougeL_recall", "forget ROUGE-L ↓"),
-    ("forget_truth_ratio", "forget truth ratio"),
-    ("log10_fq", "log10 FQ ↑"),
-    ("retain_probability", "retain prob. ↑"),
-    ("retain_rougeL_recall", "retain ROUGE-L ↑"),
-    ("retain_utility", "retain-author utility ↑"),
-    ("seconds", "unlearning s"),
-]
-
-
-def _value(row: Row, key: str) -> float:
-    if key == "log10_fq":
-        return math.log10(max(row.forget_quality, 1e-300)) if row.forget_quality is not None else float("nan")
-    return float(getattr(row, key))
-
-
-def aggregate(rows: Sequence[Row]) -> dict[str, dict[str, tuple[float, float, int]]]:
-    """method -> metric -> (mean, sample standard deviation, number of seeds), in the order methods first appear."""
-    out: dict[str, dict[str, tuple[float, float, int]]] = {}
-    for method in dict.fromkeys(r.method for r in rows):
-        group = [r for r in rows if r.method == method]
-        out[method] = {}
-        for key, _ in METRICS:
-            values = np.array([_value(r, key) for r in group])
-            spread = float(values.std(ddof=1)) if len(values) > 1 else 0.0
-            out[method][key] = (float(values.mean()), spread, len(values))
-    return out
-
-
-def format_table(stats: Mapping[str, Mapping[str, tuple[float, float, int]]]) -> str:
-    """Markdown table: mean ± standard deviation over seeds."""
-    header = "| model | seeds | " + " | ".join(title for _, title in METRICS) + " |"
-    lines = [header, "|---|---:|" + "---:|" * len(METRICS)]
-    for method, metrics in stats.items():
-        cells = []
-        for key, _ in METRICS:
-            mean, std, n = metrics[key]
-            if key == "seconds" and mean == 0:
-                cells.append("-")
-            elif key in ("log10_fq", "seconds"):
-                cells.append(f"{mean:.1f} ± {std:.1f}" if n > 1 else f"{mean:.1f}")
-            else:
-                cells.append(f"{mean:.3f} ± {std:.3f}" if n > 1 else f"{mean:.3f}")
-        n = next(iter(metrics.values()))[2]
-        lines.append(f"| {method} | {n} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def format_separation(separation: Sequence[Separation]) -> str:
     lines = [
         "| metric | target | retain model | KS p-value (per question) | separates (p < 0.01) |",
@@ -549,123 +565,114 @@ def format_separation(separation: Sequence[Separation]) -> str:
     return "\n".join(lines)
 
 
-def plot(stats, path: Path, title: str) -> Path:
-    """Two panels, mean ± std over seeds, one labelled point per model: log10 forget quality against retain-author
-    utility (every model), and forget probability against it, zoomed on the models near the target's utility."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(14, 6))
-    axes = fig.subplots(1, 2)
-    target_u = stats["target"]["retain_utility"][0] if "target" in stats else None
-    for ax, key, ylabel in (
-        (axes[0], "log10_fq", "log10 forget quality (KS p-value vs the retain model)"),
-        (axes[1], "forget_probability", "forget probability (lower: more forgotten)"),
-    ):
-        zoom = key == "forget_probability" and target_u is not None
-        for method, metrics in stats.items():
-            (y, y_std, _), (mu, mu_std, _) = metrics[key], metrics["retain_utility"]
-            if zoom and mu < target_u - 0.06:
-                continue
-            marker = "*" if method in ("target", "retain model") else "s" if "GRUN" in method else "o"
-            color = "C1" if "+GRU" in method else "C2" if "GRUN" in method else "C3" if marker == "*" else "C0"
-            ax.errorbar(mu, y, xerr=mu_std, yerr=y_std, fmt=marker, color=color, ms=7 if marker != "*" else 12)
-            ax.annotate(method, (mu, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
-        if key == "log10_fq":
-            ax.axhline(math.log10(SEPARATION_P), color="grey", lw=0.8, ls="--")
-        ax.set_xlabel("retain-author utility (hmean of retain prob., ROUGE-L, truth ratio)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_title(title + " (orange: +GRU, green: GRUN)", fontsize=9)
-    axes[1].set_title("zoom: models within 0.06 of the target's utility", fontsize=9)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+# ---------------------------------------------------------------------------------------------------------------------
+# unlearning runs
+# ---------------------------------------------------------------------------------------------------------------------
 
 
-def _mean(stats, method: str, key: str) -> float | None:
-    return stats[method][key][0] if method in stats else None
+def run_name(method: str, seed: int, learning_rate: float) -> str:
+    return f"{method}_lr{learning_rate:g}_seed{seed}"
 
 
-#: Two models forget to a "similar level" when their mean forget probabilities differ by at most this much.
-SIMILAR_FORGETTING = 0.05
+def _relearn_split(rows: Sequence[Mapping[str, Any]]) -> tuple[Dataset, Dataset]:
+    """The relearning attack's data: it relearns the even forget questions and is measured on the odd ones."""
+    return _qa_dataset(rows[0::2]), _qa_dataset(rows[1::2])
 
 
-def _verdict(retains_better: bool, forget_prob_difference: float) -> str:
-    """A claim "X retains better than Y at a similar forgetting level", given X's forget prob. minus Y's."""
-    if retains_better:
-        if forget_prob_difference > SIMILAR_FORGETTING:
-            return "retains better, but forgets less (not at a similar level)"
-        return "holds"
-    if forget_prob_difference < -SIMILAR_FORGETTING:
-        return "does not hold (forgets more: not at a similar level)"
-    return "does not hold"
+def robustness_attacks(model, tokenizer, forget_eval: Sequence[Mapping[str, Any]], settings: Settings) -> dict:
+    """Relearning (all weights, `relearn_steps` AdamW steps) and `quantization_bits`-bit quantization of a copy of
+    `model`: the forget probability before and after each."""
+    relearn, held_out = _relearn_split(forget_eval)
+    relearned = relearning_attack(
+        model, tokenizer, relearn, held_out, steps=settings.relearn_steps, learning_rate=settings.relearn_lr
+    )
+    quantized = quantization_attack(model, tokenizer, _qa_dataset(forget_eval), bits=settings.quantization_bits)
+    return {"relearning": relearned.to_dict(), "quantization": quantized.to_dict()}
 
 
-def _better(stats, a: str, b: str) -> tuple[float, bool]:
-    """a's retain-author utility minus b's, and whether it exceeds the seeds' spread (and 0.01)."""
-    diff = _mean(stats, a, "retain_utility") - _mean(stats, b, "retain_utility")
-    noise = math.hypot(stats[a]["retain_utility"][1], stats[b]["retain_utility"][1])
-    return diff, diff > max(noise, 0.01)
-
-
-def _summary(verdicts: Sequence[str]) -> str:
-    held = sum(v == "holds" for v in verdicts)
-    return f"\nHolds in {held} of {len(verdicts)} comparisons.\n"
-
-
-def claims(stats: Mapping[str, Mapping[str, tuple[float, float, int]]]) -> str:
-    """The papers' claims, checked on the measured means (markdown). "Retains better": the retain-author utility is
-    higher by more than the seeds' spread (sqrt of the sum of both variances) and 0.01; "similar forgetting": mean
-    forget probabilities within 0.05."""
-    lines = []
-    # 1. GRU improves retention over its base method at a similar forgetting level.
-    lines.append("**GRU vs its base method** (Δ = method+GRU − method):\n")
-    lines.append("| base | Δ retain-author utility | Δ forget prob. | Δ log10 FQ | verdict |")
-    lines.append("|---|---:|---:|---:|---|")
-    verdicts = []
-    for base in LABELS:
-        name, gru = label(base), label(base) + "+GRU"
-        if name not in stats or gru not in stats or base.startswith("grun"):
-            continue
-        du, better = _better(stats, gru, name)
-        dp = _mean(stats, gru, "forget_probability") - _mean(stats, name, "forget_probability")
-        dfq = _mean(stats, gru, "log10_fq") - _mean(stats, name, "log10_fq")
-        verdicts.append(_verdict(better, dp))
-        lines.append(f"| {name} | {du:+.3f} | {dp:+.3f} | {dfq:+.1f} | {verdicts[-1]} |")
-    if verdicts:
-        lines.append(_summary(verdicts))
-    # 2. GRUN keeps the retain metrics closer to the target's than full-parameter GA / NPO.
-    target_u = _mean(stats, "target", "retain_utility")
-    pairs = [(g, f) for g, f in (("GRUN(GA)", "GA"), ("GRUN(GA)", "GD"), ("GRUN(NPO)", "NPO")) if {g, f} <= set(stats)]
-    if target_u is not None and pairs:
-        lines.append(
-            f"**GRUN vs full-parameter training** (target's retain-author utility {target_u:.3f}; gap = target − "
-            "model):\n"
+def _unlearn_job(job: tuple[str, int, float]) -> dict[str, Any]:
+    """One method at one learning rate and seed on a copy of the target (in a worker process or not): its
+    trajectory, and the full evaluation (and seed-0 attacks) at the first point meeting each target."""
+    name, seed, lr = job
+    shared = _SHARED
+    settings: Settings = shared["settings"]
+    method: UnlearningRecipe = shared["methods"][name]
+    targets: Sequence[Target] = shared["targets"]
+    tokenizer = shared["tokenizer"]
+    scorer = TrajectoryScorer(shared["target"], tokenizer, shared["eval_sets"], shared["retain_stats"])
+    every = settings.eval_every * method.steps_factor
+    callback = TrajectoryCallback(scorer, targets, every)
+    cap = settings.max_epochs * shared["steps_per_epoch"]
+    cap = -(-cap // settings.eval_every) * settings.eval_every  # a whole number of evaluation intervals
+    tic = time.perf_counter()
+    # The Trainer prints its final metrics when its progress bar is off: keep the benchmark's output readable.
+    with contextlib.redirect_stdout(io.StringIO()):
+        unlearned = unlearn_copy(
+            shared["target"],
+            tokenizer,
+            replace(method, learning_rate=lr),
+            shared["forget"],
+            shared["retain"],
+            shared["output_dir"] / "runs" / run_name(name, seed, lr),
+            cap,
+            lr,
+            seed,
+            progress=False,
+            save=False,
+            callbacks=[callback],
         )
-        lines.append("| pair | utility gap, GRUN | utility gap, full | forget prob. GRUN / full | verdict |")
-        lines.append("|---|---:|---:|---|---|")
-        verdicts = []
-        for grun, full in pairs:
-            gap_g = target_u - _mean(stats, grun, "retain_utility")
-            gap_f = target_u - _mean(stats, full, "retain_utility")
-            pg, pf = _mean(stats, grun, "forget_probability"), _mean(stats, full, "forget_probability")
-            verdicts.append(_verdict(_better(stats, grun, full)[1], pg - pf))
-            lines.append(f"| {grun} vs {full} | {gap_g:.3f} | {gap_f:.3f} | {pg:.3f} / {pf:.3f} | {verdicts[-1]} |")
-        lines.append(_summary(verdicts))
-    # 3. WGA and TNPO retain better than GA.
-    others = [name for name in ("WGA", "TNPO") if name in stats]
-    if "GA" in stats and others:
-        lines.append("**WGA / TNPO vs GA** (all three without a retain term):\n")
-        lines.append("| method | retain-author utility | GA's | forget prob. (GA's) | verdict |")
-        lines.append("|---|---:|---:|---|---|")
-        ga_u, ga_p = _mean(stats, "GA", "retain_utility"), _mean(stats, "GA", "forget_probability")
-        verdicts = []
-        for name in others:
-            u, p = _mean(stats, name, "retain_utility"), _mean(stats, name, "forget_probability")
-            verdicts.append(_verdict(_better(stats, name, "GA")[1], p - ga_p))
-            lines.append(f"| {name} | {u:.3f} | {ga_u:.3f} | {p:.3f} ({ga_p:.3f}) | {verdicts[-1]} |")
-        lines.append(_summary(verdicts))
-    return "\n".join(lines)
+    seconds = time.perf_counter() - tic
+    matched: dict[str, Matched | None] = {t.name: None for t in targets}
+    evaluated: dict[int, dict[str, Any]] = {}  # one full evaluation per distinct step
+    for target in targets:
+        if target.name not in callback.snapshots:
+            continue
+        step, state = callback.snapshots[target.name]
+        point = next(p for p in callback.trajectory if p["step"] == step)
+        load_trainable_state(unlearned, state)
+        if step not in evaluated:
+            evaluated[step] = evaluate(
+                unlearned, tokenizer, shared["eval_sets"], None, shared["retain_logs"], settings, False
+            )
+        attacks = None
+        if seed == 0 and target.name == settings.robustness_target:
+            attacks = robustness_attacks(unlearned, tokenizer, shared["forget_eval"], settings)
+        matched[target.name] = Matched(step=step, point=point, summary=evaluated[step], robustness=attacks)
+    steps = callback.trajectory[-1]["step"]
+    record = RunRecord(label(name), seed, lr, steps, seconds, callback.scoring_seconds, callback.trajectory, matched)
+    return {"key": name, **record.to_dict()}
+
+
+def _run_jobs(jobs: Sequence[tuple[str, int, float]], settings: Settings, desc: str, progress: bool) -> list[dict]:
+    """Run the jobs not already recorded in `OUTPUT_DIR/runs/` (each finished run is written there at once, so an
+    interrupted benchmark resumes); returns every job's record, in the order of `jobs`."""
+    runs_dir: Path = _SHARED["output_dir"] / "runs"
+    fingerprint = _SHARED["fingerprint"]
+    records: dict[tuple[str, int, float], dict] = {}
+    todo = []
+    for job in jobs:
+        path = runs_dir / f"{run_name(*job)}.json"
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("fingerprint") == fingerprint:
+                records[job] = saved
+                continue
+        todo.append(job)
+    if len(todo) < len(jobs):
+        print(f"  reusing {len(jobs) - len(todo)} finished run(s) from {runs_dir}")
+    pool = _pool(settings.workers, len(todo))
+    done = map(_unlearn_job, todo) if pool is None else pool.imap_unordered(_unlearn_job, todo)
+    try:
+        for record in tqdm(done, total=len(todo), desc=desc, disable=not progress):
+            record["fingerprint"] = fingerprint
+            job = (record["key"], record["seed"], record["learning_rate"])
+            write_json_atomic(runs_dir / f"{run_name(*job)}.json", record)
+            records[job] = record
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return [records[job] for job in jobs]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -675,14 +682,27 @@ def claims(stats: Mapping[str, Mapping[str, tuple[float, float, int]]]) -> str:
 
 @dataclass
 class BenchmarkResult:
-    rows: list[Row]
-    separation: list[Separation]
-    stats: dict[str, dict[str, tuple[float, float, int]]]
+    """Everything the report needs: settings, the two models' summaries, the metric check, every run, the chosen
+    learning rates, the verdicts and the timings."""
+
+    settings: dict[str, Any]
+    targets: list[dict[str, Any]]
+    references: dict[str, dict[str, Any]]  # "target" / "retain model" -> full TOFU summary
+    separation: list[dict[str, Any]]
+    runs: list[dict[str, Any]]
+    chosen: dict[str, dict[str, float | None]]  # method key -> target name -> learning rate
+    reference_attacks: dict[str, dict[str, Any]]
+    rmu_steering_coeff: float
+    model_training: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
-    rmu_steering_coeff: float | None = None
-    learning_rate: float | None = None  # the full-parameter family's
-    calibration: list[tuple[float, Row]] = field(default_factory=list)
-    load_average: float | None = None  # the machine's 1-minute load average when the run ended
+    command: str | None = None
+    load_average: float | None = None
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def records(self) -> list[RunRecord]:
+        return [
+            RunRecord.from_dict({k: v for k, v in r.items() if k not in ("key", "fingerprint")}) for r in self.runs
+        ]
 
 
 def run_benchmark(
@@ -690,19 +710,24 @@ def run_benchmark(
     output_dir: str | Path = "tofu_mini_output",
     data_dir: str | Path = DATA_DIR,
     progress: bool = True,
+    cache_dir: str | Path | None = None,
+    targets: Sequence[Target] = DEFAULT_TARGETS,
 ) -> BenchmarkResult:
-    """Train the target and the retain model, check the metrics, unlearn with every method and seed, evaluate.
+    """Train (or load) the target and the retain model, check the metrics, run every method's trajectories, pick
+    each method's learning rate per target on seed 0, rerun it on the other seeds, judge the claims.
 
-    Writes ``rows.json`` (every model and seed), ``results.md`` and ``fq_vs_utility.png`` to `output_dir`.
-    """
+    Writes ``runs/*.json`` (one per unlearning run), ``result.json`` and ``results.md`` to `output_dir`."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()  # the unlearning loop has its own bar
-    names = list(settings.methods or methods_for(settings))
-    unknown = [m for m in names if m not in methods_for(settings)]
+    all_names = list(methods_for(settings))
+    names = list(settings.methods or all_names)
+    unknown = [m for m in names if m not in all_names]
     if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(methods_for(settings))}.")
+        raise ValueError(f"Unknown method(s) {unknown}; choose from {all_names}.")
+    if settings.robustness_target and settings.robustness_target not in {t.name for t in targets}:
+        raise ValueError(f"robustness_target {settings.robustness_target!r} is none of the targets.")
     split = select_authors(settings.num_authors)
     data = load_data(split, data_dir)
     eval_sets = data.eval_sets()
@@ -710,313 +735,168 @@ def run_benchmark(
     started = time.perf_counter()
 
     print(
-        f"1/4 Training a tokenizer, the target ({len(split.authors)} authors, {len(data.target_train)} questions) and "
-        f"the retain model (without the {len(split.forget)} forget authors {list(split.forget)})"
+        f"1/5 The target ({len(split.authors)} authors, {len(data.target_train)} questions) and the retain model "
+        f"(without the {len(split.forget)} forget authors {list(split.forget)})"
     )
-    tokenizer, target, retain_model = train_models(data, settings, progress=progress, workers=settings.workers)
-    timings["training target and retain model"] = time.perf_counter() - started
+    tokenizer, target, retain_model, training = train_models(
+        data, settings, None if cache_dir is None else Path(cache_dir), progress, settings.workers
+    )
+    timings["training (or loading) target and retain model"] = time.perf_counter() - started
 
-    print("2/4 Evaluating both models and checking which metrics separate them")
+    print("2/5 Evaluating both models and checking which metrics separate them")
     tic = time.perf_counter()
     retain_logs = output_dir / "retain_model" / "eval"
-    # real authors / world facts (the bundled TOFU subset): only to show they measure nothing at this scale
     world = {s: load_tofu(f"{s}_perturbed", "bundled") for s in ("real_authors", "world_facts")}
-    summaries, logs = {}, {}
+    references, logs = {}, {}
     for name, model, theirs in (("retain model", retain_model, None), ("target", target, retain_logs)):
-        sets = {**eval_sets, **world}
         out = retain_logs if theirs is None else output_dir / "target" / "eval"
-        summaries[name] = evaluate(model, tokenizer, sets, out, theirs, settings, progress)
-        logs[name] = _read_logs(out)
-    summaries["retain model"]["forget_quality"] = 1.0  # by definition (the KS test against itself)
+        references[name] = evaluate(model, tokenizer, {**eval_sets, **world}, out, theirs, settings, progress)
+        logs[name] = read_tofu_logs(out)
+    references["retain model"]["forget_quality"] = 1.0  # by definition (the KS test against itself)
     separation = metric_separation(logs["target"], logs["retain model"])
     print(format_separation(separation))
     if settings.require_separation:
         check_separation(separation)
-    rows = [Row.from_summary(name, None, summaries[name]) for name in ("target", "retain model")]
-    timings["evaluating target and retain model"] = time.perf_counter() - tic
-
-    norm = mean_hidden_norm(target, tokenizer, data.forget, RMU_LAYER)
+    norm = mean_hidden_norm(target, tokenizer, data.forget, settings.rmu_layer)
     rmu_coeff = settings.rmu_norm_scale * norm
     print(
-        f"  RMU: mean hidden-state norm at layer {RMU_LAYER} on the forget answers {norm:.2f} -> c = {rmu_coeff:.2f}"
+        f"  RMU: mean hidden-state norm at layer {settings.rmu_layer} on the forget answers {norm:.2f}"
+        f" -> c = {rmu_coeff:.2f}"
     )
-    all_methods = methods_for(settings, rmu_coeff)
+    reference_attacks = {}
+    if settings.robustness_target:
+        for name, model in (("target", target), ("retain model", retain_model)):
+            reference_attacks[name] = robustness_attacks(model, tokenizer, data.forget_eval, settings)
+    timings["evaluating target and retain model"] = time.perf_counter() - tic
+
+    methods = methods_for(settings, rmu_coeff)
     forget, retain = _qa_dataset(data.forget), _qa_dataset(data.retain_train)
-    steps = settings.unlearn_steps(len(forget))
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [asdict(settings), [asdict(t) for t in targets], model_cache_key(settings, data)], default=str
+        ).encode()
+    ).hexdigest()[:16]
     _SHARED.update(
         settings=settings,
         target=target,
         tokenizer=tokenizer,
-        methods=all_methods,
+        methods=methods,
+        targets=list(targets),
         forget=forget,
         retain=retain,
-        steps=steps,
+        forget_eval=data.forget_eval,
+        steps_per_epoch=settings.steps_per_epoch(len(forget)),
         eval_sets=eval_sets,
         retain_logs=retain_logs,
+        retain_stats=load_retain_truth_ratio_stats(retain_logs),
         output_dir=output_dir,
+        fingerprint=fingerprint,
     )
-    tic = time.perf_counter()
-    lr, calibration = calibrate_learning_rate(settings, rows[0].retain_utility, progress)
-    if calibration:
-        print(format_calibration(calibration, lr))
-        timings["learning-rate calibration (GA)"] = time.perf_counter() - tic
-    print(f"  full-parameter learning rate: {lr:g}")
-    runs = [(name, seed, lr, f"{name}_seed{seed}") for seed in settings.seeds for name in names]
-    print(
-        f"3/4 Unlearning {len(forget)} questions: {len(names)} methods x {len(settings.seeds)} seeds "
-        f"({min(settings.workers, len(runs))} worker process(es))"
-    )
-    tic = time.perf_counter()
-    rows += _run_jobs(runs, settings.workers, "unlearning + evaluation", progress)
-    timings["unlearning and evaluation"] = time.perf_counter() - tic
 
-    print("4/4 Writing the results")
-    stats = aggregate(rows)
+    jobs = [(name, 0, lr) for name in names for lr in settings.grid(methods[name])]
+    print(f"3/5 Seed 0: {len(names)} methods over their learning-rate grids ({len(jobs)} runs)")
+    tic = time.perf_counter()
+    runs = _run_jobs(jobs, settings, "seed 0, every learning rate", progress)
+    timings["seed 0 over the learning-rate grids"] = time.perf_counter() - tic
+
+    chosen: dict[str, dict[str, float | None]] = {}
+    for name in names:
+        mine = [RunRecord.from_dict(_record_fields(r)) for r in runs if r["key"] == name]
+        chosen[name] = {t.name: choose_learning_rate(mine, t.name) for t in targets}
+    jobs = [
+        (name, seed, lr)
+        for seed in settings.seeds
+        if seed != 0
+        for name in names
+        for lr in sorted({lr for lr in chosen[name].values() if lr is not None})
+    ]
+    print(f"4/5 Seeds {[s for s in settings.seeds if s != 0]} at the chosen learning rates ({len(jobs)} runs)")
+    tic = time.perf_counter()
+    runs += _run_jobs(jobs, settings, "other seeds, chosen rates", progress)
+    timings["other seeds at the chosen rates"] = time.perf_counter() - tic
+
+    print("5/5 Writing the results")
     timings["total"] = time.perf_counter() - started
-    result = BenchmarkResult(rows, separation, stats, timings, rmu_coeff, lr, calibration, os.getloadavg()[0])
-    (output_dir / "rows.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    record = {
-        "settings": asdict(settings),
-        "seconds": timings,
-        "learning_rate": lr,
-        "rmu_steering_coeff": rmu_coeff,
-        "calibration": [{"learning_rate": c_lr, **asdict(c_row)} for c_lr, c_row in calibration],
-        "separation": [asdict(sep) for sep in separation],
-        "command": " ".join(["python", *sys.argv]) if sys.argv and sys.argv[0].endswith("tofu_mini.py") else None,
-        "load_average": result.load_average,
-    }
-    (output_dir / "run.json").write_text(json.dumps(record, indent=2))
-    (output_dir / "results.md").write_text(format_table(stats) + "\n\n" + claims(stats) + "\n")
-    plot(stats, output_dir / "fq_vs_utility.png", f"TOFU-mini, {len(settings.seeds)} seed(s): FQ vs utility")
+    result = BenchmarkResult(
+        settings=asdict(settings),
+        targets=[asdict(t) for t in targets],
+        references=references,
+        separation=[asdict(s) for s in separation],
+        runs=runs,
+        chosen=chosen,
+        reference_attacks=reference_attacks,
+        rmu_steering_coeff=rmu_coeff,
+        model_training={k: v for k, v in training.items() if k != "losses"}
+        | {"final_losses": {k: v[-1] for k, v in training.get("losses", {}).items()}},
+        seconds=timings,
+        command=" ".join(["python", *sys.argv]) if sys.argv and sys.argv[0].endswith("tofu_mini.py") else None,
+        load_average=os.getloadavg()[0],
+        machine=machine_info(settings),
+    )
+    write_json_atomic(output_dir / "result.json", asdict(result))
+    from tofu_mini_report import matched_tables, verdict_table
+
+    text = matched_tables(result) + "\n\n" + verdict_table(result)
+    write_text_atomic(output_dir / "results.md", text + "\n")
     print()
-    print(format_table(stats))
-    print()
-    print(claims(stats))
+    print(text)
     print(f"\nDone in {timings['total']:.0f} s; results in {output_dir.resolve()}")
     return result
 
 
-def _unlearn_and_evaluate(job: tuple[str, int, float, str]) -> Row:
-    """One method, seed and learning rate on a copy of the target (in a worker process or not); its row of the table.
-
-    `job` is ``(method key, seed, learning rate, run directory name)``; the method's own rate (GRUN, RMU) wins.
-    """
-    name, seed, lr, run_name = job
-    shared = _SHARED
-    settings, method = shared["settings"], shared["methods"][name]
-    run_dir = shared["output_dir"] / "runs" / run_name
-    lr = method.learning_rate or lr
-    tic = time.perf_counter()
-    # The Trainer prints its final metrics when its progress bar is off: keep the benchmark's output readable.
-    with contextlib.redirect_stdout(io.StringIO()):
-        unlearned = unlearn_copy(
-            shared["target"],
-            shared["tokenizer"],
-            method,
-            shared["forget"],
-            shared["retain"],
-            run_dir,
-            shared["steps"],
-            lr,
-            seed,
-            progress=False,
-            save=False,
-        )
-    seconds = time.perf_counter() - tic
-    summary = evaluate(
-        unlearned, shared["tokenizer"], shared["eval_sets"], run_dir / "eval", shared["retain_logs"], settings, False
-    )
-    return Row.from_summary(label(name), seed, summary, seconds)
+def _record_fields(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in ("key", "fingerprint")}
 
 
-def _run_jobs(jobs: Sequence[tuple[str, int, float, str]], workers: int, desc: str, progress: bool) -> list[Row]:
-    pool = _pool(workers, len(jobs))
-    done = map(_unlearn_and_evaluate, jobs) if pool is None else pool.imap(_unlearn_and_evaluate, jobs)
-    try:
-        return list(tqdm(done, total=len(jobs), desc=desc, disable=not progress))
-    finally:
-        if pool is not None:
-            pool.close()
-            pool.join()
+def machine_info(settings: Settings) -> dict[str, Any]:
+    import platform
+
+    import transformers
+
+    return {
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "workers": settings.workers,
+    }
 
 
-def calibrate_learning_rate(
-    settings: Settings, target_utility: float, progress: bool = True
-) -> tuple[float, list[tuple[float, Row]]]:
-    """The full-parameter family's learning rate, chosen once for all its methods from GA alone (seed 0): the largest
-    of `settings.unlearn_lr_candidates` at which GA keeps at least `settings.utility_floor` x `target_utility` of the
-    retain-author utility (the most forgetting before GA collapses the model); the smallest if none does.
-    Returns the rate and (rate, GA's row) per candidate. Needs `_SHARED` set up as for the unlearning runs."""
-    candidates = sorted(settings.unlearn_lr_candidates, reverse=True)
-    if len(candidates) == 1:
-        return candidates[0], []
-    jobs = [("ga", 0, lr, f"calibration_ga_lr{lr:g}") for lr in candidates]
-    rows = _run_jobs(jobs, settings.workers, "calibrating the learning rate on GA", progress)
-    table = list(zip(candidates, rows))
-    kept = [lr for lr, row in table if row.retain_utility >= settings.utility_floor * target_utility]
-    return (max(kept) if kept else candidates[-1]), table
+def settings_from_dict(values: Mapping[str, Any]) -> Settings:
+    """The :class:`Settings` of a result.json (its lists back to tuples)."""
+    return Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def format_calibration(table: Sequence[tuple[float, Row]], chosen: float) -> str:
-    lines = [
-        "| GA learning rate | forget prob. | log10 FQ | retain-author utility | chosen |",
-        "|---:|---:|---:|---:|---|",
-    ]
-    for lr, row in table:
-        fq = math.log10(max(row.forget_quality, 1e-300))
-        mark = "yes" if lr == chosen else ""
-        lines.append(f"| {lr:g} | {row.forget_probability:.3f} | {fq:.1f} | {row.retain_utility:.3f} | {mark} |")
-    return "\n".join(lines)
-
-
-def _read_logs(path: Path) -> dict[str, dict[str, Any]]:
-    from hf_unlearn.evaluation.logs import read_tofu_logs
-
-    return read_tofu_logs(path)
-
-
-def write_results_md(result: BenchmarkResult, settings: Settings, command: str, path: Path, plot_path: Path) -> None:
-    """RESULTS.md: the command, the setup, the metric check, the table and the claims, from `result`."""
-    split = select_authors(settings.num_authors)
-    timing = "\n".join(f"- {k}: {v:.0f} s" for k, v in result.seconds.items())
-    load = "not recorded" if result.load_average is None else f"{result.load_average:.1f}"
-    forget_rows = [s for s in result.separation if s.metric.startswith("forget")]
-    forget_yes = ", ".join(s.metric for s in forget_rows if s.separates) or "none"
-    forget_no = ", ".join(s.metric for s in forget_rows if not s.separates) or "none"
-    world_rows = [s for s in result.separation if s.metric.startswith(("real_authors", "world_facts"))]
-    world = "some separate (see the table)" if any(s.separates for s in world_rows) else "none separates"
-    text = f"""# TOFU-mini results
-
-Measured by `examples/benchmarks/tofu_mini.py` (generated file: rerun the command to regenerate it).
-
-```
-{command}
-```
-
-Machine: {platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (1-minute load average at the end \
-of the run: {load}); {settings.workers} worker processes with one torch \
-thread each; Python {platform.python_version()}, torch {torch.__version__}. Wall-clock times of this run:
-
-{timing}
-
-## Setup
-
-- Data: TOFU authors {split.authors[0]}-{split.authors[len(split.authors) // 2 - 1]} and \
-{split.authors[len(split.authors) // 2]}-{split.authors[-1]} ({len(split.authors)} authors x 20 questions, \
-`tofu_mini_data/`); forget authors {list(split.forget)} ({len(split.forget) * 20} questions, 10%); retention is \
-evaluated on the retain authors {split.retain_eval[0]}-{split.retain_eval[-1]} ({len(split.retain_eval) * 20} \
-questions: the retain authors for which TOFU has paraphrased and perturbed answers).
-- Models: a Llama with {settings.num_layers} layers, hidden size {settings.hidden_size}, a byte-level BPE tokenizer \
-of {settings.vocab_size} tokens trained on the {len(split.authors)} authors' questions and answers; target and \
-retain model trained from scratch with the same recipe ({settings.finetune_epochs} epochs, AdamW, lr \
-{settings.finetune_lr}, cosine, batch 16, seed 0).
-- Unlearning, batch 8 forget + 8 retain questions, constant learning rate, seeds {list(settings.seeds)} (the seed \
-changes the batch order, RMU's random direction and GRUN's initialisation; target and retain model are the same for \
-every seed):
-  - full-parameter methods (GA, GD, NPO, SimNPO, WGA, TNPO, IDK, each ± GRU): lr {result.learning_rate:g}, \
-{settings.unlearn_epochs} epochs over the forget set ({settings.unlearn_steps(len(split.forget) * 20)} steps);
-  - RMU ± GRU (layer 0's output steered, only layer 0's MLP trained; steering coefficient c = \
-{settings.rmu_norm_scale} x the target's mean layer-0 hidden-state norm on the forget answers = \
-{result.rmu_steering_coeff:.2f}): lr {settings.rmu_lr}, same steps;
-  - GRUN (rank-4 gated edit at the last prompt token of both layers, model frozen): lr {settings.grun_lr}, \
-{settings.grun_steps_factor}x the steps.
-- Generation: greedy, {settings.max_new_tokens} new tokens (ROUGE-L recall).
-- How the hyperparameters were chosen: one learning rate and step budget per family, never per method. Step
-  budgets: {settings.unlearn_epochs} epochs over the forget set (GRUN {settings.grun_steps_factor}x: its steps are
-  cheap). Full-parameter family: the run itself picks the rate from GA alone (seed 0), as the largest of \
-{", ".join(f"{lr:g}" for lr in sorted(settings.unlearn_lr_candidates, reverse=True))} at which GA keeps at least \
-{settings.utility_floor:.0%} of the target's retain-author utility (the most forgetting before GA collapses the
-  model); every full-parameter method, with and without GRU, then uses that rate (table below). A first quick run at
-  the quickstart's 5e-4 had collapsed GA, NPO and NPO+GRU to zero utility, which is why the rate is calibrated at all.
-  GRUN: 5e-2 (tests/test_grun.py and the quickstart; it trains a few thousand parameters). RMU: the quickstart's 5e-4
-  (it trains one MLP), coefficient from the activation scale. The losses' own hyperparameters are their papers' /
-  library defaults (NPO beta 0.1, SimNPO beta 4.5, WGA beta 1, TNPO beta 4).
-
-{format_calibration(result.calibration, result.learning_rate) if result.calibration else ""}
-
-## Do the metrics separate the target from the retain model?
-
-KS two-sample test on the per-question values of the target and the retain model (for the forget truth ratio this is
-the target's forget quality). Real-author and world-fact questions: the first 40 rows of each (bundled TOFU subset).
-
-{format_separation(result.separation)}
-
-The "truth_ratio" rows compare the per-question statistic exp(mean perturbed NLL − paraphrased NLL) (higher: the
-model prefers the paraphrased answer to the perturbed ones); the results table shows TOFU's aggregates of it.
-
-- Forget metrics that separate the two models (usable to measure forgetting here): {forget_yes}; that do not: \
-{forget_no}.
-- Real-author and world-fact metrics: {world}; a model trained only on fictitious authors knows neither, so
-  they say nothing about unlearning here, and TOFU's 9-component model utility is replaced by the retain-author
-  utility (retain split only).
-- Retain metrics are utility, not separation: both models were trained on these authors. Small systematic
-  differences between the two runs can still give a low KS p-value over 200 questions (compare the means).
-
-## Results (mean ± standard deviation over seeds)
-
-Forget quality is shown as log10 (TOFU's forget quality is a p-value; -2 is the 0.01 line, 0 is indistinguishable
-from the retain model). Retain-author utility = harmonic mean of retain prob., retain ROUGE-L and retain truth ratio.
-
-{format_table(result.stats)}
-
-![FQ vs utility]({plot_path.name})
-
-## The papers' claims at this scale
-
-{claims(result.stats)}
-"""
-    path.write_text(text)
-
-
-def _write_report(result: BenchmarkResult, settings: Settings, command: str, path: Path) -> None:
-    plot_path = path.parent / "tofu_mini_fq_vs_utility.png"
-    plot(result.stats, plot_path, f"TOFU-mini, {len(settings.seeds)} seed(s): FQ vs retain-author utility")
-    write_results_md(result, settings, command, path, plot_path)
-
-
-def load_result(output_dir: str | Path) -> tuple[BenchmarkResult, Settings, str | None]:
-    """The result of a finished run from its output directory (``rows.json``, ``run.json``), to rebuild the report
-    without rerunning; also its settings and command line (None if the run did not record it)."""
-    output_dir = Path(output_dir)
-    rows = [Row(**r) for r in json.loads((output_dir / "rows.json").read_text())]
-    record = json.loads((output_dir / "run.json").read_text())
-    settings_dict = record["settings"]
-    for key in ("unlearn_lr_candidates", "seeds", "methods"):
-        if settings_dict.get(key) is not None:
-            settings_dict[key] = tuple(settings_dict[key])
-    calibration = []
-    for entry in record["calibration"]:
-        entry = dict(entry)
-        calibration.append((entry.pop("learning_rate"), Row(**entry)))
-    result = BenchmarkResult(
-        rows=rows,
-        separation=[Separation(**sep) for sep in record["separation"]],
-        stats=aggregate(rows),
-        seconds=record["seconds"],
-        rmu_steering_coeff=record["rmu_steering_coeff"],
-        learning_rate=record["learning_rate"],
-        calibration=calibration,
-        load_average=record.get("load_average"),
-    )
-    return result, Settings(**settings_dict), record.get("command")
+def load_result(output_dir: str | Path) -> BenchmarkResult:
+    """The result of a finished run from its ``result.json``, to rebuild the report without rerunning."""
+    path = Path(output_dir) / "result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: the benchmark did not finish in {output_dir}.")
+    return BenchmarkResult(**json.loads(path.read_text()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="A few-minute run: 20 authors, 5 methods, 1 seed.")
-    parser.add_argument("--output-dir", default="tofu_mini_output", help="Models' logs, rows.json, results.md, plot.")
+    parser.add_argument("--quick", action="store_true", help="A few-minute run: 20 authors, 2 layers, 4 methods.")
+    parser.add_argument("--output-dir", default="tofu_mini_output", help="Runs, logs, result.json, results.md.")
+    parser.add_argument(
+        "--cache-dir",
+        default=str(default_cache_dir()),
+        help="Where the trained target and retain model are kept and reused (default %(default)s; '' for none).",
+    )
     parser.add_argument("--methods", default=None, help="Comma-separated method keys (default: all).")
     parser.add_argument("--seeds", default=None, help="Comma-separated unlearning seeds (default: 0,1,2).")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1).")
     parser.add_argument("--workers", type=int, default=2, help="Parallel processes (default 2, one per CPU core).")
-    parser.add_argument("--results-md", default=None, help="Also write RESULTS.md here (and the plot beside it).")
+    parser.add_argument("--results-md", default=None, help="Also write RESULTS.md here (and the plots beside it).")
     parser.add_argument("--data-dir", default=str(DATA_DIR), help="The benchmark's TOFU rows.")
     parser.add_argument("--build-data", action="store_true", help="Rebuild --data-dir from --tofu-dir, then exit.")
     parser.add_argument("--tofu-dir", default=None, help="TOFU in the Hub's layout (for --build-data).")
     parser.add_argument(
         "--report-from",
         default=None,
-        help="Rebuild --results-md and the plot from a finished run's output directory (rows.json, run.json).",
+        help="Rebuild --results-md and the plots from a finished run's output directory.",
     )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -1025,15 +905,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--build-data needs --tofu-dir")
         print(build_data(args.tofu_dir, args.data_dir))
         return 0
+    from tofu_mini_report import write_report
+
     if args.report_from:
         if not args.results_md:
             parser.error("--report-from needs --results-md")
-        result, settings, command = load_result(args.report_from)
-        if command is None:
-            command = "python examples/benchmarks/tofu_mini.py " + " ".join(
-                ["--results-md", args.results_md, "--output-dir", args.report_from]
-            )
-        _write_report(result, settings, command, Path(args.results_md))
+        write_report(load_result(args.report_from), Path(args.results_md))
         return 0
     torch.set_num_threads(args.threads)
     settings = Settings.quick() if args.quick else Settings.full()
@@ -1042,10 +919,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = replace(settings, workers=args.workers)
     if args.seeds:
         settings = replace(settings, seeds=tuple(int(s) for s in args.seeds.split(",")))
-    result = run_benchmark(settings, args.output_dir, args.data_dir, progress=not args.no_progress)
+    result = run_benchmark(
+        settings, args.output_dir, args.data_dir, progress=not args.no_progress, cache_dir=args.cache_dir or None
+    )
+    result.command = "python examples/benchmarks/tofu_mini.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    write_json_atomic(Path(args.output_dir) / "result.json", asdict(result))
     if args.results_md:
-        command = "python examples/benchmarks/tofu_mini.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        _write_report(result, settings, command.strip(), Path(args.results_md))
+        write_report(result, Path(args.results_md))
     return 0
 
 

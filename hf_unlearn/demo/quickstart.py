@@ -162,9 +162,11 @@ def unlearn_copy(
     seed: int,
     progress: bool,
     save: bool = True,
+    callbacks: list | None = None,
 ) -> torch.nn.Module:
     """Unlearn with `method` on a copy of `target` (left unchanged) for `steps` x the method's step factor; returns
-    the unlearned model (a `GRUNModel` for GRUN), saved with the tokenizer in `output_dir` if `save`."""
+    the unlearned model (a `GRUNModel` for GRUN), saved with the tokenizer in `output_dir` if `save`. `callbacks`
+    (transformers `TrainerCallback`s) are added to the trainer's, e.g. to evaluate along the way or stop early."""
     from ..trainer import create_trainer
 
     model = copy.deepcopy(target)
@@ -176,7 +178,13 @@ def unlearn_copy(
         layers = list(method.grun_layers or range(model.config.num_hidden_layers))
         grun_config = GRUNConfig(layers=layers, rank=4, forget_loss=method.forget_loss)
     trainer = create_trainer(
-        model, args, grun_config=grun_config, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
+        model,
+        args,
+        grun_config=grun_config,
+        forget_dataset=forget,
+        retain_dataset=retain,
+        processing_class=tokenizer,
+        callbacks=callbacks,
     )
     trainer.train()
     if save:
