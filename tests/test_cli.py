@@ -38,7 +38,11 @@ def test_quickstart_unlearns_the_forget_authors(tmp_path, capsys):
     assert abs(grun.retain_probability - target.retain_probability) < abs(
         ga.retain_probability - target.retain_probability
     )
-    assert "| GRUN(100 npo + 1 nll + 10 gate) |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| GRUN(100 npo + 1 nll + 10 gate) |" in out
+    # each row says whether it reached the forget target (forget probability <= 0.1)
+    assert "forgot (prob. <= 0.1)" in out and f"| target | {target.forget_probability:.3f} | no |" in out
+    assert ga.reached_forget_target == (ga.forget_probability <= 0.1)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [row["method"] for row in saved] == list(rows)
     assert (tmp_path / "fq_vs_utility.png").stat().st_size > 0 and (tmp_path / "results.md").is_file()

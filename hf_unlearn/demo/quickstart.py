@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 
 BUNDLED = "bundled"
 RETAIN_UTILITY_KEYS = ("retain_probability", "retain_rougeL_recall", "retain_truth_ratio")
+#: A row has forgotten when its forget probability is at most this (TOFU-mini's first matched-forgetting target).
+FORGET_TARGET = 0.1
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,12 @@ class QuickstartResult:
     retain_rougeL_recall: float
     retain_utility: float
     seconds: float = 0.0
+
+    @property
+    def reached_forget_target(self) -> bool:
+        """Whether the row forgot: forget probability <= :data:`FORGET_TARGET`. Rows that did not are not at the
+        same amount of forgetting as those that did, so their utilities do not compare."""
+        return self.forget_probability <= FORGET_TARGET
 
     @classmethod
     def from_summary(cls, method: str, summary: dict[str, Any], seconds: float = 0.0) -> QuickstartResult:
@@ -296,7 +304,8 @@ def run_quickstart(
     print()
     print(table)
     (output_dir / "results.md").write_text(table + "\n")
-    (output_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    rows = [{**asdict(r), "reached_forget_target": r.reached_forget_target} for r in results]
+    (output_dir / "results.json").write_text(json.dumps(rows, indent=2))
     if retain_logs is not None:
         _plot(results, output_dir / "fq_vs_utility.png")
     print(
@@ -322,19 +331,25 @@ def _write_model_card(run_dir: Path, base_model: str, forget_split: str) -> None
 
 def format_table(results: list[QuickstartResult]) -> str:
     """Markdown table of the results. Forget metrics: lower = more forgotten; forget quality: higher = closer to
-    the retain model; retain metrics and utility: higher = more kept."""
+    the retain model; retain metrics and utility: higher = more kept. "forgot" says whether the row reached the
+    forget target: only rows that did compare on utility."""
 
     def number(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.2e}" if value < 1e-3 else f"{value:.3f}"
 
     lines = [
-        "| model | forget prob. | forget ROUGE-L | forget quality | retain prob. | retain ROUGE-L | retain utility |"
-        " unlearning time |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| model | forget prob. | forgot (prob. <= {FORGET_TARGET:g}) | forget ROUGE-L | forget quality |"
+        " retain prob. | retain ROUGE-L | retain utility | unlearning time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        cells = [r.forget_probability, r.forget_rougeL_recall, r.forget_quality, r.retain_probability]
-        cells += [r.retain_rougeL_recall, r.retain_utility]
+        cells = [r.forget_rougeL_recall, r.forget_quality, r.retain_probability, r.retain_rougeL_recall]
+        cells += [r.retain_utility]
         time_cell = f"{r.seconds:.0f} s" if r.seconds else "-"
-        lines.append(f"| {r.method} | " + " | ".join(number(c) for c in cells) + f" | {time_cell} |")
+        reached = "yes" if r.reached_forget_target else "no"
+        lines.append(
+            f"| {r.method} | {number(r.forget_probability)} | {reached} | "
+            + " | ".join(number(c) for c in cells)
+            + f" | {time_cell} |"
+        )
     return "\n".join(lines)
