@@ -114,6 +114,33 @@ def test_model_cache_key_follows_recipe_and_rows(tofu_mini):
     assert key != tofu_mini.model_cache_key(settings, tofu_mini.load_data(tofu_mini.select_authors(20)))
 
 
+def test_the_learning_rate_rule_and_the_verdict_rule(tofu_mini):
+    from tofu_mini_matched import DEFAULT_TARGETS, Matched, RunRecord, Target, choose_learning_rate, paired_verdict
+
+    def run(lr, utility, seed=0):
+        matched = {"p10": None if utility is None else Matched(step=5, point={}, summary={"retain_utility": utility})}
+        return RunRecord("GA", seed, lr, 5, 1.0, 0.5, [], matched)
+
+    # the rate that reaches the target with the highest utility; a rate that does not reach it never wins
+    assert choose_learning_rate([run(1e-5, None), run(1e-4, 0.4), run(1e-3, 0.6)], "p10") == 1e-3
+    assert choose_learning_rate([run(1e-4, 0.5), run(1e-3, 0.5)], "p10") == 1e-4  # tie: the smaller rate
+    assert choose_learning_rate([run(1e-4, None), run(1e-3, 0.9, seed=1)], "p10") is None  # seed 0 only
+    holds = paired_verdict("A > B", "p10", {0: 0.5, 1: 0.6, 2: 0.55}, {0: 0.4, 1: 0.5, 2: 0.5})
+    assert holds.verdict == "holds" and holds.mean == pytest.approx(0.25 / 3) and holds.cell().startswith("holds (+")
+    assert paired_verdict("", "", {0: 0.4, 1: 0.4}, {0: 0.5, 1: 0.6}).verdict == "contradicted"
+    assert paired_verdict("", "", {0: 0.5, 1: 0.4}, {0: 0.4, 1: 0.5}).verdict == "no clear difference"
+    assert paired_verdict("", "", {0: 0.505, 1: 0.505}, {0: 0.5, 1: 0.5}).verdict == "no clear difference"  # < 0.01
+    untestable = paired_verdict("", "", {0: 0.5, 1: None}, {0: 0.4, 1: 0.3})
+    assert untestable.verdict.startswith("not testable") and "1/2 of 2" in untestable.verdict
+    # targets are checked when built, and met as documented
+    assert [t.name for t in DEFAULT_TARGETS] == ["p10", "p02", "fq"]
+    assert DEFAULT_TARGETS[0].met({"forget_probability": 0.1}) and not DEFAULT_TARGETS[2].met({"forget_quality": 0.009})
+    with pytest.raises(ValueError, match="op must be"):
+        Target("x", "forget_probability", "<", 0.1)
+    with pytest.raises(ValueError, match="unknown metric"):
+        Target("x", "utility", "<=", 0.1)
+
+
 @pytest.mark.slow
 def test_micro_run_writes_the_matched_tables_and_resumes(tofu_mini, tmp_path):
     from tofu_mini_matched import Target
@@ -157,6 +184,9 @@ def test_micro_run_writes_the_matched_tables_and_resumes(tofu_mini, tmp_path):
     )
     assert ga["matched"]["always"]["point"]["forget_probability"] == pytest.approx(
         target_summary["forget_probability"], rel=1e-5
+    )
+    assert ga["matched"]["always"]["point"]["forget_quality"] == pytest.approx(
+        target_summary["forget_quality"], rel=1e-5
     )
     assert set(ga["matched"]["always"]["robustness"]) == {"relearning", "quantization"}
     assert result.chosen["ga"]["never"] is None and result.chosen["ga"]["always"] == 1e-3  # tie: the smaller rate
