@@ -134,7 +134,8 @@ def test_the_learning_rate_rule_and_the_verdict_rule(tofu_mini):
     assert untestable.verdict.startswith("not testable") and "1/2 of 2" in untestable.verdict
     # targets are checked when built, and met as documented
     assert [t.name for t in DEFAULT_TARGETS] == ["p10", "p02", "fq"]
-    assert DEFAULT_TARGETS[0].met({"forget_probability": 0.1}) and not DEFAULT_TARGETS[2].met({"forget_quality": 0.009})
+    p10, _, fq = DEFAULT_TARGETS
+    assert p10.met({"forget_probability": 0.1}) and not fq.met({"forget_quality": 0.009})
     with pytest.raises(ValueError, match="op must be"):
         Target("x", "forget_probability", "<", 0.1)
     with pytest.raises(ValueError, match="unknown metric"):
