@@ -181,6 +181,12 @@ class UnlearningConfig(SFTConfig):
                     f"trainable_parameters must be a regular expression over parameter names, got "
                     f"{self.trainable_parameters!r}: {err}."
                 ) from err
+        # trl 1.12-1.14 default loss_type to "chunked_nll" (None there), for which SFTTrainer replaces the model's
+        # forward, for good, by one that returns no logits when given labels (nor a GRUN model's gate logits). The
+        # unlearning losses compute their own, so it is "nll", trl >= 1.15's default (and what "chunked_nll" means
+        # there).
+        if self.loss_type in (None, "chunked_nll"):
+            self.loss_type = "nll"
         # The trainer tokenizes forget/retain data itself, so trl's dataset preparation must be skipped.
         self.dataset_kwargs = {
             **parse_json_object("dataset_kwargs", self.dataset_kwargs),

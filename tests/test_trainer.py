@@ -110,6 +110,16 @@ def test_losses_are_logged_separately(target_model, tokenizer, small_forget, sma
     assert logs[0]["loss"] == pytest.approx(logs[0]["loss/forget"] + logs[0]["loss/retain"], rel=1e-3)
 
 
+def test_the_trained_model_keeps_its_own_forward(target_model, tokenizer, small_forget, small_retain, tmp_path):
+    """trl 1.12-1.14's default loss_type ("chunked_nll") makes SFTTrainer replace the model's forward by one that
+    returns no logits when given labels; UnlearningConfig asks for "nll", so the model still gives its logits."""
+    trainer = unlearn(target_model, tokenizer, small_forget, small_retain, tmp_path, max_steps=1)
+    assert trainer.args.loss_type == "nll"
+    assert cpu_args(tmp_path, loss_type="chunked_nll").loss_type == "nll"
+    ids = torch.tensor([[1, 5, 6, 7]])
+    assert target_model(input_ids=ids, labels=ids).logits.shape == (1, 4, len(tokenizer))
+
+
 def test_lora_trains_only_the_adapter_and_uses_it_as_reference(
     target_model, tokenizer, small_forget, small_retain, tmp_path
 ):
