@@ -204,6 +204,8 @@ class GRUNTrainer(UnlearningTrainer):
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         )
         self._check_parallelism_supported()
+        if self.accelerator.num_processes > 1 and not self.args.ddp_broadcast_buffers:
+            self._broadcast_grun_buffers()
 
     # ------------------------------------------------------------------ UnlearningTrainer's extension points
     def prepare_args(self, args: UnlearningConfig) -> UnlearningConfig:
@@ -219,6 +221,12 @@ class GRUNTrainer(UnlearningTrainer):
         args.retain_loss = objective["retain_loss"]
         args.retain_loss_kwargs = objective.get("retain_loss_kwargs", {})
         args.gamma, args.alpha = 1.0, 1.0
+        # Under DDP, torch 2.11 (not 2.13) bumps the version of every buffer it broadcasts before a forward, and the
+        # orthogonal parametrization of GRUN's rotations keeps its base in a buffer that the backward reads: a step
+        # with several forwards (forget, retain, NPO's reference) then fails ("modified by an inplace operation").
+        # GRUN's buffers never change in training, so they are broadcast once, in `__init__`, instead.
+        if args.ddp_broadcast_buffers is None:
+            args.ddp_broadcast_buffers = False
         return args
 
     def build_losses(self, args: UnlearningConfig) -> tuple[ForgetLoss, RetainLoss]:
@@ -243,6 +251,14 @@ class GRUNTrainer(UnlearningTrainer):
                 "thousand parameters beside a frozen model, so launch with a DDP config (e.g. "
                 "examples/accelerate/multi_gpu.yaml), where every GPU holds the frozen model."
             )
+
+    def _broadcast_grun_buffers(self) -> None:
+        """Rank 0's GRUN buffers (the rotations' orthogonal bases, which depend on the random initialisation) on
+        every rank: what DDP does when it wraps the model, unless it broadcasts no buffers (see `prepare_args`)."""
+        model = self.accelerator.unwrap_model(self.model)
+        with torch.no_grad():
+            for buffer in model.interventions.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     def unlearning_state(self) -> dict[str, Any]:
         state = super().unlearning_state()

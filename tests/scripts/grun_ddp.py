@@ -7,6 +7,7 @@ GRUN's NPO reference (the model with its edits off) runs through the DDP-wrapped
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from hf_unlearn.grun import GRUNConfig, GRUNTrainer, get_grun_model
 
 
 def grun_model(model_dir: str):
-    torch.manual_seed(0)  # the same initial GRUN modules on every rank and in the single-process run
+    # Rank 1 starts from other random GRUN modules than rank 0 and the single-process run: DDP hands every rank
+    # rank 0's parameters, and GRUNTrainer its buffers (the rotations' orthogonal bases).
+    torch.manual_seed(int(os.environ.get("RANK", "0")))
     return get_grun_model(AutoModelForCausalLM.from_pretrained(model_dir), GRUNConfig(layers=[1], forget_loss="npo"))
 
 
