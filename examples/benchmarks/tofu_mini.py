@@ -244,7 +244,7 @@ class Settings:
     hidden_size: int = 256
     num_layers: int = 4
     vocab_size: int = 1024
-    finetune_epochs: int = 20
+    finetune_epochs: int = 40
     finetune_lr: float = 2e-3
     #: Learning-rate grids, one per family, half a decade apart (the rule of :func:`choose_learning_rate` picks).
     learning_rates: tuple[float, ...] = (3e-5, 1e-4, 3e-4)
@@ -720,6 +720,7 @@ def run_benchmark(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # loading and saving the small models
     datasets.disable_progress_bars()  # the unlearning loop has its own bar
     all_names = list(methods_for(settings))
     names = list(settings.methods or all_names)
