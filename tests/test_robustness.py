@@ -18,6 +18,7 @@ from hf_unlearn.evaluation.robustness import (
     quantized_copy,
     relearning_attack,
     relearning_score,
+    resolve_backend,
     robustness_score,
     stability_score,
 )
@@ -51,6 +52,53 @@ def test_quantize_dequantize_round_trips():
     assert errors[8] < errors[4] < errors[2]
     nf4 = (quantize_dequantize(weight, 4, "nf4") - weight).abs().mean().item()
     assert nf4 < errors[4], "NF4 fits normally distributed weights better than uniform 4-bit integers"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_our_round_trips_equal_bitsandbytes(dtype):
+    """Golden test against bitsandbytes itself (`bitsandbytes.functional.quantize_4bit` / `dequantize_4bit` with
+    quant_type="nf4", blocksize 64; `int8_vectorwise_quant`, LLM.int8()'s row-wise absmax), on the CPU."""
+    bnb = pytest.importorskip("bitsandbytes.functional")
+    weight = torch.randn(96, 256, generator=torch.Generator().manual_seed(1)).to(dtype)
+    packed, state = bnb.quantize_4bit(weight, blocksize=64, quant_type="nf4")
+    torch.testing.assert_close(
+        quantize_dequantize(weight, 4, "nf4", 64), bnb.dequantize_4bit(packed, state), rtol=1e-5, atol=0
+    )
+    np.testing.assert_allclose(bnb.get_4bit_type("nf4", device="cpu")[:16].numpy(), NF4_CODE_BOOK, rtol=1e-6)
+    codes, row_absmax, _ = bnb.int8_vectorwise_quant(weight.float())
+    theirs = codes.float() * row_absmax.unsqueeze(1) / 127
+    torch.testing.assert_close(quantize_dequantize(weight.float(), 8, "int", 256), theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_quantization_attack_through_bitsandbytes_matches_ours(target_model, tokenizer, tofu):
+    pytest.importorskip("bitsandbytes")
+    forget = tofu["forget01"].select(range(8))
+    ours = quantization_attack(target_model, tokenizer, forget, bits=4, backend="ours")
+    theirs = quantization_attack(target_model, tokenizer, forget, bits=4, backend="bitsandbytes")
+    assert (ours.backend, theirs.backend) == ("ours", "bitsandbytes")
+    assert theirs.after == pytest.approx(ours.after, rel=1e-5) and theirs.before == ours.before
+    # auto: bitsandbytes only for a model on CUDA
+    assert quantization_attack(target_model, tokenizer, forget, bits=8).backend == "ours"
+    with pytest.raises(ValueError, match="needs backend='ours'"):
+        quantization_attack(target_model, tokenizer, forget, bits=2, backend="bitsandbytes")
+    with pytest.raises(ValueError, match="Unknown quantization backend"):
+        quantized_copy(target_model, backend="gptq")
+
+
+def test_bitsandbytes_backend_without_bitsandbytes_says_what_to_do(target_model, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_bitsandbytes(name, *args, **kwargs):
+        if name.startswith("bitsandbytes"):
+            raise ImportError("No module named 'bitsandbytes'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bitsandbytes)
+    with pytest.raises(ImportError, match="pip install bitsandbytes"):
+        quantized_copy(target_model, backend="bitsandbytes")
+    assert resolve_backend(target_model, "auto", 4, "nf4") == "ours"
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--holdout-split", default=None, help="TOFU holdout split for mia (e.g. holdout10).")
     parser.add_argument("--bits", default="4,8", help="Comma-separated quantization widths (4: NF4).")
+    parser.add_argument(
+        "--quantization-backend",
+        choices=["auto", "ours", "bitsandbytes"],
+        default="auto",
+        help="bitsandbytes' round trip or ours (the same NF4 / absmax scheme in torch); auto: bitsandbytes on CUDA.",
+    )
     parser.add_argument("--relearn-steps", type=int, default=10, help="Fine-tuning steps of the relearning attack.")
     parser.add_argument("--relearn-learning-rate", type=float, default=1e-4, help="Its learning rate.")
     parser.add_argument("--relearn-lora", action="store_true", help="Relearn with a LoRA adapter, not all weights.")
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         holdout_dataset=holdout,
         attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
         bits=bits,
+        quantization_backend=args.quantization_backend,
         relearn_steps=args.relearn_steps,
         relearn_learning_rate=args.relearn_learning_rate,
         relearn_lora=args.relearn_lora,

@@ -22,6 +22,7 @@ from .quantization import (
     quantization_attack,
     quantize_dequantize,
     quantized_copy,
+    resolve_backend,
 )
 from .relearning import RelearningAttackResult, relearning_attack, relearning_score
 from .scoring import answer_probabilities, encode_qa, robustness_score, stability_score
@@ -48,6 +49,7 @@ __all__ = [
     "quantization_attack",
     "quantize_dequantize",
     "quantized_copy",
+    "resolve_backend",
     "relearning_attack",
     "relearning_score",
     "robustness_score",

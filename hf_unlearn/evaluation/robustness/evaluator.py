@@ -45,6 +45,8 @@ class RobustnessEvaluator:
         retain_model, target_model: optional reference models (the same tokenizer).
         attacks: a subset of `ATTACKS`.
         bits: quantization widths (4: NF4; others: integers).
+        quantization_backend: `"auto"` (bitsandbytes for a model on CUDA when installed), `"ours"` or
+            `"bitsandbytes"` (see [`quantized_copy`]).
         relearn_steps, relearn_learning_rate, relearn_lora: the relearning attack's settings.
     """
 
@@ -59,6 +61,7 @@ class RobustnessEvaluator:
         holdout_dataset: Any | None = None,
         attacks: Sequence[str] = ("relearning", "quantization", "logit_lens", "probing"),
         bits: Sequence[int] = (4, 8),
+        quantization_backend: str = "auto",
         relearn_fraction: float = 0.5,
         relearn_steps: int = 10,
         relearn_learning_rate: float = 1e-4,
@@ -84,6 +87,7 @@ class RobustnessEvaluator:
         self.forget_dataset = forget_dataset
         self.attacks = list(attacks)
         self.bits = list(bits)
+        self.quantization_backend = quantization_backend
         self.relearn_fraction = relearn_fraction
         self.relearn = {"steps": relearn_steps, "learning_rate": relearn_learning_rate, "lora": relearn_lora}
         self.batch_size = batch_size
@@ -102,7 +106,12 @@ class RobustnessEvaluator:
         if "quantization" in self.attacks:
             results["quantization"] = {
                 str(bits): quantization_attack(
-                    model, self.tokenizer, data, bits=bits, batch_size=self.batch_size
+                    model,
+                    self.tokenizer,
+                    data,
+                    bits=bits,
+                    batch_size=self.batch_size,
+                    backend=self.quantization_backend,
                 ).to_dict()
                 for bits in self.bits
             }

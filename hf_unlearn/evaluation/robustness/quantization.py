@@ -9,6 +9,11 @@ model's linear layers by quantize-dequantize, group-wise, on any device:
   of `group_size` weights (bitsandbytes' default block size 64), as bitsandbytes' `quantize_4bit(quant_type="nf4")`;
 - `"int"` (2 to 8 bits): symmetric absmax integers per group, q = round(w / absmax * (2^(b-1) - 1)); with 8 bits and
   one group per output row this is LLM.int8()'s vector-wise absmax quantization without its outlier decomposition.
+
+With `backend="bitsandbytes"` the round trip is bitsandbytes' own (`quantize_4bit` / `dequantize_4bit` with
+`quant_type="nf4"`, `int8_vectorwise_quant` for 8 bits), on CUDA or on the CPU where bitsandbytes supports it;
+`"auto"` (the default) uses it for a model on CUDA when bitsandbytes is installed. Both give the same weights: NF4
+bit for bit, int8 to float32 rounding (tests/test_robustness.py compares them).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ NF4_CODE_BOOK = (
     1.0,
 )
 SCHEMES = ("nf4", "int")
+BACKENDS = ("auto", "ours", "bitsandbytes")
 
 
 def _groups(weight: torch.Tensor, group_size: int) -> tuple[torch.Tensor, int]:
@@ -71,39 +77,88 @@ def quantize_dequantize(
         raise ValueError(f"group_size must be >= 1, got {group_size}.")
     groups, pad = _groups(weight, group_size)
     absmax = groups.abs().amax(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    normalized = groups / absmax
     if scheme == "nf4":
         book = torch.tensor(NF4_CODE_BOOK, device=groups.device)
-        codes = (normalized.unsqueeze(-1) - book).abs().argmin(dim=-1)
+        codes = ((groups / absmax).unsqueeze(-1) - book).abs().argmin(dim=-1)
         restored = book[codes] * absmax
     else:
         levels = 2 ** (bits - 1) - 1
-        restored = torch.round(normalized * levels).clamp(-levels, levels) / levels * absmax
+        # w * (levels / absmax), in this order, as bitsandbytes' int8_vectorwise_quant: the same codes at ties
+        restored = torch.round(groups * (levels / absmax)).clamp(-levels, levels) / levels * absmax
     restored = restored.reshape(-1)
     if pad:
         restored = restored[:-pad]
     return restored.view_as(weight).to(weight.dtype)
 
 
+def _bitsandbytes_round_trip(weight: torch.Tensor, bits: int, scheme: str, group_size: int) -> torch.Tensor:
+    """`weight` after bitsandbytes' quantization round trip (NF4 in blocks of `group_size`, or int8 per row)."""
+    import bitsandbytes.functional as bnb_functional
+
+    if scheme == "nf4" and bits == 4:
+        packed, state = bnb_functional.quantize_4bit(weight.detach(), blocksize=group_size, quant_type="nf4")
+        return bnb_functional.dequantize_4bit(packed, state).to(weight.dtype)
+    # LLM.int8()'s vector-wise absmax quantization: one scale per output row
+    codes, row_absmax, _ = bnb_functional.int8_vectorwise_quant(weight.detach().float())
+    return (codes.float() * row_absmax.float().unsqueeze(1) / 127).to(weight.dtype)
+
+
+def resolve_backend(model: torch.nn.Module, backend: str, bits: int, scheme: str) -> str:
+    """`"ours"` or `"bitsandbytes"` for `backend` (`"auto"`: bitsandbytes for a model on CUDA when it is installed);
+    a clear error when bitsandbytes is asked for but missing or cannot do `bits`-bit `scheme`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown quantization backend {backend!r}; choose one of {list(BACKENDS)}.")
+    if backend == "ours":
+        return backend
+    supported = (bits, scheme) in ((4, "nf4"), (8, "int"))
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError as err:
+        if backend == "bitsandbytes":
+            raise ImportError(
+                "backend='bitsandbytes' needs bitsandbytes: `pip install bitsandbytes` (or use backend='ours', the "
+                "same NF4 / absmax round trip in torch, on any device)."
+            ) from err
+        return "ours"
+    if backend == "bitsandbytes":
+        if not supported:
+            raise ValueError(
+                f"bitsandbytes quantizes to 4-bit NF4 and 8-bit integers; {bits}-bit {scheme} needs backend='ours'."
+            )
+        return backend
+    on_cuda = any(p.is_cuda for p in model.parameters())
+    return "bitsandbytes" if on_cuda and supported else "ours"
+
+
 def quantized_copy(
-    model: torch.nn.Module, bits: int = 4, scheme: str | None = None, group_size: int = 64, progress: bool = False
+    model: torch.nn.Module,
+    bits: int = 4,
+    scheme: str | None = None,
+    group_size: int = 64,
+    progress: bool = False,
+    backend: str = "auto",
 ) -> torch.nn.Module:
-    """A deep copy of `model` whose `nn.Linear` weights went through [`quantize_dequantize`] (`scheme` None: NF4
-    for 4 bits, integers otherwise); the input model is untouched. The LM head is quantized too, as a 4-bit load of
-    the model would; embeddings and norms are not."""
+    """A deep copy of `model` whose `nn.Linear` weights went through a quantization round trip (`scheme` None: NF4
+    for 4 bits, integers otherwise): [`quantize_dequantize`] (`backend="ours"`) or bitsandbytes' (`"bitsandbytes"`;
+    int8 then scales per output row, as LLM.int8(), whatever `group_size`); `"auto"` takes bitsandbytes for a model
+    on CUDA when installed. The input model is untouched. The LM head is quantized too, as a 4-bit load of the model
+    would; embeddings and norms are not."""
     scheme = scheme or ("nf4" if bits == 4 else "int")
+    quantize_dequantize(torch.zeros(1), bits, scheme, group_size)  # checks the settings before any copy
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if not linears:
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer to quantize.")
+    backend = resolve_backend(model, backend, bits, scheme)
+    round_trip = _bitsandbytes_round_trip if backend == "bitsandbytes" else quantize_dequantize
     quantized = copy.deepcopy(model)
     with torch.no_grad():
         for module in tqdm(
             [m for m in quantized.modules() if isinstance(m, torch.nn.Linear)],
-            desc=f"Quantizing to {bits}-bit {scheme}",
+            desc=f"Quantizing to {bits}-bit {scheme} ({backend})",
             disable=not progress,
             leave=False,
         ):
-            module.weight.copy_(quantize_dequantize(module.weight, bits, scheme, group_size))
+            module.weight.copy_(round_trip(module.weight, bits, scheme, group_size))
     return quantized
 
 
@@ -118,6 +173,7 @@ class QuantizationAttackResult:
     before: float
     after: float
     score: float
+    backend: str = "ours"
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -134,16 +190,18 @@ def quantization_attack(
     batch_size: int = 16,
     use_chat_template: bool | None = None,
     progress: bool = False,
+    backend: str = "auto",
 ) -> QuantizationAttackResult:
     """The forget answers' probability (TOFU's, mean over questions) of `model` and of a quantized copy
     ([`quantized_copy`]), and the stability score Q = 1 - |m_after - m_before| / (|m_before| + |m_after|). The input
-    model is left unchanged."""
+    model is left unchanged. `backend`: see [`quantized_copy`]."""
     pairs = encode_qa(tokenizer, forget_dataset, use_chat_template=use_chat_template, what="forget dataset")
     scheme = scheme or ("nf4" if bits == 4 else "int")
+    backend = resolve_backend(model, backend, bits, scheme)
     before = float(answer_probabilities(model, tokenizer, pairs, batch_size).mean())
-    quantized = quantized_copy(model, bits, scheme, group_size, progress)
+    quantized = quantized_copy(model, bits, scheme, group_size, progress, backend)
     after = float(answer_probabilities(quantized, tokenizer, pairs, batch_size).mean())
     del quantized
     if not (math.isfinite(before) and math.isfinite(after)):
         raise ValueError(f"The forget metric is not finite (before {before}, after {after}).")
-    return QuantizationAttackResult(bits, scheme, group_size, before, after, stability_score(before, after))
+    return QuantizationAttackResult(bits, scheme, group_size, before, after, stability_score(before, after), backend)
