@@ -18,8 +18,8 @@ grun_model.generate(input_ids=..., attention_mask=..., max_new_tokens=64)
 
 Installation. pyreft releases after 0.0.7 pin transformers 4.45.1, and 0.0.7 declares jupyter, wandb,
 ydata-profiling, gcsfs, seaborn==0.12.2, ... which do not resolve beside transformers 5. GRUN only needs what pyreft
-and pyvene import, so they are installed without their declared dependencies (verified with torch 2.13,
-transformers 5.23, datasets 5.2; it changes no installed package):
+and pyvene import, so they are installed without their declared dependencies (verified with torch 2.11 and 2.13,
+transformers 5.17 and 5.24, datasets 5.0.1 and 5.2; it changes no installed package):
 
     pip install 'hf-unlearn[grun]'                       # evaluate and networkx, which pyreft / pyvene import
     pip install --no-deps pyreft==0.0.7 pyvene==0.1.8
