@@ -772,10 +772,11 @@ def run_benchmark(
 
     methods = methods_for(settings, rmu_coeff)
     forget, retain = _qa_dataset(data.forget), _qa_dataset(data.retain_train)
+    # What one run's outcome depends on (not which seeds, methods or how many workers the benchmark runs): runs with
+    # the same fingerprint are reused, so a run with fewer seeds or methods, or an interrupted one, costs nothing.
+    run_settings = {k: v for k, v in asdict(settings).items() if k not in ("seeds", "methods", "workers")}
     fingerprint = hashlib.sha256(
-        json.dumps(
-            [asdict(settings), [asdict(t) for t in targets], model_cache_key(settings, data)], default=str
-        ).encode()
+        json.dumps([run_settings, [asdict(t) for t in targets], model_cache_key(settings, data)], default=str).encode()
     ).hexdigest()[:16]
     _SHARED.update(
         settings=settings,
