@@ -390,6 +390,11 @@ which {scoring:.0f} s were the cheap evaluations along the trajectories.
   truth ratio (TOFU's real-author and world-fact splits measure nothing for a model trained only on fictitious
   authors: see the check below).
 
+The targets and both rules were committed before the first full run (the pre-registration, commit 0679a1b). That
+run was stopped after its first three runs (GA at three rates) because it would have taken about two hours; the
+grids went from three rates to two (the lowest, 3e-5, reached no target in 60 steps) and the cheap evaluation from
+every 5 to every 10 steps. The targets and the rules did not change.
+
 ## Do the metrics separate the target from the retain model?
 
 KS two-sample test on the per-question values of both models (for the forget truth ratio the p-value is the target's
