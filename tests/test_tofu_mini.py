@@ -115,7 +115,15 @@ def test_model_cache_key_follows_recipe_and_rows(tofu_mini):
 
 
 def test_the_learning_rate_rule_and_the_verdict_rule(tofu_mini):
-    from tofu_mini_matched import DEFAULT_TARGETS, Matched, RunRecord, Target, choose_learning_rate, paired_verdict
+    from tofu_mini_matched import (
+        DEFAULT_TARGETS,
+        FORGET_QUALITY_TARGET,
+        Matched,
+        RunRecord,
+        Target,
+        choose_learning_rate,
+        paired_verdict,
+    )
 
     def run(lr, utility, seed=0):
         matched = {"p10": None if utility is None else Matched(step=5, point={}, summary={"retain_utility": utility})}
@@ -133,8 +141,8 @@ def test_the_learning_rate_rule_and_the_verdict_rule(tofu_mini):
     untestable = paired_verdict("", "", {0: 0.5, 1: None}, {0: 0.4, 1: 0.3})
     assert untestable.verdict.startswith("not testable") and "1/2 of 2" in untestable.verdict
     # targets are checked when built, and met as documented
-    assert [t.name for t in DEFAULT_TARGETS] == ["p10", "p02", "fq"]
-    p10, _, fq = DEFAULT_TARGETS
+    assert [t.name for t in DEFAULT_TARGETS] == ["p10", "p02"]
+    p10, fq = DEFAULT_TARGETS[0], FORGET_QUALITY_TARGET
     assert p10.met({"forget_probability": 0.1}) and not fq.met({"forget_quality": 0.009})
     with pytest.raises(ValueError, match="op must be"):
         Target("x", "forget_probability", "<", 0.1)

@@ -56,12 +56,17 @@ class Target:
 #: What a cheap (teacher-forced) evaluation measures along a run.
 TRAJECTORY_METRICS = ("forget_probability", "retain_probability", "forget_quality", "forget_truth_ratio")
 
-#: Fixed before the first run (TOFU-mini v2): two levels of forget probability and TOFU's 0.01 line of forget quality.
+#: TOFU-mini v2's targets: two levels of forget probability. Forget quality is reported at their matched points.
 DEFAULT_TARGETS = (
     Target("p10", "forget_probability", "<=", 0.1),
     Target("p02", "forget_probability", "<=", 0.02),
-    Target("fq", "forget_quality", ">=", 0.01),
 )
+#: TOFU's 0.01 line of forget quality, pre-registered as a third target and left out of the default run: finding it
+#: along a trajectory scores 5 perturbed answers and a paraphrase per forget question at every evaluation, which
+#: made the cheap evaluations two thirds of the benchmark's time (`targets=[*DEFAULT_TARGETS, FORGET_QUALITY_TARGET]`).
+FORGET_QUALITY_TARGET = Target("fq", "forget_quality", ">=", 0.01)
+#: The trajectory metrics that need the forget truth ratio (paraphrased and perturbed answers).
+TRUTH_RATIO_METRICS = ("forget_quality", "forget_truth_ratio")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -71,10 +76,18 @@ DEFAULT_TARGETS = (
 
 class TrajectoryScorer:
     """Teacher-forced metrics of a model on the benchmark's evaluation questions, without generation: the forget and
-    retain answers' probability, the forget truth ratio and forget quality against the retain model's truth-ratio
-    statistics. Uses the TOFU evaluator's batched scoring, so the values equal the full evaluation's."""
+    retain answers' probability and, with `truth_ratio`, the forget truth ratio and forget quality against the retain
+    model's truth-ratio statistics. Uses the TOFU evaluator's batched scoring, so the values equal the full
+    evaluation's."""
 
-    def __init__(self, model, tokenizer, eval_sets: Mapping[str, Sequence[Mapping[str, Any]]], retain_stats):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        eval_sets: Mapping[str, Sequence[Mapping[str, Any]]],
+        retain_stats,
+        truth_ratio: bool = True,
+    ):
         evaluator = TOFUEvaluator(
             model, tokenizer, datasets=eval_sets, splits=["retain", "forget"], progress=False, max_new_tokens=1
         )
@@ -86,9 +99,11 @@ class TrajectoryScorer:
         }
         # retain questions: the answer alone (their truth ratio is not needed along the way)
         self.retain_answers = [answer for answer, _, _ in self.slots["retain"]]
-        keep = set(self.retain_answers) | {
-            i for a, p, perts in self.slots["forget"] for i in (a, p, *perts)
-        }  # fmt: skip
+        self.truth_ratio = truth_ratio
+        forget = self.slots["forget"]
+        keep = set(self.retain_answers) | (
+            {i for a, p, perts in forget for i in (a, p, *perts)} if truth_ratio else {a for a, _, _ in forget}
+        )
         self.index = sorted(keep)
         self.position = {slot: k for k, slot in enumerate(self.index)}
 
@@ -107,13 +122,15 @@ class TrajectoryScorer:
         means = sums / np.maximum(counts, 1)
         at = self.position
         forget = self.slots["forget"]
-        stats = np.array([truth_ratio_stat(means[at[p]], [means[at[s]] for s in perts]) for _, p, perts in forget])
-        return {
+        point = {
             "forget_probability": float(np.mean([math.exp(-means[at[a]]) for a, _, _ in forget])),
             "retain_probability": float(np.mean([math.exp(-means[at[a]]) for a in self.retain_answers])),
-            "forget_quality": forget_quality(stats, self.retain_stats),
-            "forget_truth_ratio": truth_ratio_forget(stats),
         }
+        if self.truth_ratio:
+            stats = np.array([truth_ratio_stat(means[at[p]], [means[at[s]] for s in perts]) for _, p, perts in forget])
+            point["forget_quality"] = forget_quality(stats, self.retain_stats)
+            point["forget_truth_ratio"] = truth_ratio_forget(stats)
+        return point
 
 
 @dataclass

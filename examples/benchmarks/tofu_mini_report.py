@@ -390,10 +390,12 @@ which {scoring:.0f} s were the cheap evaluations along the trajectories.
   truth ratio (TOFU's real-author and world-fact splits measure nothing for a model trained only on fictitious
   authors: see the check below).
 
-The targets and both rules were committed before the first full run (the pre-registration, commit 0679a1b). That
-run was stopped after its first three runs (GA at three rates) because it would have taken about two hours; the
-grids went from three rates to two (the lowest, 3e-5, reached no target in 60 steps) and the cheap evaluation from
-every 5 to every 10 steps. The targets and the rules did not change.
+The targets and both rules were committed before the first full run (the pre-registration, commit 0679a1b). Two
+starts were stopped after their first GA runs (no other method had run) because they were on course for about two
+hours, mostly in the cheap evaluations: the grids went from three rates to two (the lowest, 3e-5, reached no target
+in 60 steps), the cheap evaluation from every 5 to every 10 steps, and the forget-quality target (`fq`, forget
+quality >= 0.01) left the trajectories, which then score no perturbed answers; forget quality is still measured and
+reported at every matched point. The two forget-probability targets and both rules did not change.
 
 ## Do the metrics separate the target from the retain model?
 
