@@ -33,6 +33,7 @@ from .reference import (
     freeze,
     frozen_copy,
     is_peft_model,
+    remove_forward_patch,
 )
 
 logger = logging.get_logger(__name__)
@@ -167,6 +168,10 @@ class UnlearningTrainer(HubTrainerMixin, SFTTrainer):
             optimizers=optimizers,
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         )
+        # trl's SFTTrainer gave the model a fused-LM-head forward that closes over the model itself: our losses read
+        # plain logits, and a deep copy of a patched model (robustness attacks, a later frozen reference) would run
+        # this model's weights.
+        remove_forward_patch(self.model)
         self._finish_setup(args, ref_model)
 
     # ------------------------------------------------------------------ extension points (GRUNTrainer overrides them)

@@ -307,3 +307,34 @@ def test_grun_models_are_scored_with_the_edit_at_the_last_prompt_token(target_mo
     assert float(ours.mean()) == pytest.approx(summary["forget_probability"], rel=1e-5)
     plain = answer_probabilities(target_model, tokenizer, encode_qa(tokenizer, forget))
     assert not np.allclose(ours, plain, rtol=1e-3), "the edit changes the answers' probability"
+
+
+def test_copies_of_a_model_trl_patched_run_their_own_weights(target_model, tokenizer, tofu):
+    """trl's SFTTrainer patches the model's forward with a closure over the model itself (add_fused_lm_head); a
+    deep copy then ran the ORIGINAL's weights, so quantized and relearned copies measured the unattacked model
+    (every attack of TOFU-mini v2's first run came out exactly unchanged). Copies now run their own weights, and the
+    unlearning trainer leaves no such patch on the model it trains."""
+    trl_utils = pytest.importorskip("trl.trainer.utils")
+    if not hasattr(trl_utils, "add_fused_lm_head"):
+        pytest.skip("this trl has no fused LM head")
+    from hf_unlearn.config import UnlearningConfig
+    from hf_unlearn.reference import independent_copy
+    from hf_unlearn.trainer import UnlearningTrainer
+
+    forget = tofu["forget01"].select(range(8))
+    plain = quantization_attack(target_model, tokenizer, forget, bits=2)
+    trl_utils.add_fused_lm_head(target_model)
+    assert "forward" in target_model.__dict__
+    patched = quantization_attack(target_model, tokenizer, forget, bits=2)
+    assert patched.after == pytest.approx(plain.after, rel=1e-6) and patched.after != patched.before
+    copy = independent_copy(target_model)
+    with torch.no_grad():
+        copy.lm_head.weight.zero_()
+    ids = torch.tensor([[1, 5, 7, 9]])
+    assert copy(input_ids=ids).logits.abs().max() == 0 and target_model(input_ids=ids).logits.abs().max() > 0
+    args = UnlearningConfig(
+        output_dir="/tmp/unused", forget_loss="ga", retain_loss="none", report_to="none", bf16=False,
+        gradient_checkpointing=False, per_device_train_batch_size=4, max_steps=1, save_strategy="no",
+    )  # fmt: skip
+    trainer = UnlearningTrainer(target_model, args, forget_dataset=forget, processing_class=tokenizer)
+    assert "forward" not in trainer.model.__dict__

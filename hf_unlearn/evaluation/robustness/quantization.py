@@ -18,7 +18,6 @@ bit for bit, int8 to float32 rounding (tests/test_robustness.py compares them).
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from ...reference import independent_copy
 from .scoring import answer_probabilities, encode_qa, stability_score
 
 #: QLoRA's NF4 code book (the 16 values of bitsandbytes' `nf4` data type): quantiles of N(0, 1) normalised to [-1, 1]
@@ -150,7 +150,7 @@ def quantized_copy(
         raise ValueError(f"{type(model).__name__} has no nn.Linear layer to quantize.")
     backend = resolve_backend(model, backend, bits, scheme)
     round_trip = _bitsandbytes_round_trip if backend == "bitsandbytes" else quantize_dequantize
-    quantized = copy.deepcopy(model)
+    quantized = independent_copy(model)
     with torch.no_grad():
         for module in tqdm(
             [m for m in quantized.modules() if isinstance(m, torch.nn.Linear)],

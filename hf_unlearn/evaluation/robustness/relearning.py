@@ -10,7 +10,6 @@ R = 1 - |d_unlearned - d_retain| / (|d_unlearned| + |d_retain|).
 
 from __future__ import annotations
 
-import copy
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ...data import pad_examples
+from ...reference import independent_copy
 from ..model_io import model_device, resolve_pad_token_id
 from .scoring import answer_probabilities, encode_qa, robustness_score
 
@@ -73,7 +73,7 @@ def relearning_attack(
     train_pairs = encode_qa(tokenizer, relearn_dataset, use_chat_template=use_chat_template, what="relearn dataset")
     eval_pairs = encode_qa(tokenizer, eval_dataset, use_chat_template=use_chat_template, what="evaluation dataset")
     before = float(answer_probabilities(model, tokenizer, eval_pairs).mean())
-    attacked = copy.deepcopy(model)
+    attacked = independent_copy(model)
     if lora:
         from peft import LoraConfig, get_peft_model
 
