@@ -197,7 +197,10 @@ def test_micro_run_writes_the_matched_tables_and_resumes(tofu_mini, tmp_path):
     assert ga["matched"]["always"]["point"]["forget_quality"] == pytest.approx(
         target_summary["forget_quality"], rel=1e-5
     )
-    assert set(ga["matched"]["always"]["robustness"]) == {"relearning", "quantization"}
+    # the attacks: on each method's seed-0 model at its chosen rate, repeated to the same matched point
+    assert set(result.robustness) == {"ga", "ga_gru", "grun_ga"}
+    assert result.robustness["ga"]["step"] == 0 and result.robustness["ga"]["learning_rate"] == 1e-3
+    assert {"relearning", "quantization"} <= set(result.robustness["ga"])
     assert result.chosen["ga"]["never"] is None and result.chosen["ga"]["always"] == 1e-3  # tie: the smaller rate
     from tofu_mini_report import matched_tables, verdict_table, write_report
 

@@ -609,8 +609,7 @@ def _unlearn_job(job: tuple[str, int, float]) -> dict[str, Any]:
     scorer = TrajectoryScorer(shared["target"], tokenizer, shared["eval_sets"], shared["retain_stats"], truth_ratio)
     every = settings.eval_every * method.steps_factor
     callback = TrajectoryCallback(scorer, targets, every)
-    cap = settings.max_epochs * shared["steps_per_epoch"]
-    cap = -(-cap // settings.eval_every) * settings.eval_every  # a whole number of evaluation intervals
+    cap = _step_cap(settings, shared["steps_per_epoch"])
     tic = time.perf_counter()
     # The Trainer prints its final metrics when its progress bar is off: keep the benchmark's output readable.
     with contextlib.redirect_stdout(io.StringIO()):
@@ -641,19 +640,66 @@ def _unlearn_job(job: tuple[str, int, float]) -> dict[str, Any]:
             evaluated[step] = evaluate(
                 unlearned, tokenizer, shared["eval_sets"], None, shared["retain_logs"], settings, False
             )
-        attacks = None
-        if seed == 0 and target.name == settings.robustness_target:
-            attacks = robustness_attacks(unlearned, tokenizer, shared["forget_eval"], settings)
-        matched[target.name] = Matched(step=step, point=point, summary=evaluated[step], robustness=attacks)
+        matched[target.name] = Matched(step=step, point=point, summary=evaluated[step])
     steps = callback.trajectory[-1]["step"]
     record = RunRecord(label(name), seed, lr, steps, seconds, callback.scoring_seconds, callback.trajectory, matched)
     return {"key": name, **record.to_dict()}
 
 
-def _run_jobs(jobs: Sequence[tuple[str, int, float]], settings: Settings, desc: str, progress: bool) -> list[dict]:
-    """Run the jobs not already recorded in `OUTPUT_DIR/runs/` (each finished run is written there at once, so an
-    interrupted benchmark resumes); returns every job's record, in the order of `jobs`."""
-    runs_dir: Path = _SHARED["output_dir"] / "runs"
+def _robustness_job(job: tuple[str, int, float]) -> dict[str, Any]:
+    """The attacks on one method's model at the robustness target: the run is repeated (same seed, rate and data
+    order, so the same trajectory) until its first evaluation meeting that target, then attacked there."""
+    name, seed, lr = job
+    shared = _SHARED
+    settings: Settings = shared["settings"]
+    method: UnlearningRecipe = shared["methods"][name]
+    target = next(t for t in shared["targets"] if t.name == settings.robustness_target)
+    tokenizer = shared["tokenizer"]
+    scorer = TrajectoryScorer(shared["target"], tokenizer, shared["eval_sets"], shared["retain_stats"], False)
+    callback = TrajectoryCallback(scorer, [target], settings.eval_every * method.steps_factor)
+    with contextlib.redirect_stdout(io.StringIO()):
+        unlearned = unlearn_copy(
+            shared["target"],
+            tokenizer,
+            replace(method, learning_rate=lr),
+            shared["forget"],
+            shared["retain"],
+            shared["output_dir"] / "robustness" / run_name(name, seed, lr),
+            _step_cap(settings, shared["steps_per_epoch"]),
+            lr,
+            seed,
+            progress=False,
+            save=False,
+            callbacks=[callback],
+        )
+    if target.name not in callback.snapshots:
+        return {"key": name, "seed": seed, "learning_rate": lr, "target": target.name, "step": None}
+    step, state = callback.snapshots[target.name]
+    load_trainable_state(unlearned, state)
+    point = next(p for p in callback.trajectory if p["step"] == step)
+    attacks = robustness_attacks(unlearned, tokenizer, shared["forget_eval"], settings)
+    return {"key": name, "seed": seed, "learning_rate": lr, "target": target.name, "step": step, "point": point,
+            **attacks}  # fmt: skip
+
+
+def _step_cap(settings: Settings, steps_per_epoch: int) -> int:
+    """The step cap of a full-parameter run: `max_epochs` passes, rounded up to whole evaluation intervals."""
+    cap = settings.max_epochs * steps_per_epoch
+    return -(-cap // settings.eval_every) * settings.eval_every
+
+
+def _run_jobs(
+    jobs: Sequence[tuple[str, int, float]],
+    settings: Settings,
+    desc: str,
+    progress: bool,
+    worker=None,
+    folder: str = "runs",
+) -> list[dict]:
+    """Run the jobs (`worker`, default `_unlearn_job`) not already recorded in `OUTPUT_DIR/<folder>/` (each finished
+    job is written there at once, so an interrupted benchmark resumes); returns every job's record, in order."""
+    worker = worker or _unlearn_job
+    runs_dir: Path = _SHARED["output_dir"] / folder
     fingerprint = _SHARED["fingerprint"]
     records: dict[tuple[str, int, float], dict] = {}
     todo = []
@@ -668,7 +714,7 @@ def _run_jobs(jobs: Sequence[tuple[str, int, float]], settings: Settings, desc: 
     if len(todo) < len(jobs):
         print(f"  reusing {len(jobs) - len(todo)} finished run(s) from {runs_dir}")
     pool = _pool(settings.workers, len(todo))
-    done = map(_unlearn_job, todo) if pool is None else pool.imap_unordered(_unlearn_job, todo)
+    done = map(worker, todo) if pool is None else pool.imap_unordered(worker, todo)
     try:
         for record in tqdm(done, total=len(todo), desc=desc, disable=not progress):
             record["fingerprint"] = fingerprint
@@ -701,6 +747,8 @@ class BenchmarkResult:
     reference_attacks: dict[str, dict[str, Any]]
     rmu_steering_coeff: float
     model_training: dict[str, Any]
+    #: method key -> the attacks on its seed-0 model at the robustness target (see `_robustness_job`)
+    robustness: dict[str, dict[str, Any]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     command: str | None = None
     load_average: float | None = None
@@ -824,6 +872,19 @@ def run_benchmark(
     runs += _run_jobs(jobs, settings, "other seeds, chosen rates", progress)
     timings["other seeds at the chosen rates"] = time.perf_counter() - tic
 
+    robustness: dict[str, dict[str, Any]] = {}
+    if settings.robustness_target:
+        jobs = [
+            (name, 0, chosen[name][settings.robustness_target])
+            for name in names
+            if chosen[name].get(settings.robustness_target) is not None
+        ]
+        print(f"  attacks on seed 0's models at {settings.robustness_target} ({len(jobs)} runs repeated to there)")
+        tic = time.perf_counter()
+        records = _run_jobs(jobs, settings, "robustness", progress, worker=_robustness_job, folder="robustness")
+        robustness = {record["key"]: record for record in records}
+        timings["robustness attacks"] = time.perf_counter() - tic
+
     print("5/5 Writing the results")
     timings["total"] = time.perf_counter() - started
     result = BenchmarkResult(
@@ -834,6 +895,7 @@ def run_benchmark(
         runs=runs,
         chosen=chosen,
         reference_attacks=reference_attacks,
+        robustness=robustness,
         rmu_steering_coeff=rmu_coeff,
         model_training={k: v for k, v in training.items() if k != "losses"}
         | {"final_losses": {k: v[-1] for k, v in training.get("losses", {}).items()}},
