@@ -246,7 +246,9 @@ def plot_tradeoffs(result, path: Path) -> Path:
     first = targets[0].name
     for ax, (title, members) in zip(axes, panels):
         for i, key in enumerate(members):
-            lr = result.chosen.get(key, {}).get(first) or result.settings["learning_rates"][0]
+            # the rate chosen for the first target; a method that never reached it: its largest rate
+            grid = sorted(lr for k, seed, lr in runs if k == key and seed == 0)
+            lr = result.chosen.get(key, {}).get(first) or (grid[-1] if grid else None)
             run = runs.get((key, 0, lr))
             if run is None:
                 continue
@@ -278,6 +280,7 @@ def plot_tradeoffs(result, path: Path) -> Path:
         ax.axis("off")
     legend = ", ".join(f"{markers[j % 4]}: {t.title}" for j, t in enumerate(targets))
     fig.suptitle(f"TOFU-mini trade-off curves, seed 0 (markers: first evaluation meeting {legend})", fontsize=10)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     return path
