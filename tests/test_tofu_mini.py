@@ -201,6 +201,10 @@ def test_micro_run_writes_the_matched_tables_and_resumes(tofu_mini, tmp_path):
     assert set(result.robustness) == {"ga", "ga_gru", "grun_ga"}
     assert result.robustness["ga"]["step"] == 0 and result.robustness["ga"]["learning_rate"] == 1e-3
     assert {"relearning", "quantization"} <= set(result.robustness["ga"])
+    # its scorer skips the truth ratio (no target needs it) and still gives the full evaluation's forget probability
+    point = result.robustness["ga"]["point"]
+    assert "forget_quality" not in point
+    assert point["forget_probability"] == pytest.approx(target_summary["forget_probability"], rel=1e-5)
     assert result.chosen["ga"]["never"] is None and result.chosen["ga"]["always"] == 1e-3  # tie: the smaller rate
     from tofu_mini_report import matched_tables, verdict_table, write_report
 

@@ -291,9 +291,10 @@ class Settings:
             hidden_size=128,
             num_layers=2,
             finetune_epochs=24,
-            learning_rates=(1e-4,),
-            grun_learning_rates=(5e-2,),
-            max_epochs=4,
+            learning_rates=(1e-4, 3e-4),
+            grun_learning_rates=(1e-1,),
+            max_epochs=8,
+            eval_every=5,  # 5 steps per pass over its 40 forget questions
             rmu_layer=0,
             seeds=(0,),
             methods=("ga", "ga_gru", "npo", "grun_npo"),
