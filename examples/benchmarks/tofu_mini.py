@@ -597,37 +597,46 @@ def robustness_attacks(model, tokenizer, forget_eval: Sequence[Mapping[str, Any]
     return {"relearning": relearned.to_dict(), "quantization": quantized.to_dict()}
 
 
-def _unlearn_job(job: tuple[str, int, float]) -> dict[str, Any]:
-    """One method at one learning rate and seed on a copy of the target (in a worker process or not): its
-    trajectory, and the full evaluation (and seed-0 attacks) at the first point meeting each target."""
-    name, seed, lr = job
+def _trajectory(name: str, seed: int, lr: float, targets: Sequence[Target], folder: str):
+    """Unlearn a copy of the target with method `name` at rate `lr` and `seed`, scored along the way until every one of
+    `targets` is met or the step cap; returns `(unlearned model, TrajectoryCallback)`."""
     shared = _SHARED
     settings: Settings = shared["settings"]
     method: UnlearningRecipe = shared["methods"][name]
-    targets: Sequence[Target] = shared["targets"]
-    tokenizer = shared["tokenizer"]
     truth_ratio = any(t.metric in TRUTH_RATIO_METRICS for t in targets)
-    scorer = TrajectoryScorer(shared["target"], tokenizer, shared["eval_sets"], shared["retain_stats"], truth_ratio)
-    every = settings.eval_every * method.steps_factor
-    callback = TrajectoryCallback(scorer, targets, every)
-    cap = _step_cap(settings, shared["steps_per_epoch"])
-    tic = time.perf_counter()
+    scorer = TrajectoryScorer(
+        shared["target"], shared["tokenizer"], shared["eval_sets"], shared["retain_stats"], truth_ratio
+    )
+    callback = TrajectoryCallback(scorer, targets, settings.eval_every * method.steps_factor)
     # The Trainer prints its final metrics when its progress bar is off: keep the benchmark's output readable.
     with contextlib.redirect_stdout(io.StringIO()):
         unlearned = unlearn_copy(
             shared["target"],
-            tokenizer,
+            shared["tokenizer"],
             replace(method, learning_rate=lr),
             shared["forget"],
             shared["retain"],
-            shared["output_dir"] / "runs" / run_name(name, seed, lr),
-            cap,
+            shared["output_dir"] / folder / run_name(name, seed, lr),
+            _step_cap(settings, shared["steps_per_epoch"]),
             lr,
             seed,
             progress=False,
             save=False,
             callbacks=[callback],
         )
+    return unlearned, callback
+
+
+def _unlearn_job(job: tuple[str, int, float]) -> dict[str, Any]:
+    """One method at one learning rate and seed on a copy of the target (in a worker process or not): its
+    trajectory, and the full evaluation at the first point meeting each target."""
+    name, seed, lr = job
+    shared = _SHARED
+    settings: Settings = shared["settings"]
+    targets: Sequence[Target] = shared["targets"]
+    tokenizer = shared["tokenizer"]
+    tic = time.perf_counter()
+    unlearned, callback = _trajectory(name, seed, lr, targets, "runs")
     seconds = time.perf_counter() - tic
     matched: dict[str, Matched | None] = {t.name: None for t in targets}
     evaluated: dict[int, dict[str, Any]] = {}  # one full evaluation per distinct step
@@ -653,26 +662,9 @@ def _robustness_job(job: tuple[str, int, float]) -> dict[str, Any]:
     name, seed, lr = job
     shared = _SHARED
     settings: Settings = shared["settings"]
-    method: UnlearningRecipe = shared["methods"][name]
     target = next(t for t in shared["targets"] if t.name == settings.robustness_target)
     tokenizer = shared["tokenizer"]
-    scorer = TrajectoryScorer(shared["target"], tokenizer, shared["eval_sets"], shared["retain_stats"], False)
-    callback = TrajectoryCallback(scorer, [target], settings.eval_every * method.steps_factor)
-    with contextlib.redirect_stdout(io.StringIO()):
-        unlearned = unlearn_copy(
-            shared["target"],
-            tokenizer,
-            replace(method, learning_rate=lr),
-            shared["forget"],
-            shared["retain"],
-            shared["output_dir"] / "robustness" / run_name(name, seed, lr),
-            _step_cap(settings, shared["steps_per_epoch"]),
-            lr,
-            seed,
-            progress=False,
-            save=False,
-            callbacks=[callback],
-        )
+    unlearned, callback = _trajectory(name, seed, lr, [target], "robustness")
     if target.name not in callback.snapshots:
         return {"key": name, "seed": seed, "learning_rate": lr, "target": target.name, "step": None}
     step, state = callback.snapshots[target.name]
