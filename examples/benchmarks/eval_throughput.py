@@ -35,7 +35,7 @@ import torch
 
 from hf_unlearn import load_tofu
 from hf_unlearn.data import PromptEncoder, pad_examples
-from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
+from hf_unlearn.demo.tiny import finetune_on_qa, llama_shape, tiny_llama, train_tokenizer
 from hf_unlearn.evaluation import TOFUEvaluator, rouge_l_recall, tofu_split_config
 from hf_unlearn.losses import mean_nll
 
@@ -111,13 +111,7 @@ def main() -> None:
 
     full = load_tofu("full", data_dir="bundled")
     tokenizer = train_tokenizer([f"{q} {a}" for q, a in zip(full["question"], full["answer"])], args.vocab)
-    shape = {"num_attention_heads": args.heads} if args.heads else {}
-    if args.kv_heads:
-        shape["num_key_value_heads"] = args.kv_heads
-    if args.intermediate:
-        shape["intermediate_size"] = args.intermediate
-    if args.tie_embeddings:
-        shape["tie_word_embeddings"] = True
+    shape = llama_shape(args.heads, args.kv_heads, args.intermediate, args.tie_embeddings)
     dtype = getattr(torch, args.dtype)
     vocab = args.model_vocab or len(tokenizer)
     model = tiny_llama(vocab, args.layers, args.hidden, seed=0, dtype=dtype, device=args.device, **shape)

@@ -43,7 +43,7 @@ import time
 
 import torch
 
-from hf_unlearn.demo.tiny import tiny_llama
+from hf_unlearn.demo.tiny import llama_shape, tiny_llama
 from hf_unlearn.gru import GradientRectifier
 from hf_unlearn.losses import LossContext, get_loss
 
@@ -84,11 +84,7 @@ def make_batches(args, device):
 
 
 def build_model(args, device):
-    shape = {"num_attention_heads": args.heads} if args.heads else {}
-    if args.kv_heads:
-        shape["num_key_value_heads"] = args.kv_heads
-    if args.tie_embeddings:
-        shape["tie_word_embeddings"] = True
+    shape = llama_shape(args.heads, args.kv_heads, tie_embeddings=args.tie_embeddings)  # intermediate: below
     dtype = getattr(torch, args.dtype)
     model = tiny_llama(
         args.vocab,

@@ -42,7 +42,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, TrainerCallback
 
 from hf_unlearn import UnlearningConfig, UnlearningTrainer, load_tofu
-from hf_unlearn.demo.tiny import tiny_llama, train_tokenizer
+from hf_unlearn.demo.tiny import llama_shape, tiny_llama, train_tokenizer
 from hf_unlearn.grun import GRUNConfig, GRUNTrainer, get_grun_model
 
 MB = 2**20
@@ -132,13 +132,7 @@ def main() -> None:
     methods = args.methods.split(",")
     if "full_gd" not in methods:
         parser.error("--methods must include full_gd (the reference of the ratios)")
-    shape = {"num_attention_heads": args.heads} if args.heads else {}
-    if args.kv_heads:
-        shape["num_key_value_heads"] = args.kv_heads
-    if args.intermediate:
-        shape["intermediate_size"] = args.intermediate
-    if args.tie_embeddings:
-        shape["tie_word_embeddings"] = True
+    shape = llama_shape(args.heads, args.kv_heads, args.intermediate, args.tie_embeddings)
     dtype = getattr(torch, args.dtype)
     full = load_tofu("full", data_dir="bundled")
     forget, retain = load_tofu("forget01", data_dir="bundled"), load_tofu("retain99", data_dir="bundled")

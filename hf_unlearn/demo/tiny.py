@@ -38,6 +38,20 @@ def train_tokenizer(
     )
 
 
+def llama_shape(heads: int = 0, kv_heads: int = 0, intermediate: int = 0, tie_embeddings: bool = False) -> dict:
+    """`LlamaConfig` overrides for [`tiny_llama`] from the benchmarks' shape options; 0 / False leaves the default."""
+    shape: dict = {}
+    if heads:
+        shape["num_attention_heads"] = heads
+    if kv_heads:
+        shape["num_key_value_heads"] = kv_heads
+    if intermediate:
+        shape["intermediate_size"] = intermediate
+    if tie_embeddings:
+        shape["tie_word_embeddings"] = True
+    return shape
+
+
 def tiny_llama(
     vocab_size: int,
     num_layers: int = 2,
