@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import pytest
 import torch
 
 from hf_unlearn.data import PromptEncoder, pad_examples
 from hf_unlearn.losses import mean_nll
+
+# Parametrise a test over these to run it on the CPU and, marked `cuda` (`pytest -m cuda`), on a GPU when one is there.
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+    ),
+]
 
 
 @torch.no_grad()

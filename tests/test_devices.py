@@ -9,21 +9,18 @@ import numpy as np
 import pytest
 import torch
 from conftest import cpu_args
+from helpers import DEVICES, assert_unchanged, snapshot
 from transformers import AutoModelForCausalLM
 
 from hf_unlearn import UnlearningTrainer, load_tofu
 from hf_unlearn.analysis import build_geffect_batch, compute_g_effect
 from hf_unlearn.data import PromptEncoder, pad_examples
 from hf_unlearn.evaluation import TOFUEvaluator
+from hf_unlearn.evaluation.model_io import greedy_generate
+from hf_unlearn.evaluation.robustness import quantization_attack, relearning_attack
 from hf_unlearn.gru import rectified
 from hf_unlearn.losses import mean_nll
 
-DEVICES = [
-    "cpu",
-    pytest.param(
-        "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
-    ),
-]
 pytestmark = pytest.mark.parametrize("device", DEVICES)
 
 
@@ -127,3 +124,69 @@ def test_tiny_llama_builds_in_the_dtype_on_the_device(device):
     assert torch.get_default_dtype() == torch.float32, "the default dtype is restored"
     same = tiny_llama(64, num_layers=1, hidden_size=32, device=device)
     assert next(same.parameters()).dtype == torch.float32 and next(same.parameters()).device.type == device
+
+
+def test_left_padded_batched_generation_equals_one_at_a_time_on_device(device, target_model_dir, tokenizer):
+    """Batched greedy generation (left padding, as the evaluators run it) gives the texts of one prompt at a time.
+    float32 on both devices: what is checked is the padding, positions and masks, not bf16 rounding."""
+    model = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32).to(device)
+    encoder = PromptEncoder(tokenizer)
+    rows = load_tofu("forget01", data_dir="bundled").select(range(8))
+    prompts = [encoder.encode_prompt([{"role": "user", "content": q}]) for q in rows["question"]]
+    assert len({len(p) for p in prompts}) > 2, "prompts of different lengths, so that padding happens"
+    common = dict(max_new_tokens=16, pad_token_id=tokenizer.pad_token_id, eos_token_id=[tokenizer.eos_token_id])
+    batched = greedy_generate(model, tokenizer, prompts, batch_size=8, **common)
+    single = greedy_generate(model, tokenizer, prompts, batch_size=1, **common)
+    assert batched == single
+    assert all(text.strip() for text in single) and len(set(single)) > 1, "not a comparison of empty strings"
+
+
+def test_lora_gru_step_on_device(device, target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
+    """GRU around NPO with a LoRA adapter on a bf16 (GPU) base: only the adapter moves, on the device."""
+    from peft import LoraConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=_dtype(device))
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    args = cpu_args(
+        tmp_path,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        forget_loss="npo",
+        rectification="gru",
+        max_steps=2,
+        learning_rate=1e-2,
+    )
+    trainer = UnlearningTrainer(
+        model, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+    )
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "gru/cosine" in e]
+    assert len(logs) == 2 and all(np.isfinite(e["loss"]) for e in logs)
+    params = dict(model.named_parameters())
+    assert all(torch.equal(params[n].cpu(), v.cpu()) for n, v in frozen.items()), "the base model stays frozen"
+    assert any(not torch.equal(params[n].cpu(), v.cpu()) for n, v in adapter.items()), "the adapter trained"
+    assert {p.device.type for p in model.parameters()} == {device}
+
+
+def test_attacks_on_device_leave_the_model_alone(device, target_model_dir, tokenizer, tofu):
+    """Relearning and quantization attack copies of a model on the device (bitsandbytes on CUDA when installed) and
+    leave the model itself unchanged; the numbers are finite probabilities."""
+    model = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=_dtype(device)).to(device)
+    before = snapshot(model)
+    relearn, held_out = tofu["forget01"].select(range(0, 16, 2)), tofu["forget01"].select(range(1, 16, 2))
+    relearned = relearning_attack(model, tokenizer, relearn, held_out, steps=2, learning_rate=1e-3)
+    quantized = quantization_attack(model, tokenizer, held_out, bits=4)
+    assert_unchanged(model, before)
+    assert {p.device.type for p in model.parameters()} == {device}
+    for value in (relearned.before, relearned.after, quantized.before, quantized.after):
+        assert 0.0 < value <= 1.0
+    assert relearned.before == pytest.approx(quantized.before, rel=1e-6 if device == "cpu" else 2e-2)
+    try:
+        import bitsandbytes  # noqa: F401
+
+        expected_backend = "bitsandbytes" if device == "cuda" else "ours"
+    except ImportError:
+        expected_backend = "ours"
+    assert quantized.backend == expected_backend

@@ -9,6 +9,7 @@ import sys
 import pytest
 import torch
 from conftest import cpu_args
+from helpers import DEVICES
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_unlearn.data import PromptEncoder, pad_examples
@@ -185,15 +186,7 @@ def test_save_load_round_trip_is_exact(trained, target_model_dir, tokenizer, tof
     torch.testing.assert_close(a.gate_logits[0], b.gate_logits[0], atol=0, rtol=0)
 
 
-@pytest.mark.parametrize(
-    "device",
-    [
-        "cpu",
-        pytest.param(
-            "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
-        ),
-    ],
-)
+@pytest.mark.parametrize("device", DEVICES)
 def test_save_load_is_exact_on_a_bfloat16_base_model(device, target_model_dir, tokenizer, tofu, tmp_path):
     """pyreft's loader puts interventions on CUDA and in the base model's dtype; ours keeps float32, on the base
     model's device, and reproduces the outputs bit for bit."""

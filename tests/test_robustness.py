@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import assert_unchanged, snapshot
+from helpers import DEVICES, assert_unchanged, snapshot
 from scipy.stats import norm
 
 from hf_unlearn.evaluation.robustness import (
@@ -54,19 +54,21 @@ def test_quantize_dequantize_round_trips():
     assert nf4 < errors[4], "NF4 fits normally distributed weights better than uniform 4-bit integers"
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_our_round_trips_equal_bitsandbytes(dtype):
+def test_our_round_trips_equal_bitsandbytes(dtype, device):
     """Golden test against bitsandbytes itself (`bitsandbytes.functional.quantize_4bit` / `dequantize_4bit` with
-    quant_type="nf4", blocksize 64; `int8_vectorwise_quant`, LLM.int8()'s row-wise absmax), on the CPU."""
+    quant_type="nf4", blocksize 64; `int8_vectorwise_quant`, LLM.int8()'s row-wise absmax): its CPU code, and its
+    CUDA kernels on a GPU."""
     bnb = pytest.importorskip("bitsandbytes.functional")
-    weight = torch.randn(96, 256, generator=torch.Generator().manual_seed(1)).to(dtype)
+    weight = torch.randn(96, 256, generator=torch.Generator().manual_seed(1)).to(device=device, dtype=dtype)
     packed, state = bnb.quantize_4bit(weight, blocksize=64, quant_type="nf4")
-    torch.testing.assert_close(
-        quantize_dequantize(weight, 4, "nf4", 64), bnb.dequantize_4bit(packed, state), rtol=1e-5, atol=0
-    )
+    ours = quantize_dequantize(weight, 4, "nf4", 64)
+    assert (ours.device.type, ours.dtype) == (device, dtype)
+    torch.testing.assert_close(ours, bnb.dequantize_4bit(packed, state), rtol=1e-5, atol=0)
     np.testing.assert_allclose(bnb.get_4bit_type("nf4", device="cpu")[:16].numpy(), NF4_CODE_BOOK, rtol=1e-6)
     codes, row_absmax, _ = bnb.int8_vectorwise_quant(weight.float())
-    theirs = codes.float() * row_absmax.unsqueeze(1) / 127
+    theirs = codes.float() * row_absmax.float().unsqueeze(1) / 127
     torch.testing.assert_close(quantize_dequantize(weight.float(), 8, "int", 256), theirs, rtol=1e-5, atol=1e-6)
 
 

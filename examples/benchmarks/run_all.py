@@ -56,7 +56,10 @@ SECTIONS = {
     "eval_throughput": "Batched TOFU evaluation vs one question at a time",
     "fsdp2": "GRU on FSDP2, one process",
 }
-PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "pytest", "hf-unlearn")
+PACKAGES = (
+    "torch", "transformers", "trl", "peft", "accelerate", "datasets", "huggingface-hub", "tokenizers", "pyreft",
+    "pyvene", "bitsandbytes", "pytest", "hf-unlearn",
+)  # fmt: skip
 NOT_JUDGED = "not judged on CPU"
 
 # Llama-3.2-1B's shape (random weights, built from the config) and the smoke run's tiny one.
@@ -512,7 +515,32 @@ def machine_info(device: str) -> list[str]:
     except Exception as e:  # noqa: BLE001  (the report still gets written)
         lines.append(f"- torch could not be imported: {e!r}")
     lines.append(f"- Versions: Python {platform.python_version()}, " + ", ".join(versions))
+    lines.append(f"- hf_unlearn: {source_revision()}")
     return lines
+
+
+def source_revision() -> str:
+    """Which hf_unlearn ran: its version, where it was imported from, and the commit (HF_UNLEARN_COMMIT, else git)."""
+    try:
+        import hf_unlearn
+
+        where = f"{hf_unlearn.__version__} from {Path(hf_unlearn.__file__).parent}"
+    except Exception as e:  # noqa: BLE001  (the report still gets written)
+        return f"could not be imported: {e!r}"
+    commit = os.environ.get("HF_UNLEARN_COMMIT")
+    if not commit:
+        try:
+            commit = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=True
+            ).stdout.strip()
+            dirty = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True,
+                timeout=10, check=True,
+            ).stdout.strip()  # fmt: skip
+            commit += " (with uncommitted changes)" if dirty else ""
+        except (OSError, subprocess.SubprocessError):
+            commit = "unknown (no git here; set HF_UNLEARN_COMMIT)"
+    return f"{where}, commit {commit}"
 
 
 def run_sections(names, ctx: Context, budget_s: float, functions=None, on_result=None) -> list[SectionResult]:
