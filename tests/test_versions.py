@@ -26,13 +26,28 @@ def lower_bounds() -> dict[str, str]:
     return bounds
 
 
-def test_min_versions_file_pins_the_lower_bounds():
-    pins = {}
-    for line in (REPO / ".github" / "min-versions.txt").read_text().splitlines():
+def pins(path: Path) -> dict[str, str]:
+    """`name -> version` of a file of `name==version` lines (comments and blank lines skipped)."""
+    pinned = {}
+    for line in path.read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, version = line.split("==")
-            pins[canonicalize_name(name)] = version.strip()
-    assert pins == lower_bounds()
+            pinned[canonicalize_name(name)] = version.strip()
+    return pinned
+
+
+def test_min_versions_file_pins_the_lower_bounds():
+    assert pins(REPO / ".github" / "min-versions.txt") == lower_bounds()
+
+
+def test_gpu_check_wheels_are_the_tested_minimums():
+    """The GPU check carries wheels of what its image lacks; they are the versions the suite passed on."""
+    minimums = pins(REPO / ".github" / "min-versions.txt")
+    carried = pins(REPO / "examples" / "benchmarks" / "gpu" / "wheels.txt")
+    assert {"trl", "peft", "datasets", "pyreft", "pyvene", "rouge-score"} <= set(carried)
+    assert {name: v for name, v in carried.items() if name in minimums} == {
+        name: minimums[name] for name in carried if name in minimums
+    }
 
 
 def test_ci_runs_the_readme_test_command_with_the_min_versions():
