@@ -3,8 +3,6 @@ in bf16 where users train in it, on the CPU in float32. Without a GPU the `cuda`
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import pytest
 import torch
@@ -41,9 +39,17 @@ def test_gru_projection_on_device_gradients(device):
     assert all(o.device.type == device and o.dtype == _dtype(device) for o in out)
 
 
-def test_gru_trainer_step_on_device(device, target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_gru_trainer_step_on_device(device, mode, target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
+    """GRU around NPO on the device, in bf16 on a GPU: full fine-tuning moves the model; with a LoRA adapter only
+    the adapter moves and the base stays frozen."""
     model = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=_dtype(device))
-    before = copy.deepcopy(model.state_dict())
+    if mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
+        model = get_peft_model(model, config)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = cpu_args(
         tmp_path,
         use_cpu=device == "cpu",
@@ -51,7 +57,7 @@ def test_gru_trainer_step_on_device(device, target_model_dir, tokenizer, small_f
         forget_loss="npo",
         rectification="gru",
         max_steps=2,
-        learning_rate=1e-3,
+        learning_rate=1e-3 if mode == "full" else 1e-2,
     )
     trainer = UnlearningTrainer(
         model, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
@@ -59,8 +65,12 @@ def test_gru_trainer_step_on_device(device, target_model_dir, tokenizer, small_f
     trainer.train()
     logs = [e for e in trainer.state.log_history if "gru/cosine" in e]
     assert len(logs) == 2 and all(np.isfinite(e["loss"]) for e in logs)
-    assert next(model.parameters()).device.type == device
-    assert any(not torch.equal(p.cpu(), before[n].cpu()) for n, p in model.state_dict().items())
+    assert {p.device.type for p in model.parameters()} == {device}
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p.cpu(), before[n].cpu())}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert moved and moved <= trainable, "only trainable parameters move"
+    if mode == "lora":
+        assert all("lora_" in n for n in trainable), "the base model stays frozen"
 
 
 def test_grun_training_on_device(device, target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
@@ -139,35 +149,6 @@ def test_left_padded_batched_generation_equals_one_at_a_time_on_device(device, t
     single = greedy_generate(model, tokenizer, prompts, batch_size=1, **common)
     assert batched == single
     assert all(text.strip() for text in single) and len(set(single)) > 1, "not a comparison of empty strings"
-
-
-def test_lora_gru_step_on_device(device, target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
-    """GRU around NPO with a LoRA adapter on a bf16 (GPU) base: only the adapter moves, on the device."""
-    from peft import LoraConfig, get_peft_model
-
-    base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=_dtype(device))
-    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
-    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
-    adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
-    args = cpu_args(
-        tmp_path,
-        use_cpu=device == "cpu",
-        bf16=device == "cuda",
-        forget_loss="npo",
-        rectification="gru",
-        max_steps=2,
-        learning_rate=1e-2,
-    )
-    trainer = UnlearningTrainer(
-        model, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
-    )
-    trainer.train()
-    logs = [e for e in trainer.state.log_history if "gru/cosine" in e]
-    assert len(logs) == 2 and all(np.isfinite(e["loss"]) for e in logs)
-    params = dict(model.named_parameters())
-    assert all(torch.equal(params[n].cpu(), v.cpu()) for n, v in frozen.items()), "the base model stays frozen"
-    assert any(not torch.equal(params[n].cpu(), v.cpu()) for n, v in adapter.items()), "the adapter trained"
-    assert {p.device.type for p in model.parameters()} == {device}
 
 
 def test_attacks_on_device_leave_the_model_alone(device, target_model_dir, tokenizer, tofu):
