@@ -769,8 +769,9 @@ def create_trainer(
     **kwargs: Any,
 ) -> UnlearningTrainer:
     """The trainer of an unlearning job: an [`UnlearningTrainer`] of `model` (with `peft_config`: of an adapter), or,
-    given a `GRUNConfig`, a `GRUNTrainer` of `get_grun_model(model, grun_config)` (the model frozen, the gated edits
-    trained). `kwargs` go to the trainer (datasets, tokenizer, callbacks, ...)."""
+    given a `GRUNConfig`, a `GRUNTrainer` of `get_grun_model(model, grun_config, seed=args.seed)` (the model frozen,
+    the gated edits trained, initialised from the training seed). `kwargs` go to the trainer (datasets, tokenizer,
+    callbacks, ...)."""
     if grun_config is None:
         return UnlearningTrainer(model=model, args=args, peft_config=peft_config, **kwargs)
     if peft_config is not None:
@@ -779,4 +780,6 @@ def create_trainer(
         model = create_model_from_path(model)
     from .grun import GRUNTrainer, get_grun_model
 
-    return GRUNTrainer(get_grun_model(model, grun_config), args, **kwargs)
+    # GRUN's modules are created before the trainer seeds everything: initialise them from the training seed too.
+    seed = args.seed if args is not None else None
+    return GRUNTrainer(get_grun_model(model, grun_config, seed=seed), args, **kwargs)

@@ -477,6 +477,37 @@ def test_npo_reference_is_the_unedited_model_without_copy(
 
 
 # ---------------------------------------------------------------------------------------------------- errors
+def test_a_run_is_reproduced_by_its_seed_whatever_the_global_random_state(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    """GRUN's modules are created before the trainer seeds everything: `create_trainer` initialises them from the
+    training seed, so two runs with the same seed train the same edits, and the global random state is left alone."""
+    from hf_unlearn.trainer import create_trainer
+
+    def run(seed: int, global_seed: int) -> list[torch.Tensor]:
+        torch.manual_seed(global_seed)
+        base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32)
+        args = cpu_args(tmp_path / f"{seed}_{global_seed}", max_steps=2, learning_rate=1e-2, seed=seed)
+        trainer = create_trainer(
+            base,
+            args,
+            grun_config=GRUNConfig(layers=[1], forget_loss="npo"),
+            forget_dataset=small_forget,
+            retain_dataset=small_retain,
+            processing_class=tokenizer,
+        )
+        initial = [p.detach().clone() for p in trainer.model.parameters() if p.requires_grad]
+        trainer.train()
+        return initial + [p.detach().clone() for p in trainer.model.parameters() if p.requires_grad]
+
+    first, again, other = run(0, global_seed=1), run(0, global_seed=2), run(1, global_seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again)), "same seed, same initial and trained edits"
+    assert not all(torch.equal(a, b) for a, b in zip(first, other)), "another seed, other edits"
+    state = torch.random.get_rng_state()
+    get_grun_model(AutoModelForCausalLM.from_pretrained(target_model_dir), GRUNConfig(layers=[1]), seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state), "a seeded initialisation leaves the global state alone"
+
+
 def test_missing_pyreft_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyreft", None)  # `import pyreft` now raises ImportError
     for name in ("intervention", "model", "io", "trainer", "evaluation"):

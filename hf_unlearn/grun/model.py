@@ -456,7 +456,7 @@ def new_request(model: torch.nn.Module, config: GRUNConfig) -> GRUNRequest:
     return GRUNRequest(config=config, request_id=uuid.uuid4().hex, modules=modules)
 
 
-def get_grun_model(model: torch.nn.Module, grun_config: GRUNConfig) -> GRUNModel:
+def get_grun_model(model: torch.nn.Module, grun_config: GRUNConfig, seed: int | None = None) -> GRUNModel:
     """Attach trainable GRUN modules to a model: the entry point of GRUN training.
 
     ```python
@@ -470,6 +470,9 @@ def get_grun_model(model: torch.nn.Module, grun_config: GRUNConfig) -> GRUNModel
             [`GRUNModel`] from an earlier request (sequential unlearning): its modules are kept, frozen, and the new
             request's modules are stacked on top of them.
         grun_config: the new request's [`GRUNConfig`].
+        seed: initialise the new modules from this seed, leaving the global random state as it was, so that a run
+            is reproduced by its seed (`create_trainer` passes the training seed). None draws from the global
+            random state, as peft's `get_peft_model` does.
 
     Returns:
         A [`GRUNModel`] (a pyreft `ReftModel`) whose only trainable parameters are the new request's gated modules,
@@ -484,7 +487,12 @@ def get_grun_model(model: torch.nn.Module, grun_config: GRUNConfig) -> GRUNModel
     for request in earlier:
         for module in request.modules.values():
             module.requires_grad_(False)
-    request = new_request(model, grun_config)
+    if seed is None:
+        request = new_request(model, grun_config)
+    else:
+        with torch.random.fork_rng(devices=[]):  # the modules are created on the CPU, then moved
+            torch.manual_seed(seed)
+            request = new_request(model, grun_config)
     for param in model.parameters():
         param.requires_grad_(False)
     grun_model = GRUNModel(model, [*earlier, request])
