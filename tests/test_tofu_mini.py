@@ -151,6 +151,25 @@ def test_the_learning_rate_rule_and_the_verdict_rule(tofu_mini):
 
 
 @pytest.mark.slow
+def test_command_line_overrides(tofu_mini, capsys):
+    parse = tofu_mini.build_parser().parse_args
+    full = tofu_mini.settings_from_args(parse([]))
+    assert full == tofu_mini.Settings.full()
+    line = "--methods grun_npo --seeds 0,2 --grun-learning-rates 4e-3,1e-2 --grun-steps-factor 7 --no-attacks"
+    settings = tofu_mini.settings_from_args(parse(line.split()))
+    assert settings == replace(
+        full, methods=("grun_npo",), seeds=(0, 2), grun_learning_rates=(4e-3, 1e-2), grun_steps_factor=7,
+        robustness_target="",
+    )  # fmt: skip
+    assert tofu_mini.settings_from_args(parse(["--quick"])).num_layers == tofu_mini.Settings.quick().num_layers
+    for bad in ("abc", "0,1e-2", ""):
+        with pytest.raises(SystemExit):
+            parse(["--grun-learning-rates", bad])
+        assert "--grun-learning-rates: expected" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--grun-steps-factor must be >= 1"):
+        tofu_mini.settings_from_args(parse(["--grun-steps-factor", "0"]))
+
+
 def test_micro_run_writes_the_matched_tables_and_resumes(tofu_mini, tmp_path):
     from tofu_mini_matched import Target
 

@@ -24,8 +24,10 @@ ROUGE-L recall and truth ratio.
     python examples/benchmarks/tofu_mini.py --results-md examples/benchmarks/RESULTS.md   # the full benchmark
     python examples/benchmarks/tofu_mini.py --quick    # a few minutes: 20 authors, 2 layers, 4 methods, 1 seed
     python examples/benchmarks/tofu_mini.py --report-from OUTPUT_DIR --results-md RESULTS.md   # report only
+    python examples/benchmarks/tofu_mini.py --methods grun_npo,grun_ga --seeds 0 --grun-learning-rates 4e-3,1e-2 \
+        --grun-steps-factor 7 --no-attacks --output-dir grun_budget   # GRUN at the reference's rate, 7x the steps
 
-Both use 2 worker processes with one torch thread each (``--workers``, ``--threads``): one per core of the 2-core
+They use 2 worker processes with one torch thread each (``--workers``, ``--threads``): one per core of the 2-core
 machine they were sized for. A run that stops keeps every finished unlearning run in ``OUTPUT_DIR/runs/``; running the
 same command again reuses them.
 """
@@ -940,7 +942,36 @@ def load_result(output_dir: str | Path) -> BenchmarkResult:
     return BenchmarkResult(**json.loads(path.read_text()))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _float_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 4e-3,1e-2, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected one or more positive learning rates, got {text!r}")
+    return values
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The run's :class:`Settings`: `--quick` or the full benchmark, with the command line's overrides."""
+    settings = Settings.quick() if args.quick else Settings.full()
+    overrides: dict[str, Any] = {"workers": args.workers}
+    if args.methods:
+        overrides["methods"] = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    if args.seeds:
+        overrides["seeds"] = tuple(int(s) for s in args.seeds.split(","))
+    if args.grun_learning_rates:
+        overrides["grun_learning_rates"] = args.grun_learning_rates
+    if args.grun_steps_factor is not None:
+        if args.grun_steps_factor < 1:
+            raise ValueError(f"--grun-steps-factor must be >= 1, got {args.grun_steps_factor}.")
+        overrides["grun_steps_factor"] = args.grun_steps_factor
+    if args.no_attacks:
+        overrides["robustness_target"] = ""
+    return replace(settings, **overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="A few-minute run: 20 authors, 2 layers, 4 methods.")
     parser.add_argument("--output-dir", default="tofu_mini_output", help="Runs, logs, result.json, results.md.")
@@ -962,7 +993,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="Rebuild --results-md and the plots from a finished run's output directory.",
     )
+    parser.add_argument(
+        "--grun-learning-rates",
+        type=_float_list,
+        default=None,
+        help="GRUN's learning-rate grid, comma-separated (default 0.03,0.1; renjie3/GRUN trains at 4e-3).",
+    )
+    parser.add_argument(
+        "--grun-steps-factor",
+        type=int,
+        default=None,
+        help="GRUN's step cap and evaluation interval, in multiples of the full-parameter methods' (default 3).",
+    )
+    parser.add_argument("--no-attacks", action="store_true", help="Skip the relearning and quantization attacks.")
     parser.add_argument("--no-progress", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.build_data:
         if not args.tofu_dir:
@@ -977,12 +1026,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_report(load_result(args.report_from), Path(args.results_md))
         return 0
     torch.set_num_threads(args.threads)
-    settings = Settings.quick() if args.quick else Settings.full()
-    if args.methods:
-        settings = replace(settings, methods=tuple(m.strip() for m in args.methods.split(",") if m.strip()))
-    settings = replace(settings, workers=args.workers)
-    if args.seeds:
-        settings = replace(settings, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    settings = settings_from_args(args)
     result = run_benchmark(
         settings, args.output_dir, args.data_dir, progress=not args.no_progress, cache_dir=args.cache_dir or None
     )
