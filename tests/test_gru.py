@@ -90,6 +90,30 @@ def test_projection_treats_missing_gradients_as_zero():
     assert logs["gru/projected"] == 1.0
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_sums_over_slices_equal_whole_tensor_sums(dtype, monkeypatch):
+    """Low-precision gradients are upcast slice by slice (each slice once for the three sums): the statistics and
+    the projection equal those of whole tensors upcast at once, and a float64 computation to float32 accuracy."""
+    import hf_unlearn.gru as gru
+
+    gen = torch.Generator().manual_seed(0)
+    r = [torch.randn(1000, generator=gen).to(dtype), torch.randn(37, 5, generator=gen).to(dtype), None]
+    g = [(-0.5 * x.float() + torch.randn(x.shape, generator=gen)).to(dtype) if x is not None else None for x in r]
+    g[2] = torch.randn(3, generator=gen).to(dtype)
+    monkeypatch.setitem(gru.UPCAST_CHUNK, "cpu", 64)  # many slices, a ragged last one
+    sliced_out, sliced = rectified(g, r)
+    monkeypatch.setitem(gru.UPCAST_CHUNK, "cpu", 1 << 30)
+    whole_out, whole = rectified(g, r)
+    torch.testing.assert_close(sliced, whole, rtol=1e-6, atol=0)
+    for a, b in zip(sliced_out, whole_out):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+    g64, r64 = _flat64(g[:2]), _flat64(r[:2])
+    expected = [float(g64 @ r64), float(_flat64(g) @ _flat64(g)), float(r64 @ r64), 1.0]
+    assert sliced.tolist() == pytest.approx(expected, rel=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------------- rectifier state
 
 
