@@ -72,3 +72,47 @@ def test_a_failing_section_is_reported_and_the_others_still_run(tmp_path):
     skipped = run_all.run_sections(["cuda_tests", "grun_cost"], ctx, -1, functions=functions)
     assert [r.status for r in skipped] == ["skipped", "skipped"]
     assert "Skipped for the time budget" in run_all.render(skipped, [], [])
+
+
+def _wheel(folder, name: str, version: str) -> None:
+    """A minimal pure-Python wheel of package `name` (an empty module and its metadata)."""
+    import zipfile
+
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}/__init__.py": "",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{path},,\n" for path in [*files, f"{dist}/RECORD"])
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+
+
+def test_gpu_kit_installs_the_carried_wheels_and_writes_report_and_log(tmp_path):
+    """examples/benchmarks/gpu/check.sh, as the GPU machine runs it: the wheels in WHEEL_DIR are installed into a
+    separate folder that comes first on the path (the report shows the carried version), report and log go to $OUT,
+    and run_all.py's exit code comes back."""
+    wheels, out = tmp_path / "wheels", tmp_path / "out"
+    wheels.mkdir()
+    _wheel(wheels, "pyvene", "9.9.9")
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "WHEEL_DIR": str(wheels),
+        "SITE_DIR": str(tmp_path / "site"),
+        "PYTHON": sys.executable,
+        "DEVICE": "cpu",
+        "HF_UNLEARN_COMMIT": "abc1234",
+        "OMP_NUM_THREADS": "1",
+        "CUDA_VISIBLE_DEVICES": "",
+    }
+    command = ["bash", str(REPO / "examples" / "benchmarks" / "gpu" / "check.sh"), "--smoke", "--sections", "fsdp2"]
+    run = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    report = (out / "gpu_check.md").read_text() if (out / "gpu_check.md").exists() else ""
+    assert run.returncode == 0, run.stdout + run.stderr + report
+    assert "pyvene 9.9.9" in report and "commit abc1234" in report and "## GRU on FSDP2, one process" in report
+    assert "wrote" in (out / "gpu_check.log").read_text()
+    bad = subprocess.run(command + ["--sections", "nonexistent"], cwd=tmp_path, env=env, capture_output=True)
+    assert bad.returncode != 0, "run_all.py's failure is the script's exit code"
