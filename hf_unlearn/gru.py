@@ -16,8 +16,7 @@ adds alpha * g_r to g_o (`objective_retain_weight`).
 The math works on lists of gradient tensors (one per trainable parameter), in place, on their device: nothing is
 flattened, copied to the CPU or upcast as a whole. The dot product and the two squared norms are taken per tensor in
 float32 (low-precision tensors are upcast slice by slice, once for all three; float64 tensors in float64) and summed
-in float64. [`GradientRectifier`] holds the state
-between optimizer steps.
+in float64. [`GradientRectifier`] holds the state between optimizer steps.
 
 Sharded gradients (FSDP2's DTensors): each rank works on its local shards; the three sums (dot product and the two
 squared norms) are partial, and ONE all-reduce of those three scalars makes them global before the decision, so
@@ -61,8 +60,9 @@ def _pair_sums(g: torch.Tensor | None, r: torch.Tensor | None) -> torch.Tensor:
     """`[<g, r>, ||g||^2, ||r||^2]` as float64 (None counts as zeros), each tensor upcast once, slice by slice, and
     the three sums taken from the same slice: float32 sums (float64 for float64 tensors) added up in float64.
     Upcasting whole tensors once per sum moved six copies of every bfloat16 gradient through memory."""
-    present = [t.reshape(-1) for t in (g, r) if t is not None]
-    if g is not None and r is not None and g.numel() != r.numel():
+    flat_g, flat_r = (t.reshape(-1) if t is not None else None for t in (g, r))
+    present = [t for t in (flat_g, flat_r) if t is not None]
+    if len(present) == 2 and flat_g.numel() != flat_r.numel():
         raise ValueError(f"A gradient and its retain direction differ in size ({g.numel()} and {r.numel()}).")
     dtype = torch.float64 if all(t.dtype == torch.float64 for t in present) else torch.float32
     numel, device = present[0].numel(), present[0].device
@@ -70,7 +70,6 @@ def _pair_sums(g: torch.Tensor | None, r: torch.Tensor | None) -> torch.Tensor:
         step = max(numel, 1)  # nothing to upcast
     else:
         step = UPCAST_CHUNK.get(device.type, UPCAST_CHUNK_ACCELERATOR)
-    flat_g, flat_r = (t.reshape(-1) if t is not None else None for t in (g, r))
     zero = torch.zeros((), dtype=dtype, device=device)
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     for start in range(0, numel, step):
