@@ -70,9 +70,6 @@ class UnlearningRecipe:
         return f"GRU({objective})" if self.rectification == "gru" else objective
 
 
-#: The name this type had before 0.2.
-Method = UnlearningRecipe
-
 METHODS: dict[str, UnlearningRecipe] = {
     "ga": UnlearningRecipe("ga"),
     "npo": UnlearningRecipe("npo", forget_loss_kwargs={"beta": 0.1}),
