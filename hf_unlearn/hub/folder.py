@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..constants import UNLEARNING_STATE_FILE
+from ..unlearning_state import UnlearningState
 
 __all__ = ["load_unlearning_state", "read_json"]
 
@@ -22,11 +21,7 @@ def read_json(path: str | Path) -> Any:
 
 
 def load_unlearning_state(folder: str | Path) -> dict[str, Any] | None:
-    """`unlearning.json` of a saved model (what was unlearned and how), or None if there is none."""
-    path = Path(folder) / UNLEARNING_STATE_FILE
-    if not path.is_file():
-        return None
-    state = read_json(path)
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} must hold a JSON object, got {type(state).__name__}.")
-    return dict(state)
+    """`unlearning.json` of a saved model (what was unlearned and how) as the dict model cards read, or None if there
+    is none (see [`~hf_unlearn.unlearning_state.UnlearningState`])."""
+    state = UnlearningState.read(folder)
+    return state.to_dict() if state is not None else None
