@@ -20,3 +20,8 @@ class Paper:
 
 #: Benchmarks and methods cited outside the losses (each loss class lists its own papers).
 TOFU_PAPER = Paper("TOFU: A Task of Fictitious Unlearning for LLMs", "Maini et al. 2024", "2401.06121")
+MUSE_PAPER = Paper("MUSE: Machine Unlearning Six-Way Evaluation for Language Models", "Shi et al. 2024", "2407.06460")
+GRU_PAPER = Paper(
+    "GRU: Mitigating the Trade-off between Unlearning and Retention for LLMs", "Wang et al. 2025", "2503.09117"
+)
+GRUN_PAPER = Paper("A General Framework to Enhance Fine-tuning-based LLM Unlearning", "Ren et al. 2025", "2502.17823")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: The label of tokens that are not scored (prompt and padding), as in transformers and PyTorch's cross-entropy.
+IGNORE_INDEX = -100
+
 #: What was unlearned and how, beside a saved model (`UnlearningTrainer.save_model`); read by model cards.
 UNLEARNING_STATE_FILE = "unlearning.json"
 #: The losses' own tensors (e.g. RMU's random direction), in checkpoints and beside the final model.

@@ -1,8 +1,8 @@
 """The reference model ("the model before unlearning") that NPO, DPO, KL, TNPO, UNDIAL and embed_diff read: one
 policy for the trainer and the G-effect analysis.
 
-With no reference given: a peft model (or a GRUN model) is its own reference with its adapters (edits) switched off, so
-no copy is made; any other model is deep-copied once and frozen.
+With no reference given, the model's method decides ([`hf_unlearn.methods`]): a peft or GRUN model is its own
+reference with its adapters (edits) switched off, so no copy is made; any other model is deep-copied once and frozen.
 """
 
 from __future__ import annotations
@@ -13,25 +13,32 @@ from typing import Any
 
 import torch
 
-#: The same model with its adapters (peft) or edits (GRUN) switched off: no copy.
-REFERENCE_ADAPTERS_OFF = "adapters_off"
-#: A frozen deep copy of the model, made before training.
-REFERENCE_FROZEN_COPY = "frozen_copy"
+from .methods import REFERENCE_ADAPTERS_OFF, REFERENCE_FROZEN_COPY, get_method, method_for_config, method_of_model
+
+__all__ = [
+    "REFERENCE_ADAPTERS_OFF",
+    "REFERENCE_FROZEN_COPY",
+    "default_reference_mode",
+    "freeze",
+    "frozen_copy",
+    "independent_copy",
+    "is_peft_model",
+    "remove_forward_patch",
+]
 
 
 def is_peft_model(model: Any) -> bool:
-    try:
-        from peft import PeftModel
-    except ImportError:  # peft is a dependency, but stay importable without it
-        return False
-    return isinstance(model, PeftModel)
+    """Whether `model` is a peft model (the registered `"peft"` kind)."""
+    return get_method("peft").is_model(model)
 
 
-def default_reference_mode(model: torch.nn.Module, peft_config: Any | None = None) -> str:
-    """`REFERENCE_ADAPTERS_OFF` for a peft model (or one that will get `peft_config`), else `REFERENCE_FROZEN_COPY`."""
-    if peft_config is not None or is_peft_model(model):
-        return REFERENCE_ADAPTERS_OFF
-    return REFERENCE_FROZEN_COPY
+def default_reference_mode(model: torch.nn.Module, method_config: Any | None = None) -> str:
+    """How NPO-like losses get the model before unlearning when no reference is given, as the model's method
+    declares it ([`hf_unlearn.methods.UnlearningMethod.reference`]): `REFERENCE_ADAPTERS_OFF` for a peft or GRUN
+    model (or one that will get a peft or GRUN config), else `REFERENCE_FROZEN_COPY`."""
+    if method_config is not None:
+        return method_for_config(method_config).reference
+    return method_of_model(model).reference
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

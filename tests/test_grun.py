@@ -8,8 +8,7 @@ import sys
 
 import pytest
 import torch
-from conftest import cpu_args
-from helpers import DEVICES
+from helpers import DEVICES, make_trainer, tiny_config
 from transformers import AutoModelForCausalLM, TrainerCallback
 
 from hf_unlearn.data import PromptEncoder, pad_examples
@@ -23,7 +22,6 @@ from hf_unlearn.grun import (  # noqa: E402  (needs pyreft)
     GatedLoreftIntervention,
     GRUNModel,
     GRUNTrainer,
-    evaluate_tofu,
     get_grun_model,
     load_grun_model,
     save_grun_model,
@@ -59,9 +57,16 @@ def mean_gate(model, tokenizer, questions, answers, request: int = -1) -> float:
     )
 
 
-def train_grun(model, tokenizer, output_dir, forget, retain, steps=GRUN_STEPS, **overrides):
-    args = cpu_args(
+def train_grun(model, tokenizer, forget, retain, output_dir, steps=GRUN_STEPS, **overrides):
+    """Train a GRUN model `steps` steps at GRUN_LR (constant, batches of 8, one log at the end); leave it in eval
+    mode; the trainer."""
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        forget,
+        retain,
         output_dir,
+        trainer_cls=GRUNTrainer,
         max_steps=steps,
         learning_rate=GRUN_LR,
         per_device_train_batch_size=8,
@@ -69,7 +74,6 @@ def train_grun(model, tokenizer, output_dir, forget, retain, steps=GRUN_STEPS, *
         logging_steps=steps,
         **overrides,
     )
-    trainer = GRUNTrainer(model, args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer)
     trainer.train()
     model.eval()
     return trainer
@@ -80,7 +84,7 @@ def trained(target_model_dir, tokenizer, tofu, tmp_path_factory):
     """GRUN (GA, gates at both layers) trained on forget01 (2 authors) against retain99, once for the module."""
     base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32)
     grun = get_grun_model(base, GRUNConfig(layers=[0, 1], forget_loss="ga"))
-    trainer = train_grun(grun, tokenizer, tmp_path_factory.mktemp("grun"), tofu["forget01"], tofu["retain99"])
+    trainer = train_grun(grun, tokenizer, tofu["forget01"], tofu["retain99"], tmp_path_factory.mktemp("grun"))
     return grun, trainer
 
 
@@ -249,15 +253,16 @@ def test_tofu_evaluator_scores_with_edit(trained, target_model, tokenizer, tofu)
         batch_size=8,
         progress=False,
     )
-    summary, evaluator = evaluate_tofu(grun, tokenizer, **kwargs)
+    from hf_unlearn.evaluation.tofu import TOFUEvaluator
+
+    evaluator = TOFUEvaluator(grun, tokenizer, **kwargs)
+    summary = evaluator.evaluate()
     log = evaluator.logs["forget"]
     # The evaluator's teacher-forced losses equal ours, which locate the prompt from the labels.
     questions = tofu["forget01_perturbed"].select(range(4))
     ours = [answer_nll(grun, tokenizer, [q], [a]) for q, a in zip(questions["question"], questions["answer"])]
     evaluated = [log["avg_gt_loss"][key] for key in sorted(log["avg_gt_loss"], key=int)]
     torch.testing.assert_close(torch.tensor(evaluated), torch.tensor(ours), atol=1e-4, rtol=0)
-    from hf_unlearn.evaluation.tofu import TOFUEvaluator
-
     base = TOFUEvaluator(target_model, tokenizer, **kwargs)
     base_summary = base.evaluate()
     base_losses = [base.logs["forget"]["avg_gt_loss"][key] for key in sorted(log["avg_gt_loss"], key=int)]
@@ -276,12 +281,12 @@ def test_sequential_requests_each_remove_their_own_author(target_model_dir, toke
     first = get_grun_model(base, GRUNConfig(layers=[0, 1]))
     # Each request's retain data also holds the other author, so each gate learns its own request.
     retain_a = tofu["retain99"].select(range(120))
-    train_grun(first, tokenizer, tmp_path / "a", author_a, _concat(retain_a, author_b), steps=100)
+    train_grun(first, tokenizer, author_a, _concat(retain_a, author_b), tmp_path / "a", steps=100)
     save_grun_model(first, tmp_path / "a")
     frozen = {n: p.detach().clone() for n, p in first.grun_modules.named_parameters()}
 
     second = get_grun_model(first, GRUNConfig(layers=[0, 1]))
-    train_grun(second, tokenizer, tmp_path / "b", author_b, _concat(retain_a, author_a), steps=100)
+    train_grun(second, tokenizer, author_b, _concat(retain_a, author_a), tmp_path / "b", steps=100)
     for name, value in second.grun_modules["request_0"].named_parameters():
         assert torch.equal(value, frozen[f"request_0.{name}"]), f"request 0's {name} changed while request 1 trained"
     gate = {
@@ -319,7 +324,7 @@ def test_grun_with_gru_updates_only_intervention_parameters(
     grun = get_grun_model(target_model, GRUNConfig(layers=[1]))
     base_before = {n: p.detach().clone() for n, p in grun.model.named_parameters()}
     edit_before = {n: p.detach().clone() for n, p in grun.grun_modules.named_parameters()}
-    trainer = train_grun(grun, tokenizer, tmp_path, small_forget, small_retain, steps=1, rectification="gru")
+    trainer = train_grun(grun, tokenizer, small_forget, small_retain, tmp_path, steps=1, rectification="gru")
     assert all(torch.equal(p, base_before[n]) for n, p in grun.model.named_parameters())
     assert all(not torch.equal(p, edit_before[n]) for n, p in grun.grun_modules.named_parameters())
     assert trainer._rectifier is not None
@@ -337,11 +342,19 @@ def test_grun_under_gru_projects_the_whole_objective_gate_terms_included(
 
     grun = get_grun_model(target_model, GRUNConfig(layers=[1], forget_loss="npo"))
     initial = copy.deepcopy(grun)
-    args = cpu_args(
-        tmp_path, rectification="gru", gru_ema=1.0, optim="sgd", learning_rate=0.1, max_grad_norm=0.0, max_steps=1
-    )
-    trainer = GRUNTrainer(
-        grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+    trainer = make_trainer(
+        grun,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path,
+        trainer_cls=GRUNTrainer,
+        rectification="gru",
+        gru_ema=1.0,
+        optim="sgd",
+        learning_rate=0.1,
+        max_grad_norm=0.0,
+        max_steps=1,
     )
     recorded, stepped = [], []
     collate = trainer.data_collator
@@ -382,9 +395,9 @@ def test_gradient_checkpointing_trains_the_same_without_backpropagating_below_th
         train_grun(
             grun,
             tokenizer,
-            tmp_path / str(checkpointing),
             small_forget,
             small_retain,
+            tmp_path / str(checkpointing),
             steps=2,
             gradient_checkpointing=checkpointing,
         )
@@ -430,16 +443,18 @@ def test_one_step_with_gradient_checkpointing_equals_one_without(
         grun = get_grun_model(base, GRUNConfig(layers=[1, 3], forget_loss=forget_loss))
         backward_calls = []
         base.model.layers[0].register_full_backward_hook(lambda *args, calls=backward_calls: calls.append(1))
-        args = cpu_args(
+        trainer = make_trainer(
+            grun,
+            tokenizer,
+            small_forget,
+            small_retain,
             tmp_path / f"{checkpointing}",
+            trainer_cls=_RecordingGRUNTrainer,
             max_steps=1,
             per_device_train_batch_size=4,
             gradient_checkpointing=checkpointing,
             rectification=rectification,
             max_grad_norm=0.0,
-        )
-        trainer = _RecordingGRUNTrainer(
-            grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
         )
         trainer.train()
         assert [layer.gradient_checkpointing for layer in base.model.layers] == [checkpointing] * 4
@@ -459,10 +474,8 @@ def test_npo_reference_is_the_unedited_model_without_copy(
     target_model, tokenizer, small_forget, small_retain, tmp_path
 ):
     grun = get_grun_model(target_model, GRUNConfig(layers=[0, 1], forget_loss="npo"))
-    args = cpu_args(tmp_path, max_steps=2, learning_rate=GRUN_LR)
-    trainer = GRUNTrainer(
-        grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
-    )
+    args = tiny_config(tmp_path, max_steps=2, learning_rate=GRUN_LR)
+    trainer = make_trainer(grun, tokenizer, small_forget, small_retain, args=args, trainer_cls=GRUNTrainer)
     assert trainer.ref_model is None and trainer._reference_is_base_model
     batch = qa_batch(tokenizer, small_forget["question"][:3], small_forget["answer"][:3])
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -482,19 +495,20 @@ def test_a_run_is_reproduced_by_its_seed_whatever_the_global_random_state(
 ):
     """GRUN's modules are created before the trainer seeds everything: `create_trainer` initialises them from the
     training seed, so two runs with the same seed train the same edits, and the global random state is left alone."""
-    from hf_unlearn.trainer import create_trainer
 
     def run(seed: int, global_seed: int) -> list[torch.Tensor]:
         torch.manual_seed(global_seed)
         base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32)
-        args = cpu_args(tmp_path / f"{seed}_{global_seed}", max_steps=2, learning_rate=1e-2, seed=seed)
-        trainer = create_trainer(
+        trainer = make_trainer(  # through create_trainer, given a grun_config
             base,
-            args,
+            tokenizer,
+            small_forget,
+            small_retain,
+            tmp_path / f"{seed}_{global_seed}",
             grun_config=GRUNConfig(layers=[1], forget_loss="npo"),
-            forget_dataset=small_forget,
-            retain_dataset=small_retain,
-            processing_class=tokenizer,
+            max_steps=2,
+            learning_rate=1e-2,
+            seed=seed,
         )
         initial = [p.detach().clone() for p in trainer.model.parameters() if p.requires_grad]
         trainer.train()
@@ -549,21 +563,21 @@ def test_trainer_rejects_plain_or_frozen_models(
     target_model, tokenizer, small_forget, small_retain, tmp_path, target_model_dir
 ):
     with pytest.raises(TypeError, match="get_grun_model"):
-        GRUNTrainer(target_model, cpu_args(tmp_path), forget_dataset=small_forget, retain_dataset=small_retain)
+        make_trainer(target_model, None, small_forget, small_retain, tmp_path, trainer_cls=GRUNTrainer)
     grun = get_grun_model(target_model, GRUNConfig(layers=[0]))
     save_grun_model(grun, tmp_path / "saved")
     loaded = load_grun_model(AutoModelForCausalLM.from_pretrained(target_model_dir), tmp_path / "saved")
     with pytest.raises(ValueError, match="no trainable parameter"):
-        GRUNTrainer(loaded, cpu_args(tmp_path), forget_dataset=small_forget, retain_dataset=small_retain)
+        make_trainer(loaded, None, small_forget, small_retain, tmp_path, trainer_cls=GRUNTrainer)
     with pytest.raises(FileNotFoundError, match="grun_config.json"):
         load_grun_model(AutoModelForCausalLM.from_pretrained(target_model_dir), tmp_path)
     from datasets import Dataset
 
     text = Dataset.from_dict({"text": ["Some article.", "Another one."]})
     with pytest.raises(ValueError, match="the forget dataset is raw text"):
-        GRUNTrainer(grun, cpu_args(tmp_path), forget_dataset=text, retain_dataset=small_retain)
+        make_trainer(grun, None, text, small_retain, tmp_path, trainer_cls=GRUNTrainer)
     # FSDP / DeepSpeed would save through their own state-dict paths and lose the GRUN modules: refused.
-    trainer = GRUNTrainer(grun, cpu_args(tmp_path), forget_dataset=small_forget, retain_dataset=small_retain)
+    trainer = make_trainer(grun, None, small_forget, small_retain, tmp_path, trainer_cls=GRUNTrainer)
     for flag in ("is_fsdp_enabled", "is_deepspeed_enabled"):
         setattr(trainer, flag, True)  # what accelerate sets under an FSDP / DeepSpeed config
         with pytest.raises(ValueError, match="not FSDP or DeepSpeed.*multi_gpu.yaml"):
@@ -582,9 +596,18 @@ def test_resuming_from_a_checkpoint_ends_like_an_uninterrupted_run(target_model_
         base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32)
         torch.manual_seed(resume is not None)  # a resumed run must not depend on its fresh initialisation
         model = get_grun_model(base, GRUNConfig(layers=[0, 1], forget_loss="ga"))
-        args = cpu_args(output_dir, max_steps=4, learning_rate=GRUN_LR, save_strategy="steps", save_steps=2)
-        trainer = GRUNTrainer(model, args, forget_dataset=tofu["forget01"], retain_dataset=tofu["retain99"],
-                              processing_class=tokenizer)  # fmt: skip
+        trainer = make_trainer(
+            model,
+            tokenizer,
+            tofu["forget01"],
+            tofu["retain99"],
+            output_dir,
+            trainer_cls=GRUNTrainer,
+            max_steps=4,
+            learning_rate=GRUN_LR,
+            save_strategy="steps",
+            save_steps=2,
+        )
         trainer.train(resume_from_checkpoint=resume)
         return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 

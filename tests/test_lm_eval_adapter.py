@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import random
@@ -131,39 +130,6 @@ def test_peft_and_bare_modules_give_the_same_results(lm_eval_task, target_model,
     for other in (peft_model, bare):
         raw = run(other, tokenizer, task_dir, return_raw=True)
         assert raw["results"][TASK]["acc,none"] == plain["results"][TASK]["acc,none"]
-
-
-class PromptEditingModule(BareModule):
-    """Stands for GRUN: it must know where each scored sequence's prompt (lm-eval's context) ends."""
-
-    def __init__(self, model):
-        super().__init__(model)
-        self.prompts = None
-        self.registered = []
-
-    @contextlib.contextmanager
-    def known_prompts(self, prompts):
-        self.prompts = {tuple(p) for p in prompts}
-        self.registered.append(self.prompts)
-        try:
-            yield
-        finally:
-            self.prompts = None
-
-    def forward(self, input_ids, attention_mask=None, **kwargs):
-        assert self.prompts is not None, "scored without the contexts registered"
-        for row in input_ids.tolist():
-            assert any(tuple(row[: len(p)]) == p for p in self.prompts), "a row starts with no registered context"
-        return super().forward(input_ids, attention_mask, **kwargs)
-
-
-def test_prompt_editing_models_learn_the_contexts(lm_eval_task, target_model, tokenizer):
-    task_dir, docs = lm_eval_task
-    model = PromptEditingModule(target_model)
-    summary = run(model, tokenizer, task_dir)
-    assert summary[TASK]["acc"] == pytest.approx(expected_accuracy(target_model, tokenizer, docs))
-    contexts = {tuple(tokenizer(f"Question: {d['question']}\nAnswer:").input_ids) for d in docs}
-    assert set().union(*model.registered) == contexts
 
 
 def test_tokenizer_without_pad_token_is_not_modified(lm_eval_task, target_model, tokenizer):

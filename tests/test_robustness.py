@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import DEVICES, assert_unchanged, snapshot
+from helpers import DEVICES, assert_unchanged, make_trainer, snapshot
 from scipy.stats import norm
 
 from hf_unlearn.evaluation.robustness import (
@@ -293,7 +293,7 @@ def test_grun_models_are_scored_with_the_edit_at_the_last_prompt_token(target_mo
     """A GRUN model edits the end of the prompt; the attacks' probability must be the TOFU evaluator's, not the one
     of an edit at the end of the answer (what a forward without labels or known prompts would do)."""
     pytest.importorskip("pyreft")
-    from hf_unlearn.evaluation.tofu import evaluate_tofu_model
+    from hf_unlearn.evaluation.tofu import TOFUEvaluator
     from hf_unlearn.grun import GRUNConfig, get_grun_model
 
     forget = tofu["forget01_perturbed"].select(range(6))
@@ -303,15 +303,15 @@ def test_grun_models_are_scored_with_the_edit_at_the_last_prompt_token(target_mo
             if param.requires_grad:
                 param.add_(torch.randn_like(param) * 0.5)
     ours = answer_probabilities(model, tokenizer, encode_qa(tokenizer, forget))
-    summary = evaluate_tofu_model(
+    summary = TOFUEvaluator(
         model, tokenizer, datasets={"forget": forget}, splits=["forget"], max_new_tokens=1, progress=False
-    )
+    ).evaluate()
     assert float(ours.mean()) == pytest.approx(summary["forget_probability"], rel=1e-5)
     plain = answer_probabilities(target_model, tokenizer, encode_qa(tokenizer, forget))
     assert not np.allclose(ours, plain, rtol=1e-3), "the edit changes the answers' probability"
 
 
-def test_copies_of_a_model_trl_patched_run_their_own_weights(target_model, tokenizer, tofu):
+def test_copies_of_a_model_trl_patched_run_their_own_weights(target_model, tokenizer, tofu, tmp_path):
     """trl's SFTTrainer patches the model's forward with a closure over the model itself (add_fused_lm_head); a
     deep copy then ran the ORIGINAL's weights, so quantized and relearned copies measured the unattacked model
     (every attack of TOFU-mini v2's first run came out exactly unchanged). Copies now run their own weights, and the
@@ -319,9 +319,7 @@ def test_copies_of_a_model_trl_patched_run_their_own_weights(target_model, token
     trl_utils = pytest.importorskip("trl.trainer.utils")
     if not hasattr(trl_utils, "add_fused_lm_head"):
         pytest.skip("this trl has no fused LM head")
-    from hf_unlearn.config import UnlearningConfig
     from hf_unlearn.reference import independent_copy
-    from hf_unlearn.trainer import UnlearningTrainer
 
     forget = tofu["forget01"].select(range(8))
     plain = quantization_attack(target_model, tokenizer, forget, bits=2)
@@ -334,9 +332,7 @@ def test_copies_of_a_model_trl_patched_run_their_own_weights(target_model, token
         copy.lm_head.weight.zero_()
     ids = torch.tensor([[1, 5, 7, 9]])
     assert copy(input_ids=ids).logits.abs().max() == 0 and target_model(input_ids=ids).logits.abs().max() > 0
-    args = UnlearningConfig(
-        output_dir="/tmp/unused", forget_loss="ga", retain_loss="none", report_to="none", bf16=False,
-        gradient_checkpointing=False, per_device_train_batch_size=4, max_steps=1, save_strategy="no",
-    )  # fmt: skip
-    trainer = UnlearningTrainer(target_model, args, forget_dataset=forget, processing_class=tokenizer)
+    trainer = make_trainer(
+        target_model, tokenizer, forget, None, tmp_path, forget_loss="ga", retain_loss="none", max_steps=1
+    )
     assert "forward" not in trainer.model.__dict__

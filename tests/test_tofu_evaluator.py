@@ -384,30 +384,3 @@ def test_plots_write_nontrivial_pngs(tmp_path):
         plot_fq_vs_utility({"a": {"forget_quality": None, "model_utility": 0.5}}, tmp_path / "x.png")
     with pytest.raises(ValueError, match="None of the keys"):
         plot_metrics_over_steps(history, ["missing"], tmp_path / "y.png")
-
-
-def test_a_model_that_edits_known_prompts_is_told_every_prompt(evaluated, tokenizer, monkeypatch):
-    """`evaluate_tofu_model` duck-types GRUN: a model with `known_prompts` learns every prompt for the run."""
-    import contextlib
-
-    from hf_unlearn.evaluation import evaluate_tofu_model
-
-    model, evaluator, summary, _ = evaluated
-    told, calls_while_told = [], []
-
-    @contextlib.contextmanager
-    def known_prompts(prompts):
-        told.append([tuple(p) for p in prompts])
-        yield
-        told.append(None)  # the block ended
-
-    handle = model.register_forward_hook(lambda *_: calls_while_told.append(bool(told) and told[-1] is not None))
-    monkeypatch.setattr(model, "known_prompts", known_prompts, raising=False)
-    try:
-        kwargs = dict(forget_split="forget01", data_dir="bundled", max_questions=6, max_new_tokens=8, batch_size=8)
-        assert evaluate_tofu_model(model, tokenizer, progress=False, **kwargs) == summary
-    finally:
-        handle.remove()
-    prompts = {tuple(q.prompt_ids) for questions in evaluator.questions.values() for q in questions}
-    assert len(told) == 2 and set(told[0]) == prompts and told[1] is None
-    assert calls_while_told and all(calls_while_told)

@@ -85,7 +85,7 @@ from hf_unlearn.evaluation.robustness import (  # noqa: E402
     quantization_attack,
     relearning_attack,
 )
-from hf_unlearn.evaluation.tofu import evaluate_tofu_model  # noqa: E402
+from hf_unlearn.evaluation.tofu import TOFUEvaluator  # noqa: E402
 from hf_unlearn.io import write_json_atomic, write_text_atomic  # noqa: E402
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the worker processes are forked
@@ -492,18 +492,16 @@ def mean_hidden_norm(model, tokenizer, rows: Sequence[Mapping[str, Any]], layer:
 def evaluate(model, tokenizer, eval_sets, output_dir: Path | None, retain_logs: Path | None, settings, progress):
     """TOFU summary of `model` on the benchmark's evaluation sets (logs written to `output_dir` unless None), with
     the retain-author utility added."""
-    summary = evaluate_tofu_model(
+    summary = TOFUEvaluator(
         model,
         tokenizer,
-        output_dir=output_dir,
-        retain_logs=retain_logs,
         forget_split="forget10",  # a label: the rows come from `eval_sets`
         data_dir="bundled",
         datasets=eval_sets,
         splits=list(eval_sets),
         max_new_tokens=settings.max_new_tokens,
         progress=progress,
-    )
+    ).evaluate(output_dir=output_dir, retain_logs=retain_logs)
     if all(k in summary for k in RETAIN_UTILITY_KEYS):
         summary["retain_utility"] = model_utility([summary[k] for k in RETAIN_UTILITY_KEYS])
     return summary

@@ -18,8 +18,7 @@ import torch
 from transformers import TrainerCallback
 
 from hf_unlearn.evaluation.metrics import forget_quality, truth_ratio_forget, truth_ratio_stat
-from hf_unlearn.evaluation.model_io import accepts_logits_to_keep
-from hf_unlearn.evaluation.tofu import TOFUEvaluator, prompt_aware
+from hf_unlearn.evaluation.tofu import TOFUEvaluator
 
 # ---------------------------------------------------------------------------------------------------------------------
 # targets
@@ -110,13 +109,10 @@ class TrajectoryScorer:
     @torch.no_grad()
     def __call__(self, model) -> dict[str, float]:
         self.evaluator.model = model
-        self.evaluator._logits_to_keep = accepts_logits_to_keep(model)  # a GRUN model may not take it
         was_training = model.training
         model.eval()
         try:
-            pairs = [self.pairs[i] for i in self.index]
-            with prompt_aware(model, [prompt for prompt, _ in pairs]):
-                sums, counts = self.evaluator.score(pairs, desc="trajectory")
+            sums, counts = self.evaluator.score([self.pairs[i] for i in self.index], desc="trajectory")
         finally:
             model.train(was_training)
         means = sums / np.maximum(counts, 1)

@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..evaluation.scoring import answer_token_logprobs
 from ..losses import ForgetLoss, LossContext, RetainLoss, get_loss
-from ..losses.base import IGNORE_INDEX, TOKEN_AVERAGES, UnlearningLoss, mean_nll
+from ..losses.base import IGNORE_INDEX, TOKEN_AVERAGES, UnlearningLoss
 from ..reference import REFERENCE_ADAPTERS_OFF, default_reference_mode, freeze, frozen_copy
 
 __all__ = [
@@ -432,6 +433,15 @@ class _RiskEffect:
     per_example: list[float]
 
 
+def _answer_mean_nll(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """mean-NLL of each row's answer, `[rows]`, by the one scoring path (a GRUN model is told where each prompt
+    ends); differentiable."""
+    logp, rows = answer_token_logprobs(model, batch)
+    n = batch["labels"].shape[0]
+    sums = torch.zeros(n, dtype=logp.dtype, device=logp.device).index_add(0, rows, -logp)
+    return sums / torch.bincount(rows, minlength=n).clamp(min=1)
+
+
 def _risk_effect(
     model: torch.nn.Module,
     params: Sequence[torch.nn.Parameter],
@@ -460,8 +470,7 @@ def _risk_effect(
             continue
         sub = _take(split_batch, rows, device)
         weights = row_weights[torch.as_tensor(rows)].to(device)
-        out = model(input_ids=sub["input_ids"], attention_mask=sub["attention_mask"], use_cache=False)
-        values = mean_nll(out.logits, sub["labels"])  # [rows]
+        values = _answer_mean_nll(model, sub)  # [rows]
         risk += float((values.detach().double() * weights).sum())
         if per_instance:
             for i in range(len(rows)):
@@ -475,7 +484,7 @@ def _risk_effect(
             torch.autograd.backward((values * weights.to(values.dtype)).sum(), inputs=list(params))
             dots += accumulator.dots
             bar.update()
-        del out, values
+        del values
     # Squared norms of partial gradients do not add up (cross terms): exact only for one backward.
     single_pass = not per_instance and sum(len(r) > 0 for r in rows_list) == 1
     return _RiskEffect(dots, risk, float(accumulator.sq_norm) if single_pass else math.nan, per_example)

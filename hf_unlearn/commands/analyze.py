@@ -8,15 +8,15 @@ head, other) and in total: a negative forget value means a step on the objective
 (removal works), a negative retain value means it raises the retain risk (retention harmed). Wang et al., ICLR
 2025, "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond".
 
-The model is a saved causal LM, or a saved peft adapter (its adapter parameters span the space). Losses that need
-a reference model use --ref-model, else the adapter-disabled model (peft) or a copy of the model itself.
+The model is a saved causal LM, peft adapter or GRUN module set (the parameters its method trains span the space).
+Losses that need a reference model use --ref-model, else what the model's method declares: the same model with its
+adapter or edits switched off (peft, GRUN), or a frozen copy of the model itself.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
 
 NAME = "analyze"
 HELP = "G-effect of an unlearning objective at a saved model (per layer, forget and retain)."
@@ -61,21 +61,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
-def _trainable_for_analysis(model: Any) -> Any:
-    """The parameters unlearning trained, made differentiable: a peft model's active adapter, a GRUN model's newest
-    request, or every parameter of a full model (`load_unlearned` returns them frozen for inference)."""
-    if callable(getattr(model, "trainable_modules", None)):  # GRUN
-        for module in model.trainable_modules():
-            module.requires_grad_(True)
-    elif getattr(model, "peft_config", None):  # a peft model: its adapter's parameters
-        adapter = model.active_adapter
-        for name, param in model.named_parameters():
-            param.requires_grad_(f".{adapter}." in name or name.endswith(f".{adapter}"))
-    else:
-        model.requires_grad_(True)
-    return model
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as hf_logging
@@ -84,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_tofu
     from ..hub import load_unlearned
     from ..io import parse_json_object
+    from ..methods import method_of_model
 
     objective_kwargs = parse_json_object("--objective-kwargs", args.objective_kwargs)
     objective = resolve_objective(args.objective, objective_kwargs)  # fail on a bad name before loading anything
@@ -104,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype)
     model, tokenizer = load_unlearned(args.model, dtype=dtype)
-    model = _trainable_for_analysis(model.to(device))
+    model = method_of_model(model).make_trainable(model.to(device))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     ref_model = load_unlearned(args.ref_model, dtype=dtype)[0].to(device) if args.ref_model else None

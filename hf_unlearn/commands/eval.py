@@ -79,13 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_tofu(model, tokenizer, args: argparse.Namespace, output_dir) -> dict:
-    from ..evaluation.tofu import evaluate_tofu_model
+    from ..evaluation.tofu import TOFUEvaluator
 
-    return evaluate_tofu_model(
+    return TOFUEvaluator(
         model,
         tokenizer,
-        output_dir=output_dir,
-        retain_logs=args.retain_logs,
         forget_split=args.forget_split,
         data_dir=args.dataset or "locuslab/TOFU",
         splits=[s.strip() for s in args.splits.split(",") if s.strip()],
@@ -93,7 +91,7 @@ def _evaluate_tofu(model, tokenizer, args: argparse.Namespace, output_dir) -> di
         batch_size=args.batch_size,
         max_new_tokens=args.max_new_tokens,
         progress=not args.no_progress,
-    )
+    ).evaluate(output_dir=output_dir, retain_logs=args.retain_logs)
 
 
 def _evaluate_muse(model, tokenizer, args: argparse.Namespace, output_dir) -> dict:

@@ -294,20 +294,18 @@ def grun_config_of(script: UnlearnScriptArguments, training_args) -> Any | None:
 
 
 def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
-    from ..evaluation.tofu import evaluate_tofu_model
+    from ..evaluation.tofu import TOFUEvaluator
     from ..io import FINGERPRINT_KEY, record_weights_fingerprint
 
     eval_dir = Path(trainer.args.output_dir) / "eval"
-    summary = evaluate_tofu_model(
+    summary = TOFUEvaluator(
         trainer.accelerator.unwrap_model(trainer.model),
         trainer.processing_class,
-        output_dir=eval_dir if trainer.args.should_save else None,
-        retain_logs=script.retain_logs,
         forget_split=script.forget_split,
         data_dir=script.dataset_name,
         max_questions=script.eval_max_questions,
         max_new_tokens=script.eval_max_new_tokens,
-    )
+    ).evaluate(output_dir=eval_dir if trainer.args.should_save else None, retain_logs=script.retain_logs)
     if trainer.args.should_save:  # which weights these results belong to (cards and push check it)
         summary[FINGERPRINT_KEY] = record_weights_fingerprint(eval_dir, trainer.args.output_dir)
     return summary

@@ -18,10 +18,12 @@ from .metrics import *  # noqa: F403  (the metric functions, listed in metrics._
 from .metrics import __all__ as _METRIC_NAMES
 from .muse import MUSE_METRICS, MUSEEvaluator, load_muse, load_muse_retain_auc
 from .plots import plot_fq_vs_utility, plot_metrics_over_steps
-from .tofu import TOFUEvaluator, evaluate_tofu_model, tofu_split_config
+from .scoring import AnswerScores, answer_token_logprobs, score_answers
+from .tofu import TOFUEvaluator, tofu_split_config
 
 __all__ = [
     *_METRIC_NAMES,
+    "AnswerScores",
     "DEFAULT_LM_EVAL_TASKS",
     "DEFAULT_TOFU_LOG_KEYS",
     "MUSE_METRICS",
@@ -30,7 +32,7 @@ __all__ = [
     "TOFU_SPLITS",
     "TOFUEvalCallback",
     "TOFUEvaluator",
-    "evaluate_tofu_model",
+    "answer_token_logprobs",
     "load_muse",
     "load_muse_retain_auc",
     "load_retain_truth_ratio_stats",
@@ -39,6 +41,7 @@ __all__ = [
     "plot_metrics_over_steps",
     "read_tofu_logs",
     "run_lm_eval",
+    "score_answers",
     "split_truth_ratio_stats",
     "summarize_tofu_logs",
     "tofu_split_config",

@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from .model_io import check_vocabulary, model_device
+from .model_io import check_vocabulary, model_device, resolve_pad_token_id
+from .scoring import score_answers
 
 __all__ = ["DEFAULT_LM_EVAL_TASKS", "as_hflm_model", "make_hflm", "run_lm_eval"]
 
@@ -107,18 +108,37 @@ def as_hflm_model(model: torch.nn.Module) -> torch.nn.Module:
     return _HFLMModel(model, _find_config(model) or PretrainedConfig())
 
 
-def _prompt_aware_hflm(hflm_class: type) -> type:
-    """An `HFLM` subclass for models that edit the last prompt token (GRUN): lm-eval scores `context +
-    continuation` in one forward pass without labels, so the contexts of a log-likelihood batch are registered with
-    the model's `known_prompts` for the call (see [`hf_unlearn.grun.GRUNModel.known_prompts`])."""
+def _scoring_hflm(hflm_class: type) -> type:
+    """An `HFLM` subclass whose log-likelihoods come from hf_unlearn's one scoring path
+    ([`~hf_unlearn.evaluation.scoring.score_answers`]), for every model kind: lm-eval scores `context +
+    continuation` in one forward pass without labels, where a GRUN model could not tell where the context ends.
+    Contexts are truncated from the left to the model's length as lm-eval does; the continuation's log-likelihood
+    and whether it is the greedy continuation are returned, as lm-eval's own method returns them."""
 
-    class PromptAwareHFLM(hflm_class):
-        def _loglikelihood_tokens(self, requests, *args, **kwargs):
-            owner = self.model.module if isinstance(self.model, _HFLMModel) else self.model
-            with owner.known_prompts([context for _, context, _ in requests]):
-                return super()._loglikelihood_tokens(requests, *args, **kwargs)
+    class ScoringHFLM(hflm_class):
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs: int | None = None):
+            pairs = []
+            for _, context, continuation in requests:
+                ids = (list(context) + list(continuation))[-(self.max_length + 1) :]
+                pairs.append((ids[: len(ids) - len(continuation)], list(continuation)))
+            batch_size = override_bs or (self.batch_size if isinstance(self.batch_size, int) else 1)
+            scores = score_answers(
+                self.model,
+                pairs,
+                pad_token_id=resolve_pad_token_id(self.tokenizer, "run_lm_eval"),
+                batch_size=int(batch_size),
+                progress=not disable_tqdm and self.rank == 0,
+                desc="lm-eval: log-likelihoods",
+            )
+            results = []
+            for request, logprobs, greedy in zip(requests, scores.logprobs, scores.greedy):
+                answer = (float(logprobs.sum()), bool(greedy))
+                if request[0] is not None:
+                    self.cache_hook.add_partial("loglikelihood", request[0], answer)
+                results.append(answer)
+            return results
 
-    return PromptAwareHFLM
+    return ScoringHFLM
 
 
 def make_hflm(
@@ -129,8 +149,8 @@ def make_hflm(
     **hflm_kwargs: Any,
 ) -> Any:
     """lm-eval's `HFLM` around an in-memory model (see [`run_lm_eval`]). The tokenizer is copied first when
-    lm-eval would otherwise add a pad token to it. A model with `known_prompts` (GRUN) is told each scored
-    sequence's context, so that its edit lands on the last context token."""
+    lm-eval would otherwise add a pad token to it. Log-likelihoods go through hf_unlearn's one scoring path, so that
+    a GRUN model's edit lands on the last context token."""
     _import_lm_eval()
     from lm_eval.models.huggingface import HFLM
 
@@ -140,8 +160,7 @@ def make_hflm(
     if tokenizer.pad_token_id is None:
         tokenizer = copy.deepcopy(tokenizer)  # lm-eval sets a pad token on the tokenizer it is given
     wrapped = as_hflm_model(model)
-    hflm_class = _prompt_aware_hflm(HFLM) if callable(getattr(model, "known_prompts", None)) else HFLM
-    return hflm_class(
+    return _scoring_hflm(HFLM)(
         pretrained=wrapped,
         tokenizer=tokenizer,
         backend="causal",
@@ -192,8 +211,8 @@ def run_lm_eval(
     Args:
         model: a transformers model, a peft model, or any `torch.nn.Module` whose `forward(input_ids)` returns
             `logits` (an object with `.logits`, a tuple whose first item is the logits, or the logits tensor)
-            and, for generative tasks, that has `generate`. A GRUN model works too: its `known_prompts` learns
-            the context of every scored sequence. Left in the train/eval mode it had.
+            and, for generative tasks, that has `generate`. A GRUN model works too: it is told where each
+            context ends (the one scoring path). Left in the train/eval mode it had.
         tokenizer: its tokenizer (not modified).
         tasks: lm-eval task or group names (default: `wmdp` and `mmlu`), or names of tasks found under
             `include_path`.

@@ -1,5 +1,5 @@
-"""Model-calling helpers shared by the evaluators: device and vocabulary checks, padding and EOS ids, batched
-left-padded greedy generation and batched teacher-forced token log-probabilities.
+"""Model-calling helpers shared by the evaluators: device and vocabulary checks, padding and EOS ids, and batched
+left-padded greedy generation (teacher-forced scoring is [`hf_unlearn.evaluation.scoring`]).
 
 They work with transformers models, peft models and any ``torch.nn.Module`` whose ``forward(input_ids,
 attention_mask)`` returns an object with ``logits`` (and, for generation, that has a transformers-style
@@ -12,7 +12,6 @@ import inspect
 import warnings
 from collections.abc import Iterator, Sequence
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
@@ -24,7 +23,6 @@ __all__ = [
     "greedy_generate",
     "model_device",
     "resolve_pad_token_id",
-    "token_logprobs",
 ]
 
 
@@ -176,41 +174,3 @@ def greedy_generate(
         for i, text in zip(chunk, decoded):
             texts[i] = text
     return texts
-
-
-@torch.no_grad()
-def token_logprobs(
-    model: torch.nn.Module,
-    sequences: Sequence[list[int]],
-    *,
-    batch_size: int,
-    pad_token_id: int,
-    progress: bool = False,
-    desc: str = "scoring",
-) -> list[np.ndarray]:
-    """Teacher-forced ``log p(token_t | tokens_<t)`` of every token of each sequence but the first.
-
-    Sequences (of at least two tokens) are sorted by length and scored ``batch_size`` at a time with right padding;
-    only the real positions' logits are upcast to float32. Returns one float64 array of ``len(sequence) - 1`` values
-    per sequence, in the order of ``sequences``.
-    """
-    short = [i for i, s in enumerate(sequences) if len(s) < 2]
-    if short:
-        raise ValueError(
-            f"Sequence(s) {short[:5]} have fewer than 2 tokens: there is no next-token prediction to score."
-        )
-    results: list[np.ndarray] = [np.zeros(0)] * len(sequences)
-    device = model_device(model)
-    batches = padded_batches(
-        sequences, batch_size=batch_size, pad_token_id=pad_token_id, left=False, progress=progress, desc=desc
-    )
-    for chunk, input_ids, attention_mask in batches:
-        logits = model(
-            input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), use_cache=False
-        ).logits
-        targets = input_ids[:, 1:].to(logits.device)
-        for row, i in enumerate(chunk):
-            n = len(sequences[i]) - 1
-            logp = torch.log_softmax(logits[row, :n].float(), dim=-1)
-            results[i] = logp.gather(-1, targets[row, :n, None]).squeeze(-1).double().cpu().numpy()
-    return results

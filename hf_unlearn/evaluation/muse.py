@@ -38,7 +38,8 @@ from transformers import PreTrainedTokenizerBase
 from .. import constants
 from ..io import write_json_atomic
 from .metrics import mia_auc, mia_loss, mia_min_k, privleak, rouge_l_f1
-from .model_io import check_vocabulary, eos_token_ids, greedy_generate, resolve_pad_token_id, token_logprobs
+from .model_io import check_vocabulary, eos_token_ids, greedy_generate, resolve_pad_token_id
+from .scoring import score_answers
 
 __all__ = ["MUSE_METRICS", "MUSEEvaluator", "load_muse", "load_muse_retain_auc"]
 
@@ -329,7 +330,7 @@ class MUSEEvaluator:
 
     def _privleak(self, part: str) -> list[dict[str, Any]]:
         texts = [str(row["text"]) for row in self.privleak[part]]
-        sequences = []
+        pairs = []
         for i, text in enumerate(texts):
             ids = self._encode(text)[: self.max_length] if self.max_length else self._encode(text)
             if len(ids) < 2:
@@ -337,15 +338,15 @@ class MUSEEvaluator:
                     f"Text {i} of the MUSE privleak/{part} split encodes to {len(ids)} token(s); Min-K% needs at "
                     "least one predicted token."
                 )
-            sequences.append(ids)
-        logprobs = token_logprobs(
+            pairs.append((ids[:1], ids[1:]))  # every token after the first is scored
+        logprobs = score_answers(
             self.model,
-            sequences,
-            batch_size=self.batch_size,
+            pairs,
             pad_token_id=self.pad_token_id,
+            batch_size=self.batch_size,
             progress=self.progress,
             desc=f"MUSE: PrivLeak {part}",
-        )
+        ).logprobs
         return [
             {"index": i, "num_tokens": int(lp.size), "min_k": mia_min_k(lp, self.min_k), "loss": mia_loss(lp)}
             for i, lp in enumerate(logprobs)

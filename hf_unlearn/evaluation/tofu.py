@@ -1,42 +1,31 @@
 """TOFU evaluation of a model: batched teacher-forced scoring, batched greedy generation, per-question logs, summary.
 
-The numbers are TOFU's (Maini et al. 2024; ALGORITHMS.md "TOFU metrics"); the per-question logs follow the layout of
+The numbers are TOFU's (Maini et al. 2024, arXiv 2401.06121); the per-question logs follow the layout of
 TOFU's published evaluation logs (see [`hf_unlearn.evaluation.logs`]), so that forget quality can be computed
 against a retain model evaluated by us or by others.
 """
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from ..data.collator import pad_examples
 from ..data.formatting import DEFAULT_DATE_STRING, PromptEncoder
 from ..data.tofu import load_tofu
-from ..losses.base import IGNORE_INDEX
 from .logs import TOFU_SPLITS, load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
 from .metrics import normalized_option_probability, rouge_l_recall
-from .model_io import (
-    accepts_logits_to_keep,
-    check_vocabulary,
-    eos_token_ids,
-    greedy_generate,
-    model_device,
-    resolve_pad_token_id,
-)
+from .model_io import check_vocabulary, eos_token_ids, greedy_generate, model_device, resolve_pad_token_id
+from .scoring import score_answers
 
-__all__ = ["TOFUEvaluator", "evaluate_tofu_model", "prompt_aware", "run_tofu_evaluation", "tofu_split_config"]
+__all__ = ["TOFUEvaluator", "tofu_split_config"]
 
 # The splits whose "paraphrased" answer is the answer itself (TOFU scores the answer there).
 _OPTION_SPLITS = ("real_authors", "world_facts")
@@ -76,9 +65,10 @@ class TOFUEvaluator:
     Teacher-forced scoring flattens every (prompt, answer) pair of every split, the answer, the paraphrased answer
     and each perturbed answer of every question, sorts them by length and scores them `batch_size` sequences per
     forward pass. Greedy generation is batched too, with left padding built here (the tokenizer is never modified).
-    Prompts are formatted by [`~hf_unlearn.data.PromptEncoder`], exactly as for training. Works with
-    transformers models and peft models (anything with `forward(input_ids, attention_mask)` returning `logits`
-    and a `generate` method).
+    Prompts are formatted by [`~hf_unlearn.data.PromptEncoder`], exactly as for training. Works with every model
+    kind (full weights, peft, GRUN: scoring goes through [`~hf_unlearn.evaluation.scoring.score_answers`], which
+    tells a GRUN model where each prompt ends) and anything with `forward(input_ids, attention_mask)` returning
+    `logits` and a `generate` method.
 
     Args:
         model: the causal LM to evaluate (left in the train/eval mode it had).
@@ -141,7 +131,6 @@ class TOFUEvaluator:
         self.logs: dict[str, dict[str, Any]] = {}
 
         self._check_vocabulary()
-        self._logits_to_keep = accepts_logits_to_keep(model)
         self.pad_token_id = self._pad_token_id()
         self.encoder = PromptEncoder(tokenizer, use_chat_template, date_string)
         datasets = dict(datasets or {})
@@ -214,39 +203,18 @@ class TOFUEvaluator:
     def score(
         self, pairs: Sequence[tuple[list[int], list[int]]], desc: str = "scoring"
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Teacher-forced sum of answer-token NLLs and answer-token counts of `(prompt_ids, answer_ids)` pairs.
-
-        Pairs are sorted by length (longest first) and scored `batch_size` at a time with right padding. Models
-        that take `logits_to_keep` (transformers' causal LMs, through peft too) compute logits only from the last
-        prompt token on; only the answer positions' logits are upcast to float32. Returns `(sum_nll, num_tokens)`
-        in the order of `pairs`.
-        """
-        order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-        sums = np.zeros(len(pairs), dtype=np.float64)
-        counts = np.zeros(len(pairs), dtype=np.int64)
-        starts = range(0, len(order), self.batch_size)
-        for start in tqdm(starts, desc=desc, disable=not self.progress, leave=False):
-            chunk = order[start : start + self.batch_size]
-            batch = pad_examples([pairs[i] for i in chunk], self.pad_token_id)
-            width = batch["input_ids"].shape[1]
-            extra = {}
-            if self._logits_to_keep:  # positions before the last prompt token predict no answer token
-                extra["logits_to_keep"] = width - min(len(pairs[i][0]) for i in chunk) + 1
-            logits = self.model(
-                input_ids=batch["input_ids"].to(self.device),
-                attention_mask=batch["attention_mask"].to(self.device),
-                use_cache=False,
-                **extra,
-            ).logits
-            # logits[:, j] predicts the token after position width - kept + j.
-            targets = batch["labels"][:, width - logits.shape[1] + 1 :].to(logits.device)
-            mask = targets != IGNORE_INDEX
-            rows = mask.nonzero()[:, 0]
-            token_nll = F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="none")
-            per_row = torch.zeros(len(chunk), dtype=torch.float32, device=logits.device).index_add_(0, rows, token_nll)
-            sums[chunk] = per_row.cpu().numpy()
-            counts[chunk] = mask.sum(dim=1).cpu().numpy()
-        return sums, counts
+        """Teacher-forced sum of answer-token NLLs and answer-token counts of `(prompt_ids, answer_ids)` pairs, in
+        the order of `pairs`, by the one scoring path ([`~hf_unlearn.evaluation.scoring.score_answers`]: batched by
+        length, and a GRUN model is told where each prompt ends)."""
+        scores = score_answers(
+            self.model,
+            pairs,
+            pad_token_id=self.pad_token_id,
+            batch_size=self.batch_size,
+            progress=self.progress,
+            desc=desc,
+        )
+        return scores.sum_nll, scores.num_tokens
 
     def generate(self, prompts: Sequence[list[int]], desc: str = "generating") -> list[str]:
         """Greedy generations (decoded, special tokens skipped, stripped) for prompt token ids, batched with left
@@ -395,43 +363,3 @@ class TOFUEvaluator:
             if split in _OPTION_SPLITS:
                 log["normalized_gt_loss"][i] = -float(np.log(normalized_option_probability(means[a], pert_means)))
         return log
-
-
-def prompt_aware(model: torch.nn.Module, prompts: Iterable[Sequence[int]]) -> contextlib.AbstractContextManager:
-    """`model.known_prompts(prompts)` for a model that edits only known prompts (it has `known_prompts`, as
-    [`hf_unlearn.grun.GRUNModel`]: a teacher-forced pass without labels must tell it where each prompt ends),
-    a context that does nothing for any other model."""
-    known_prompts = getattr(model, "known_prompts", None)
-    return known_prompts(list(prompts)) if callable(known_prompts) else contextlib.nullcontext()
-
-
-def run_tofu_evaluation(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    output_dir: str | Path | None = None,
-    retain_logs: str | Path | None = None,
-    **evaluator_kwargs: Any,
-) -> tuple[dict[str, Any], TOFUEvaluator]:
-    """Run [`TOFUEvaluator`] on a model; returns `(summary, evaluator)`.
-
-    A model that edits only known prompts (see [`prompt_aware`]) is told every prompt of the evaluation for the
-    run, so that each scored sequence is edited at the end of its prompt. `output_dir` and `retain_logs` are as in
-    [`TOFUEvaluator.evaluate`]; `evaluator_kwargs` go to [`TOFUEvaluator`].
-    """
-    evaluator = TOFUEvaluator(model, tokenizer, **evaluator_kwargs)
-    prompts = [question.prompt_ids for questions in evaluator.questions.values() for question in questions]
-    with prompt_aware(model, prompts):
-        summary = evaluator.evaluate(output_dir=output_dir, retain_logs=retain_logs)
-    return summary, evaluator
-
-
-def evaluate_tofu_model(
-    model: torch.nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    output_dir: str | Path | None = None,
-    retain_logs: str | Path | None = None,
-    **evaluator_kwargs: Any,
-) -> dict[str, Any]:
-    """The TOFU summary of any model hf_unlearn produces: full, peft or GRUN (whose scoring must edit the last prompt
-    token: see [`run_tofu_evaluation`]). `evaluator_kwargs` go to [`TOFUEvaluator`]."""
-    return run_tofu_evaluation(model, tokenizer, output_dir=output_dir, retain_logs=retain_logs, **evaluator_kwargs)[0]

@@ -51,11 +51,9 @@ _LAZY = {
     "load_grun_model": "io",
     "read_grun_config": "io",
     "GRUNTrainer": "trainer",
-    "evaluate_tofu": "evaluation",
 }
 
 if TYPE_CHECKING:  # names for type checkers; imported lazily at run time (they need pyreft)
-    from .evaluation import evaluate_tofu
     from .intervention import GatedLoreftIntervention
     from .io import GRUN_CONFIG_FILE, GRUN_WEIGHTS_FILE, load_grun_model, read_grun_config, save_grun_model
     from .model import GRUNModel, GRUNRequest, get_grun_model, last_prompt_positions
@@ -78,7 +76,6 @@ __all__ = [
     "GRUNRequest",
     "GRUNTrainer",
     "GatedLoreftIntervention",
-    "evaluate_tofu",
     "get_grun_model",
     "last_prompt_positions",
     "load_grun_model",

@@ -97,8 +97,9 @@ class GRUNModel(pyreft.ReftModel):
     - `model(input_ids=..., attention_mask=..., labels=None, **kwargs)` returns the base model's output with the
       edit applied at the last prompt token of each row, and `gate_logits` added: one `[batch, n_layers]` tensor
       of g(h) per request (oldest first). The last prompt token is, in order: `intervention_positions` when given,
-      the token before the first answer label when `labels` are given, the end of the longest registered prompt
-      (see [`known_prompts`]) that starts the row, else the last attended token (a prompt-only input).
+      the token before the first answer label when `labels` are given, else the last attended token (a prompt-only
+      input). Teacher-forced scoring of `prompt + answer` rows must say where each prompt ends: every scoring path
+      of hf_unlearn passes `intervention_positions`, as GRUN's entry in `hf_unlearn.methods` declares.
     - `model.generate(input_ids=..., attention_mask=..., **generate_kwargs)` edits the last prompt token during the
       prefill pass only (left- or right-padded batches), and returns the generated ids.
     - `with model.disable_adapter():` runs the base model unedited (NPO's reference; same name as peft's, so the
@@ -150,7 +151,6 @@ class GRUNModel(pyreft.ReftModel):
         decoder_layers = named_decoder_layers(model)[1]
         self._edited_decoder_layers = {layer: decoder_layers[layer] for layer in sorted(members)}
         self._interventions_enabled = True
-        self._known_prompts: dict[int, set[tuple[int, ...]]] = {}
         self._grun_build_done = True
         # The parameters must live where the base model lives.
         device = next(model.parameters()).device
@@ -284,33 +284,6 @@ class GRUNModel(pyreft.ReftModel):
                 module.enabled = True
 
     # ------------------------------------------------------------------ positions
-    @contextlib.contextmanager
-    def known_prompts(self, prompts: Iterable[Sequence[int]]) -> Iterator[None]:
-        """Within the block, a forward without labels edits the end of the longest of these prompts (token ids)
-        that starts the row (after padding), so that teacher-forced scoring of prompt + answer sequences edits the
-        last prompt token, as in training. Used by [`evaluate_tofu`] for the TOFU evaluator's scoring pass."""
-        previous = self._known_prompts
-        table: dict[int, set[tuple[int, ...]]] = {}
-        for prompt in prompts:
-            table.setdefault(len(prompt), set()).add(tuple(int(t) for t in prompt))
-        self._known_prompts = table
-        try:
-            yield
-        finally:
-            self._known_prompts = previous
-
-    def _prompt_end_positions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        positions = last_attended_positions(attention_mask, input_ids.shape).tolist()
-        mask = attention_mask.tolist() if attention_mask is not None else None
-        lengths = sorted(self._known_prompts, reverse=True)
-        for row, ids in enumerate(input_ids.tolist()):
-            start = mask[row].index(1) if mask is not None and 1 in mask[row] else 0
-            for length in lengths:
-                if tuple(ids[start : start + length]) in self._known_prompts[length]:
-                    positions[row] = start + length - 1
-                    break
-        return torch.tensor(positions, dtype=torch.long)
-
     def resolve_positions(
         self,
         input_ids: torch.Tensor,
@@ -323,8 +296,6 @@ class GRUNModel(pyreft.ReftModel):
             positions = torch.as_tensor(intervention_positions, dtype=torch.long).reshape(-1)
         elif labels is not None:
             positions = last_prompt_positions(labels, attention_mask)
-        elif self._known_prompts:
-            positions = self._prompt_end_positions(input_ids, attention_mask)
         else:
             positions = last_attended_positions(attention_mask, input_ids.shape)
         if positions.shape[0] != input_ids.shape[0]:

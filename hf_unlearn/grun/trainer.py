@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -16,23 +17,18 @@ from transformers.utils import logging
 from ..config import UnlearningConfig
 from ..data import ColumnLayout
 from ..losses.base import ForgetLoss, LossContext, RetainLoss
-from ..trainer import REFERENCE_ADAPTERS_OFF, UnlearningTrainer
+from ..trainer import UnlearningTrainer
+from ..unlearning_state import UnlearningState
 from .config import GRUNConfig
 from .io import load_grun_weights_, save_grun_model
-from .model import GRUNModel, _num_layers, last_prompt_positions
+from .model import GRUNModel, _num_layers, get_grun_model
 
 logger = logging.get_logger(__name__)
 
 
 class GRUNLossContext(LossContext):
-    """A [`LossContext`] whose forwards edit the last prompt token of each row (located from the labels: the token
-    before the first answer token), and that reads the gate logits the GRUN model returns."""
-
-    def _model_inputs(self, split: str) -> dict[str, torch.Tensor]:
-        inputs = super()._model_inputs(split)
-        batch = self.batch(split)
-        inputs["intervention_positions"] = last_prompt_positions(batch["labels"], batch["attention_mask"])
-        return inputs
+    """A [`LossContext`] that reads the gate logits the GRUN model returns. (Its forwards edit the last prompt token
+    of each row as every `LossContext` forward of a GRUN model does: the method registry says so.)"""
 
     def has_outputs(self, split: str) -> bool:
         return split in self._outputs
@@ -238,10 +234,6 @@ class GRUNTrainer(UnlearningTrainer):
             GatedRetainLoss(retain, config.retain_weight, config.gate_weight),
         )
 
-    def reference_mode(self, model: torch.nn.Module, peft_config: Any | None) -> str:
-        """NPO's and RMU's reference: the same GRUN model with its edits switched off (no copy)."""
-        return REFERENCE_ADAPTERS_OFF
-
     def _check_parallelism_supported(self) -> None:
         # Under FSDP / DeepSpeed the Trainer saves through their state-dict paths, which would skip `_save` and lose
         # the GRUN modules; and sharding a frozen model to train a few thousand parameters buys little.
@@ -260,11 +252,10 @@ class GRUNTrainer(UnlearningTrainer):
             for buffer in model.interventions.buffers():
                 torch.distributed.broadcast(buffer, src=0)
 
-    def unlearning_state(self) -> dict[str, Any]:
-        state = super().unlearning_state()
+    def unlearning_state(self) -> UnlearningState:
         model = self.accelerator.unwrap_model(self.model)
-        state.update(method="grun", grun=[request.config.to_dict() for request in model.requests])
-        return state
+        requests = [request.config.to_dict() for request in model.requests]
+        return dataclasses.replace(super().unlearning_state(), method="grun", grun=requests)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
         # Checkpoints hold the GRUN modules (written by `_save`), not a transformers state dict.
@@ -277,3 +268,17 @@ class GRUNTrainer(UnlearningTrainer):
         save_grun_model(self.accelerator.unwrap_model(self.model), output_dir)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
+
+
+def build_grun_trainer(
+    model: str | torch.nn.Module, args: UnlearningConfig | None, grun_config: GRUNConfig, **kwargs: Any
+) -> GRUNTrainer:
+    """The trainer builder of the `grun` method: a [`GRUNTrainer`] of `get_grun_model(model, grun_config)`, the
+    new request's modules initialised from the training seed (they are created before the trainer seeds anything,
+    so the same seed gives the same run)."""
+    if isinstance(model, str):
+        from trl.trainer.utils import create_model_from_path
+
+        model = create_model_from_path(model)
+    seed = args.seed if args is not None else None
+    return GRUNTrainer(get_grun_model(model, grun_config, seed=seed), args, **kwargs)

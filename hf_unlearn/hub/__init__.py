@@ -23,12 +23,10 @@ from .card import (
 )
 from .errors import HubAuthenticationError, HubError, HubNetworkError, HubServerError
 from .facts import CardFacts, gather_card_facts
-from .formats import MODEL_FORMATS, ModelFormat, detect_model_format, detect_model_kind, get_model_format
 from .loading import load_unlearned, resolve_model_folder
 from .push import files_to_push, push_unlearned
 
 __all__ = [
-    "MODEL_FORMATS",
     "PAPERS",
     "TOFU_METRICS",
     "HubAuthenticationError",
@@ -36,16 +34,12 @@ __all__ = [
     "HubNetworkError",
     "HubServerError",
     "CardFacts",
-    "ModelFormat",
     "Paper",
     "build_model_card",
-    "detect_model_format",
-    "detect_model_kind",
     "eval_results_from_summary",
     "files_to_push",
     "find_eval_summary",
     "gather_card_facts",
-    "get_model_format",
     "load_eval_summary",
     "load_unlearned",
     "push_unlearned",

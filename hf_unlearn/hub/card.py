@@ -28,7 +28,6 @@ from .eval_summary import (
 )
 from .facts import CardFacts, gather_card_facts, is_hub_model_id, papers_for
 from .folder import load_unlearning_state
-from .formats import detect_model_kind, read_base_model
 from .papers import PAPERS
 
 __all__ = [
@@ -43,14 +42,12 @@ __all__ = [
     "TOFU_METRICS",
     "Paper",
     "build_model_card",
-    "detect_model_kind",
     "eval_results_from_summary",
     "find_eval_summary",
     "is_hub_model_id",
     "load_eval_summary",
     "load_unlearning_state",
     "papers_for",
-    "read_base_model",
     "render_model_card",
     "summary_benchmark",
     "write_model_card",
@@ -81,7 +78,7 @@ def build_model_card(
         repo_id: the repo it is published as (for the title and the usage snippet).
         state: the unlearning settings (default: the folder's `unlearning.json`).
         kind: `"peft"`, `"grun"` or `"full"` (default: detected from the folder; `"full"` without a folder; see
-            `hf_unlearn.hub.formats.MODEL_FORMATS`).
+            `hf_unlearn.methods`).
         base_model: the base model (default: the one recorded by the adapter / GRUN config). Only a Hub id goes into
             the metadata; a local path is left out of the card.
         forget_data: a description of the forget data: a Hub dataset id (`"locuslab/TOFU"`, also listed in the

@@ -19,6 +19,7 @@ from transformers.utils import logging
 
 from ..citations import Paper
 from ..io import FINGERPRINT_KEY, read_json_file, weights_fingerprint
+from ..methods import UnlearningMethod, get_method, method_of_folder
 from .eval_summary import (
     TOFU_DATASET_ID,
     eval_results_from_summary,
@@ -27,7 +28,6 @@ from .eval_summary import (
     summary_benchmark,
 )
 from .folder import load_unlearning_state
-from .formats import FULL, ModelFormat, detect_model_format, get_model_format, read_base_model
 from .papers import GRU_PAPER, MUSE_PAPER, TOFU_PAPER, loss_papers
 
 logger = logging.get_logger(__name__)
@@ -142,7 +142,7 @@ def papers_for(
     """The papers to cite for a method: its losses' (`UnlearningLoss.papers`, user losses included), GRU
     rectification, the model format's (GRUN), and TOFU / MUSE when evaluated on them."""
     state = state or {}
-    fmt = get_model_format(kind)
+    fmt = get_method(kind)
     requests = _grun_requests(state, grun_config) if fmt.per_request else []
     papers: list[Paper] = []
     for loss in _cited_losses(state, requests):
@@ -169,7 +169,7 @@ class CardFacts:
     #: The name in the card and `model-index`, and the repo the usage snippet loads.
     model_name: str
     repo_id: str
-    model_format: ModelFormat
+    model_format: UnlearningMethod
     #: The base model, as given or recorded: a Hub id or a local path (only a Hub id goes into the metadata).
     base_model: str | None = None
     #: `unlearning.json`: the unlearning settings, None when not recorded.
@@ -234,7 +234,7 @@ def _forget_dataset(forget_data: str | None, summary: Mapping[str, Any] | None) 
 def _tags(
     state: Mapping[str, Any] | None,
     requests: list[dict[str, Any]],
-    model_format: ModelFormat,
+    model_format: UnlearningMethod,
     extra: Iterable[str] | None,
 ) -> list[str]:
     tags = list(BASE_TAGS)
@@ -331,16 +331,16 @@ def gather_card_facts(
     [`~hf_unlearn.hub.build_model_card`]."""
     folder = Path(folder) if folder is not None else None
     if kind is not None:
-        model_format = get_model_format(kind)
+        model_format = get_method(kind)
     else:
-        model_format = detect_model_format(folder) if folder is not None else get_model_format(FULL)
+        model_format = method_of_folder(folder) if folder is not None else get_method("full")
     if state is None and folder is not None:
         state = load_unlearning_state(folder)
     state = dict(state) if state is not None else None
     config = model_format.read_config(folder) if folder is not None and model_format.per_request else None
     requests = _grun_requests(state, config) if model_format.per_request else []
     if base_model is None and folder is not None:
-        base_model = read_base_model(folder, model_format.kind)
+        base_model = model_format.read_base_model(folder)
     found_beside_weights = eval_results is None and folder is not None
     if found_beside_weights:
         eval_results = find_eval_summary(folder)

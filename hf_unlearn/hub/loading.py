@@ -12,8 +12,8 @@ from transformers.utils import logging
 
 from ..constants import PICKLE_SUFFIXES
 from ..io import check_readable_files
+from ..methods import method_of_folder
 from .errors import hub_errors
-from .formats import detect_model_format, read_base_model
 
 __all__ = ["load_unlearned", "resolve_model_folder"]
 
@@ -92,7 +92,8 @@ def load_unlearned(
     model, tokenizer = load_unlearned("me/llama-tofu-npo")
     ```
 
-    What is loaded depends on the files (`hf_unlearn.hub.formats.MODEL_FORMATS`): `grun_config.json` attaches GRUN
+    What is loaded depends on the files, as each registered method declares (`hf_unlearn.methods`):
+    `grun_config.json` attaches GRUN
     modules to the base model (`hf_unlearn.grun.load_grun_model`), `adapter_config.json` loads a peft adapter onto
     it, otherwise `config.json` and safetensors weights are loaded as a full model. The base model is `base_model`
     when given, else the one the adapter or GRUN config records (`base_model_name_or_path`). The tokenizer comes from
@@ -124,10 +125,10 @@ def load_unlearned(
     folder = resolve_model_folder(
         repo_id_or_path, revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint
     )
-    model_format = detect_model_format(folder)
+    model_format = method_of_folder(folder)
     base_source: str | None = None
     if model_format.needs_base_model:
-        base_source = str(base_model) if base_model is not None else read_base_model(folder, model_format.kind)
+        base_source = str(base_model) if base_model is not None else model_format.read_base_model(folder)
         if not base_source:
             raise ValueError(
                 f"{repo_id_or_path} holds {model_format.noun} but its {model_format.marker_file} records no base "

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from ..citations import TOFU_PAPER, Paper
+from ..citations import GRU_PAPER, GRUN_PAPER, MUSE_PAPER, TOFU_PAPER, Paper
 from ..losses import get_loss
 
 __all__ = ["GRU_PAPER", "GRUN_PAPER", "MUSE_PAPER", "PAPERS", "TOFU_PAPER", "loss_papers"]
-
-MUSE_PAPER = Paper("MUSE: Machine Unlearning Six-Way Evaluation for Language Models", "Shi et al. 2024", "2407.06460")
-GRU_PAPER = Paper(
-    "GRU: Mitigating the Trade-off between Unlearning and Retention for LLMs", "Wang et al. 2025", "2503.09117"
-)
-GRUN_PAPER = Paper("A General Framework to Enhance Fine-tuning-based LLM Unlearning", "Ren et al. 2025", "2502.17823")
 
 
 def loss_papers(name: object) -> tuple[Paper, ...]:

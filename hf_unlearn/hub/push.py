@@ -13,10 +13,10 @@ from transformers.utils import logging
 from .. import constants
 from ..constants import EVAL_SUMMARY_FILE
 from ..io import FINGERPRINT_KEY, read_json_file, weights_fingerprint
+from ..methods import UnlearningMethod, method_of_folder
 from .card import build_model_card
 from .errors import HubAuthenticationError, hub_errors, redact
 from .folder import load_unlearning_state
-from .formats import ModelFormat, detect_model_format
 
 __all__ = ["PICKLE_SUFFIXES", "files_to_push", "push_unlearned"]
 
@@ -71,7 +71,7 @@ def _stale_evaluations(folder: Path) -> set[Path]:
     return stale
 
 
-def _check_weights(folder: Path, model_format: ModelFormat, files: list[str]) -> None:
+def _check_weights(folder: Path, model_format: UnlearningMethod, files: list[str]) -> None:
     """Refuse to publish a model whose weights are not in safetensors."""
     if any(name.endswith(".safetensors") for name in files):
         return
@@ -134,7 +134,7 @@ def push_unlearned(
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"Model folder {folder} does not exist.")
-    model_format = detect_model_format(folder)
+    model_format = method_of_folder(folder)
     files = files_to_push(folder)
     _check_weights(folder, model_format, files)
     if state is None:

@@ -11,8 +11,8 @@ from typing import Any, ClassVar
 import torch
 
 from ..citations import Paper
-
-IGNORE_INDEX = -100
+from ..constants import IGNORE_INDEX
+from ..methods.registry import answer_forward_kwargs
 
 #: How training losses average over answer tokens: "batch" pools the answer tokens of the whole batch (HF's
 #: `outputs.loss`, what the reference codes use), "answer" averages within each answer, then over the batch.
@@ -132,12 +132,21 @@ class LossContext:
         batch = self.batch(split)
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
 
+    def _scoring_inputs(self, split: str, module: torch.nn.Module) -> dict[str, Any]:
+        """What a forward of `module` over this split's prompt + answer rows needs beyond the inputs, as its method
+        declares it (GRUN: the last prompt token of each row; see `hf_unlearn.methods`)."""
+        batch = self.batch(split)
+        return answer_forward_kwargs(module, batch["labels"], batch["attention_mask"])
+
     def outputs(self, split: str) -> Any:
         """The trained model's outputs on a split (cached: one forward per split and batch)."""
         if split not in self._outputs:
             with self._recording_last_layer(self.model, split, reference=False):
                 self._outputs[split] = self.model(
-                    **self._model_inputs(split), output_hidden_states=self._output_hidden_states, use_cache=False
+                    **self._model_inputs(split),
+                    **self._scoring_inputs(split, self.model),
+                    output_hidden_states=self._output_hidden_states,
+                    use_cache=False,
                 )
         return self._outputs[split]
 
@@ -171,7 +180,8 @@ class LossContext:
         if split not in self._ref_outputs:
             module = self._reference_module if self._reference_module is not None else self.model
             with torch.no_grad(), self._recording_last_layer(module, split, reference=True):
-                self._ref_outputs[split] = self._reference_forward(self._model_inputs(split))
+                inputs = {**self._model_inputs(split), **self._scoring_inputs(split, module)}
+                self._ref_outputs[split] = self._reference_forward(inputs)
         return self._ref_outputs[split]
 
     def release(self, split: str) -> None:

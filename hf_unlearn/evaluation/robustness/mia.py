@@ -27,16 +27,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from datasets import Dataset
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from ...data.collator import pad_examples
 from ...data.formatting import DEFAULT_DATE_STRING, PromptEncoder
-from ...losses.base import IGNORE_INDEX
-from ..model_io import accepts_logits_to_keep, check_vocabulary, model_device, resolve_pad_token_id
-from ..tofu import prompt_aware
+from ..model_io import check_vocabulary, resolve_pad_token_id
+from ..scoring import answer_token_logprobs, score_answers
 
 __all__ = ["GRADIENT_NORM_REDUCTIONS", "encode_texts", "mean_answer_nll", "mia_gradient_norm", "mia_reference"]
 
@@ -139,33 +137,6 @@ def _check_batch_size(batch_size: int) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _forward(model: torch.nn.Module, batch: Mapping[str, torch.Tensor], min_prompt: int, keep: bool) -> Any:
-    """The model's output on a right-padded batch; with `keep`, logits only from the last token of the shortest
-    prompt on (positions before it predict no scored token)."""
-    device = model_device(model)
-    width = batch["input_ids"].shape[1]
-    extra = {"logits_to_keep": width - min_prompt + 1} if keep else {}
-    return model(
-        input_ids=batch["input_ids"].to(device),
-        attention_mask=batch["attention_mask"].to(device),
-        use_cache=False,
-        **extra,
-    )
-
-
-def _token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row sum of answer-token NLLs (float32) and answer-token counts; `logits` may hold only the last positions
-    (`logits_to_keep`): `logits[:, j]` predicts the token after position `width - kept + j`."""
-    width = labels.shape[1]
-    targets = labels[:, width - logits.shape[1] + 1 :].to(logits.device)
-    mask = targets != IGNORE_INDEX
-    rows = mask.nonzero()[:, 0]
-    token_nll = F.cross_entropy(logits[:, :-1][mask].float(), targets[mask], reduction="none")
-    sums = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device).index_add(0, rows, token_nll)
-    return sums, mask.sum(dim=1)
-
-
-@torch.no_grad()
 def _answer_nll(
     model: torch.nn.Module,
     pairs: Sequence[Pair],
@@ -176,47 +147,40 @@ def _answer_nll(
     desc: str,
     gates: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Teacher-forced mean NLL of the answer tokens of `(prompt_ids, answer_ids)` pairs, in eval mode (the model's
-    mode is restored), batched by length; returns `(mean_nll, num_tokens, gate)` in the order of `pairs`.
+    """Teacher-forced mean NLL of the answer tokens of `(prompt_ids, answer_ids)` pairs by the one scoring path
+    ([`~hf_unlearn.evaluation.scoring.score_answers`]), in eval mode (the model's mode is restored); returns
+    `(mean_nll, num_tokens, gate)` in the order of `pairs`.
 
-    A model that edits known prompts only (see [`~hf_unlearn.evaluation.tofu.prompt_aware`]) is told the pairs'
-    prompts. With `gates` and a model with `gate_values` (GRUN), `gate` holds each row's mean gate value s(h) of the
-    newest request over its layers (else None).
+    With `gates` and a model whose outputs carry `gate_logits` (GRUN), `gate` holds each row's mean gate value
+    s(h) of the newest request over its layers (else None).
     """
     if any(len(answer) == 0 for _, answer in pairs):
         raise ValueError("A text has no token to score (an empty answer); remove it.")
-    order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
-    sums = np.zeros(len(pairs), dtype=np.float64)
-    counts = np.zeros(len(pairs), dtype=np.int64)
-    want_gates = gates and callable(getattr(model, "gate_values", None))
-    gate = np.zeros(len(pairs), dtype=np.float64) if want_gates else None
-    keep = accepts_logits_to_keep(model)
+    gate = np.full(len(pairs), np.nan, dtype=np.float64) if gates else None
+
+    def read_gates(indices: list[int], outputs: Any) -> None:
+        gate_logits = getattr(outputs, "gate_logits", None)
+        if gate is not None and gate_logits is not None:
+            values = torch.sigmoid(gate_logits[-1].float()).reshape(len(indices), -1).mean(dim=1)
+            gate[indices] = values.double().cpu().numpy()
+
     was_training = model.training
     model.eval()
     try:
-        with prompt_aware(model, [prompt for prompt, _ in pairs]):
-            starts = range(0, len(order), batch_size)
-            for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
-                chunk = order[start : start + batch_size]
-                batch = pad_examples([pairs[i] for i in chunk], pad_token_id)
-                outputs = _forward(model, batch, min(len(pairs[i][0]) for i in chunk), keep)
-                row_sums, row_counts = _token_nll(outputs.logits, batch["labels"])
-                sums[chunk] = row_sums.double().cpu().numpy()
-                counts[chunk] = row_counts.cpu().numpy()
-                if gate is not None:
-                    gate_logits = getattr(outputs, "gate_logits", None)
-                    if gate_logits is not None:
-                        values = torch.sigmoid(gate_logits[-1].float())
-                    else:
-                        values = model.gate_values(
-                            batch["input_ids"].to(model_device(model)),
-                            batch["attention_mask"].to(model_device(model)),
-                            labels=batch["labels"].to(model_device(model)),
-                        )[-1]
-                    gate[chunk] = values.reshape(len(chunk), -1).mean(dim=1).double().cpu().numpy()
+        scores = score_answers(
+            model,
+            pairs,
+            pad_token_id=pad_token_id,
+            batch_size=batch_size,
+            progress=progress,
+            desc=desc,
+            on_batch=read_gates,
+        )
     finally:
         model.train(was_training)
-    return sums / np.maximum(counts, 1), counts, gate
+    if gate is not None and np.isnan(gate).all():
+        gate = None  # the model has no gates
+    return scores.mean_nll, scores.num_tokens, gate
 
 
 def mean_answer_nll(
@@ -387,10 +351,9 @@ def mia_gradient_norm(
     try:
         for i, pair in enumerate(tqdm(pairs, desc="MIA gradient norm", disable=not progress, leave=False)):
             batch = pad_examples([pair], pad)
-            with torch.enable_grad(), prompt_aware(model, [pair[0]]):
-                logits = _forward(model, batch, len(pair[0]), keep=False).logits
-                token_sum, count = _token_nll(logits, batch["labels"])
-                loss = token_sum[0] / count[0].clamp(min=1)
+            with torch.enable_grad():
+                logp, _ = answer_token_logprobs(model, batch)
+                loss = -logp.mean()
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
             norms = [torch.linalg.vector_norm(g.detach().float(), ord=p) for g in grads if g is not None]
             if not norms:
@@ -400,7 +363,7 @@ def mia_gradient_norm(
             stacked = torch.stack([n.to(norms[0].device) for n in norms])
             value = torch.linalg.vector_norm(stacked, ord=p) if reduction == "global" else stacked.mean()
             scores[i] = float(value)
-            del grads, logits, loss
+            del grads, logp, loss
     finally:
         model.train(was_training)
     return scores

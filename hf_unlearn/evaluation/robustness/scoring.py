@@ -10,10 +10,9 @@ import numpy as np
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from ...data import PromptEncoder, pad_examples
-from ...losses.base import mean_nll
-from ..model_io import model_device, resolve_pad_token_id
-from ..tofu import prompt_aware
+from ...data import PromptEncoder
+from ..model_io import resolve_pad_token_id
+from ..scoring import score_answers
 
 QAPairs = list[tuple[list[int], list[int]]]
 
@@ -39,28 +38,18 @@ def encode_qa(
     return [encoder.encode([{"role": "user", "content": row[question_key]}], row[answer_key]) for row in rows]
 
 
-@torch.no_grad()
 def answer_probabilities(
     model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, pairs: QAPairs, batch_size: int = 16
 ) -> np.ndarray:
-    """TOFU's probability of each answer, exp(-mean NLL of its tokens) given its prompt (teacher forced). A model
-    that edits known prompts only (GRUN) is told the prompts, so that it edits each one's last token as in training."""
+    """TOFU's probability of each answer, exp(-mean NLL of its tokens) given its prompt (teacher forced, in eval
+    mode; the model's mode is restored), by the one scoring path ([`~hf_unlearn.evaluation.scoring.score_answers`])."""
     pad = resolve_pad_token_id(tokenizer, owner="The robustness attack")
-    device = model_device(model)
     was_training = model.training
     model.eval()
-    values = []
     try:
-        with prompt_aware(model, [prompt for prompt, _ in pairs]):
-            for start in range(0, len(pairs), batch_size):
-                batch = pad_examples(pairs[start : start + batch_size], pad)
-                logits = model(
-                    input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
-                ).logits
-                values.append(mean_nll(logits, batch["labels"].to(device)).double().cpu())
+        return score_answers(model, pairs, pad_token_id=pad, batch_size=batch_size).probability
     finally:
         model.train(was_training)
-    return np.exp(-torch.cat(values).numpy())
 
 
 def robustness_score(change_unlearned: float, change_reference: float) -> float:
