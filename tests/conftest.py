@@ -1,4 +1,5 @@
-"""Shared fixtures: a tokenizer trained on the bundled TOFU text and a tiny Llama that memorised the bundled subset.
+"""Shared fixtures: a tokenizer trained on the bundled TOFU text and a tiny Llama that memorised the bundled subset
+(the trainer factory and its CPU config are in helpers.py).
 
 Nothing is downloaded: the models are built locally, as transformers' own tests do with tiny random models.
 """
@@ -9,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import UnlearningConfig, load_tofu
+from hf_unlearn import load_tofu
 from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
 
 
@@ -60,22 +61,3 @@ def small_forget(tofu):
 @pytest.fixture(scope="session")
 def small_retain(tofu):
     return tofu["retain99"].select(range(64))
-
-
-def cpu_args(output_dir, **overrides) -> UnlearningConfig:
-    """An UnlearningConfig suited to fast CPU tests (no bf16, no checkpointing, no reporting, quiet)."""
-    defaults = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=4,
-        max_steps=4,
-        learning_rate=1e-3,
-        bf16=False,
-        gradient_checkpointing=False,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
-    )
-    defaults.update(overrides)
-    return UnlearningConfig(**defaults)

@@ -106,9 +106,8 @@ def test_chat_templates_get_a_pinned_date_in_training_and_evaluation(tokenizer, 
     import copy
     import datetime
 
-    from conftest import cpu_args
+    from helpers import make_trainer
 
-    from hf_unlearn import UnlearningTrainer
     from hf_unlearn.data import DEFAULT_DATE_STRING
     from hf_unlearn.demo.tiny import tiny_llama
     from hf_unlearn.evaluation.tofu import TOFUEvaluator
@@ -125,19 +124,11 @@ def test_chat_templates_get_a_pinned_date_in_training_and_evaluation(tokenizer, 
     data = Dataset.from_dict({"question": ["Who wrote it?"], "answer": ["Jane did."]})
     tofu_rows = data.add_column("paraphrased_answer", ["Jane."]).add_column("perturbed_answer", [["Tom did."]])
     model = tiny_llama(len(tok), num_layers=1, hidden_size=32)
-    trainer = UnlearningTrainer(
-        model, cpu_args(tmp_path), forget_dataset=data, retain_dataset=data, processing_class=tok
-    )
+    trainer = make_trainer(model, tok, data, data, tmp_path)
     assert trainer.encoder.encode_prompt(messages) == PromptEncoder(tok).encode_prompt(messages)
     evaluator = TOFUEvaluator(model, tok, splits=["forget"], datasets={"forget": tofu_rows}, progress=False)
     assert evaluator.encoder.encode_prompt(messages) == PromptEncoder(tok).encode_prompt(messages)
-    other = UnlearningTrainer(
-        model,
-        cpu_args(tmp_path, date_string="1 Jan 2030"),
-        forget_dataset=data,
-        retain_dataset=data,
-        processing_class=tok,
-    )
+    other = make_trainer(model, tok, data, data, tmp_path, date_string="1 Jan 2030")
     assert "1 Jan 2030" in tok.decode(other.encoder.encode_prompt(messages))
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import cpu_args
-from helpers import DEVICES, assert_unchanged, snapshot
+from helpers import DEVICES, assert_unchanged, make_trainer, snapshot
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import UnlearningTrainer, load_tofu
+from hf_unlearn import load_tofu
 from hf_unlearn.analysis import build_geffect_batch, compute_g_effect
 from hf_unlearn.data import PromptEncoder, pad_examples
 from hf_unlearn.evaluation import TOFUEvaluator
@@ -50,7 +49,11 @@ def test_gru_trainer_step_on_device(device, mode, target_model_dir, tokenizer, s
         config = LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False)
         model = get_peft_model(model, config)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    args = cpu_args(
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        small_forget,
+        small_retain,
         tmp_path,
         use_cpu=device == "cpu",
         bf16=device == "cuda",
@@ -58,9 +61,6 @@ def test_gru_trainer_step_on_device(device, mode, target_model_dir, tokenizer, s
         rectification="gru",
         max_steps=2,
         learning_rate=1e-3 if mode == "full" else 1e-2,
-    )
-    trainer = UnlearningTrainer(
-        model, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
     )
     trainer.train()
     logs = [e for e in trainer.state.log_history if "gru/cosine" in e]
@@ -80,9 +80,17 @@ def test_grun_training_on_device(device, target_model_dir, tokenizer, small_forg
     base = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=_dtype(device)).to(device)
     frozen = {n: p.detach().clone() for n, p in base.named_parameters()}
     grun = get_grun_model(base, GRUNConfig(layers=[1], forget_loss="npo"))
-    args = cpu_args(tmp_path, use_cpu=device == "cpu", bf16=device == "cuda", max_steps=2, learning_rate=5e-2)
-    GRUNTrainer(
-        grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+    make_trainer(
+        grun,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path,
+        trainer_cls=GRUNTrainer,
+        use_cpu=device == "cpu",
+        bf16=device == "cuda",
+        max_steps=2,
+        learning_rate=5e-2,
     ).train()
     assert all(torch.equal(p, frozen[n]) for n, p in grun.model.named_parameters()), "the base model stays frozen"
     edits = [p for m in grun.trainable_modules() for p in m.parameters()]

@@ -7,44 +7,34 @@ import logging
 
 import pytest
 import torch
-from conftest import cpu_args
 from datasets import Dataset
+from helpers import make_trainer
 
-from hf_unlearn import ForgetLoss, NonFiniteLossError, UnlearningConfig, UnlearningTrainer, register_loss
+from hf_unlearn import ForgetLoss, NonFiniteLossError, UnlearningConfig, register_loss
 from hf_unlearn.demo.tiny import train_tokenizer
-
-
-def make(model, tokenizer, forget, retain, tmp_path, **overrides):
-    return UnlearningTrainer(
-        model=model,
-        args=cpu_args(tmp_path, **overrides),
-        forget_dataset=forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
-    )
 
 
 def test_empty_forget_set(target_model, tokenizer, small_retain, tmp_path):
     empty = Dataset.from_dict({"question": [], "answer": []})
     with pytest.raises(ValueError, match="forget dataset is empty"):
-        make(target_model, tokenizer, empty, small_retain, tmp_path)
+        make_trainer(target_model, tokenizer, empty, small_retain, tmp_path)
 
 
 def test_empty_retain_set(target_model, tokenizer, small_forget, tmp_path):
     empty = Dataset.from_dict({"question": [], "answer": []})
     with pytest.raises(ValueError, match="retain dataset is empty"):
-        make(target_model, tokenizer, small_forget, empty, tmp_path)
+        make_trainer(target_model, tokenizer, small_forget, empty, tmp_path)
 
 
 def test_missing_retain_set_needs_retain_loss_none(target_model, tokenizer, small_forget, tmp_path):
     with pytest.raises(ValueError, match="retain_loss='none'"):
-        make(target_model, tokenizer, small_forget, None, tmp_path, retain_loss="nll")
+        make_trainer(target_model, tokenizer, small_forget, None, tmp_path, retain_loss="nll")
 
 
 def test_missing_columns_name_expected_and_found(target_model, tokenizer, small_retain, tmp_path):
     wrong = Dataset.from_dict({"query": ["q"], "response": ["a"]})
     with pytest.raises(ValueError) as err:
-        make(target_model, tokenizer, wrong, small_retain, tmp_path)
+        make_trainer(target_model, tokenizer, wrong, small_retain, tmp_path)
     message = str(err.value)
     assert "['query', 'response']" in message and "'question'" in message and "'answer'" in message
     assert "question_key" in message
@@ -53,7 +43,7 @@ def test_missing_columns_name_expected_and_found(target_model, tokenizer, small_
 def test_custom_column_names(target_model, tokenizer, small_retain, tmp_path):
     renamed = Dataset.from_dict({"q": ["Who?"], "a": ["Nobody."]})
     retain = small_retain.rename_columns({"question": "q", "answer": "a"})
-    trainer = make(target_model, tokenizer, renamed, retain, tmp_path, question_key="q", answer_key="a")
+    trainer = make_trainer(target_model, tokenizer, renamed, retain, tmp_path, question_key="q", answer_key="a")
     assert len(trainer.train_dataset) == 1
 
 
@@ -66,7 +56,7 @@ def test_tokenizer_without_pad_token_uses_eos_and_says_so(
     )
     assert tok.pad_token is None
     with caplog.at_level(logging.WARNING):
-        trainer = make(target_model, tok, small_forget, small_retain, tmp_path)
+        trainer = make_trainer(target_model, tok, small_forget, small_retain, tmp_path)
     assert tok.pad_token == tok.eos_token
     assert trainer.unlearning_collator.pad_token_id == tok.eos_token_id
     assert "no pad token" in caplog.text
@@ -77,18 +67,18 @@ def test_tokenizer_without_pad_or_eos_token(target_model, tokenizer, small_forge
     tok.pad_token = None
     tok.eos_token = None
     with pytest.raises(ValueError, match="neither a pad token nor an EOS token"):
-        make(target_model, tok, small_forget, small_retain, tmp_path)
+        make_trainer(target_model, tok, small_forget, small_retain, tmp_path)
 
 
 def test_prompt_too_long_for_any_answer_token(target_model, tokenizer, small_retain, tmp_path):
     long = Dataset.from_dict({"question": ["short?", "word " * 300], "answer": ["yes", "no"]})
     with pytest.raises(ValueError, match=r"Row 1 of the forget dataset.*max_length=64.*no answer token"):
-        make(target_model, tokenizer, long, small_retain, tmp_path, max_length=64)
+        make_trainer(target_model, tokenizer, long, small_retain, tmp_path, max_length=64)
 
 
 def test_long_answers_are_truncated_not_rejected(target_model, tokenizer, small_retain, tmp_path):
     data = Dataset.from_dict({"question": ["short?"], "answer": ["word " * 300]})
-    trainer = make(target_model, tokenizer, data, small_retain, tmp_path, max_length=64)
+    trainer = make_trainer(target_model, tokenizer, data, small_retain, tmp_path, max_length=64)
     row = trainer.train_dataset[0]
     assert len(row["prompt_ids"]) + len(row["answer_ids"]) == 64
 
@@ -97,22 +87,22 @@ def test_long_answers_are_truncated_not_rejected(target_model, tokenizer, small_
 def test_refusal_losses_need_prompts_not_raw_text(forget_loss, target_model, tokenizer, small_retain, tmp_path):
     text = Dataset.from_dict({"text": ["Some article.", "Another one."]})
     with pytest.raises(ValueError, match=rf"forget_loss='{forget_loss}' answers the forget prompts.*raw text"):
-        make(target_model, tokenizer, text, small_retain, tmp_path, forget_loss=forget_loss)
+        make_trainer(target_model, tokenizer, text, small_retain, tmp_path, forget_loss=forget_loss)
 
 
 def test_unknown_loss_suggests_the_closest(target_model, tokenizer, small_forget, small_retain, tmp_path):
     with pytest.raises(ValueError, match=r"Unknown loss 'nop'. Did you mean 'npo'\?.*ga.*idk"):
-        make(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="nop")
+        make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="nop")
 
 
 def test_retain_loss_used_as_forget_loss(target_model, tokenizer, small_forget, small_retain, tmp_path):
     with pytest.raises(ValueError, match="'nll' is a retain loss"):
-        make(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="nll")
+        make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="nll")
 
 
 def test_unknown_hyperparameter_lists_accepted_ones(target_model, tokenizer, small_forget, small_retain, tmp_path):
     with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) \['betta'\].*beta"):
-        make(
+        make_trainer(
             target_model,
             tokenizer,
             small_forget,
@@ -126,9 +116,9 @@ def test_unknown_hyperparameter_lists_accepted_ones(target_model, tokenizer, sma
 def test_reference_model_that_cannot_be_built(target_model, tokenizer, small_forget, small_retain, tmp_path):
     target_model.is_loaded_in_4bit = True  # a quantized model cannot be deep-copied into a frozen reference
     with pytest.raises(ValueError, match=r"quantized model cannot be copied.*ref_model=.*peft_config"):
-        make(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="npo")
+        make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="npo")
     # a loss without a reference does not need the copy
-    make(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="ga")
+    make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="ga")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
@@ -174,7 +164,7 @@ def test_nonfinite_loss_stops_training_and_keeps_the_last_checkpoint(
 ):
     from transformers import AutoModelForCausalLM
 
-    trainer = make(
+    trainer = make_trainer(
         target_model,
         tokenizer,
         small_forget,

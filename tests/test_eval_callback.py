@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import cpu_args
+from helpers import make_trainer, tiny_config
 from launch import REPO, run_accelerate
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import UnlearningTrainer
 from hf_unlearn.evaluation import TOFUEvalCallback, TOFUEvaluator, merge_tofu_logs, read_tofu_logs
 
 EVAL_KWARGS = dict(forget_split="forget01", data_dir="bundled", max_questions=4, max_new_tokens=6, batch_size=8)
@@ -50,12 +49,16 @@ def test_callback_evaluates_every_n_steps_and_logs_through_the_trainer(
 ):
     (tmp_path / "retain").mkdir()
     (tmp_path / "retain" / "eval_log_forget.json").write_text(json.dumps(RETAIN_FORGET_LOG))
-    trainer = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path / "train", forget_loss="ga", retain_loss="nll", max_steps=5, learning_rate=5e-3),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        target_model,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path / "train",
+        forget_loss="ga",
+        retain_loss="nll",
+        max_steps=5,
+        learning_rate=5e-3,
     )
     callback = TOFUEvalCallback(
         every_n_steps=2,
@@ -87,18 +90,21 @@ def test_callback_evaluates_every_n_steps_and_logs_through_the_trainer(
 
 
 def test_callback_given_to_the_trainer_reports_through_its_log(target_model, tokenizer, small_forget, tmp_path):
-    trainer = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path, forget_loss="ga", retain_loss="none", max_steps=2),
-        forget_dataset=small_forget,
-        processing_class=tokenizer,
-        callbacks=[
-            TOFUEvalCallback(
-                every_n_steps=2,
-                evaluator_kwargs={**EVAL_KWARGS, "splits": ["forget"]},
-                log_keys=["forget_truth_ratio", "model_utility"],
-            )
-        ],
+    callback = TOFUEvalCallback(
+        every_n_steps=2,
+        evaluator_kwargs={**EVAL_KWARGS, "splits": ["forget"]},
+        log_keys=["forget_truth_ratio", "model_utility"],
+    )
+    trainer = make_trainer(
+        target_model,
+        tokenizer,
+        small_forget,
+        None,
+        tmp_path,
+        callbacks=[callback],
+        forget_loss="ga",
+        retain_loss="none",
+        max_steps=2,
     )
     trainer.train()
     logged = [e for e in trainer.state.log_history if any(k.startswith("tofu/") for k in e)]
@@ -126,7 +132,7 @@ def test_callback_refuses_fsdp2_sharded_models_set_up_by_accelerate(target_model
     from torch.distributed.fsdp import fully_shard
     from transformers import TrainerControl, TrainerState
 
-    callback, args = TOFUEvalCallback(every_n_steps=1), cpu_args(tmp_path)
+    callback, args = TOFUEvalCallback(every_n_steps=1), tiny_config(tmp_path)
     callback.on_train_begin(args, TrainerState(), TrainerControl(), model=target_model)  # a plain model is fine
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
@@ -168,16 +174,6 @@ def test_two_process_evaluation_equals_single_process(target_model_dir, tokenize
 def test_an_unlearning_trainer_binds_the_callback_itself(
     target_model, tokenizer, small_forget, small_retain, tmp_path
 ):
-    from hf_unlearn import UnlearningTrainer
-    from hf_unlearn.evaluation import TOFUEvalCallback
-
     callback = TOFUEvalCallback(every_n_steps=1)
-    trainer = UnlearningTrainer(
-        target_model,
-        cpu_args(tmp_path),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
-        callbacks=[callback],
-    )
+    trainer = make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, callbacks=[callback])
     assert callback.trainer is trainer

@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
-from conftest import cpu_args
+from helpers import make_trainer
 from launch import REPO, run_accelerate
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn import UnlearningTrainer
 from hf_unlearn.analysis import (
     GEffect,
     GEffectCallback,
@@ -303,25 +302,20 @@ def test_refusal_objectives_get_an_idk_split(model, tofu, tokenizer):
 
 
 # ---------------------------------------------------------------------------------------------- callback
-def _train(model, tokenizer, tofu, tmp_path, callbacks=(), **overrides):
-    args = cpu_args(tmp_path, **{"max_steps": 3, "logging_steps": 2, **overrides})
-    trainer = UnlearningTrainer(
-        model=model,
-        args=args,
-        forget_dataset=tofu["forget01"].select(range(8)),
-        retain_dataset=tofu["retain99"].select(range(16)),
-        processing_class=tokenizer,
-        callbacks=list(callbacks),
-    )
-    trainer.train()
-    return trainer
+@pytest.fixture(scope="module")
+def train_data(tofu):
+    """The forget and retain data of the callback's training runs: 8 forget and 16 retain questions."""
+    return tofu["forget01"].select(range(8)), tofu["retain99"].select(range(16))
 
 
-def test_callback_logs_and_writes_json_without_perturbing_training(model_dir, tofu, tokenizer, tmp_path):
+def test_callback_logs_and_writes_json_without_perturbing_training(model_dir, tofu, train_data, tokenizer, tmp_path):
     load = lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # noqa: E731
     callback = GEffectCallback(tofu["forget01"], tofu["retain99"], every_n_steps=2, num_samples=3)
-    trainer = _train(load(), tokenizer, tofu, tmp_path / "with", [callback], forget_loss="npo")
-    plain = _train(load(), tokenizer, tofu, tmp_path / "without", forget_loss="npo")
+    settings = dict(forget_loss="npo", max_steps=3, logging_steps=2)
+    trainer = make_trainer(load(), tokenizer, *train_data, tmp_path / "with", callbacks=[callback], **settings)
+    trainer.train()
+    plain = make_trainer(load(), tokenizer, *train_data, tmp_path / "without", **settings)
+    plain.train()
 
     for p, q in zip(trainer.model.parameters(), plain.model.parameters()):
         assert torch.equal(p, q), "the callback changed training"
@@ -341,17 +335,18 @@ def test_callback_logs_and_writes_json_without_perturbing_training(model_dir, to
     assert not list((tmp_path / "with").glob(".geffect.json.*")), "no temporary file left"
 
 
-def test_bound_callback_on_a_peft_trainer(model, tofu, tokenizer, tmp_path):
+def test_bound_callback_on_a_peft_trainer(model, tofu, train_data, tokenizer, tmp_path):
     from peft import LoraConfig
 
-    args = cpu_args(tmp_path, max_steps=1, forget_loss="tnpo", logging_steps=1)
-    trainer = UnlearningTrainer(
-        model=model,
-        args=args,
-        forget_dataset=tofu["forget01"].select(range(8)),
-        retain_dataset=tofu["retain99"].select(range(16)),
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        *train_data,
+        tmp_path,
         peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+        max_steps=1,
+        forget_loss="tnpo",
+        logging_steps=1,
     )
     callback = GEffectCallback(
         tofu["forget01"], tofu["retain99"], every_n_steps=1, num_samples=2, per_instance=True, include_retain_loss=True
@@ -364,7 +359,7 @@ def test_bound_callback_on_a_peft_trainer(model, tofu, tokenizer, tmp_path):
     assert "nll" in callback.history[0].objective or "RetainNLL" in callback.history[0].objective
 
 
-def test_resume_drops_the_records_after_the_checkpoint(model_dir, tofu, tokenizer, tmp_path):
+def test_resume_drops_the_records_after_the_checkpoint(model_dir, tofu, train_data, tokenizer, tmp_path):
     """A run recorded steps 0..4 and saved checkpoint-2; resuming from it (to step 3 this time) keeps the records
     before step 2 as they were, recomputes step 2 at the checkpoint's weights, and drops the old steps 3 and 4."""
     load = lambda: AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)  # noqa: E731
@@ -373,19 +368,24 @@ def test_resume_drops_the_records_after_the_checkpoint(model_dir, tofu, tokenize
     def callback():
         return GEffectCallback(tofu["forget01"], tofu["retain99"], every_n_steps=1, num_samples=2)
 
-    _train(load(), tokenizer, tofu, tmp_path, [callback()], max_steps=4, save_strategy="steps", save_steps=2)
+    first_run = make_trainer(
+        load(),
+        tokenizer,
+        *train_data,
+        tmp_path,
+        callbacks=[callback()],
+        max_steps=4,
+        logging_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+    )
+    first_run.train()
     first = json.loads(path.read_text())["records"]
     assert [r["step"] for r in first] == [0, 1, 2, 3, 4]
 
     resumed = callback()
-    args = cpu_args(tmp_path, max_steps=3, logging_steps=2, save_strategy="no")
-    trainer = UnlearningTrainer(
-        model=load(),
-        args=args,
-        forget_dataset=tofu["forget01"].select(range(8)),
-        retain_dataset=tofu["retain99"].select(range(16)),
-        processing_class=tokenizer,
-        callbacks=[resumed],
+    trainer = make_trainer(
+        load(), tokenizer, *train_data, tmp_path, callbacks=[resumed], max_steps=3, logging_steps=2, save_strategy="no"
     )
     trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
     records = json.loads(path.read_text())["records"]

@@ -16,10 +16,9 @@ import copy
 
 import pytest
 import torch
-from conftest import cpu_args
+from helpers import make_trainer
 from test_golden_losses import hf_loss, reference_kl, reference_npo
 
-from hf_unlearn import UnlearningTrainer
 from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama
 
 LR = 0.3
@@ -94,8 +93,14 @@ def reference_run(initial, micro_batches, objective, *, accumulation: int, gru: 
 
 
 def library_run(initial, tokenizer, forget, retain, out, **overrides):
+    """hf_unlearn's side: STEPS SGD steps of the trainer on a copy of `initial`; the parameters after, the batches
+    the trainer drew and, per step, whether GRU projected."""
     model = copy.deepcopy(initial)
-    args = cpu_args(
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        forget,
+        retain,
         out,
         optim="sgd",
         learning_rate=LR,
@@ -104,9 +109,6 @@ def library_run(initial, tokenizer, forget, retain, out, **overrides):
         max_steps=STEPS,
         per_device_train_batch_size=BATCH,
         **overrides,
-    )
-    trainer = UnlearningTrainer(
-        model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
     )
     recorded = []
     collate = trainer.data_collator

@@ -22,7 +22,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cpu_args
+from helpers import make_trainer
 from transformers import AutoModelForCausalLM
 
 pytest.importorskip("pyreft")
@@ -117,8 +117,9 @@ def test_grun_loss_equals_the_reference_code(forget_loss, gate, target_model_dir
                     param.add_(0.3 * torch.randn(param.shape, generator=generator))
     # forget and retain rows of different lengths (the per-sequence NPO sum and the pooled CE differ then)
     forget, retain = tofu["forget01"].select(range(6)), tofu["retain99"].select(range(6))
-    args = cpu_args(tmp_path, max_steps=1, per_device_train_batch_size=6)
-    trainer = GRUNTrainer(grun, args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer)
+    trainer = make_trainer(
+        grun, tokenizer, forget, retain, tmp_path, trainer_cls=GRUNTrainer, max_steps=1, per_device_train_batch_size=6
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     assert len({int((row != IGNORE).sum()) for row in batch["forget"]["labels"]}) > 1
     grun.eval()

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import cpu_args
+from helpers import make_trainer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from peft import LoraConfig
@@ -17,7 +17,6 @@ from hf_unlearn import (
     ForgetLoss,
     NonFiniteLossError,
     UnlearningConfig,
-    UnlearningTrainer,
     list_losses,
     load_tofu,
     register_loss,
@@ -195,24 +194,13 @@ def test_config_validation(tmp_path):
     assert config(rectification="gru", gru_ema=1.0).gru_ema == 1.0
 
 
-def make(model, tokenizer, forget, retain, out, peft_config=None, **overrides):
-    return UnlearningTrainer(
-        model=model,
-        args=cpu_args(out, **overrides),
-        forget_dataset=forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
-
-
 def test_gru_needs_retain_data_and_refuses_deepspeed_and_fsdp1(
     target_model, tokenizer, small_forget, tmp_path, monkeypatch
 ):
     with pytest.raises(ValueError, match="needs retain data even with retain_loss='none'"):
-        make(target_model, tokenizer, small_forget, None, tmp_path, rectification="gru", retain_loss="none")
+        make_trainer(target_model, tokenizer, small_forget, None, tmp_path, rectification="gru", retain_loss="none")
     with pytest.raises(ValueError, match="retain_loss='none' has none.*gru_projected='objective'"):
-        make(
+        make_trainer(
             target_model,
             tokenizer,
             small_forget,
@@ -222,7 +210,7 @@ def test_gru_needs_retain_data_and_refuses_deepspeed_and_fsdp1(
             retain_loss="none",
             gru_projected="forget",
         )
-    trainer = make(target_model, tokenizer, small_forget, small_forget, tmp_path, rectification="gru")
+    trainer = make_trainer(target_model, tokenizer, small_forget, small_forget, tmp_path, rectification="gru")
     for flag, name in [("is_fsdp_enabled", "FSDP1 \\(set `fsdp_version: 2`"), ("is_deepspeed_enabled", "DeepSpeed")]:
         setattr(trainer, flag, True)  # what accelerate sets under `accelerate launch` with an FSDP/DeepSpeed config
         with pytest.raises(ValueError, match=rf"supports single-device training, multi-process DDP .* not {name}"):
@@ -284,7 +272,9 @@ def test_one_gru_step_does_not_raise_the_retain_loss_to_first_order(
         "gru+ce": dict(rectification="gru", retain_loss="none", gru_retain_weight=0.5),
     }.items():
         model = AutoModelForCausalLM.from_pretrained(target_model_dir)
-        trainer = make(model, tokenizer, forget, retain, tmp_path / name, forget_loss="ga", **SGD_STEP, **overrides)
+        trainer = make_trainer(
+            model, tokenizer, forget, retain, tmp_path / name, forget_loss="ga", **SGD_STEP, **overrides
+        )
         if name == "gru":
             g_r = retain_gradient(trainer)  # at the starting point, which all three runs share
         before = trainable(model)
@@ -328,7 +318,7 @@ class CaptureGradients(TrainerCallback):
 def test_gru_wraps_every_registered_forget_loss(forget_loss, target_model_dir, tokenizer, small_forget, tmp_path):
     retain = load_tofu("retain99", "bundled").select([0])
     model = AutoModelForCausalLM.from_pretrained(target_model_dir)
-    trainer = make(
+    trainer = make_trainer(
         model,
         tokenizer,
         small_forget,
@@ -361,7 +351,7 @@ def test_gru_wraps_every_registered_forget_loss(forget_loss, target_model_dir, t
 def test_gru_with_lora_rectifies_the_adapter_only(target_model, tokenizer, small_forget, small_retain, tmp_path):
     base = {n: p.detach().clone() for n, p in target_model.named_parameters()}
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0)
-    trainer = make(
+    trainer = make_trainer(
         target_model,
         tokenizer,
         small_forget,
@@ -390,7 +380,7 @@ def test_gru_gradient_accumulation_matches_the_larger_batch(target_model_dir, to
     updates, logs = {}, {}
     for name, batch, accumulation in [("big", 2, 1), ("accumulated", 1, 2)]:
         model = AutoModelForCausalLM.from_pretrained(target_model_dir)
-        trainer = make(
+        trainer = make_trainer(
             model,
             tokenizer,
             small_forget,
@@ -435,7 +425,7 @@ def test_resumed_run_ends_where_the_uninterrupted_run_does(
 
     def run(out, resume=None):
         model = AutoModelForCausalLM.from_pretrained(target_model_dir)
-        trainer = make(model, tokenizer, small_forget, small_retain, out, **settings)
+        trainer = make_trainer(model, tokenizer, small_forget, small_retain, out, **settings)
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         return trainer, torch.cat([p.detach().flatten() for p in model.parameters()])
 
@@ -468,7 +458,7 @@ class NaNAtStep2(ForgetLoss):
 
 
 def test_nonfinite_guard_under_gru(target_model, tokenizer, small_forget, small_retain, tmp_path):
-    trainer = make(
+    trainer = make_trainer(
         target_model,
         tokenizer,
         small_forget,

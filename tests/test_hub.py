@@ -19,14 +19,13 @@ import huggingface_hub
 import pytest
 import torch
 import transformers
-from conftest import cpu_args
+from helpers import make_trainer
 from hub_server import HubStandIn
 from huggingface_hub import ModelCard, constants
 from peft import LoraConfig
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
-from hf_unlearn import UnlearningTrainer
 from hf_unlearn.cli import main as cli_main
 from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.hub import (
@@ -295,21 +294,19 @@ def test_trainer_push_to_hub_lora_adapter_round_trip(hub, model_dir, tokenizer, 
     base_repo = f"{USER}/tiny-target"
     push_unlearned(_full_model_folder(model_dir, tmp_path / "base"), base_repo)
 
-    args = cpu_args(
-        tmp_path / "npo-lora",
+    output_dir = tmp_path / "npo-lora"
+    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    trainer = make_trainer(
+        base_repo,  # downloaded from the stand-in: the adapter records the Hub id as its base model
+        tokenizer,
+        small_forget,
+        small_retain,
+        output_dir,
+        peft_config=peft_config,
         forget_loss="npo",
         forget_loss_kwargs={"beta": 0.1},
         max_steps=2,
         hub_model_id="npo-lora",
-    )
-    peft_config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    trainer = UnlearningTrainer(
-        model=base_repo,  # downloaded from the stand-in: the adapter records the Hub id as its base model
-        args=args,
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
-        peft_config=peft_config,
     )
     trainer.train()
     commit = trainer.push_to_hub(forget_data="locuslab/TOFU:forget01")
@@ -318,7 +315,7 @@ def test_trainer_push_to_hub_lora_adapter_round_trip(hub, model_dir, tokenizer, 
     assert commit.repo_url.repo_id == repo_id and trainer.hub_model_id == repo_id
     published = hub.files(repo_id)
     assert {"adapter_model.safetensors", "adapter_config.json", "unlearning.json", "README.md"} <= set(published)
-    assert "training_args.bin" in {p.name for p in Path(args.output_dir).iterdir()}
+    assert "training_args.bin" in {p.name for p in output_dir.iterdir()}
     assert not [name for name in published if name.endswith((".bin", ".pt"))]
     card = _card(hub, repo_id)
     assert card.data.base_model == base_repo
@@ -336,21 +333,23 @@ def test_trainer_push_to_hub_lora_adapter_round_trip(hub, model_dir, tokenizer, 
     assert not torch.allclose(_logits(base, tokenizer), expected)  # the adapter changes the model
 
 
-def _pushing_trainer(model_dir, tokenizer, forget, retain, output_dir, **overrides) -> UnlearningTrainer:
-    """GA + GRU on the tiny full model, saving (and pushing, per `hub_strategy`) after every step."""
-    settings = dict(max_steps=2, save_strategy="steps", save_steps=1, push_to_hub=True) | overrides
-    args = cpu_args(output_dir, forget_loss="ga", rectification="gru", **settings)
-    return UnlearningTrainer(
-        model=str(model_dir), args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
-    )
+# GA + GRU on the tiny full model (given by its path), saving (and pushing, per `hub_strategy`) after every step.
+PUSHING = dict(
+    forget_loss="ga", rectification="gru", max_steps=2, save_strategy="steps", save_steps=1, push_to_hub=True
+)
 
 
 def test_every_save_pushes_the_checkpoint_model_without_training_state(
     hub, model_dir, tokenizer, small_forget, small_retain, tmp_path
 ):
     output_dir = tmp_path / "ga-every-save"
-    trainer = _pushing_trainer(
-        model_dir, tokenizer, small_forget, small_retain, output_dir, hub_model_id="ga-every-save", max_steps=4
+    trainer = make_trainer(
+        str(model_dir),
+        tokenizer,
+        small_forget,
+        small_retain,
+        output_dir,
+        **(PUSHING | dict(hub_model_id="ga-every-save", max_steps=4)),
     )
     trainer.train()  # waits for the pushes at its end
 
@@ -375,14 +374,13 @@ def test_every_save_pushes_the_checkpoint_model_without_training_state(
 def test_hub_strategy_checkpoint_uploads_what_resuming_needs(
     hub, model_dir, tokenizer, small_forget, small_retain, tmp_path
 ):
-    trainer = _pushing_trainer(
-        model_dir,
+    trainer = make_trainer(
+        str(model_dir),
         tokenizer,
         small_forget,
         small_retain,
         tmp_path / "ga-ckpt",
-        hub_model_id="ga-ckpt",
-        hub_strategy="checkpoint",
+        **(PUSHING | dict(hub_model_id="ga-ckpt", hub_strategy="checkpoint")),
     )
     trainer.train()
     published = hub.files(f"{USER}/ga-ckpt")
@@ -397,8 +395,13 @@ def test_hub_strategy_checkpoint_uploads_what_resuming_needs(
     for name, content in checkpoint.items():
         (pulled / name).parent.mkdir(parents=True, exist_ok=True)
         (pulled / name).write_bytes(content)
-    resumed = _pushing_trainer(
-        model_dir, tokenizer, small_forget, small_retain, tmp_path / "resumed", max_steps=3, push_to_hub=False
+    resumed = make_trainer(
+        str(model_dir),
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path / "resumed",
+        **(PUSHING | dict(max_steps=3, push_to_hub=False)),
     )
     resumed.train(resume_from_checkpoint=str(pulled))
     losses = [entry for entry in resumed.state.log_history if "loss" in entry]
@@ -410,7 +413,9 @@ def test_a_failed_push_during_training_is_logged_and_training_goes_on(
     hub, model_dir, tokenizer, small_forget, small_retain, tmp_path, captured_logs
 ):
     output_dir = tmp_path / "ga-fails"
-    trainer = _pushing_trainer(model_dir, tokenizer, small_forget, small_retain, output_dir, hub_model_id="ga-fails")
+    trainer = make_trainer(
+        str(model_dir), tokenizer, small_forget, small_retain, output_dir, **(PUSHING | dict(hub_model_id="ga-fails"))
+    )
     hub.fail["commit"] = 500
     trainer.train()
     assert trainer.state.global_step == 2
@@ -425,8 +430,13 @@ def test_push_to_hub_without_blocking_returns_a_future(
     hub, model_dir, tokenizer, small_forget, small_retain, tmp_path
 ):
     output_dir = tmp_path / "ga-future"
-    trainer = _pushing_trainer(
-        model_dir, tokenizer, small_forget, small_retain, output_dir, push_to_hub=False, save_strategy="no"
+    trainer = make_trainer(
+        str(model_dir),
+        tokenizer,
+        small_forget,
+        small_retain,
+        output_dir,
+        **(PUSHING | dict(push_to_hub=False, save_strategy="no")),
     )
     trainer.train()
     future = trainer.push_to_hub(blocking=False)
@@ -447,26 +457,34 @@ def test_push_to_hub_at_construction_without_a_token_is_a_clear_error(
 ):
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(HubAuthenticationError, match="create the Hub repo ga-no-token"):
-        _pushing_trainer(
-            model_dir, tokenizer, small_forget, small_retain, tmp_path / "out", hub_model_id="ga-no-token"
+        make_trainer(
+            str(model_dir),
+            tokenizer,
+            small_forget,
+            small_retain,
+            tmp_path / "out",
+            **(PUSHING | dict(hub_model_id="ga-no-token")),
         )
 
 
 def test_trainer_create_model_card_writes_our_card(model_dir, tokenizer, small_forget, small_retain, tmp_path):
-    args = cpu_args(tmp_path / "out", forget_loss="ga", max_steps=1, rectification="gru")
-    trainer = UnlearningTrainer(
-        model=str(model_dir),
-        args=args,
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
+    output_dir = tmp_path / "out"
+    trainer = make_trainer(
+        str(model_dir),
+        tokenizer,
+        small_forget,
+        small_retain,
+        output_dir,
+        forget_loss="ga",
+        max_steps=1,
+        rectification="gru",
     )
     trainer.create_model_card(model_name="tiny-ga", tags=["demo"])
-    card = ModelCard.load(Path(args.output_dir) / "README.md")
+    card = ModelCard.load(output_dir / "README.md")
     assert card.data.model_name == "tiny-ga" and "demo" in card.data.tags
     assert card.data.base_model is None  # a local path never goes into the metadata
     assert "| Forget loss | `ga` |" in card.text and "arxiv.org/abs/2503.09117" in card.text
-    assert not list(Path(args.output_dir).glob(".README.*"))  # no temporary file left behind
+    assert not list(output_dir.glob(".README.*"))  # no temporary file left behind
 
 
 def test_grun_trainer_card_describes_grun(model_dir, tokenizer, small_forget, small_retain, tmp_path):
@@ -474,12 +492,12 @@ def test_grun_trainer_card_describes_grun(model_dir, tokenizer, small_forget, sm
     from hf_unlearn.grun import GRUNConfig, GRUNTrainer, get_grun_model
 
     grun = get_grun_model(AutoModelForCausalLM.from_pretrained(model_dir), GRUNConfig(layers=[0], forget_loss="npo"))
-    args = cpu_args(tmp_path / "grun", max_steps=1)
-    trainer = GRUNTrainer(
-        grun, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
+    output_dir = tmp_path / "grun"
+    trainer = make_trainer(
+        grun, tokenizer, small_forget, small_retain, output_dir, trainer_cls=GRUNTrainer, max_steps=1
     )
     trainer.create_model_card(model_name="tiny-grun")
-    card = ModelCard.load(Path(args.output_dir) / "README.md")
+    card = ModelCard.load(output_dir / "README.md")
     assert "grun" in card.data.tags and "GRUN modules" in card.text
     assert "arxiv.org/abs/2502.17823" in card.text and "arxiv.org/abs/2404.05868" in card.text  # GRUN, NPO
 
@@ -712,32 +730,31 @@ def _write_json(path: Path, obj) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# the model formats table and the papers losses declare
+# the method registry (saved kinds) and the papers losses declare
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_model_formats_decide_every_kind_in_one_place(tmp_path):
-    from hf_unlearn.hub import MODEL_FORMATS, detect_model_format, detect_model_kind, get_model_format
-    from hf_unlearn.hub.formats import model_format_of_state, read_base_model
+def test_the_method_registry_decides_every_saved_kind_in_one_place(tmp_path):
+    from hf_unlearn.methods import get_method, list_methods, method_of_folder, method_of_state
 
-    assert list(MODEL_FORMATS) == ["grun", "peft", "full"]  # recognised in this order
+    assert list_methods() == ["grun", "peft", "full"]  # recognised in this order
     markers = {"grun": "grun_config.json", "peft": "adapter_config.json", "full": "config.json"}
     for kind, marker in markers.items():
         folder = tmp_path / kind
         folder.mkdir()
         (folder / marker).write_text(json.dumps({"base_model_name_or_path": "org/base"}))
         (folder / "config.json").write_text("{}")  # an adapter folder may hold the model's config too
-        assert detect_model_kind(folder) == kind and detect_model_format(folder) is get_model_format(kind)
-        assert read_base_model(folder) == (None if kind == "full" else "org/base")
-    assert get_model_format("peft").library_name == "peft" and get_model_format("full").library_name == "transformers"
-    assert [fmt.needs_base_model for fmt in MODEL_FORMATS.values()] == [True, True, False]
-    assert model_format_of_state({"method": "grun", "peft": False}).kind == "grun"
-    assert model_format_of_state({"peft": True}).kind == "peft"
-    assert model_format_of_state({}).kind == model_format_of_state(None).kind == "full"
+        assert method_of_folder(folder) is get_method(kind)
+        assert get_method(kind).read_base_model(folder) == (None if kind == "full" else "org/base")
+    assert get_method("peft").library_name == "peft" and get_method("full").library_name == "transformers"
+    assert [get_method(kind).needs_base_model for kind in list_methods()] == [True, True, False]
+    assert method_of_state({"method": "grun", "peft": False}).kind == "grun"
+    assert method_of_state({"peft": True}).kind == "peft"
+    assert method_of_state({}).kind == method_of_state(None).kind == "full"
     with pytest.raises(FileNotFoundError, match="grun_config.json.*adapter_config.json.*config.json"):
-        detect_model_format(tmp_path)
+        method_of_folder(tmp_path)
     with pytest.raises(ValueError, match="Unknown model kind 'onnx'"):
-        get_model_format("onnx")
+        get_method("onnx")
 
 
 def test_card_cites_the_papers_each_loss_declares():

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import cpu_args
-from helpers import mean_answer_nll
+from helpers import make_trainer, mean_answer_nll
 from peft import LoraConfig
 
-from hf_unlearn import UnlearningTrainer
 from hf_unlearn.data import PromptEncoder, pad_examples
 
 BUILTIN_FORGET_LOSSES = ["ceu", "dpo", "ga", "idk", "npo", "rmu", "satimp", "simnpo", "tnpo", "undial", "wga", "wtnpo"]
@@ -42,16 +40,18 @@ def rmu_distance(model, tokenizer, dataset, rmu) -> float:
 @pytest.mark.parametrize("forget_loss", BUILTIN_FORGET_LOSSES)
 def test_forget_loss_trains(forget_loss, use_lora, target_model, tokenizer, small_forget, small_retain, tmp_path):
     peft_config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0) if use_lora else None
-    args = cpu_args(
+    trainer = make_trainer(
+        target_model,
+        tokenizer,
+        small_forget,
+        None,
         tmp_path,
+        peft_config=peft_config,
         forget_loss=forget_loss,
         forget_loss_kwargs=LOSS_KWARGS.get(forget_loss),
         retain_loss="none",
         learning_rate=1e-2 if use_lora else 2e-3,
         max_steps=5,
-    )
-    trainer = UnlearningTrainer(
-        model=target_model, args=args, forget_dataset=small_forget, processing_class=tokenizer, peft_config=peft_config
     )
     model = trainer.model
     if forget_loss == "rmu":

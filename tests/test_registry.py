@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import cpu_args
-from helpers import mean_answer_nll
+from helpers import make_trainer, mean_answer_nll
 
-from hf_unlearn import ForgetLoss, RetainLoss, UnlearningTrainer, get_loss, list_losses, register_loss
+from hf_unlearn import ForgetLoss, RetainLoss, get_loss, list_losses, register_loss
 
 
 def test_builtin_losses_are_registered_by_kind():
@@ -53,11 +52,15 @@ def test_a_user_loss_trains_by_name(target_model, tokenizer, small_forget, small
             return -self.scale * ctx.nll("forget").mean()
 
     before = mean_answer_nll(target_model, tokenizer, small_forget)
-    trainer = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path, forget_loss="scaled_ga_test", forget_loss_kwargs={"scale": 0.1}, retain_loss="none"),
-        forget_dataset=small_forget,
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        target_model,
+        tokenizer,
+        small_forget,
+        None,
+        tmp_path,
+        forget_loss="scaled_ga_test",
+        forget_loss_kwargs={"scale": 0.1},
+        retain_loss="none",
     )
     assert trainer.forget_loss_fn.scale == 0.1
     trainer.train()
@@ -75,12 +78,15 @@ def test_a_user_retain_loss_with_a_reference(target_model, tokenizer, small_forg
             seen["ref_logits"] = ctx.ref_logits("retain").shape
             return (ctx.nll("retain") - ctx.ref_nll("retain")).abs().mean()
 
-    trainer = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path, forget_loss="ga", retain_loss="ref_reader_test", max_steps=1),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        target_model,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path,
+        forget_loss="ga",
+        retain_loss="ref_reader_test",
+        max_steps=1,
     )
     assert trainer.ref_model is not None  # the retain loss declared it
     trainer.train()
@@ -88,13 +94,7 @@ def test_a_user_retain_loss_with_a_reference(target_model, tokenizer, small_forg
 
 
 def test_context_without_declared_needs_explains(target_model, tokenizer, small_forget, small_retain, tmp_path):
-    trainer = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path, forget_loss="ga"),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
-    )
+    trainer = make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="ga")
     batch = trainer.unlearning_collator([trainer.train_dataset[0]])
     ctx = trainer.loss_context(trainer.model, batch)
     with pytest.raises(RuntimeError, match="needs_ref_model = True"):

@@ -6,10 +6,10 @@ import logging
 import re
 
 import pytest
-from conftest import cpu_args
 from datasets import Dataset
+from helpers import make_trainer
 
-from hf_unlearn import UnlearningConfig, UnlearningTrainer
+from hf_unlearn import UnlearningConfig
 from hf_unlearn.data import PromptEncoder, prepare_dataset
 
 GOOD = {"question": "Who wrote it?", "answer": "Jane did."}
@@ -70,20 +70,8 @@ def test_the_trainer_refuses_a_retain_row_without_answer_and_can_drop_it(
 ):
     retain = Dataset.from_list([GOOD, {"question": "Who?", "answer": None}])
     with pytest.raises(ValueError, match="Row 1 of the retain dataset: column 'answer' is missing"):
-        UnlearningTrainer(
-            target_model,
-            cpu_args(tmp_path),
-            forget_dataset=small_forget,
-            retain_dataset=retain,
-            processing_class=tokenizer,
-        )
-    trainer = UnlearningTrainer(
-        target_model,
-        cpu_args(tmp_path, invalid_rows="drop"),
-        forget_dataset=small_forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
-    )
+        make_trainer(target_model, tokenizer, small_forget, retain, tmp_path)
+    trainer = make_trainer(target_model, tokenizer, small_forget, retain, tmp_path, invalid_rows="drop")
     assert len(trainer.unlearning_collator.retain_dataset) == 1
 
 
@@ -134,26 +122,21 @@ def test_loss_hyperparameters_of_the_wrong_type_are_refused(
     target_model, tokenizer, small_forget, small_retain, tmp_path, loss, kwargs, message
 ):
     kind = "retain" if loss == "kl" else "forget"
-    args = cpu_args(tmp_path, **{f"{kind}_loss": loss, f"{kind}_loss_kwargs": kwargs})
+    settings = {f"{kind}_loss": loss, f"{kind}_loss_kwargs": kwargs}
     with pytest.raises(ValueError, match=message):
-        UnlearningTrainer(
-            target_model, args, forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer
-        )
+        make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, **settings)
 
 
 # ---------------------------------------------------------------------------------------------- resuming
 def _train(model_dir, tokenizer, forget, retain, out, resume=None, **overrides):
+    """GA on the model saved in `model_dir`, saving a checkpoint every step (resuming from `resume` if given), then
+    the model; the trainer."""
     from transformers import AutoModelForCausalLM
 
     settings = dict(forget_loss="ga", max_steps=2, save_strategy="steps", save_steps=1, per_device_train_batch_size=2)
     settings["lr_scheduler_type"] = "constant"
-    trainer = UnlearningTrainer(
-        AutoModelForCausalLM.from_pretrained(model_dir),
-        cpu_args(out, **{**settings, **overrides}),
-        forget_dataset=forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
-    )
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    trainer = make_trainer(model, tokenizer, forget, retain, out, **{**settings, **overrides})
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trainer.save_model()
     return trainer
@@ -269,9 +252,9 @@ def test_an_output_dir_holding_an_earlier_run_is_refused_or_moved_aside(
     assert not (out / "eval").exists() and not (out / "grun_config.json").exists()
     assert (out / "model.safetensors").is_file() and (out / "checkpoint-1").is_dir()  # the new run's
     assert "moved the earlier run's" in caplog.text
-    from hf_unlearn.hub import detect_model_format
+    from hf_unlearn.methods import method_of_folder
 
-    assert detect_model_format(out).kind == "full", "no stale GRUN file decides what the folder holds"
+    assert method_of_folder(out).kind == "full", "no stale GRUN file decides what the folder holds"
     # resuming needs no overwrite
     _train(target_model_dir, tokenizer, small_forget, small_retain, out, resume=out / "checkpoint-1")
 

@@ -4,26 +4,25 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import cpu_args
+from helpers import make_trainer
 from safetensors.torch import load_file
 
-from hf_unlearn import UnlearningConfig, UnlearningTrainer
+from hf_unlearn import UnlearningConfig
 
-RMU_KWARGS = {"forget_loss": "rmu", "forget_loss_kwargs": {"layer": 0, "steering_coeff": 4.0}}
+# RMU at layer 0 of the tiny model, with its retain term (the distance to the original model's activations there)
+RMU_RUN = {
+    "forget_loss": "rmu",
+    "forget_loss_kwargs": {"layer": 0, "steering_coeff": 4.0},
+    "retain_loss": "embed_diff",
+    "retain_loss_kwargs": {"layer": 0},
+}
 
 
 def test_only_matching_parameters_train(target_model, tokenizer, small_forget, small_retain, tmp_path):
     before = {name: p.detach().clone() for name, p in target_model.named_parameters()}
     pattern = r"layers\.0\.mlp\."
-    args = cpu_args(
-        tmp_path, trainable_parameters=pattern, retain_loss="embed_diff", retain_loss_kwargs={"layer": 0}, **RMU_KWARGS
-    )
-    trainer = UnlearningTrainer(
-        model=target_model,
-        args=args,
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        target_model, tokenizer, small_forget, small_retain, tmp_path, trainable_parameters=pattern, **RMU_RUN
     )
     trainer.train()
     changed = {name for name, p in target_model.named_parameters() if not torch.equal(p, before[name])}
@@ -34,12 +33,8 @@ def test_only_matching_parameters_train(target_model, tokenizer, small_forget, s
 
 def test_a_pattern_matching_nothing_is_refused(target_model, tokenizer, small_forget, small_retain, tmp_path):
     with pytest.raises(ValueError, match="matches none of the model's trainable parameters"):
-        UnlearningTrainer(
-            model=target_model,
-            args=cpu_args(tmp_path, trainable_parameters=r"no_such_module"),
-            forget_dataset=small_forget,
-            retain_dataset=small_retain,
-            processing_class=tokenizer,
+        make_trainer(
+            target_model, tokenizer, small_forget, small_retain, tmp_path, trainable_parameters=r"no_such_module"
         )
 
 
@@ -48,20 +43,11 @@ def test_an_invalid_regex_is_refused_by_the_config(tmp_path):
         UnlearningConfig(output_dir=str(tmp_path), trainable_parameters="layers.(5", bf16=False)
 
 
-def _rmu_trainer(model, tokenizer, forget, retain, output_dir, seed=0, **overrides):
-    args = cpu_args(
-        output_dir, seed=seed, retain_loss="embed_diff", retain_loss_kwargs={"layer": 0}, **RMU_KWARGS, **overrides
-    )
-    return UnlearningTrainer(
-        model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
-    )
-
-
 def test_rmu_direction_is_saved_with_the_model_and_checkpoints(
     target_model, tokenizer, small_forget, small_retain, tmp_path
 ):
-    trainer = _rmu_trainer(
-        target_model, tokenizer, small_forget, small_retain, tmp_path, save_strategy="steps", save_steps=2
+    trainer = make_trainer(
+        target_model, tokenizer, small_forget, small_retain, tmp_path, save_strategy="steps", save_steps=2, **RMU_RUN
     )
     trainer.train()
     trainer.save_model()
@@ -72,31 +58,35 @@ def test_rmu_direction_is_saved_with_the_model_and_checkpoints(
 
 
 def test_resuming_restores_the_saved_direction(target_model, tokenizer, small_forget, small_retain, tmp_path):
-    first = _rmu_trainer(
-        target_model, tokenizer, small_forget, small_retain, tmp_path, save_strategy="steps", save_steps=2
+    first = make_trainer(
+        target_model, tokenizer, small_forget, small_retain, tmp_path, save_strategy="steps", save_steps=2, **RMU_RUN
     )
     first.train()
     saved_direction = first.forget_loss_fn.direction.clone()
     # A different seed draws another direction; resuming must bring back the one the run was trained with.
-    resumed = _rmu_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, seed=1, max_steps=6)
+    resumed = make_trainer(
+        target_model, tokenizer, small_forget, small_retain, tmp_path, seed=1, max_steps=6, **RMU_RUN
+    )
     assert not torch.allclose(resumed.forget_loss_fn.direction, saved_direction)
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
     assert torch.equal(resumed.forget_loss_fn.direction, saved_direction)
 
 
 def test_resuming_with_another_forget_loss_is_refused(target_model, tokenizer, small_forget, small_retain, tmp_path):
-    first = _rmu_trainer(
-        target_model, tokenizer, small_forget, small_retain, tmp_path, save_strategy="steps", save_steps=4
+    first = make_trainer(
+        target_model, tokenizer, small_forget, small_retain, tmp_path, save_strategy="steps", save_steps=4, **RMU_RUN
     )
     first.train()
-    other = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(
-            tmp_path, forget_loss="ga", retain_loss="embed_diff", retain_loss_kwargs={"layer": 0}, max_steps=6
-        ),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
+    other = make_trainer(
+        target_model,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path,
+        forget_loss="ga",
+        retain_loss="embed_diff",
+        retain_loss_kwargs={"layer": 0},
+        max_steps=6,
     )
     assert other.save_loss_state(str(tmp_path / "ga_state")) is None, "GA has no state to save"
     with pytest.raises(ValueError, match="same forget_loss"):

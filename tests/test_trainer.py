@@ -7,24 +7,11 @@ import math
 
 import pytest
 import torch
-from conftest import cpu_args
-from helpers import mean_answer_nll
+from helpers import make_trainer, mean_answer_nll, tiny_config
 from peft import LoraConfig
 
 from hf_unlearn import UnlearningTrainer
 from hf_unlearn.losses import get_loss
-
-
-def unlearn(model, tokenizer, forget, retain, tmp_path, **overrides):
-    trainer = UnlearningTrainer(
-        model=model,
-        args=cpu_args(tmp_path, **overrides),
-        forget_dataset=forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
-    )
-    trainer.train()
-    return trainer
 
 
 @pytest.mark.parametrize("forget_loss", ["ga", "npo"])
@@ -32,7 +19,10 @@ def test_forget_losses_lower_forget_likelihood(
     forget_loss, target_model, tokenizer, small_forget, small_retain, tmp_path
 ):
     before = mean_answer_nll(target_model, tokenizer, small_forget)
-    unlearn(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss=forget_loss, retain_loss="none")
+    trainer = make_trainer(
+        target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss=forget_loss, retain_loss="none"
+    )
+    trainer.train()
     after = mean_answer_nll(target_model, tokenizer, small_forget)
     assert after > before + 0.2, f"{forget_loss} should raise the forget NLL: {before:.3f} -> {after:.3f}"
 
@@ -46,7 +36,7 @@ def test_retain_nll_limits_retain_damage(
     damage = {}
     for retain_loss in ["none", "nll"]:
         model = AutoModelForCausalLM.from_pretrained(target_model_dir)
-        unlearn(
+        trainer = make_trainer(
             model,
             tokenizer,
             small_forget,
@@ -55,6 +45,7 @@ def test_retain_nll_limits_retain_damage(
             forget_loss="ga",
             retain_loss=retain_loss,
         )
+        trainer.train()
         damage[retain_loss] = mean_answer_nll(model, tokenizer, small_retain) - retain_before
     assert damage["none"] > 0.1, damage
     assert damage["nll"] < 0.5 * damage["none"], damage
@@ -75,7 +66,7 @@ def test_raw_text_corpora_unlearn_like_question_answer_data(
     for retain_loss in ("none", "nll"):
         model = AutoModelForCausalLM.from_pretrained(target_model_dir)
         before = mean_answer_nll(model, tokenizer, forget), mean_answer_nll(model, tokenizer, retain)
-        trainer = unlearn(
+        trainer = make_trainer(
             model,
             tokenizer,
             forget,
@@ -85,6 +76,7 @@ def test_raw_text_corpora_unlearn_like_question_answer_data(
             retain_loss=retain_loss,
             max_length=24,
         )
+        trainer.train()
         assert len(trainer.train_dataset) > len(forget)  # long answers were chunked
         after = mean_answer_nll(model, tokenizer, forget), mean_answer_nll(model, tokenizer, retain)
         rises[retain_loss] = (after[0] - before[0], after[1] - before[1])
@@ -93,7 +85,7 @@ def test_raw_text_corpora_unlearn_like_question_answer_data(
 
 
 def test_losses_are_logged_separately(target_model, tokenizer, small_forget, small_retain, tmp_path):
-    trainer = unlearn(
+    trainer = make_trainer(
         target_model,
         tokenizer,
         small_forget,
@@ -103,6 +95,7 @@ def test_losses_are_logged_separately(target_model, tokenizer, small_forget, sma
         retain_loss="nll",
         max_steps=2,
     )
+    trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss/forget" in entry]
     assert len(logs) == 2
     # At step 0 the model is its own reference: NPO's loss is (2 / beta) ln 2.
@@ -113,9 +106,10 @@ def test_losses_are_logged_separately(target_model, tokenizer, small_forget, sma
 def test_the_trained_model_keeps_its_own_forward(target_model, tokenizer, small_forget, small_retain, tmp_path):
     """trl 1.12-1.14's default loss_type ("chunked_nll") makes SFTTrainer replace the model's forward by one that
     returns no logits when given labels; UnlearningConfig asks for "nll", so the model still gives its logits."""
-    trainer = unlearn(target_model, tokenizer, small_forget, small_retain, tmp_path, max_steps=1)
+    trainer = make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, max_steps=1)
+    trainer.train()
     assert trainer.args.loss_type == "nll"
-    assert cpu_args(tmp_path, loss_type="chunked_nll").loss_type == "nll"
+    assert tiny_config(tmp_path, loss_type="chunked_nll").loss_type == "nll"
     ids = torch.tensor([[1, 5, 6, 7]])
     assert target_model(input_ids=ids, labels=ids).logits.shape == (1, 4, len(tokenizer))
 
@@ -125,13 +119,17 @@ def test_lora_trains_only_the_adapter_and_uses_it_as_reference(
 ):
     base_before = {n: p.detach().clone() for n, p in target_model.named_parameters()}
     nll_before = mean_answer_nll(target_model, tokenizer, small_forget)
-    trainer = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path, forget_loss="npo", retain_loss="nll", learning_rate=1e-2, max_steps=6),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        target_model,
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path,
         peft_config=LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0),
+        forget_loss="npo",
+        retain_loss="nll",
+        learning_rate=1e-2,
+        max_steps=6,
     )
     assert trainer.ref_model is None, "with peft the reference is the model with its adapter off, not a copy"
     trainer.train()
@@ -156,7 +154,7 @@ def test_gradient_accumulation_matches_the_larger_batch(
     params = {}
     for name, batch, accumulation in [("big", 4, 1), ("accumulated", 2, 2)]:
         model = AutoModelForCausalLM.from_pretrained(target_model_dir)
-        unlearn(
+        trainer = make_trainer(
             model,
             tokenizer,
             small_forget,
@@ -173,6 +171,7 @@ def test_gradient_accumulation_matches_the_larger_batch(
             learning_rate=0.5,
             max_grad_norm=0.0,
         )
+        trainer.train()
         params[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
     initial = torch.cat(
         [p.detach().flatten() for p in AutoModelForCausalLM.from_pretrained(target_model_dir).parameters()]
@@ -186,11 +185,8 @@ def test_gradient_accumulation_matches_the_larger_batch(
 def test_npo_at_the_reference_has_ga_gradient(target_model, tokenizer, small_forget, small_retain, tmp_path):
     """Sign check of ALGORITHMS.md: at theta = ref, NPO's loss is (2/beta) ln 2 and its gradient is GA's
     (GA on the sequence NLL, as in the NPO paper)."""
-    trainer = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path, forget_loss="npo", retain_loss="none"),
-        forget_dataset=small_forget,
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        target_model, tokenizer, small_forget, None, tmp_path, forget_loss="npo", retain_loss="none"
     )
     batch = trainer.unlearning_collator([trainer.train_dataset[i] for i in range(4)])
     model = trainer.model
@@ -213,43 +209,28 @@ def test_npo_at_the_reference_has_ga_gradient(target_model, tokenizer, small_for
 
 
 def test_reference_model_is_built_only_when_needed(target_model, tokenizer, small_forget, small_retain, tmp_path):
-    ga = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path / "ga", forget_loss="ga"),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
-    )
+    ga = make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path / "ga", forget_loss="ga")
     assert ga.ref_model is None
-    npo = UnlearningTrainer(
-        model=copy.deepcopy(target_model),
-        args=cpu_args(tmp_path / "npo", forget_loss="npo"),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
+    npo = make_trainer(
+        copy.deepcopy(target_model), tokenizer, small_forget, small_retain, tmp_path / "npo", forget_loss="npo"
     )
     assert npo.ref_model is not None and npo.ref_model is not npo.model
     assert not any(p.requires_grad for p in npo.ref_model.parameters())
     mine = copy.deepcopy(target_model)
-    given = UnlearningTrainer(
-        model=copy.deepcopy(target_model),
-        args=cpu_args(tmp_path / "own", forget_loss="npo"),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
+    given = make_trainer(
+        copy.deepcopy(target_model),
+        tokenizer,
+        small_forget,
+        small_retain,
+        tmp_path / "own",
         ref_model=mine,
+        forget_loss="npo",
     )
     assert given.ref_model is mine
 
 
 def test_refusal_batches_only_for_losses_that_need_them(target_model, tokenizer, small_forget, small_retain, tmp_path):
-    idk = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path, forget_loss="idk"),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
-    )
+    idk = make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path, forget_loss="idk")
     batch = idk.unlearning_collator([idk.train_dataset[i] for i in range(3)])
     assert set(batch) == {"forget", "retain", "idk"}
     # the refusal follows the same forget prompt
@@ -262,20 +243,14 @@ def test_refusal_batches_only_for_losses_that_need_them(target_model, tokenizer,
     from hf_unlearn.data import load_refusal_answers
 
     assert refusals <= set(load_refusal_answers())
-    ga = UnlearningTrainer(
-        model=target_model,
-        args=cpu_args(tmp_path / "ga", forget_loss="ga"),
-        forget_dataset=small_forget,
-        retain_dataset=small_retain,
-        processing_class=tokenizer,
-    )
+    ga = make_trainer(target_model, tokenizer, small_forget, small_retain, tmp_path / "ga", forget_loss="ga")
     assert set(ga.unlearning_collator([ga.train_dataset[0]])) == {"forget", "retain"}
 
 
 def test_save_model_writes_the_method(target_model, tokenizer, small_forget, small_retain, tmp_path):
     import json
 
-    trainer = unlearn(
+    trainer = make_trainer(
         target_model,
         tokenizer,
         small_forget,
@@ -285,6 +260,7 @@ def test_save_model_writes_the_method(target_model, tokenizer, small_forget, sma
         forget_loss_kwargs={"beta": 0.2},
         max_steps=1,
     )
+    trainer.train()
     trainer.save_model()
     state = json.loads((tmp_path / "unlearning.json").read_text())
     assert state["forget_loss"] == "npo" and state["forget_loss_kwargs"] == {"beta": 0.2}
@@ -301,12 +277,14 @@ def test_create_trainer_chooses_grun_or_the_plain_trainer(
 
     data = dict(forget_dataset=small_forget, retain_dataset=small_retain, processing_class=tokenizer)
     model = AutoModelForCausalLM.from_pretrained(target_model_dir)
-    plain = create_trainer(model, cpu_args(tmp_path / "plain"), **data)
+    plain = create_trainer(model, tiny_config(tmp_path / "plain"), **data)
     assert type(plain) is UnlearningTrainer
     pytest.importorskip("pyreft")
     from hf_unlearn.grun import GRUNConfig, GRUNModel, GRUNTrainer
 
-    grun = create_trainer(model, cpu_args(tmp_path / "grun"), grun_config=GRUNConfig(layers=[1]), **data)
+    grun = create_trainer(model, tiny_config(tmp_path / "grun"), grun_config=GRUNConfig(layers=[1]), **data)
     assert isinstance(grun, GRUNTrainer) and isinstance(grun.model, GRUNModel)
     with pytest.raises(ValueError, match="cannot be combined with a peft adapter"):
-        create_trainer(model, cpu_args(tmp_path), grun_config=GRUNConfig(layers=[1]), peft_config=LoraConfig(), **data)
+        create_trainer(
+            model, tiny_config(tmp_path), grun_config=GRUNConfig(layers=[1]), peft_config=LoraConfig(), **data
+        )

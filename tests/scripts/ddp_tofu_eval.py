@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import cpu_args
+from helpers import make_trainer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn import UnlearningTrainer, load_tofu
+from hf_unlearn import load_tofu
 from hf_unlearn.evaluation import TOFUEvalCallback, TOFUEvaluator
 
 # Reported to the test, whose single-process evaluation uses the same settings.
@@ -35,12 +35,16 @@ def main(model_dir: str, out_dir: str) -> None:
         evaluator.compute_logs = recording
         return evaluator
 
-    trainer = UnlearningTrainer(
-        model=model,
-        args=cpu_args(out / "train", forget_loss="ga", retain_loss="nll", per_device_train_batch_size=2, max_steps=2),
-        forget_dataset=load_tofu("forget01", "bundled").select(range(8)),
-        retain_dataset=load_tofu("retain99", "bundled").select(range(16)),
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        load_tofu("forget01", "bundled").select(range(8)),
+        load_tofu("retain99", "bundled").select(range(16)),
+        out / "train",
+        forget_loss="ga",
+        retain_loss="nll",
+        per_device_train_batch_size=2,
+        max_steps=2,
     )
     callback = TOFUEvalCallback(every_n_steps=1, evaluator_factory=factory, output_dir=out / "eval").attach(trainer)
     trainer.train()

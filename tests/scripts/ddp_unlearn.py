@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import cpu_args
+from helpers import make_trainer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn import UnlearningTrainer, load_tofu
@@ -29,12 +29,17 @@ def main(model_dir: str, out_dir: str) -> None:
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     forget = load_tofu("forget01", "bundled").select(range(16))
     retain = load_tofu("retain99", "bundled")
-    trainer = RecordingTrainer(
-        model=model,
-        args=cpu_args(out_dir, forget_loss="npo", retain_loss="nll", per_device_train_batch_size=2, max_steps=3),
-        forget_dataset=forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        forget,
+        retain,
+        out_dir,
+        trainer_cls=RecordingTrainer,
+        forget_loss="npo",
+        retain_loss="nll",
+        per_device_train_batch_size=2,
+        max_steps=3,
     )
     trainer.train()
     rank = trainer.accelerator.process_index

@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import cpu_args
+from helpers import make_trainer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn import UnlearningTrainer, load_tofu
+from hf_unlearn import load_tofu
 
 sys.path.insert(0, str(Path(__file__).parent))  # gru_ddp.py, beside this file, also when imported by the test
 from gru_ddp import _full, use_fsdp2_on_cpu  # noqa: E402
@@ -34,7 +34,11 @@ def run(model_dir: str, out_dir: str, objective: str, per_device_batch: int) -> 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     forget = load_tofu("forget01", "bundled").select(range(16))
     retain = load_tofu("retain99", "bundled").select(range(64))
-    args = cpu_args(
+    trainer = make_trainer(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        tokenizer,
+        forget,
+        retain,
         out_dir,
         per_device_train_batch_size=per_device_batch,
         max_steps=3,
@@ -43,13 +47,6 @@ def run(model_dir: str, out_dir: str, objective: str, per_device_batch: int) -> 
         lr_scheduler_type="constant",
         token_average="answer",
         **OBJECTIVES[objective],
-    )
-    trainer = UnlearningTrainer(
-        model=AutoModelForCausalLM.from_pretrained(model_dir),
-        args=args,
-        forget_dataset=forget,
-        retain_dataset=retain,
-        processing_class=tokenizer,
     )
     trainer.unlearning_collator.process_index = 0  # both ranks draw the retain rows of the one-process run
     trainer.train()

@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import cpu_args
+from helpers import make_trainer, tiny_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 import hf_unlearn.analysis.callback as callback_module
-from hf_unlearn import UnlearningTrainer, load_tofu
+from hf_unlearn import load_tofu
 from hf_unlearn.analysis import GEffectCallback
 
 EVERY, MAX_STEPS, NUM_SAMPLES, SEED = 2, 3, 4, 3
@@ -60,7 +60,7 @@ def main(model_dir: str, out_dir: str) -> None:
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     forget = load_tofu("forget01", "bundled")
     retain = load_tofu("retain99", "bundled")
-    args = cpu_args(
+    args = tiny_config(
         out_dir,
         forget_loss="npo",
         retain_loss="nll",
@@ -69,12 +69,12 @@ def main(model_dir: str, out_dir: str) -> None:
         logging_steps=1,
     )
     geffect = GEffectCallback(forget, retain, every_n_steps=EVERY, num_samples=NUM_SAMPLES, seed=SEED)
-    trainer = UnlearningTrainer(
-        model=model,
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        forget.select(range(16)),
+        retain,
         args=args,
-        forget_dataset=forget.select(range(16)),
-        retain_dataset=retain,
-        processing_class=tokenizer,
         callbacks=[geffect, WeightSaver(out_dir, geffect)],
     )
     trainer.train()

@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import cpu_args
+from helpers import make_trainer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from hf_unlearn import UnlearningTrainer, load_tofu
+from hf_unlearn import load_tofu
 
 
 def use_fsdp2_on_cpu() -> None:
@@ -73,7 +73,11 @@ def run(
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     forget = load_tofu("forget01", "bundled").select(range(16))
     retain = load_tofu("retain99", "bundled").select(range(64))
-    args = cpu_args(
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        forget,
+        retain,
         out_dir,
         **OBJECTIVES[objective],
         rectification="gru",
@@ -85,9 +89,6 @@ def run(
         lr_scheduler_type="constant",
         max_grad_norm=1.0,
         **({"save_strategy": "steps", "save_steps": save_steps} if save_steps else {}),
-    )
-    trainer = UnlearningTrainer(
-        model=model, args=args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer
     )
     trainer.unlearning_collator.process_index = 0
     trainer.train(resume_from_checkpoint=resume_from)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import torch
-from conftest import cpu_args
+from helpers import make_trainer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_unlearn import load_tofu
@@ -31,8 +31,13 @@ def run(model_dir: str, out_dir: str, per_device_batch: int, max_steps: int = 3)
     model = grun_model(model_dir)
     forget = load_tofu("forget01", "bundled").select(range(16))
     retain = load_tofu("retain99", "bundled").select(range(64))
-    args = cpu_args(
+    trainer = make_trainer(
+        model,
+        tokenizer,
+        forget,
+        retain,
         out_dir,
+        trainer_cls=GRUNTrainer,
         per_device_train_batch_size=per_device_batch,
         max_steps=max_steps,
         optim="sgd",
@@ -40,7 +45,6 @@ def run(model_dir: str, out_dir: str, per_device_batch: int, max_steps: int = 3)
         lr_scheduler_type="constant",
         logging_steps=1,
     )
-    trainer = GRUNTrainer(model, args, forget_dataset=forget, retain_dataset=retain, processing_class=tokenizer)
     trainer.unlearning_collator.process_index = 0
     trainer.train()
     grun = trainer.accelerator.unwrap_model(trainer.model)
