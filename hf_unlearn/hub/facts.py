@@ -1,7 +1,7 @@
 """The facts a model card states about an unlearned model, gathered from what lies beside it.
 
 `unlearning.json` (written by `UnlearningTrainer.save_model`; its schema: `hf_unlearn.unlearning_state`), the format's
-marker file (`adapter_config.json` for peft, `grun_config.json` for GRUN: see `hf_unlearn.hub.formats`) and an
+marker file (`adapter_config.json` for peft, `grun_config.json` for GRUN: see `hf_unlearn.methods`) and an
 evaluation's `summary.json` become one [`CardFacts`], which `hf_unlearn.hub.card` renders.
 """
 
