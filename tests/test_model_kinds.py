@@ -1,7 +1,8 @@
 """Every model kind is scored and analysed the same way.
 
 The matrix: each consumer of teacher-forced scores (the TOFU evaluator's evaluation and its per-shard logs, MUSE's
-PrivLeak, the membership-inference attacks, the robustness attacks' answer probability, the G-effect's risks,
+PrivLeak, the membership-inference attacks, the robustness attacks' answer probability and logit lens, the G-effect's
+risks,
 TOFU-mini's trajectories and the lm-eval wrapper) x each model kind (full weights, a LoRA adapter, a GRUN model, two
 stacked GRUN requests) equals an independent computation: one example at a time, unpadded, through a forward WITH
 labels, which is how a GRUN model learns where the prompt ends in training (the edit at the last prompt token). Before
@@ -200,6 +201,7 @@ def test_muse_privleak(kind_model, tokenizer, forget_rows):
 
 
 def test_membership_inference_and_robustness_scores(kind_model, tokenizer, forget_rows):
+    from hf_unlearn.evaluation.robustness.logit_lens import logit_lens
     from hf_unlearn.evaluation.robustness.mia import mean_answer_nll, mia_gradient_norm
     from hf_unlearn.evaluation.robustness.scoring import answer_probabilities, encode_qa
 
@@ -209,6 +211,8 @@ def test_membership_inference_and_robustness_scores(kind_model, tokenizer, forge
     np.testing.assert_allclose(mean_answer_nll(model, tokenizer, forget_rows, progress=False), expected, rtol=1e-5)
     probabilities = answer_probabilities(model, tokenizer, encode_qa(tokenizer, forget_rows), batch_size=3)
     np.testing.assert_allclose(probabilities, np.exp(-expected), rtol=1e-5)
+    lens = logit_lens(model, tokenizer, forget_rows, batch_size=3)
+    np.testing.assert_allclose(lens.per_question[-1], np.exp(-expected), rtol=1e-5)  # the last layer: the model's
 
     # the gradient-norm attack: the gradient of the mean answer NLL of a forward with labels
     params = [p for n, p in model.named_parameters() if n.endswith("lm_head.weight")]

@@ -6,6 +6,7 @@ trajectories and the lm-eval wrapper. The forward is the one a model's method de
 ([`hf_unlearn.methods.answer_forward_kwargs`]): a GRUN model is told where each prompt ends, so that its edit lands
 on the last prompt token exactly as in training.
 
+- [`answer_forward`]: the forward itself, for readers of hidden states (the logit lens);
 - [`answer_token_logprobs`]: one padded batch, differentiable (the G-effect and the gradient-norm attack).
 - [`score_answers`]: many pairs, batched by length without gradients; per-answer-token log-probabilities and
   whether the greedy continuation is the answer.
@@ -27,18 +28,20 @@ from ..data import pad_examples
 from ..methods import answer_forward_kwargs
 from .model_io import accepts_logits_to_keep, model_device
 
-__all__ = ["AnswerScores", "Pair", "answer_token_logprobs", "score_answers"]
+__all__ = ["AnswerScores", "Pair", "answer_forward", "answer_token_logprobs", "score_answers"]
 
 #: `(prompt_ids, answer_ids)`: the answer's tokens are scored given the prompt's.
 Pair = tuple[Sequence[int], Sequence[int]]
 
 
-def _forward(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], min_prompt_length: int | None, **kwargs: Any
+def answer_forward(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], min_prompt_length: int | None = None, **kwargs: Any
 ) -> Any:
-    """The model's forward over a right-padded batch with labels (prompt tokens -100), with what its method needs
-    to score answers; logits only from the last prompt token on when the model takes `logits_to_keep` and
-    `min_prompt_length` (the shortest prompt of the batch) is given."""
+    """The model's forward over a right-padded batch with labels (prompt tokens -100; the labels are not passed to
+    the model), with what its method needs to score answers; logits only from the last prompt token on when the
+    model takes `logits_to_keep` and `min_prompt_length` (the shortest prompt of the batch) is given. The batch
+    must be on the model's device. The forward of every consumer that scores answers, hidden-state readers (the
+    logit lens) included."""
     width = batch["input_ids"].shape[1]
     if min_prompt_length is not None and accepts_logits_to_keep(model):
         # positions before the last prompt token predict no answer token
@@ -70,7 +73,7 @@ def answer_token_logprobs(
     module docstring). `forward_kwargs` go to the model."""
     device = model_device(model)
     batch = {key: value.to(device) for key, value in batch.items()}
-    outputs = _forward(model, batch, None, **forward_kwargs)
+    outputs = answer_forward(model, batch, None, **forward_kwargs)
     logits, targets, rows = _answer_positions(outputs.logits, batch["labels"])
     return -F.cross_entropy(logits.float(), targets, reduction="none"), rows
 
@@ -150,7 +153,7 @@ def score_answers(
         chunk = order[start : start + batch_size]
         batch = pad_examples([(list(pairs[i][0]), list(pairs[i][1])) for i in chunk], pad_token_id)
         batch = {key: value.to(device) for key, value in batch.items()}
-        outputs = _forward(model, batch, min(len(pairs[i][0]) for i in chunk))
+        outputs = answer_forward(model, batch, min(len(pairs[i][0]) for i in chunk))
         logits, targets, rows = _answer_positions(outputs.logits, batch["labels"])
         token_logp = -F.cross_entropy(logits.float(), targets, reduction="none")
         hits = (logits.argmax(dim=-1) == targets).cpu().numpy()

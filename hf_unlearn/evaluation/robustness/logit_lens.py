@@ -18,6 +18,7 @@ from transformers import PreTrainedTokenizerBase
 from ...data import pad_examples
 from ...losses.base import find_decoder_layers, mean_nll
 from ..model_io import model_device, resolve_pad_token_id
+from ..scoring import answer_forward
 from .scoring import encode_qa
 
 _FINAL_NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm")
@@ -84,9 +85,9 @@ def logit_lens(
     per_layer: list[list[torch.Tensor]] = [[] for _ in layers]
     try:
         for start in range(0, len(pairs), batch_size):
-            batch = pad_examples(pairs[start : start + batch_size], pad)
-            labels = batch["labels"].to(device)
-            final = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            batch = {k: v.to(device) for k, v in pad_examples(pairs[start : start + batch_size], pad).items()}
+            labels = batch["labels"]
+            final = answer_forward(model, batch)  # a GRUN model is edited at each row's last prompt token
             for index in range(len(layers)):
                 logits = final.logits if index == len(layers) - 1 else head(norm(outputs[index]))
                 per_layer[index].append(torch.exp(-mean_nll(logits, labels)).double().cpu())
