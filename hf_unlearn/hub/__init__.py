@@ -10,20 +10,13 @@ model, tokenizer = load_unlearned("me/llama-tofu-npo")
 
 from __future__ import annotations
 
-from .card import (
-    PAPERS,
-    TOFU_METRICS,
-    Paper,
-    build_model_card,
-    eval_results_from_summary,
-    find_eval_summary,
-    load_eval_summary,
-    render_model_card,
-    write_model_card,
-)
+from ..citations import Paper
+from .card import build_model_card, render_model_card, write_model_card
 from .errors import HubAuthenticationError, HubError, HubNetworkError, HubServerError
+from .eval_summary import TOFU_METRICS, eval_results_from_summary, find_eval_summary, load_eval_summary
 from .facts import CardFacts, gather_card_facts
 from .loading import load_unlearned, resolve_model_folder
+from .papers import PAPERS
 from .push import files_to_push, push_unlearned
 
 __all__ = [

@@ -13,45 +13,11 @@ from typing import Any
 
 from huggingface_hub import ModelCard
 
-from ..citations import Paper
-from ..constants import ADAPTER_CONFIG_FILE, GRUN_CONFIG_FILE
 from ..io import write_text_atomic
-from .eval_summary import (
-    MUSE_DATASET_ID,
-    MUSE_SUMMARY_METRICS,
-    TOFU_DATASET_ID,
-    TOFU_METRICS,
-    eval_results_from_summary,
-    find_eval_summary,
-    load_eval_summary,
-    summary_benchmark,
-)
-from .facts import CardFacts, gather_card_facts, is_hub_model_id, papers_for
-from .folder import load_unlearning_state
-from .papers import PAPERS
+from .eval_summary import MUSE_DATASET_ID
+from .facts import CardFacts, gather_card_facts
 
-__all__ = [
-    "ADAPTER_CONFIG_FILE",
-    "GRUN_CONFIG_FILE",
-    "LIBRARY_URL",
-    "MODEL_CARD_TEMPLATE",
-    "MUSE_DATASET_ID",
-    "MUSE_SUMMARY_METRICS",
-    "PAPERS",
-    "TOFU_DATASET_ID",
-    "TOFU_METRICS",
-    "Paper",
-    "build_model_card",
-    "eval_results_from_summary",
-    "find_eval_summary",
-    "is_hub_model_id",
-    "load_eval_summary",
-    "load_unlearning_state",
-    "papers_for",
-    "render_model_card",
-    "summary_benchmark",
-    "write_model_card",
-]
+__all__ = ["LIBRARY_URL", "MODEL_CARD_TEMPLATE", "build_model_card", "render_model_card", "write_model_card"]
 
 LIBRARY_URL = "https://github.com/hf-unlearn/hf_unlearn"
 #: The card's markdown, filled with `str.format` (see [`render_model_card`]).
