@@ -33,11 +33,8 @@ from typing import Any
 
 import torch
 
-from . import constants
+from .constants import GRU_STATE_FILE, GRU_WEIGHTS_FILE
 from .io import write_json_atomic
-
-GRU_WEIGHTS_NAME = constants.GRU_WEIGHTS_FILE
-GRU_STATE_NAME = constants.GRU_STATE_FILE
 
 #: Layout of the statistics tensor returned by [`rectify_`] and [`GradientRectifier.rectify`].
 STATS_FIELDS = ("dot", "objective_sq_norm", "retain_sq_norm", "projected")
@@ -394,14 +391,14 @@ class GradientRectifier:
         if not write:
             return
         tensors = {name: t.detach().contiguous() for name, t in state.pop("retain_ema").items()}
-        save_file(tensors, os.path.join(directory, GRU_WEIGHTS_NAME))
-        write_json_atomic(os.path.join(directory, GRU_STATE_NAME), state)
+        save_file(tensors, os.path.join(directory, GRU_WEIGHTS_FILE))
+        write_json_atomic(os.path.join(directory, GRU_STATE_FILE), state)
 
     def load(self, directory: str | os.PathLike) -> bool:
         """Restore what [`save`] wrote; returns False (and changes nothing) when `directory` has no GRU state."""
         from safetensors.torch import load_file
 
-        weights, meta = os.path.join(directory, GRU_WEIGHTS_NAME), os.path.join(directory, GRU_STATE_NAME)
+        weights, meta = os.path.join(directory, GRU_WEIGHTS_FILE), os.path.join(directory, GRU_STATE_FILE)
         if not (os.path.isfile(weights) and os.path.isfile(meta)):
             return False
         with open(meta, encoding="utf-8") as f:

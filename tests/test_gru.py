@@ -21,7 +21,8 @@ from hf_unlearn import (
     load_tofu,
     register_loss,
 )
-from hf_unlearn.gru import GRU_STATE_NAME, GRU_WEIGHTS_NAME, GradientRectifier, rectified, stats_to_logs
+from hf_unlearn.constants import GRU_STATE_FILE, GRU_WEIGHTS_FILE
+from hf_unlearn.gru import GradientRectifier, rectified, stats_to_logs
 
 # ---------------------------------------------------------------------------------------------------- projection math
 
@@ -155,7 +156,7 @@ def test_rectifier_moving_average_projection_and_checkpoint(ema, retain_weight, 
         dots.append(_simulate(rectifier, params, micro, reference))
         if step == 1:  # checkpoint round trip into a fresh rectifier
             rectifier.save(tmp_path)
-            assert (tmp_path / GRU_WEIGHTS_NAME).is_file() and (tmp_path / GRU_STATE_NAME).is_file()
+            assert (tmp_path / GRU_WEIGHTS_FILE).is_file() and (tmp_path / GRU_STATE_FILE).is_file()
             rectifier = GradientRectifier(list(zip(names, params)), ema=ema, retain_weight=retain_weight)
             assert rectifier.load(tmp_path) and rectifier.step == 2
     assert any(d < 0 for d in dots), "the data should make GRU project at least once"
@@ -432,14 +433,14 @@ def test_resumed_run_ends_where_the_uninterrupted_run_does(
     full, params_full = run(tmp_path / "full")
     assert 1.0 in [e["gru/projected"] for e in gru_logs(full)[2:]], "steps 3-4 should use the restored average"
     checkpoint = tmp_path / "full" / "checkpoint-2"
-    assert (checkpoint / GRU_WEIGHTS_NAME).is_file() and (checkpoint / GRU_STATE_NAME).is_file()
+    assert (checkpoint / GRU_WEIGHTS_FILE).is_file() and (checkpoint / GRU_STATE_FILE).is_file()
     resumed, params_resumed = run(tmp_path / "resumed", resume=checkpoint)
     assert resumed._rectifier.step == 4
     torch.testing.assert_close(params_resumed, params_full, rtol=0, atol=1e-6)
     # without the GRU state the moving average restarts: the run differs (and says so)
     bare = tmp_path / "bare" / "checkpoint-2"
     shutil.copytree(checkpoint, bare)
-    (bare / GRU_WEIGHTS_NAME).unlink()
+    (bare / GRU_WEIGHTS_FILE).unlink()
     with caplog.at_level(logging.WARNING):
         _, params_bare = run(tmp_path / "bare", resume=bare)
     assert "holds no GRU state" in caplog.text

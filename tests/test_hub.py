@@ -687,10 +687,11 @@ def test_load_unlearned_from_a_local_folder(model_dir, tokenizer):
 
 def test_card_reads_the_eval_summary_written_by_the_evaluator(tmp_path):
     """The card's metrics are keys of the evaluator's summary (the same dict `summarize_tofu_logs` returns)."""
-    from hf_unlearn.evaluation.logs import SUMMARY_FILE, write_tofu_logs
+    from hf_unlearn.constants import EVAL_SUMMARY_FILE
+    from hf_unlearn.evaluation.logs import write_tofu_logs
 
     write_tofu_logs({}, tmp_path / "eval", TOFU_SUMMARY)
-    card = build_model_card(kind="full", eval_results=tmp_path / "eval" / SUMMARY_FILE, model_name="m")
+    card = build_model_card(kind="full", eval_results=tmp_path / "eval" / EVAL_SUMMARY_FILE, model_name="m")
     assert {r.metric_type for r in card.data.eval_results} >= {"forget_quality", "model_utility"}
     assert str(card) == str(build_model_card(kind="full", eval_results=TOFU_SUMMARY, model_name="m"))
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from datasets import Dataset, load_dataset
 
-from .. import constants
+from ..constants import REFUSALS_FILE
 
 TOFU_HUB_ID = "locuslab/TOFU"
 
@@ -17,8 +17,6 @@ TOFU_HUB_ID = "locuslab/TOFU"
 #: and the first 40 rows of `real_authors`, `world_facts` and their `_perturbed` configurations.
 BUNDLED_TOFU_DIR = Path(__file__).parent / "tofu_subset"
 BUNDLED = "bundled"
-
-REFUSALS_FILE = constants.REFUSALS_FILE
 
 #: TOFU's forget configurations and the retain configuration that complements each.
 TOFU_RETAIN_OF = {"forget01": "retain99", "forget05": "retain95", "forget10": "retain90"}

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from .. import constants
+from ..constants import EVAL_HISTORY_FILE
 from .logs import load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
 from .tofu import TOFUEvaluator
 
@@ -25,7 +25,6 @@ DEFAULT_TOFU_LOG_KEYS: tuple[str, ...] = (
     "forget_rougeL_recall",
     "forget_truth_ratio",
 )
-HISTORY_FILE = constants.EVAL_HISTORY_FILE
 
 
 def _index_key(key: str) -> tuple[int, str]:
@@ -201,7 +200,7 @@ class TOFUEvalCallback(TrainerCallback):
         self.history.append({**summary, "step": step})
         if self.output_dir is not None and rank == 0:
             write_tofu_logs(logs, self.output_dir / f"step-{step}", summary)
-            with open(self.output_dir / HISTORY_FILE, "a", encoding="utf-8") as f:
+            with open(self.output_dir / EVAL_HISTORY_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps({**summary, "step": step}) + "\n")
         metrics = {
             f"{self.log_prefix}{key}": float(summary[key]) for key in self.log_keys if summary.get(key) is not None

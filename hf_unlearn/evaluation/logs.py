@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import constants
+from ..constants import AGGREGATED_LOG_FILE, EVAL_SUMMARY_FILE
 from ..io import write_json_atomic
 from .metrics import (
     TOFU_UTILITY_KEYS,
@@ -58,8 +58,6 @@ from .metrics import (
 )
 
 __all__ = [
-    "AGGREGATED_LOG_FILE",
-    "SUMMARY_FILE",
     "TOFU_LOG_FILES",
     "TOFU_SPLITS",
     "load_retain_truth_ratio_stats",
@@ -82,8 +80,6 @@ TOFU_LOG_FILES: dict[str, str] = {
     "world_facts": "eval_real_world_wo_options.json",
     "forget": "eval_log_forget.json",
 }
-AGGREGATED_LOG_FILE = constants.AGGREGATED_LOG_FILE
-SUMMARY_FILE = constants.EVAL_SUMMARY_FILE
 # open-unlearning writes one TOFU_EVAL.json whose "forget_truth_ratio" holds per-question truth ratios (P_pert/P_para).
 _OPEN_UNLEARNING_FILE = "TOFU_EVAL.json"
 
@@ -335,7 +331,7 @@ def tofu_summary_from_logs(logs_dir: str | Path, retain_logs_dir: str | Path | N
     logs = read_tofu_logs(logs_dir)
     retain_stats = load_retain_truth_ratio_stats(retain_logs_dir) if retain_logs_dir is not None else None
     split = None
-    summary_file = Path(logs_dir) / SUMMARY_FILE
+    summary_file = Path(logs_dir) / EVAL_SUMMARY_FILE
     if summary_file.is_file():
         previous = _load_json(summary_file)
         split = previous.get("split") if isinstance(previous, Mapping) else None
@@ -357,7 +353,7 @@ def write_tofu_logs(
         _dump(log, out / TOFU_LOG_FILES[split])
     _dump({TOFU_LOG_FILES[split]: log for split, log in logs.items()}, out / AGGREGATED_LOG_FILE)
     if summary is not None:
-        _dump(summary, out / SUMMARY_FILE)
+        _dump(summary, out / EVAL_SUMMARY_FILE)
     return out
 
 

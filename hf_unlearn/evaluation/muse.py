@@ -35,7 +35,7 @@ import torch
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from .. import constants
+from ..constants import EVAL_SUMMARY_FILE
 from ..io import write_json_atomic
 from .metrics import mia_auc, mia_loss, mia_min_k, privleak, rouge_l_f1
 from .model_io import check_vocabulary, eos_token_ids, greedy_generate, resolve_pad_token_id
@@ -47,7 +47,6 @@ __all__ = ["MUSE_METRICS", "MUSEEvaluator", "load_muse", "load_muse_retain_auc"]
 MUSE_METRICS: tuple[str, ...] = ("knowmem", "verbmem", "privleak")
 
 DEFAULT_MUSE_DATASET = "muse-bench/MUSE-News"
-SUMMARY_FILE = constants.EVAL_SUMMARY_FILE
 # The fields each (config, split) must provide.
 _FIELDS: dict[str, tuple[str, ...]] = {
     "knowmem": ("question", "answer"),
@@ -140,10 +139,10 @@ def load_muse_retain_auc(retain: float | str | Path) -> float:
     else:
         path = Path(retain)
         if path.is_dir():
-            candidates = [path / SUMMARY_FILE, path / "MUSE_EVAL.json"]
+            candidates = [path / EVAL_SUMMARY_FILE, path / "MUSE_EVAL.json"]
             path = next((c for c in candidates if c.is_file()), candidates[0])
         if not path.is_file():
-            raise FileNotFoundError(f"No retain-model MUSE results at {retain} (expected {SUMMARY_FILE}).")
+            raise FileNotFoundError(f"No retain-model MUSE results at {retain} (expected {EVAL_SUMMARY_FILE}).")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
@@ -414,7 +413,7 @@ class MUSEEvaluator:
         out.mkdir(parents=True, exist_ok=True)
         for name, items in self.logs.items():
             _dump(items, out / f"{name}.json")
-        _dump(dict(summary), out / SUMMARY_FILE)
+        _dump(dict(summary), out / EVAL_SUMMARY_FILE)
         return out
 
 

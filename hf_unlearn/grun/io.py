@@ -21,12 +21,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import constants
+from ..constants import GRUN_CONFIG_FILE, GRUN_WEIGHTS_FILE
 from .config import GRUNConfig
 from .model import GRUNModel, GRUNRequest, _hidden_size, get_grun_model, new_request
 
-GRUN_CONFIG_FILE = constants.GRUN_CONFIG_FILE
-GRUN_WEIGHTS_FILE = constants.GRUN_WEIGHTS_FILE
 FORMAT_VERSION = 1
 
 
@@ -183,8 +181,6 @@ def load_grun_weights_(model: GRUNModel, directory: str | os.PathLike) -> None:
 
 
 __all__ = [
-    "GRUN_CONFIG_FILE",
-    "GRUN_WEIGHTS_FILE",
     "get_grun_model",
     "load_grun_model",
     "load_grun_weights_",

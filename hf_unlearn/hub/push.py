@@ -10,24 +10,19 @@ from typing import Any
 from huggingface_hub import CommitInfo, CommitOperationAdd, HfApi, get_token
 from transformers.utils import logging
 
-from .. import constants
-from ..constants import EVAL_SUMMARY_FILE
+from ..constants import EVAL_SUMMARY_FILE, PICKLE_SUFFIXES, TRAINING_STATE_FILES
 from ..io import FINGERPRINT_KEY, read_json_file, weights_fingerprint
 from ..methods import UnlearningMethod, method_of_folder
 from .card import build_model_card
 from .errors import HubAuthenticationError, hub_errors, redact
 from .folder import load_unlearning_state
 
-__all__ = ["PICKLE_SUFFIXES", "files_to_push", "push_unlearned"]
+__all__ = ["files_to_push", "push_unlearned"]
 
 logger = logging.get_logger(__name__)
 
-#: Pickle-based files, never published (weights go up in safetensors only; pickles can run code when loaded).
-PICKLE_SUFFIXES = constants.PICKLE_SUFFIXES
 # Training by-products that are not part of the model.
 _SKIPPED_PATTERNS = ("checkpoint-*", "runs", "__pycache__", "wandb", ".*", "*.tmp")
-# State that only resuming needs (a checkpoint's trainer state, GRU's moving average), at the top of the folder.
-_TRAINING_STATE_FILES = constants.TRAINING_STATE_FILES
 
 
 def files_to_push(folder: str | Path) -> list[str]:
@@ -47,7 +42,7 @@ def files_to_push(folder: str | Path) -> list[str]:
             continue
         if any(parent in stale for parent in relative.parents):
             continue
-        if relative.as_posix() in ("README.md", *_TRAINING_STATE_FILES) or path.suffix.lower() in PICKLE_SUFFIXES:
+        if relative.as_posix() in ("README.md", *TRAINING_STATE_FILES) or path.suffix.lower() in PICKLE_SUFFIXES:
             continue
         selected.append(relative.as_posix())
     return selected
