@@ -23,8 +23,8 @@ Settings chosen up front from the objectives' scale, not tuned on the outcome:
   speeds, and one learning rate serves all. lr = 1e-4, a twentieth of the fine-tuning peak: small steps keep each run
   close to its gradient flow, so where it stands at a given forget level depends little on the step size; the
   previous version of this demo (lr 1e-3, 64 hidden units) collapsed the model in a dozen steps (both risks ~15).
-- Hyperparameters: the library's defaults (ALGORITHMS.md) - NPO beta 0.1, TNPO beta 4; WGA at beta 1 (the library's
-  default) and beta 5 (the G-effect paper's code).
+- Hyperparameters: the library's defaults (the losses' keyword defaults, `hf_unlearn/losses/`) - NPO beta 0.1, TNPO
+  beta 4; WGA at beta 1 (the library's default) and beta 5 (the G-effect paper's code).
 - At theta = ref, TNPO's token weights are 1, so its step-0 G-effects are GA's; NPO's gradient there is GA's on the
   sequence-SUM NLL (longer answers weigh more, hence its larger scale). They differ from GA once the model has moved.
 

@@ -183,7 +183,8 @@ def test_gradient_accumulation_matches_the_larger_batch(
 
 
 def test_npo_at_the_reference_has_ga_gradient(target_model, tokenizer, small_forget, small_retain, tmp_path):
-    """Sign check of ALGORITHMS.md: at theta = ref, NPO's loss is (2/beta) ln 2 and its gradient is GA's
+    """Sign check of NPO (Zhang et al. 2024, arXiv 2404.05868): its gradient is GA's weighted by
+    2 pi^beta / (pi^beta + pi_ref^beta), so at theta = ref its loss is (2/beta) ln 2 and its gradient is GA's
     (GA on the sequence NLL, as in the NPO paper)."""
     trainer = make_trainer(
         target_model, tokenizer, small_forget, None, tmp_path, forget_loss="npo", retain_loss="none"

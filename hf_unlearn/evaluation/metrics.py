@@ -1,8 +1,9 @@
 """Unlearning metrics on per-question / per-text values (no model code).
 
 Everything here works on numbers a runner has already computed from a model: mean negative log-likelihoods,
-token log-probabilities, teacher-forced predictions, generations. The definitions follow TOFU (arXiv 2401.06121)
-and MUSE (arXiv 2407.06460) as described in ALGORITHMS.md.
+token log-probabilities, teacher-forced predictions, generations. The definitions are those of the TOFU (Maini et
+al. 2024, arXiv 2401.06121) and MUSE (Shi et al. 2024, arXiv 2407.06460) benchmarks; each function's docstring
+states its formula.
 
 Conventions used throughout
 ---------------------------
