@@ -8,6 +8,7 @@ from pathlib import Path
 from datasets import Dataset, load_dataset
 
 from ..constants import REFUSALS_FILE
+from .source import DataSource, with_source
 
 TOFU_HUB_ID = "locuslab/TOFU"
 
@@ -54,9 +55,13 @@ def load_tofu(config_name: str, data_dir: str | Path | None = None, split: str =
             loads the JSON Lines file `<data_dir>/<config_name>.json` (the Hub's layout). `"bundled"` loads the small
             subset shipped with hf_unlearn (offline; see `BUNDLED_TOFU_DIR`).
         split: the Hub split (TOFU has only `"train"`).
+
+    The dataset is tagged with where it came from ([`~hf_unlearn.data.source.data_source`]), which evaluation
+    summaries and model cards state.
     """
     if data_dir is None or str(data_dir) == TOFU_HUB_ID:
-        return load_dataset(TOFU_HUB_ID, config_name, split=split)
+        data = load_dataset(TOFU_HUB_ID, config_name, split=split)
+        return with_source(data, DataSource("hub", dataset=TOFU_HUB_ID, config=config_name))
     path = _resolve_dir(data_dir) / f"{config_name}.json"
     if not path.is_file():
         found = available_tofu_configs(data_dir)
@@ -67,7 +72,11 @@ def load_tofu(config_name: str, data_dir: str | Path | None = None, split: str =
     rows = read_jsonl(path)
     if not rows:
         raise ValueError(f"{path} holds no rows.")
-    return Dataset.from_list(rows)
+    if str(data_dir) == BUNDLED:
+        source = DataSource("bundled", dataset=TOFU_HUB_ID, config=config_name)
+    else:
+        source = DataSource("local", config=config_name, path=str(path.resolve()))
+    return with_source(Dataset.from_list(rows), source)
 
 
 def load_refusal_answers(path: str | Path | None = None) -> list[str]:

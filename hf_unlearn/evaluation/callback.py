@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerContro
 
 from ..constants import EVAL_HISTORY_FILE
 from .logs import load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
+from .record import RECORD_KEY
 from .tofu import TOFUEvaluator
 
 __all__ = ["DEFAULT_TOFU_LOG_KEYS", "TOFUEvalCallback", "merge_tofu_logs"]
@@ -199,7 +200,8 @@ class TOFUEvalCallback(TrainerCallback):
         self._last_step = step
         self.history.append({**summary, "step": step})
         if self.output_dir is not None and rank == 0:
-            write_tofu_logs(logs, self.output_dir / f"step-{step}", summary)
+            # the step's logs say how they were made; the history stays one line of numbers per evaluation
+            write_tofu_logs(logs, self.output_dir / f"step-{step}", {**summary, RECORD_KEY: self.evaluator.record})
             with open(self.output_dir / EVAL_HISTORY_FILE, "a", encoding="utf-8") as f:
                 f.write(json.dumps({**summary, "step": step}) + "\n")
         metrics = {

@@ -56,6 +56,7 @@ from .metrics import (
     truth_ratio_retain,
     truth_ratio_stat,
 )
+from .record import RECORD_KEY, read_record, warn_if_incomparable
 
 __all__ = [
     "TOFU_LOG_FILES",
@@ -325,8 +326,9 @@ def tofu_summary_from_logs(logs_dir: str | Path, retain_logs_dir: str | Path | N
         retain_logs_dir: the retain model's logs (see [`load_retain_truth_ratio_stats`]), for forget quality;
             None leaves `forget_quality` None.
 
-    Returns the dict of [`summarize_tofu_logs`]; `split` comes from a `summary.json` beside the logs when
-    there is one.
+    Returns the dict of [`summarize_tofu_logs`]; `split` and the evaluation record (how the logs were made:
+    `hf_unlearn.evaluation.record`) come from a `summary.json` beside the logs when there is one. A warning says
+    when the retain logs were made with other data or settings.
     """
     logs = read_tofu_logs(logs_dir)
     retain_stats = load_retain_truth_ratio_stats(retain_logs_dir) if retain_logs_dir is not None else None
@@ -335,7 +337,13 @@ def tofu_summary_from_logs(logs_dir: str | Path, retain_logs_dir: str | Path | N
     if summary_file.is_file():
         previous = _load_json(summary_file)
         split = previous.get("split") if isinstance(previous, Mapping) else None
-    return summarize_tofu_logs(logs, retain_stats, split=split)
+    record = read_record(logs_dir)
+    if retain_logs_dir is not None:
+        warn_if_incomparable(record, retain_logs_dir)
+    summary = summarize_tofu_logs(logs, retain_stats, split=split)
+    if record is not None:
+        summary[RECORD_KEY] = record
+    return summary
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -346,12 +354,17 @@ def tofu_summary_from_logs(logs_dir: str | Path, retain_logs_dir: str | Path | N
 def write_tofu_logs(
     logs: Mapping[str, Mapping[str, Any]], output_dir: str | Path, summary: Mapping[str, Any] | None = None
 ) -> Path:
-    """Write per-split log files, TOFU's `eval_log_aggregated.json` and (when given) `summary.json`."""
+    """Write per-split log files, TOFU's `eval_log_aggregated.json` and (when given) `summary.json`; the
+    summary's evaluation record (how the logs were made) goes into the aggregated log too."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     for split, log in logs.items():
         _dump(log, out / TOFU_LOG_FILES[split])
-    _dump({TOFU_LOG_FILES[split]: log for split, log in logs.items()}, out / AGGREGATED_LOG_FILE)
+    bundle: dict[str, Any] = {TOFU_LOG_FILES[split]: log for split, log in logs.items()}
+    record = (summary or {}).get(RECORD_KEY)
+    if record is not None:  # how the logs were made; TOFU's readers look up their files by name only
+        bundle[RECORD_KEY] = record
+    _dump(bundle, out / AGGREGATED_LOG_FILE)
     if summary is not None:
         _dump(summary, out / EVAL_SUMMARY_FILE)
     return out

@@ -19,10 +19,12 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ..data.formatting import DEFAULT_DATE_STRING, PromptEncoder
+from ..data.source import DataSource, data_source, rows_fingerprint
 from ..data.tofu import load_tofu
 from .logs import TOFU_SPLITS, load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
 from .metrics import normalized_option_probability, rouge_l_recall
 from .model_io import check_vocabulary, eos_token_ids, greedy_generate, model_device, resolve_pad_token_id
+from .record import FULL_TOFU_MAX_NEW_TOKENS, RECORD_KEY, warn_if_incomparable
 from .scoring import score_answers
 
 __all__ = ["TOFUEvaluator", "tofu_split_config"]
@@ -135,14 +137,53 @@ class TOFUEvaluator:
         self.encoder = PromptEncoder(tokenizer, use_chat_template, date_string)
         datasets = dict(datasets or {})
         self.questions: dict[str, list[_Question]] = {}
+        #: Where each split's rows came from (the Hub's TOFU, the bundled subset, local files, rows given).
+        self.sources: dict[str, DataSource] = {}
+        self.max_questions = max_questions
         for split in self.splits:
             config = tofu_split_config(split, self.forget_split)
             data = datasets[split] if split in datasets else load_tofu(config, data_dir)
+            self.sources[split] = data_source(data)
             self.questions[split] = self._encode_split(split, config, data, max_questions)
 
     # ------------------------------------------------------------------------------------------------------------
     # checks and data
     # ------------------------------------------------------------------------------------------------------------
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """How this evaluation is made: its settings, data and why it is partial, if it is (see
+        [`hf_unlearn.evaluation.record`]); written into `summary.json` and the aggregated log."""
+        data, partial = {}, []
+        for split in self.splits:
+            questions = self.questions[split]
+            texts = [{"prompt": q.prompt_ids, "answer": q.answer_ids} for q in questions]
+            data[split] = {
+                **self.sources[split].to_dict(),
+                "questions": len(questions),
+                "questions_fingerprint": rows_fingerprint(texts),
+            }
+            if self.sources[split].num_rows is not None and len(questions) < self.sources[split].num_rows:
+                partial.append(f"the first {len(questions)} of {self.sources[split].num_rows} {split} questions")
+        if self.max_new_tokens < FULL_TOFU_MAX_NEW_TOKENS:
+            partial.append(
+                f"generations of at most {self.max_new_tokens} new tokens (TOFU generates {FULL_TOFU_MAX_NEW_TOKENS})"
+            )
+        missing = [split for split in TOFU_SPLITS if split not in self.splits]
+        if missing:
+            partial.append(f"without the {', '.join(missing)} split(s)")
+        return {
+            "benchmark": "TOFU",
+            "forget_split": self.forget_split,
+            "splits": list(self.splits),
+            "max_new_tokens": self.max_new_tokens,
+            "max_questions": self.max_questions,
+            "use_chat_template": self.encoder.use_chat_template,
+            "date_string": self.encoder.date_string,
+            "hf_unlearn_version": _version(),
+            "data": data,
+            "partial": partial,
+        }
 
     def _check_vocabulary(self) -> None:
         check_vocabulary(self.model, self.tokenizer)
@@ -256,8 +297,12 @@ class TOFUEvaluator:
         retain_stats = load_retain_truth_ratio_stats(retain_logs) if retain_logs is not None else None
         if retain_stats is not None and "forget" not in self.splits:
             raise ValueError("Forget quality (retain_logs given) needs the 'forget' split among `splits`.")
+        record = self.record
+        if retain_logs is not None:
+            warn_if_incomparable(record, retain_logs)
         self.logs = self.compute_logs()
         summary = summarize_tofu_logs(self.logs, retain_stats, split=self.forget_split)
+        summary[RECORD_KEY] = record
         if output_dir is not None:
             write_tofu_logs(self.logs, output_dir, summary)
         return summary
@@ -363,3 +408,9 @@ class TOFUEvaluator:
             if split in _OPTION_SPLITS:
                 log["normalized_gt_loss"][i] = -float(np.log(normalized_option_probability(means[a], pert_means)))
         return log
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
