@@ -69,6 +69,7 @@ class UnlearningConfig(SFTConfig):
             micro-batch runs two backward passes when the retain loss is `nll` (its gradient is reused for the
             direction), three otherwise. Logs `gru/cosine`, `gru/projected`, `gru/objective_grad_norm`,
             `gru/retain_grad_norm` (the smoothed one) per step. Single device, DDP or FSDP2 (not DeepSpeed or FSDP1).
+            None (or the strings `"none"` / `"null"`, e.g. `--rectification none` over a recipe's `gru`) is off.
         gru_projected (`str`, defaults to `"objective"`): what GRU projects. `"objective"`: the whole objective (the
             reference). `"forget"`: only gamma * L_forget, against the gradient of the configured retain loss, and
             the retain term is left out of the update (hf_unlearn's behaviour before 0.2; `alpha` then does not enter
@@ -122,7 +123,8 @@ class UnlearningConfig(SFTConfig):
         metadata={"help": "Date given to chat templates that print one (pinned: prompts do not change by the day)."},
     )
     rectification: str | None = field(
-        default=None, metadata={"help": "Gradient rectification of the objective: None or 'gru'."}
+        default=None,
+        metadata={"help": "Gradient rectification of the objective: 'gru', or none (also 'none'/'null': off)."},
     )
     gru_projected: str = field(
         default="objective",
@@ -198,6 +200,9 @@ class UnlearningConfig(SFTConfig):
         super().__post_init__()
 
     def _check_rectification(self) -> None:
+        # On the command line and in YAML strings, "none" / "null" switch a recipe's GRU off (argparse gives strings).
+        if isinstance(self.rectification, str) and self.rectification.strip().lower() in ("none", "null", ""):
+            self.rectification = None
         choices = [None, "gru"]
         if self.rectification not in choices:
             raise ValueError(f"rectification must be one of {choices}, got {self.rectification!r}.")

@@ -229,3 +229,12 @@ def test_the_grun_option_is_a_grun_config(tmp_path):
         grun_config_of(script, args)
     script, args, _ = make_parser().parse_args_and_config(args=argv)
     assert grun_config_of(script, args) is None
+
+
+@pytest.mark.parametrize("off", ["none", "null", "None"])
+def test_rectification_none_on_the_command_line_switches_off_the_recipes_gru(tmp_path, off):
+    recipe = REPO / "examples" / "recipes" / "tofu_npo_gru.yaml"
+    argv = ["--config", str(recipe), "--output_dir", str(tmp_path), "--bf16", "false"]
+    assert make_parser().parse_args_and_config(args=argv)[1].rectification == "gru"
+    _, args, _ = make_parser().parse_args_and_config(args=[*argv, "--rectification", off])
+    assert args.rectification is None
