@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from ..evaluation.scoring import answer_token_logprobs
 from ..losses import ForgetLoss, LossContext, RetainLoss, get_loss
 from ..losses.base import IGNORE_INDEX, TOKEN_AVERAGES, UnlearningLoss
+from ..modeling import DECODER_LAYER_LIST_NAMES
 from ..reference import REFERENCE_ADAPTERS_OFF, default_reference_mode, freeze, frozen_copy
 
 __all__ = [
@@ -52,7 +53,7 @@ Batch = Mapping[str, torch.Tensor]
 SPLITS = ("forget", "retain")
 GROUP_EMBEDDINGS, GROUP_HEAD, GROUP_OTHER = "embeddings", "head", "other"
 _DOT_SLICE = 1 << 22  # elements per float64 slice of a dot product (32 MiB)
-_LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|block|layer)\.(\d+)(?:\.|$)")
+_LAYER_RE = re.compile(rf"(?:^|\.)(?:{'|'.join(map(re.escape, DECODER_LAYER_LIST_NAMES))})\.(\d+)(?:\.|$)")
 
 
 @dataclass
@@ -152,9 +153,9 @@ def parameter_groups(model: torch.nn.Module) -> dict[str, list[tuple[str, torch.
     """Trainable parameters by group: "embeddings", "layer.<i>" (each decoder layer), "head", "other".
 
     The embeddings and the head are the modules `get_input_embeddings()` / `get_output_embeddings()` return (a tied
-    weight counts once, as embeddings); a decoder layer is any parameter whose name holds `layers.<i>.` (also `h.`,
-    `blocks.`); everything else (final norm, ...) is "other". Empty groups are left out. Order: embeddings, layers
-    by index, head, other.
+    weight counts once, as embeddings); a decoder layer is any parameter whose name holds `layers.<i>.` (or another
+    of `hf_unlearn.modeling.DECODER_LAYER_LIST_NAMES`: `h.<i>.`, `blocks.<i>.`, ...); everything else (final norm,
+    ...) is "other". Empty groups are left out. Order: embeddings, layers by index, head, other.
     """
     base = _unwrap(model)
     get_in, get_out = getattr(base, "get_input_embeddings", None), getattr(base, "get_output_embeddings", None)

@@ -14,7 +14,8 @@ import torch
 import transformers
 from transformers.utils import ModelOutput, logging
 
-from ..losses.base import DECODER_LAYER_LIST_NAMES, IGNORE_INDEX, named_decoder_layers
+from ..constants import IGNORE_INDEX
+from ..modeling import DECODER_LAYER_LIST_NAMES, named_decoder_layers
 from ._compat import import_pyreft
 from .config import GRUNConfig
 from .intervention import GatedLoreftIntervention

@@ -4,6 +4,7 @@ Add a loss by adding one file that subclasses [`ForgetLoss`] or [`RetainLoss`] a
 `@register_loss("name")`, then import it below (built-in) or anywhere before training (user losses).
 """
 
+from ..modeling import find_decoder_layers
 from .base import (
     IGNORE_INDEX,
     TOKEN_AVERAGES,
@@ -11,7 +12,6 @@ from .base import (
     LossContext,
     RetainLoss,
     UnlearningLoss,
-    find_decoder_layers,
     masked_token_mean,
     mean_nll,
     pooled_token_mean,

@@ -13,6 +13,7 @@ import torch
 from ..citations import Paper
 from ..constants import IGNORE_INDEX
 from ..methods.registry import answer_forward_kwargs
+from ..modeling import DECODER_LAYER_LIST_NAMES, find_decoder_layers
 
 #: How training losses average over answer tokens: "batch" pools the answer tokens of the whole batch (HF's
 #: `outputs.loss`, what the reference codes use), "answer" averages within each answer, then over the batch.
@@ -251,41 +252,10 @@ class LossContext:
         recorded = self._last_layer.get((split, reference))
         if recorded is None:
             raise RuntimeError(
-                f"The output of the last decoder layer ({layer}) was not recorded: the model's decoder layers "
-                "could not be found (a ModuleList named layers/h/blocks). Use an earlier layer."
+                f"The output of the last decoder layer ({layer}) was not recorded: the model's decoder layers could "
+                f"not be found (a ModuleList named one of {list(DECODER_LAYER_LIST_NAMES)}). Use an earlier layer."
             )
         return recorded
-
-
-#: Attribute names of the decoder-layer list in transformers models (Llama, Qwen, Mistral: "layers"; GPT-2: "h").
-DECODER_LAYER_LIST_NAMES = ("layers", "h", "blocks", "layer")
-
-
-def named_decoder_layers(model: torch.nn.Module) -> tuple[str, torch.nn.ModuleList] | None:
-    """`(attribute path, ModuleList)` of a causal LM's decoder layers, through peft / GRUN wrappers (which forward
-    `config`); None if the model has no `config` or no such list (named one of `DECODER_LAYER_LIST_NAMES`, with
-    `num_hidden_layers` entries)."""
-    config = getattr(model, "config", None)
-    if config is None:
-        return None
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    num_layers = getattr(text_config, "num_hidden_layers", None)
-    for name, module in model.named_modules():
-        if (
-            isinstance(module, torch.nn.ModuleList)
-            and len(module) == num_layers
-            and name.split(".")[-1] in DECODER_LAYER_LIST_NAMES
-        ):
-            return name, module
-    return None
-
-
-def find_decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList | None:
-    """The ModuleList of decoder layers of a causal LM, through DDP / peft / GRUN wrappers; None if not found."""
-    if getattr(model, "config", None) is None and hasattr(model, "module"):  # DDP
-        model = model.module
-    found = named_decoder_layers(model)
-    return found[1] if found is not None else None
 
 
 def _select_hidden(outputs: Any, layer: int) -> torch.Tensor:
@@ -395,7 +365,6 @@ __all__ = [
     "IGNORE_INDEX",
     "TOKEN_AVERAGES",
     "at_least_float32",
-    "find_decoder_layers",
     "pooled_token_mean",
     "token_mean",
     "ForgetLoss",

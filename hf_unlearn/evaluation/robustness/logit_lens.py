@@ -16,7 +16,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from ...data import pad_examples
-from ...losses.base import find_decoder_layers, mean_nll
+from ...losses.base import mean_nll
+from ...modeling import find_decoder_layers
 from ..model_io import model_device, resolve_pad_token_id
 from ..scoring import answer_forward
 from .scoring import encode_qa
