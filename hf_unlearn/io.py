@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,29 @@ def record_weights_fingerprint(eval_dir: str | Path, model_folder: str | Path) -
     summary[FINGERPRINT_KEY] = fingerprint
     write_json_atomic(path, summary, indent=4)
     return fingerprint
+
+
+#: A Hub repository id: `name` or `org/name` (letters, digits, `-`, `_`, `.`; not starting with `.` or `-`).
+_HUB_REPO_ID = re.compile(r"^[A-Za-z0-9_][\w.-]*(/[A-Za-z0-9_][\w.-]*)?$")
+
+
+def looks_like_local_path(name: str) -> bool:
+    """Whether a model name can only be a local path, not a Hub id: it starts with `.`, `/` or `~`, or it holds a
+    path separator and is not of the Hub's `org/name` form (`runs/tofu/npo`, `model/`)."""
+    if name.startswith((".", "/", "~")):
+        return True
+    separators = {os.sep, os.altsep or os.sep, "/"}
+    return any(sep in name for sep in separators) and not _HUB_REPO_ID.match(name)
+
+
+def check_model_path(name: str | None, option: str = "model_name_or_path") -> None:
+    """Raise a FileNotFoundError that names `option` when `name` can only be a local path (see
+    [`looks_like_local_path`]) and is not a folder, before anything asks the Hub for it (which would retry, then fail
+    with a traceback about repository ids)."""
+    if not name or not looks_like_local_path(name):
+        return
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"{option} {name} does not exist (a local path; a Hub id reads 'org/name').")
+    if not path.is_dir():
+        raise FileNotFoundError(f"{option} {name} is a file, not a model folder (a saved model is a directory).")

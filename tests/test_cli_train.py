@@ -238,3 +238,28 @@ def test_rectification_none_on_the_command_line_switches_off_the_recipes_gru(tmp
     assert make_parser().parse_args_and_config(args=argv)[1].rectification == "gru"
     _, args, _ = make_parser().parse_args_and_config(args=[*argv, "--rectification", off])
     assert args.rectification is None
+
+
+def test_a_model_path_that_does_not_exist_is_one_line_at_once(target_model_dir, tmp_path, capsys, monkeypatch):
+    import hf_unlearn.commands.train as train_command
+
+    def no_data(script):
+        raise AssertionError("the missing model must be reported before any data is loaded")
+
+    monkeypatch.setattr(train_command, "load_forget_and_retain", no_data)
+    recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir)
+    for missing in ("./runs/nowhere", str(tmp_path / "nowhere"), "runs/tofu/nowhere", "~/hf_unlearn_nowhere"):
+        argv = ["train", "--config", str(recipe), "--output_dir", str(tmp_path / "out")]
+        assert main([*argv, "--model_name_or_path", missing]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err, err
+        assert f"model_name_or_path {missing} does not exist" in err
+
+
+def test_what_counts_as_a_local_model_path():
+    from hf_unlearn.io import looks_like_local_path
+
+    for path in ("./model", "../model", "/abs/model", "~/model", "runs/tofu/npo", "model/"):
+        assert looks_like_local_path(path), path
+    for hub_id in ("gpt2", "open-unlearning/tofu_Llama-3.2-1B-Instruct_full", "org/name.v2"):
+        assert not looks_like_local_path(hub_id), hub_id

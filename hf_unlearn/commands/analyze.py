@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from ..analysis import build_geffect_batch, compute_g_effect, plot_geffect_groups, resolve_objective
     from ..data import load_tofu
     from ..hub import load_unlearned
-    from ..io import parse_json_object
+    from ..io import check_model_path, parse_json_object
     from ..methods import method_of_model
 
     objective_kwargs = parse_json_object("--objective-kwargs", args.objective_kwargs)
@@ -81,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}.")
     for option, path in (("--model", args.model), ("--ref-model", args.ref_model)):
-        if path and path.startswith(("/", ".", "~")) and not Path(path).expanduser().exists():
-            raise FileNotFoundError(f"{option} {path} does not exist.")
+        check_model_path(path, option)
     hf_logging.set_verbosity_error()
 
     forget = load_tofu(args.forget_split, data_dir=args.data_dir)

@@ -54,7 +54,14 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_tofu
     from ..evaluation.robustness import ROBUSTNESS_FILE, RobustnessEvaluator, format_robustness_table
     from ..hub import load_unlearned
+    from ..io import check_model_path
 
+    for option, path in (
+        ("--model", args.model),
+        ("--retain-model", args.retain_model),
+        ("--target-model", args.target_model),
+    ):
+        check_model_path(path, option)
     output_dir = args.output_dir
     if output_dir is None:
         output_dir = Path(args.model) / "robustness" if Path(args.model).is_dir() else Path("robustness")

@@ -237,6 +237,9 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
     """Run one unlearning job; returns what it wrote (paths and, with `evaluate`, the TOFU summary)."""
     from trl import get_peft_config
 
+    from ..io import check_model_path
+
+    check_model_path(model_args.model_name_or_path)  # before any data is read or the Hub is asked
     from ..trainer import create_trainer
 
     if script.evaluate and script.dataset_config is not None:
