@@ -263,3 +263,17 @@ def test_what_counts_as_a_local_model_path():
         assert looks_like_local_path(path), path
     for hub_id in ("gpt2", "open-unlearning/tofu_Llama-3.2-1B-Instruct_full", "org/name.v2"):
         assert not looks_like_local_path(hub_id), hub_id
+
+
+def test_unknown_recipe_keys_and_flags_suggest_the_closest_option(target_model_dir, tmp_path, capsys):
+    recipe = cpu_recipe(tmp_path / "bad.yaml", target_model_dir, forget_los="ga", leraning_rate=1e-4)
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option 'forget_los' (did you mean 'forget_loss'?)" in err
+    assert "unknown option 'leraning_rate' (did you mean 'learning_rate'?)" in err
+    assert "fail_with_unknown_args" not in err and err.count("\n") == 1
+    recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir, zzzz_qqqq=1)
+    assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path), "--learnin_rate", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown option '--learnin_rate' (did you mean '--learning_rate'?)" in err
+    assert "unknown option 'zzzz_qqqq'" in err and "did you mean 'zzzz" not in err

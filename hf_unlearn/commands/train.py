@@ -5,7 +5,8 @@
 
 Every option of `UnlearningConfig` (hence of trl's `SFTConfig` and `TrainingArguments`), of trl's `ModelConfig`
 (`model_name_or_path`, `dtype`, `use_peft`, `lora_r`, ...) and of `UnlearnScriptArguments` below may appear in the
-recipe or on the command line; the command line wins. Unknown keys are errors that name the key.
+recipe or on the command line; the command line wins. Unknown keys and flags are errors that name them and the
+closest option.
 """
 
 from __future__ import annotations
@@ -314,10 +315,42 @@ def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
     return summary
 
 
+def check_option_names(parser, argv: list[str]) -> None:
+    """Refuse recipe keys and `--flags` that name no option, each with the closest option's name (difflib), before
+    anything is parsed: trl's parser would report them only after building the configs, in its own terms."""
+    import difflib
+
+    import yaml
+
+    unknown: list[tuple[str, list[str]]] = []
+    if "--config" in argv[:-1]:
+        config = argv[argv.index("--config") + 1]
+        try:
+            with open(config, encoding="utf-8") as f:
+                recipe = yaml.safe_load(f)
+        except yaml.YAMLError as err:
+            raise ValueError(f"{config} is not valid YAML: {err}".replace("\n", " ")) from err
+        if not isinstance(recipe, dict):
+            raise ValueError(f"{config} must hold a YAML mapping of option: value, got {type(recipe).__name__}.")
+        keys = {action.dest for action in parser._actions} | {"env"}  # trl's parser reads `env` itself
+        unknown += [(repr(key), difflib.get_close_matches(str(key), keys, n=1)) for key in recipe if key not in keys]
+    flags = [flag for flag in parser._option_string_actions if flag.startswith("--")]
+    for arg in argv:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in parser._option_string_actions:
+            unknown.append((repr(flag), difflib.get_close_matches(flag, flags, n=1)))
+    if unknown:
+        listed = "; ".join(
+            f"unknown option {name}" + (f" (did you mean {match[0]!r}?)" if match else "") for name, match in unknown
+        )
+        raise ValueError(f"{listed}. `hf-unlearn train --help` lists the options (recipe keys are the same names).")
+
+
 def main(argv: list[str]) -> int:
     import yaml
 
     parser = make_parser()
+    check_option_names(parser, argv)
     try:
         script, training_args, model_args = parser.parse_args_and_config(args=argv)
     except yaml.YAMLError as err:
