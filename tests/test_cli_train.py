@@ -200,6 +200,7 @@ def test_a_missing_loss_file_is_a_clear_error(target_model_dir, tmp_path, capsys
     assert "nowhere/losses.py does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_accelerate_launches_the_cli_on_two_cpu_processes(target_model_dir, tmp_path):
     recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir, max_steps=2, logging_steps=1)

@@ -59,6 +59,7 @@ def test_gru_on_fsdp2_sharded_gradients_equals_one_process(tmp_path, retain_weig
         assert [e[key] for e in sharded["gru_logs"]] == pytest.approx([e[key] for e in single["gru_logs"]], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_gru_under_fsdp2_resumes_like_an_uninterrupted_run(target_model_dir, tmp_path):
     """The sharded moving average is gathered into the checkpoint and re-sharded on resume."""

@@ -11,6 +11,7 @@ pytest.importorskip("pyreft")
 SCRIPT = REPO / "tests" / "scripts" / "grun_ddp.py"
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_grun_under_ddp_equals_one_process_with_the_global_batch(target_model_dir, tmp_path):
     run_accelerate(SCRIPT, target_model_dir, tmp_path / "ddp", 2, timeout=600)

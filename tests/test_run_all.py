@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from launch import REPO
 
 SCRIPT = REPO / "examples" / "benchmarks" / "run_all.py"
@@ -22,6 +23,7 @@ def load_run_all():
     return module
 
 
+@pytest.mark.slow
 def test_cpu_smoke_run_writes_every_section(tmp_path):
     output = tmp_path / "check.md"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

@@ -170,6 +170,7 @@ def test_command_line_overrides(tofu_mini, capsys):
         tofu_mini.settings_from_args(parse(["--grun-steps-factor", "0"]))
 
 
+@pytest.mark.slow
 def test_micro_run_writes_the_matched_tables_and_resumes(tofu_mini, tmp_path):
     from tofu_mini_matched import Target
 
