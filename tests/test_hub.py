@@ -710,7 +710,7 @@ def test_muse_results_reach_the_card_and_the_push(hub, model_dir, tokenizer, tmp
             "privleak/forget": texts[:3], "privleak/holdout": texts[3:]}  # fmt: skip
     evaluator = MUSEEvaluator(model, tokenizer, datasets=data, knowmem_max_new_tokens=4, verbmem_max_new_tokens=4,
                               progress=False)  # fmt: skip
-    summary = evaluator.evaluate(folder / "eval", retain_auc=0.5)
+    summary = evaluator.evaluate(folder / "eval", retain_auc=0.5, retain_auc_convention="hf_unlearn")
     assert summary["dataset"] == "in-memory data"
 
     push_unlearned(folder, "muse-model")

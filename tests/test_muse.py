@@ -110,9 +110,18 @@ def test_memorising_model_scores_higher_than_an_untrained_one(target_model, untr
     # PrivLeak relative to the "retain" model (here the untrained one): from its result directory, its summary file
     # or the number; MUSE's formula on MUSE's AUC (1 - ours) and the open-unlearning convention agree.
     expected = (target["privleak_auc_muse"] - baseline["privleak_auc_muse"]) / baseline["privleak_auc_muse"] * 100
-    for reference in (tmp_path / "retain", tmp_path / "retain" / "summary.json", baseline["privleak_auc"]):
-        again = evaluator(target_model, tokenizer, muse_dir, metrics=["privleak"]).evaluate(retain_auc=reference)
+    references = [
+        (tmp_path / "retain", None),
+        (tmp_path / "retain" / "summary.json", None),
+        (baseline["privleak_auc"], "hf_unlearn"),
+        (baseline["privleak_auc_muse"], "muse"),
+    ]
+    for reference, convention in references:
+        again = evaluator(target_model, tokenizer, muse_dir, metrics=["privleak"]).evaluate(
+            retain_auc=reference, retain_auc_convention=convention
+        )
         assert again["privleak_retain_auc"] == pytest.approx(baseline["privleak_auc"])
+        assert again["privleak_retain_auc_muse"] == pytest.approx(baseline["privleak_auc_muse"])
         assert again["privleak"] == pytest.approx(expected)
     assert expected < -50  # the target model leaks: far below the ideal 0 (MUSE's target models: about -100)
 
@@ -144,8 +153,11 @@ def test_verbmem_reference_is_truncated_and_max_length_truncates_scoring(target_
     ev.max_length = 12
     ev.evaluate()
     for item, row in zip(ev.logs["verbmem_forget"], muse_data["verbmem/forget"]):
-        first_tokens = tokenizer(row["gt"], add_special_tokens=False).input_ids[:5]
-        assert item["gt"] == tokenizer.decode(first_tokens).strip()
+        first_tokens = tokenizer(row["gt"]).input_ids[:5]  # as MUSE cuts it: BOS and 4 text tokens
+        assert first_tokens[0] == tokenizer.bos_token_id
+        assert item["gt"] == tokenizer.decode(
+            first_tokens, skip_special_tokens=True, clean_up_tokenization_spaces=True
+        )
         assert len(item["gt"]) < len(row["gt"].strip())
     assert {it["num_tokens"] for it in ev.logs["privleak_forget"]} == {11}
     assert "knowmem_forget" not in ev.logs
@@ -224,9 +236,25 @@ def test_other_bad_inputs(target_model, tokenizer, muse_data, tmp_path):
         no_generate.forward = target_model.forward
         MUSEEvaluator(no_generate, tokenizer, metrics=["verbmem"], datasets=muse_data, progress=False).evaluate()
     with pytest.raises(ValueError, match="needs 'privleak'"):
-        MUSEEvaluator(target_model, tokenizer, metrics=["verbmem"], datasets=muse_data).evaluate(retain_auc=0.5)
+        MUSEEvaluator(target_model, tokenizer, metrics=["verbmem"], datasets=muse_data).evaluate(retain_auc="news")
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
-        load_muse_retain_auc(1.5)
+        load_muse_retain_auc(1.5, "muse")
+    # A bare number must say its convention: MUSE's 0.4772 read as ours would give a wrong PrivLeak.
+    with pytest.raises(ValueError, match="ambiguous.*retain_auc_convention='muse'"):
+        load_muse_retain_auc(0.4772)
+    assert load_muse_retain_auc(0.4772, "muse") == pytest.approx(0.5228)
+    assert load_muse_retain_auc(0.4772, "hf_unlearn") == 0.4772
+    assert load_muse_retain_auc("News") == pytest.approx(0.5228) and load_muse_retain_auc("books") == pytest.approx(
+        0.4607
+    )
+    with pytest.raises(ValueError, match="only for a bare number"):
+        load_muse_retain_auc("news", "muse")
+    with pytest.raises(ValueError, match="convention must be one of"):
+        load_muse_retain_auc(0.5, "MUSE")
+    with pytest.raises(ValueError, match="which is missing"):
+        MUSEEvaluator(target_model, tokenizer, metrics=["privleak"], datasets=muse_data).evaluate(
+            retain_auc_convention="muse"
+        )
     (tmp_path / "summary.json").write_text(json.dumps({"knowmem_forget_rougeL_f1": 0.3}))
     with pytest.raises(ValueError, match="no retain-model AUC"):
         load_muse_retain_auc(tmp_path)
@@ -243,6 +271,9 @@ def test_cli_eval_runs_muse_on_a_local_directory(target_model_dir, muse_dir, tmp
     out = tmp_path / "muse_eval"
     args = ["eval", "--model", str(target_model_dir), "--benchmark", "muse", "--dataset", str(muse_dir)]
     args += ["--max-questions", "4", "--output-dir", str(out), "--no-progress", "--retain-logs", "0.5"]
+    assert main([*args, "--output-dir", str(tmp_path / "bare")]) == 2  # a bare number needs its convention
+    assert "ambiguous" in capsys.readouterr().err and not (tmp_path / "bare").exists()
+    args = [*args[:-2], "--retain-auc-convention", "hf_unlearn", *args[-2:]]
     assert main(args) == 0
     printed = capsys.readouterr().out
     summary = json.loads(printed[printed.index("{\n") :])
@@ -250,6 +281,7 @@ def test_cli_eval_runs_muse_on_a_local_directory(target_model_dir, muse_dir, tmp
     assert summary["privleak_retain_auc"] == 0.5 and summary["privleak"] is not None
     assert json.loads((out / "summary.json").read_text()) == summary
     # The retain model's result can also be its summary file: PrivLeak against itself is 0.
-    assert main([*args[:-1], str(out / "summary.json"), "--output-dir", str(tmp_path / "again")]) == 0
+    again = [*args[:-4], "--retain-logs", str(out / "summary.json"), "--output-dir", str(tmp_path / "again")]
+    assert main(again) == 0
     printed = capsys.readouterr().out
     assert json.loads(printed[printed.index("{\n") :])["privleak"] == pytest.approx(0.0)

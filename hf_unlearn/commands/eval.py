@@ -4,6 +4,7 @@ or GRUN).
     hf-unlearn eval --model runs/tofu_forget10_npo --forget-split forget10 --retain-logs retain90_logs/
     hf-unlearn eval --model me/llama-tofu-npo --output-dir eval_npo
     hf-unlearn eval --model runs/muse_news_npo --benchmark muse --retain-logs muse_retain_eval/summary.json
+    hf-unlearn eval --model runs/muse_news_npo --benchmark muse --retain-logs news
 
 Writes per-question logs (TOFU: in the layout of TOFU's published logs), `summary.json`, and prints the summary as
 JSON.
@@ -35,8 +36,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--retain-logs",
         default=None,
-        help="The retain model's results. TOFU: its logs directory (forget quality). MUSE: its summary.json (or the "
-        "folder holding it) or its Min-K%% AUC (PrivLeak).",
+        help="The retain model's results. TOFU: its logs directory (forget quality). MUSE (PrivLeak): its "
+        "summary.json (or the folder holding it), 'news' / 'books' for MUSE's published retrain AUC, or its Min-K%% "
+        "AUC as a number with --retain-auc-convention.",
+    )
+    parser.add_argument(
+        "--retain-auc-convention",
+        choices=["muse", "hf_unlearn"],
+        default=None,
+        help="MUSE: how to read a --retain-logs number: 'muse' (MUSE's tables, e.g. 0.4772; 0 = members "
+        "recognised) or 'hf_unlearn' (our privleak_auc, open-unlearning's mia_min_k; 1 = members recognised).",
     )
     parser.add_argument("--muse-metrics", default="knowmem,verbmem,privleak", help="MUSE: comma-separated metrics.")
     parser.add_argument("--output-dir", default=None, help="Where logs go (default: <model folder>/eval or ./eval).")
@@ -65,6 +74,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"{output_dir} holds earlier evaluation results. Pass --overwrite to replace them, or --output-dir."
         )
+    if args.benchmark == "muse" and args.retain_logs is not None:  # a bad retain AUC fails before loading the model
+        from ..evaluation.muse import load_muse_retain_auc
+
+        load_muse_retain_auc(*_muse_retain_auc(args))
     model, tokenizer = load_unlearned(args.model, base_model=args.base_model, revision=args.revision)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
@@ -99,12 +112,7 @@ def _evaluate_muse(model, tokenizer, args: argparse.Namespace, output_dir) -> di
 
     dataset = args.dataset or DEFAULT_MUSE_DATASET
     local = Path(dataset).is_dir()
-    retain_auc = args.retain_logs
-    if retain_auc is not None:
-        try:
-            retain_auc = float(retain_auc)
-        except ValueError:  # a file or folder
-            pass
+    retain_auc, convention = _muse_retain_auc(args)
     evaluator = MUSEEvaluator(
         model,
         tokenizer,
@@ -115,4 +123,16 @@ def _evaluate_muse(model, tokenizer, args: argparse.Namespace, output_dir) -> di
         max_items=args.max_questions,
         progress=not args.no_progress,
     )
-    return evaluator.evaluate(output_dir, retain_auc=retain_auc)
+    return evaluator.evaluate(output_dir, retain_auc=retain_auc, retain_auc_convention=convention)
+
+
+def _muse_retain_auc(args: argparse.Namespace) -> tuple[float | str | None, str | None]:
+    """`(retain_auc, convention)` for MUSEEvaluator.evaluate: --retain-logs as a number when it reads as one (else a
+    corpus name, file or folder), and --retain-auc-convention."""
+    retain_auc = args.retain_logs
+    if retain_auc is not None:
+        try:
+            retain_auc = float(retain_auc)
+        except ValueError:  # a corpus name, a file or a folder
+            pass
+    return retain_auc, args.retain_auc_convention

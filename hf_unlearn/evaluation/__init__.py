@@ -16,7 +16,7 @@ from .logs import (
 )
 from .metrics import *  # noqa: F403  (the metric functions, listed in metrics.__all__)
 from .metrics import __all__ as _METRIC_NAMES
-from .muse import MUSE_METRICS, MUSEEvaluator, load_muse, load_muse_retain_auc
+from .muse import MUSE_METRICS, MUSE_RETRAIN_AUC, MUSEEvaluator, load_muse, load_muse_retain_auc
 from .plots import plot_fq_vs_utility, plot_metrics_over_steps
 from .scoring import AnswerScores, answer_token_logprobs, score_answers
 from .tofu import TOFUEvaluator, tofu_split_config
@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_LM_EVAL_TASKS",
     "DEFAULT_TOFU_LOG_KEYS",
     "MUSE_METRICS",
+    "MUSE_RETRAIN_AUC",
     "MUSEEvaluator",
     "TOFU_LOG_FILES",
     "TOFU_SPLITS",

@@ -12,7 +12,11 @@ Conventions used throughout
   `sigma[t]`) is the model's prediction FOR `labels[t]`. For a Hugging Face causal LM that means the caller has
   already shifted: `logits = out.logits[0, :-1]`, `labels = batch_labels[0, 1:]`.
 * Answer tokens are positions with `labels != -100`; prompt and padding positions are ignored.
-* MIA scores are loss-like: a HIGHER score means LESS likely a member.
+* MIA scores are loss-like: a HIGHER score means LESS likely a member. The functions score the token log-probs they
+  are given; which tokens differs between the references: MUSE's PrivLeak gives every token after the first of a
+  text ([`~hf_unlearn.evaluation.MUSEEvaluator`]); open-unlearning gives LOSS and ZLib every labelled token, and
+  Min-K% and Min-K%++ every labelled token but the last (its `tokenwise_logprobs` leaves the answer's EOS out):
+  [`~hf_unlearn.evaluation.robustness.mia_scores`].
 * `mia_auc` = P(score_nonmember > score_member) + 0.5 P(tie): 1.0 when the members (forget set) are perfectly
   recognisable, 0.5 when indistinguishable. This is the number open-unlearning's `mia_*` metrics report. MUSE's
   tables report 1 - that; see [`privleak`].
@@ -73,8 +77,9 @@ TOFU_UTILITY_KEYS: tuple[str, ...] = (
     "world_facts_truth_ratio",
 )
 
-# Building a RougeScorer loads the Porter stemmer; do it once.
-_ROUGE_L_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+# Building a RougeScorer loads the Porter stemmer; do it once. True: with the stemmer (TOFU, open-unlearning);
+# False: without it (MUSE's own scripts).
+_ROUGE_L_SCORERS = {stem: rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem) for stem in (True, False)}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -155,16 +160,17 @@ def normalized_option_probability(
     return np.exp(-true - logsumexp(all_neg, axis=1))
 
 
-def rouge_l(prediction: str, reference: str) -> dict[str, float]:
-    """ROUGE-L between a generation and the reference answer (rouge_score, Porter stemmer on).
+def rouge_l(prediction: str, reference: str, *, use_stemmer: bool = True) -> dict[str, float]:
+    """ROUGE-L between a generation and the reference answer (rouge_score).
 
     recall = LCS / |reference tokens|, precision = LCS / |prediction tokens|, f1 their harmonic mean.
-    Returns `{"recall", "precision", "f1"}`.
+    Returns `{"recall", "precision", "f1"}`. `use_stemmer`: rouge_score's Porter stemmer (on: TOFU and
+    open-unlearning; off: MUSE's own scripts, `RougeEvalLogger`).
     """
     if not isinstance(prediction, str) or not isinstance(reference, str):
         raise TypeError(f"rouge_l expects two strings, got {type(prediction).__name__} and {type(reference).__name__}")
     # rouge_score's signature is score(target, prediction): the reference comes first.
-    s = _ROUGE_L_SCORER.score(reference, prediction)["rougeL"]
+    s = _ROUGE_L_SCORERS[bool(use_stemmer)].score(reference, prediction)["rougeL"]
     return {"recall": float(s.recall), "precision": float(s.precision), "f1": float(s.fmeasure)}
 
 
@@ -180,16 +186,17 @@ def _check_text_batch(predictions: Sequence[str], references: Sequence[str]) -> 
         raise ValueError("predictions and references are empty; expected at least one pair")
 
 
-def rouge_l_recall(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """Per-pair ROUGE-L recall (TOFU's ROUGE metric; the split score is the mean)."""
+def rouge_l_recall(predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = True) -> list[float]:
+    """Per-pair ROUGE-L recall (TOFU's ROUGE metric, with the stemmer; the split score is the mean)."""
     _check_text_batch(predictions, references)
-    return [rouge_l(p, r)["recall"] for p, r in zip(predictions, references)]
+    return [rouge_l(p, r, use_stemmer=use_stemmer)["recall"] for p, r in zip(predictions, references)]
 
 
-def rouge_l_f1(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """Per-pair ROUGE-L F1 (MUSE KnowMem / VerbMem; the split score is the mean)."""
+def rouge_l_f1(predictions: Sequence[str], references: Sequence[str], *, use_stemmer: bool = True) -> list[float]:
+    """Per-pair ROUGE-L F1 (the split score is the mean). MUSE's KnowMem / VerbMem pass `use_stemmer=False`, as
+    MUSE's scripts score; the stemmed default is open-unlearning's."""
     _check_text_batch(predictions, references)
-    return [rouge_l(p, r)["f1"] for p, r in zip(predictions, references)]
+    return [rouge_l(p, r, use_stemmer=use_stemmer)["f1"] for p, r in zip(predictions, references)]
 
 
 def truth_ratio_stat(
@@ -344,7 +351,9 @@ def mia_loss(token_logprobs: Sequence[float] | np.ndarray | torch.Tensor) -> flo
 
 
 def mia_zlib(token_logprobs: Sequence[float] | np.ndarray | torch.Tensor, text: str) -> float:
-    """ZLib attack score: `mean-NLL / len(zlib.compress(text.encode("utf-8")))` (compressed size in bytes)."""
+    """ZLib attack score: `mean-NLL / len(zlib.compress(text.encode("utf-8")))` (compressed size in bytes).
+
+    `text`: MUSE compresses the raw text; open-unlearning the scored tokens decoded without special tokens."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     return mia_loss(token_logprobs) / len(zlib.compress(text.encode("utf-8")))

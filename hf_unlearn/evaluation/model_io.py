@@ -139,12 +139,14 @@ def greedy_generate(
     eos_token_id: list[int] | None = None,
     progress: bool = False,
     desc: str = "generating",
+    clean_up_tokenization_spaces: bool | None = None,
 ) -> list[str]:
     """Greedy continuations of tokenized prompts, decoded with special tokens skipped (not stripped).
 
     Prompts are sorted by length (longest first) and generated ``batch_size`` at a time with left padding built
     here (the tokenizer's padding side is never touched). Returns the texts in the order of ``prompts``; a prompt
-    whose generation stopped at once (EOS first) gives ``""``.
+    whose generation stopped at once (EOS first) gives ``""``. ``clean_up_tokenization_spaces`` goes to
+    ``batch_decode`` (None: the tokenizer's own setting; MUSE's scripts pass True).
     """
     if not callable(getattr(model, "generate", None)):
         raise TypeError(
@@ -170,7 +172,9 @@ def greedy_generate(
             eos_token_id=eos_token_id,
         )
         new_tokens = out[:, width:] if out.shape[1] > width else out[:, :0]
-        decoded = tokenizer.batch_decode(new_tokens.tolist(), skip_special_tokens=True)
+        decoded = tokenizer.batch_decode(
+            new_tokens.tolist(), skip_special_tokens=True, clean_up_tokenization_spaces=clean_up_tokenization_spaces
+        )
         for i, text in zip(chunk, decoded):
             texts[i] = text
     return texts

@@ -1,18 +1,26 @@
 """MUSE evaluation of a model (Shi et al. 2024, arXiv 2407.06460): KnowMem, VerbMem and PrivLeak.
 
+As MUSE's own scripts compute them (swj0419/muse_bench `eval.py`, `metrics/knowmem.py`, `metrics/verbmem.py`,
+`metrics/privleak.py`, `metrics/logger.py`; golden tests in tests/test_golden_muse_mia.py):
+
 * **KnowMem** (forget and retain): few-shot question answering about the forget / retain corpus. The prompt is the
   split's in-context examples, each `"Question: {q}\\nAnswer: {a}\\n\\n"`, followed by
-  `"Question: {q}\\nAnswer: "`; the greedy answer (up to 32 new tokens) is cut at the first blank line or
-  `Question` and scored with ROUGE-L F1 against the answer.
-* **VerbMem** (forget): the greedy continuation (up to 128 new tokens) of a prefix of a forget text, scored with
-  ROUGE-L F1 against the true continuation truncated to as many tokens.
-* **PrivLeak**: the Min-K% membership-inference score (k = 0.4) of every forget text (members) and holdout text
-  (non-members), their AUC ([`~hf_unlearn.evaluation.metrics.mia_auc`]: 1 = members recognised, 0.5 = chance) and
-  PrivLeak relative to the retain model's AUC ([`~hf_unlearn.evaluation.metrics.privleak`]; 0 is ideal, a
-  model that still remembers the forget set is near -100).
+  `"Question: {q}\\nAnswer: "`, encoded with the tokenizer's special tokens (BOS); the greedy answer (up to 32 new
+  tokens) is cut at the first blank line or `Question` and scored with ROUGE-L F1 against the answer.
+* **VerbMem** (forget): the greedy continuation (up to 128 new tokens) of a prefix of a forget text (encoded with
+  special tokens), scored with ROUGE-L F1 against the true continuation cut as MUSE cuts it: the first 128 ids of
+  `tokenizer(gt, add_special_tokens=True)`, decoded without special tokens; with a BOS-adding tokenizer (Llama's)
+  that is 127 text tokens.
+* **PrivLeak**: the Min-K% membership-inference score (k = 0.4) of every token after the first of every forget text
+  (members) and holdout text (non-members), their AUC ([`~hf_unlearn.evaluation.metrics.mia_auc`]: 1 = members
+  recognised, 0.5 = chance; MUSE's tables report `1 - ` that, our `privleak_auc_muse`) and PrivLeak relative to the
+  retain model's AUC ([`~hf_unlearn.evaluation.metrics.privleak`]; 0 is ideal, a model that still remembers the
+  forget set is near -100). The retain model's AUC is given by name (`"news"`, `"books"`: MUSE's published
+  `AUC_RETRAIN`), as a result file, or as a number with its convention (see [`load_muse_retain_auc`]).
 
-ROUGE-L is computed by [`~hf_unlearn.evaluation.metrics.rouge_l_f1`] (rouge_score with the Porter stemmer, as
-open-unlearning does; MUSE's own scripts turn the stemmer off, which changes scores slightly).
+ROUGE-L is [`~hf_unlearn.evaluation.metrics.rouge_l_f1`] WITHOUT the Porter stemmer, as MUSE's `RougeEvalLogger`
+scores; generations and references are decoded with `clean_up_tokenization_spaces=True`, as there.
+`rouge_stemmer=True` gives the stemmed variant open-unlearning's MUSE evaluation reports (slightly higher scores).
 
 Data: the `knowmem` (`forget_qa`, `retain_qa`, `forget_qa_icl`, `retain_qa_icl`; fields `question`,
 `answer`), `verbmem` (`forget`; `prompt`, `gt`) and `privleak` (`forget`, `holdout`; `text`)
@@ -41,10 +49,26 @@ from .metrics import mia_auc, mia_loss, mia_min_k, privleak, rouge_l_f1
 from .model_io import check_vocabulary, eos_token_ids, greedy_generate, resolve_pad_token_id
 from .scoring import score_answers
 
-__all__ = ["MUSE_METRICS", "MUSEEvaluator", "load_muse", "load_muse_retain_auc"]
+__all__ = [
+    "MUSE_METRICS",
+    "MUSE_RETRAIN_AUC",
+    "RETAIN_AUC_CONVENTIONS",
+    "MUSEEvaluator",
+    "load_muse",
+    "load_muse_retain_auc",
+]
 
 #: The MUSE metrics [`MUSEEvaluator`] computes.
 MUSE_METRICS: tuple[str, ...] = ("knowmem", "verbmem", "privleak")
+
+#: MUSE's published Min-K% (k = 0.4) AUC of its retrained models (swj0419/muse_bench `constants.py`,
+#: `AUC_RETRAIN[corpus]['forget_holdout_Min-40%']`), in MUSE's convention (`privleak_auc_muse`, i.e. 1 - ours).
+MUSE_RETRAIN_AUC: dict[str, float] = {"news": 0.4772, "books": 0.5393}
+
+#: How a retain AUC given as a bare number is to be read: `"muse"` = MUSE's tables, its `AUC_RETRAIN` and our
+#: `privleak_auc_muse` (0 = members recognised); `"hf_unlearn"` = our `privleak_auc` and open-unlearning's
+#: `mia_min_k` (1 = members recognised). One is 1 minus the other.
+RETAIN_AUC_CONVENTIONS: tuple[str, ...] = ("muse", "hf_unlearn")
 
 DEFAULT_MUSE_DATASET = "muse-bench/MUSE-News"
 # The fields each (config, split) must provide.
@@ -127,38 +151,74 @@ def _check_rows(rows: Sequence[Mapping[str, Any]], config: str, split: str) -> N
             )
 
 
-def load_muse_retain_auc(retain: float | str | Path) -> float:
-    """The retain model's Min-K% AUC (the [`~hf_unlearn.evaluation.metrics.mia_auc`] convention), for PrivLeak.
+def load_muse_retain_auc(retain: float | str | Path, convention: str | None = None) -> float:
+    """The retain model's Min-K% AUC for PrivLeak, returned in hf_unlearn's convention (`privleak_auc`,
+    [`~hf_unlearn.evaluation.metrics.mia_auc`]: 1 = members recognised).
 
-    `retain` may be the number itself, a `summary.json` written by [`MUSEEvaluator`] for the retain model
-    (its `privleak_auc`) or the directory holding it, or open-unlearning's `MUSE_EVAL.json` (its `mia_min_k`
-    `agg_value`; same convention) or a directory holding that.
+    MUSE publishes its retrained models' AUC in the opposite convention (News 0.4772, Books 0.5393, which are
+    0.5228 and 0.4607 in ours): a bare number is therefore ambiguous, and must come with its convention, so that
+    passing MUSE's number cannot silently give a wrong PrivLeak.
+
+    Args:
+        retain: one of
+            - `"news"` or `"books"` (any case): MUSE's published retrain AUC ([`MUSE_RETRAIN_AUC`]), converted;
+            - a number, with `convention`;
+            - a `summary.json` written by [`MUSEEvaluator`] for the retain model (its `privleak_auc`) or the
+              directory holding it, or open-unlearning's `MUSE_EVAL.json` (its `mia_min_k` `agg_value`, our
+              convention) or a directory holding that (a folder named `news` or `books`: pass `./news`).
+        convention: for a number only: `"muse"` (MUSE's tables and `AUC_RETRAIN`, our `privleak_auc_muse`;
+            converted with `1 - value`) or `"hf_unlearn"` (our `privleak_auc`, open-unlearning's `mia_min_k`).
+
+    Raises a ValueError for a number without a convention, a convention with a name or a file, or an AUC outside
+    [0, 1].
     """
-    if isinstance(retain, (int, float)) and not isinstance(retain, bool):
-        value = float(retain)
-    else:
-        path = Path(retain)
-        if path.is_dir():
-            candidates = [path / EVAL_SUMMARY_FILE, path / "MUSE_EVAL.json"]
-            path = next((c for c in candidates if c.is_file()), candidates[0])
-        if not path.is_file():
-            raise FileNotFoundError(f"No retain-model MUSE results at {retain} (expected {EVAL_SUMMARY_FILE}).")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-        entry = data.get("privleak_auc") if isinstance(data, Mapping) else None
-        if entry is None and isinstance(data, Mapping) and isinstance(data.get("mia_min_k"), Mapping):
-            entry = data["mia_min_k"].get("agg_value")
-        if entry is None:
+    if convention is not None and convention not in RETAIN_AUC_CONVENTIONS:
+        raise ValueError(f"convention must be one of {list(RETAIN_AUC_CONVENTIONS)} or None, got {convention!r}.")
+    is_number = isinstance(retain, (int, float)) and not isinstance(retain, bool)
+    if convention is not None and not is_number:
+        raise ValueError(
+            f"A retain-AUC convention ({convention!r}) is only for a bare number; {retain!r} says its own "
+            "(a MUSE corpus name: MUSE's convention; a result file: its keys)."
+        )
+    if is_number:
+        if convention is None:
             raise ValueError(
-                f"{path} holds no retain-model AUC: expected 'privleak_auc' (hf_unlearn) or 'mia_min_k.agg_value' "
-                "(open-unlearning); evaluate the retain model with the privleak metric first."
+                f"The retain model's AUC {retain} is ambiguous: MUSE reports 1 - the AUC hf_unlearn and "
+                "open-unlearning report. Pass its convention: retain_auc_convention='muse' (MUSE's tables and "
+                "AUC_RETRAIN, our privleak_auc_muse) or 'hf_unlearn' (our privleak_auc, open-unlearning's "
+                "mia_min_k); or retain_auc='news' / 'books' for MUSE's published retrain models."
             )
-        value = float(entry)
+        value = float(retain)
+        _check_auc(value)
+        return 1.0 - value if convention == "muse" else value
+    if isinstance(retain, str) and retain.lower() in MUSE_RETRAIN_AUC:
+        return 1.0 - MUSE_RETRAIN_AUC[retain.lower()]
+    path = Path(retain)
+    if path.is_dir():
+        candidates = [path / EVAL_SUMMARY_FILE, path / "MUSE_EVAL.json"]
+        path = next((c for c in candidates if c.is_file()), candidates[0])
+    if not path.is_file():
+        raise FileNotFoundError(f"No retain-model MUSE results at {retain} (expected {EVAL_SUMMARY_FILE}).")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from err
+    entry = data.get("privleak_auc") if isinstance(data, Mapping) else None
+    if entry is None and isinstance(data, Mapping) and isinstance(data.get("mia_min_k"), Mapping):
+        entry = data["mia_min_k"].get("agg_value")
+    if entry is None:
+        raise ValueError(
+            f"{path} holds no retain-model AUC: expected 'privleak_auc' (hf_unlearn) or 'mia_min_k.agg_value' "
+            "(open-unlearning); evaluate the retain model with the privleak metric first."
+        )
+    value = float(entry)
+    _check_auc(value)
+    return value
+
+
+def _check_auc(value: float) -> None:
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"The retain model's AUC must be in [0, 1], got {value}.")
-    return value
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,8 +248,12 @@ class MUSEEvaluator:
             to as many tokens.
         num_icl_examples: how many in-context examples KnowMem prompts hold (None: all of the `*_qa_icl` split).
         min_k: the fraction k of lowest-probability tokens Min-K% averages (MUSE: 0.4).
-        max_length: texts are truncated to this many tokens for PrivLeak scoring (None: no truncation).
+        max_length: texts are truncated to this many tokens for PrivLeak scoring (None: no truncation, as MUSE's
+            script, which scores whole texts).
         max_items: evaluate only the first N items of each split (None: all).
+        rouge_stemmer: False (default): KnowMem and VerbMem ROUGE-L without the Porter stemmer, as MUSE's scripts
+            score; True: with it, as open-unlearning's MUSE evaluation (and TOFU) score, which reads inflected
+            words as matches and gives slightly higher scores.
         progress: show tqdm progress bars.
 
     After [`evaluate`], `self.logs` holds the per-item logs (name -> list of dicts).
@@ -211,6 +275,7 @@ class MUSEEvaluator:
         min_k: float = 0.4,
         max_length: int | None = 2048,
         max_items: int | None = None,
+        rouge_stemmer: bool = False,
         progress: bool = True,
     ):
         if isinstance(metrics, str):
@@ -242,6 +307,7 @@ class MUSEEvaluator:
         self.verbmem_max_new_tokens = int(verbmem_max_new_tokens)
         self.min_k = float(min_k)
         self.max_length = max_length
+        self.rouge_stemmer = bool(rouge_stemmer)
         self.progress = progress
         self.pad_token_id = resolve_pad_token_id(tokenizer, "MUSEEvaluator")
         #: where the data came from (the Hub id, or the local directory), recorded in the summary
@@ -286,6 +352,7 @@ class MUSEEvaluator:
             eos_token_id=eos_token_ids(self.model, self.tokenizer),
             progress=self.progress,
             desc=desc,
+            clean_up_tokenization_spaces=True,  # as MUSE decodes
         )
 
     def _warn_empty(self, name: str, generations: Sequence[str]) -> None:
@@ -306,7 +373,7 @@ class MUSEEvaluator:
                 text = text.split(stop)[0]
             answers.append(text.strip())
         self._warn_empty(f"KnowMem {part}", answers)
-        scores = rouge_l_f1(answers, [str(row["answer"]) for row in qa])
+        scores = rouge_l_f1(answers, [str(row["answer"]) for row in qa], use_stemmer=self.rouge_stemmer)
         return [
             {"index": i, "question": row["question"], "answer": row["answer"], "generation": gen, "rougeL_f1": s}
             for i, (row, gen, s) in enumerate(zip(qa, answers, scores))
@@ -316,12 +383,15 @@ class MUSEEvaluator:
         n = self.verbmem_max_new_tokens
         references = []
         for row in self.verbmem:
-            gt_ids = self.tokenizer(str(row["gt"]), add_special_tokens=False)["input_ids"][:n]
-            references.append(self.tokenizer.decode(gt_ids, skip_special_tokens=True).strip())
+            # MUSE cuts the reference to the first n ids WITH special tokens: a BOS-adding tokenizer keeps n - 1 words
+            gt_ids = self._encode(str(row["gt"]))[:n]
+            references.append(
+                self.tokenizer.decode(gt_ids, skip_special_tokens=True, clean_up_tokenization_spaces=True)
+            )
         raw = self._generate([self._encode(str(row["prompt"])) for row in self.verbmem], n, "MUSE: VerbMem")
         generations = [g.strip() for g in raw]
         self._warn_empty("VerbMem", generations)
-        scores = rouge_l_f1(generations, references)
+        scores = rouge_l_f1(generations, references, use_stemmer=self.rouge_stemmer)
         return [
             {"index": i, "prompt": row["prompt"], "gt": ref, "generation": gen, "rougeL_f1": s}
             for i, (row, ref, gen, s) in enumerate(zip(self.verbmem, references, generations, scores))
@@ -352,7 +422,10 @@ class MUSEEvaluator:
         ]
 
     def evaluate(
-        self, output_dir: str | Path | None = None, retain_auc: float | str | Path | None = None
+        self,
+        output_dir: str | Path | None = None,
+        retain_auc: float | str | Path | None = None,
+        retain_auc_convention: str | None = None,
     ) -> dict[str, Any]:
         """Compute the metrics and return the summary.
 
@@ -360,16 +433,22 @@ class MUSEEvaluator:
             output_dir: where to write the per-item logs (`knowmem_forget.json`, `knowmem_retain.json`,
                 `verbmem_forget.json`, `privleak_forget.json`, `privleak_holdout.json`) and `summary.json`;
                 None writes nothing.
-            retain_auc: the retain model's Min-K% AUC for PrivLeak: a number (the `privleak_auc` convention,
-                1 = members recognised) or a retain model's result file / directory (see
-                [`load_muse_retain_auc`]). None leaves `privleak` None.
+            retain_auc: the retain model's Min-K% AUC for PrivLeak: `"news"` / `"books"` (MUSE's published
+                retrain AUC, [`MUSE_RETRAIN_AUC`]), a retain model's result file / directory, or a number with
+                `retain_auc_convention` (see [`load_muse_retain_auc`]). None leaves `privleak` None.
+            retain_auc_convention: required with a number, else an error: `"muse"` (MUSE's tables, e.g. its
+                published 0.4772; our `privleak_auc_muse`) or `"hf_unlearn"` (our `privleak_auc`).
 
         Returns a dict with, for the metrics computed: `knowmem_forget_rougeL_f1`, `knowmem_retain_rougeL_f1`,
         `verbmem_forget_rougeL_f1` (means over items), `privleak_auc` ([`mia_auc`] of the forget vs holdout
         Min-K% scores), `privleak_auc_muse` (`1 - privleak_auc`, the AUC as MUSE's tables report it),
-        `privleak_retain_auc` and `privleak` (None without `retain_auc`); and `num_items` (log -> count).
+        `privleak_retain_auc` and `privleak_retain_auc_muse` (the retain model's, in the two conventions) and
+        `privleak` (MUSE's `(auc_muse - retain_auc_muse) / retain_auc_muse * 100`), None without `retain_auc`;
+        `rouge_stemmer`; and `num_items` (log -> count).
         """
-        reference = load_muse_retain_auc(retain_auc) if retain_auc is not None else None
+        if retain_auc is None and retain_auc_convention is not None:
+            raise ValueError("retain_auc_convention says how to read retain_auc, which is missing.")
+        reference = load_muse_retain_auc(retain_auc, retain_auc_convention) if retain_auc is not None else None
         if reference is not None and "privleak" not in self.metrics:
             raise ValueError("PrivLeak (retain_auc given) needs 'privleak' among `metrics`.")
         was_training = self.model.training
@@ -391,6 +470,8 @@ class MUSEEvaluator:
         for name in ("knowmem_forget", "knowmem_retain", "verbmem_forget"):
             if name in self.logs:
                 summary[f"{name}_rougeL_f1"] = float(np.mean([item["rougeL_f1"] for item in self.logs[name]]))
+        if {"knowmem", "verbmem"} & set(self.metrics):
+            summary["rouge_stemmer"] = self.rouge_stemmer
         if "privleak" in self.metrics:
             auc = mia_auc(
                 [item["min_k"] for item in self.logs["privleak_forget"]],
@@ -399,6 +480,7 @@ class MUSEEvaluator:
             summary["privleak_auc"] = auc
             summary["privleak_auc_muse"] = 1.0 - auc
             summary["privleak_retain_auc"] = reference
+            summary["privleak_retain_auc_muse"] = 1.0 - reference if reference is not None else None
             summary["privleak"] = privleak(auc, reference, from_mia_auc=True) if reference is not None else None
             summary["min_k"] = self.min_k
         summary["num_items"] = {name: len(items) for name, items in self.logs.items()}
