@@ -220,7 +220,8 @@ def test_membership_inference_and_robustness_scores(kind_model, tokenizer, forge
     for p in params:
         p.requires_grad_(True)
     try:
-        scores = mia_gradient_norm(model, tokenizer, forget_rows.select(range(2)), parameters=params, progress=False)
+        rows = forget_rows.select(range(2))
+        scores = mia_gradient_norm(model, tokenizer, rows, parameters=params, loss_tokens="all", progress=False)
         for score, (prompt, answer) in zip(scores, pairs[:2]):
             ids = torch.tensor([prompt + answer])
             labels = torch.tensor([[-100] * len(prompt) + answer])

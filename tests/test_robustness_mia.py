@@ -12,7 +12,13 @@ import torch
 from hf_unlearn.data import PromptEncoder, pad_examples
 from hf_unlearn.demo.tiny import tiny_llama
 from hf_unlearn.evaluation.metrics import mia_auc, mia_loss
-from hf_unlearn.evaluation.robustness.mia import encode_texts, mean_answer_nll, mia_gradient_norm, mia_reference
+from hf_unlearn.evaluation.robustness.mia import (
+    encode_texts,
+    mean_answer_nll,
+    mia_gradient_norm,
+    mia_reference,
+    mia_scores,
+)
 from hf_unlearn.losses import mean_nll
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -107,17 +113,19 @@ def test_gradient_norm_is_the_norm_of_the_loss_gradient(target_model, tokenizer,
         expected["global1"].append(float(flat.abs().sum()))
         expected["globalinf"].append(float(flat.abs().max()))
         expected["mean2"].append(float(torch.stack([g.norm(2) for g in grads]).mean()))
+    # The whole answer's loss (loss_tokens="all"); the default, open-unlearning's, is in test_golden_muse_mia.py.
+    kwargs = dict(loss_tokens="all", progress=False)
     got = {
-        "global2": mia_gradient_norm(target_model, tokenizer, rows, progress=False),
-        "global1": mia_gradient_norm(target_model, tokenizer, rows, p=1, progress=False),
-        "globalinf": mia_gradient_norm(target_model, tokenizer, rows, p=math.inf, progress=False),
-        "mean2": mia_gradient_norm(target_model, tokenizer, rows, reduction="tensor_mean", progress=False),
+        "global2": mia_gradient_norm(target_model, tokenizer, rows, reduction="global", **kwargs),
+        "global1": mia_gradient_norm(target_model, tokenizer, rows, p=1, reduction="global", **kwargs),
+        "globalinf": mia_gradient_norm(target_model, tokenizer, rows, p=math.inf, reduction="global", **kwargs),
+        "mean2": mia_gradient_norm(target_model, tokenizer, rows, **kwargs),
     }
     for key in expected:
         np.testing.assert_allclose(got[key], expected[key], rtol=1e-4, err_msg=key)
     # Restricted to some parameters: the norm of their gradient only.
     head = target_model.lm_head.weight
-    only_head = mia_gradient_norm(target_model, tokenizer, rows, parameters=[head], progress=False)
+    only_head = mia_gradient_norm(target_model, tokenizer, rows, parameters=[head], reduction="global", **kwargs)
     assert (only_head < got["global2"]).all()
 
 
@@ -161,6 +169,16 @@ def test_bad_input(target_model, tokenizer, members, reference):
         mia_gradient_norm(target_model, tokenizer, members, p=0.5)
     with pytest.raises(ValueError, match="reduction must be one of"):
         mia_gradient_norm(target_model, tokenizer, members, reduction="max")
+    with pytest.raises(ValueError, match="loss_tokens must be one of"):
+        mia_gradient_norm(target_model, tokenizer, members, loss_tokens="last")
+    two_tokens = [t for t in ("x", "The", "a") if len(tokenizer(t).input_ids) == 2]
+    with pytest.raises(ValueError, match="single scored token"):
+        mia_gradient_norm(target_model, tokenizer, two_tokens[:1], progress=False)
+    assert mia_gradient_norm(target_model, tokenizer, two_tokens[:1], loss_tokens="all", progress=False)[0] > 0
+    with pytest.raises(ValueError, match="single scored token"):
+        mia_scores(target_model, tokenizer, two_tokens[:1], progress=False)
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        mia_scores(target_model, tokenizer, members, k=0)
     frozen = copy.deepcopy(target_model).requires_grad_(False)
     with pytest.raises(ValueError, match="None of the model's parameters requires grad"):
         mia_gradient_norm(frozen, tokenizer, members)

@@ -8,8 +8,9 @@ on the last prompt token exactly as in training.
 
 - [`answer_forward`]: the forward itself, for readers of hidden states (the logit lens);
 - [`answer_token_logprobs`]: one padded batch, differentiable (the G-effect and the gradient-norm attack).
-- [`score_answers`]: many pairs, batched by length without gradients; per-answer-token log-probabilities and
-  whether the greedy continuation is the answer.
+- [`score_answers`]: many pairs, batched by length without gradients; per-answer-token log-probabilities,
+  whether the greedy continuation is the answer, and (on request) the mean and spread of each position's log-probs
+  over the vocabulary (Min-K%++).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 from ..constants import IGNORE_INDEX
 from ..data import pad_examples
 from ..methods import answer_forward_kwargs
+from .metrics import min_k_plus_plus_stats
 from .model_io import accepts_logits_to_keep, model_device
 
 __all__ = ["AnswerScores", "Pair", "answer_forward", "answer_token_logprobs", "score_answers"]
@@ -85,10 +87,15 @@ class AnswerScores:
     Attributes:
         logprobs: each answer's per-token log-probabilities (float64 arrays of `len(answer)` values).
         greedy: whether each answer is the model's greedy continuation of its prompt (every token the argmax).
+        mu, sigma: with `vocab_stats=True`, per answer token the mean and standard deviation of log p over the
+            vocabulary at the position that predicts it ([`~hf_unlearn.evaluation.metrics.min_k_plus_plus_stats`]);
+            else None.
     """
 
     logprobs: list[np.ndarray]
     greedy: np.ndarray
+    mu: list[np.ndarray] | None = None
+    sigma: list[np.ndarray] | None = None
 
     @property
     def sum_nll(self) -> np.ndarray:
@@ -120,6 +127,7 @@ def score_answers(
     progress: bool = False,
     desc: str = "scoring",
     on_batch: Callable[[list[int], Any], None] | None = None,
+    vocab_stats: bool = False,
 ) -> AnswerScores:
     """Teacher-forced log-probabilities of each answer's tokens given its prompt, for any model kind.
 
@@ -137,6 +145,7 @@ def score_answers(
         progress, desc: a progress bar and its label.
         on_batch: called as `on_batch(indices, outputs)` after each forward (`indices` into `pairs`), e.g. to read
             a GRUN model's `gate_logits`.
+        vocab_stats: also return `mu` and `sigma` (Min-K%++'s statistics of each answer position).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
@@ -148,6 +157,8 @@ def score_answers(
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     logprobs: list[np.ndarray] = [np.zeros(0)] * len(pairs)
     greedy = np.zeros(len(pairs), dtype=bool)
+    mu: list[np.ndarray] | None = [np.zeros(0)] * len(pairs) if vocab_stats else None
+    sigma: list[np.ndarray] | None = [np.zeros(0)] * len(pairs) if vocab_stats else None
     device = model_device(model)
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
         chunk = order[start : start + batch_size]
@@ -159,9 +170,13 @@ def score_answers(
         hits = (logits.argmax(dim=-1) == targets).cpu().numpy()
         values = token_logp.double().cpu().numpy()
         rows = rows.cpu().numpy()
+        if vocab_stats:
+            mus, sigmas = (t.double().cpu().numpy() for t in min_k_plus_plus_stats(logits))
         for row, i in enumerate(chunk):
             logprobs[i] = values[rows == row]
             greedy[i] = bool(hits[rows == row].all())
+            if vocab_stats:
+                mu[i], sigma[i] = mus[rows == row], sigmas[rows == row]
         if on_batch is not None:
             on_batch(chunk, outputs)
-    return AnswerScores(logprobs, greedy)
+    return AnswerScores(logprobs, greedy, mu, sigma)

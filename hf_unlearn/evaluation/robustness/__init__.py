@@ -4,7 +4,8 @@
 - [`quantization_attack`]: a 4-bit (NF4) or k-bit quantized copy, on any device;
 - [`logit_lens`]: the answer decoded from every intermediate layer;
 - [`probing_attack`]: paraphrased, jailbreak-style, primed and noisy prompts (and, for GRUN, the gate's firing);
-- [`mia_reference`], [`mia_gradient_norm`]: membership inference against a reference model, and by gradient norm;
+- [`mia_scores`], [`mia_reference`], [`mia_gradient_norm`]: membership inference as open-unlearning computes it
+  (LOSS, ZLib, Min-K%, Min-K%++), against a reference model, and by gradient norm;
 - [`RobustnessEvaluator`]: all of them on the unlearned model, the retain and the target model, with scores.
 
 Each leaves its input model unchanged and reports the forget answers' probability (TOFU's, teacher forced).
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 from .evaluator import ATTACKS, ROBUSTNESS_FILE, RobustnessEvaluator, format_robustness_table, plot_robustness
 from .logit_lens import LogitLensResult, logit_lens
-from .mia import mia_gradient_norm, mia_reference
+from .mia import mia_gradient_norm, mia_reference, mia_scores
 from .probing import PROBING_VARIANTS, ProbingResult, perturb_characters, probing_attack
 from .quantization import (
     NF4_CODE_BOOK,
@@ -44,6 +45,7 @@ __all__ = [
     "logit_lens",
     "mia_gradient_norm",
     "mia_reference",
+    "mia_scores",
     "perturb_characters",
     "probing_attack",
     "quantization_attack",

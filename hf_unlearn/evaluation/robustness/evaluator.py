@@ -36,8 +36,9 @@ class RobustnessEvaluator:
     - logit lens: the highest probability decoded from any layer, against the model's own (Q of the two);
     - probing: the worst prompt variant's probability against the original prompt's (Q of the two);
     - mia (needs `holdout_dataset`, questions the models never saw): the AUC of the reference-model attack (the
-      reference: the retain model; skipped without one) and of the gradient-norm attack, forget (members) against
-      holdout rows; reported, not scored.
+      reference: the retain model; skipped without one) and of the gradient-norm attack (open-unlearning's
+      `mia_gradnorm`: the mean of the per-tensor gradient norms of the answer's mean NLL without its closing token,
+      [`mia_gradient_norm`]'s defaults), forget (members) against holdout rows; reported, not scored.
 
     Args:
         model, tokenizer: the unlearned model (full, peft or GRUN) and its tokenizer.

@@ -1,8 +1,10 @@
-"""Membership-inference attacks that need more than the model's token log-probabilities: a reference model, gradients.
+"""Membership-inference attacks of a model on texts or question/answer rows, as open-unlearning computes them.
 
-The LOSS, ZLib, Min-K% and Min-K%++ scores of [`~hf_unlearn.evaluation.metrics`] read one forward pass of the
-audited model. open-unlearning (locuslab/open-unlearning, `src/evals/metrics/mia/`) has two attacks beyond them,
-both from MIMIR (Duan et al. 2024, arXiv 2402.07841):
+- [`mia_scores`]: the LOSS, ZLib, Min-K% and Min-K%++ scores (the functions of [`~hf_unlearn.evaluation.metrics`])
+  of one forward pass of the audited model, on the tokens open-unlearning (locuslab/open-unlearning,
+  `src/evals/metrics/mia/`) gives each;
+
+and two attacks beyond them, both from MIMIR (Duan et al. 2024, arXiv 2402.07841):
 
 - [`mia_reference`]: the audited model's loss calibrated by a reference model's loss on the same text
   (open-unlearning's `mia_reference`, `ReferenceAttack.compute_score`: `target_loss - ref_loss`);
@@ -33,13 +35,28 @@ from transformers import PreTrainedTokenizerBase
 
 from ...data.collator import pad_examples
 from ...data.formatting import DEFAULT_DATE_STRING, PromptEncoder
+from ..metrics import mia_loss, mia_min_k, mia_min_k_plus_plus, mia_zlib
 from ..model_io import check_vocabulary, resolve_pad_token_id
 from ..scoring import answer_token_logprobs, score_answers
 
-__all__ = ["GRADIENT_NORM_REDUCTIONS", "encode_texts", "mean_answer_nll", "mia_gradient_norm", "mia_reference"]
+__all__ = [
+    "GRADIENT_NORM_LOSS_TOKENS",
+    "GRADIENT_NORM_REDUCTIONS",
+    "MIA_SCORES",
+    "encode_texts",
+    "mean_answer_nll",
+    "mia_gradient_norm",
+    "mia_reference",
+    "mia_scores",
+]
 
-#: How [`mia_gradient_norm`] turns per-parameter gradients into one number (see its docstring).
-GRADIENT_NORM_REDUCTIONS = ("global", "tensor_mean")
+#: How [`mia_gradient_norm`] turns per-parameter gradients into one number (see its docstring); the first is the
+#: default.
+GRADIENT_NORM_REDUCTIONS = ("tensor_mean", "global")
+#: Which scored tokens [`mia_gradient_norm`]'s loss averages (see its docstring); the first is the default.
+GRADIENT_NORM_LOSS_TOKENS = ("all_but_last", "all")
+#: The scores [`mia_scores`] returns.
+MIA_SCORES = ("loss", "zlib", "min_k", "min_k_plus_plus")
 
 Pair = tuple[list[int], list[int]]
 TextsOrDataset = Sequence[str] | Dataset | Sequence[Mapping[str, Any]]
@@ -207,6 +224,99 @@ def mean_answer_nll(
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _check_two_scored_tokens(pairs: Sequence[Pair], what: str) -> None:
+    short = [i for i, (_, answer) in enumerate(pairs) if len(answer) < 2]
+    if short:
+        raise ValueError(
+            f"Text(s) {short[:5]} have a single scored token, and {what} leaves the last scored token out (as "
+            "open-unlearning does, for the answer's closing EOS), which leaves none: remove them."
+        )
+
+
+def mia_scores(
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts_or_dataset: TextsOrDataset,
+    *,
+    k: float = 0.4,
+    batch_size: int = 16,
+    progress: bool = True,
+    question_key: str = "question",
+    answer_key: str = "answer",
+    text_key: str = "text",
+    use_chat_template: bool | None = None,
+    date_string: str | None = DEFAULT_DATE_STRING,
+) -> dict[str, np.ndarray]:
+    """LOSS, ZLib, Min-K% and Min-K%++ membership-inference scores of each text, on the tokens open-unlearning gives
+    each (locuslab/open-unlearning `src/evals/metrics/mia/` and `utils.py`; golden test in
+    tests/test_golden_muse_mia.py):
+
+    - `"loss"`: [`~hf_unlearn.evaluation.metrics.mia_loss`], the mean NLL of EVERY scored token (see
+      [`encode_texts`]: an answer's tokens with its closing EOS / end-of-turn tokens; every token after the first of
+      a plain text), as `LOSSAttack` reads `evaluate_probability`;
+    - `"zlib"`: [`~hf_unlearn.evaluation.metrics.mia_zlib`], that mean NLL over the zlib-compressed size of the
+      scored tokens decoded without special tokens (`ZLIBAttack`);
+    - `"min_k"`, `"min_k_plus_plus"`: [`~hf_unlearn.evaluation.metrics.mia_min_k`] and
+      [`~hf_unlearn.evaluation.metrics.mia_min_k_plus_plus`] over every scored token BUT THE LAST, as
+      `tokenwise_logprobs` gives them to `MinKProbAttack` and `MinKPlusPlusAttack` (it leaves the answer's EOS out;
+      on a plain text that is its last token); `k` the fraction of lowest tokens (open-unlearning's MUSE configs: 0.4).
+
+    MUSE's own PrivLeak reads Min-K% over every token after the first ([`~hf_unlearn.evaluation.MUSEEvaluator`]).
+    Every score is loss-like (lower = more likely a member): `mia_auc(scores(members), scores(non-members))` is the
+    attack's AUC, the `agg_value` of open-unlearning's `mia_*` metrics. One forward pass per batch through the one
+    scoring path ([`~hf_unlearn.evaluation.score_answers`]), in eval mode (the model's mode is restored).
+
+    Args:
+        model, tokenizer: the audited model and its tokenizer.
+        texts_or_dataset: plain strings, or a dataset / list of rows with question/answer (or text) columns.
+        k: Min-K%'s fraction, in (0, 1].
+        batch_size: sequences per forward pass.
+        progress: show a tqdm progress bar.
+        question_key, answer_key, text_key, use_chat_template, date_string: see [`encode_texts`].
+
+    Returns `{"loss", "zlib", "min_k", "min_k_plus_plus"}` -> a float64 array, one score per text. Raises a
+    ValueError for a text with a single scored token (Min-K% would have none).
+    """
+    if not 0.0 < float(k) <= 1.0:
+        raise ValueError(
+            f"k is the fraction of lowest-probability tokens Min-K% keeps and must be in (0, 1], got {k}."
+        )
+    batch_size = _check_batch_size(batch_size)
+    check_vocabulary(model, tokenizer)
+    pairs = encode_texts(
+        tokenizer,
+        texts_or_dataset,
+        question_key=question_key,
+        answer_key=answer_key,
+        text_key=text_key,
+        use_chat_template=use_chat_template,
+        date_string=date_string,
+    )
+    _check_two_scored_tokens(pairs, "Min-K%")
+    pad = resolve_pad_token_id(tokenizer, "mia_scores")
+    was_training = model.training
+    model.eval()
+    try:
+        scored = score_answers(
+            model,
+            pairs,
+            pad_token_id=pad,
+            batch_size=batch_size,
+            progress=progress,
+            desc="MIA scores",
+            vocab_stats=True,
+        )
+    finally:
+        model.train(was_training)
+    scores = {name: np.zeros(len(pairs), dtype=np.float64) for name in MIA_SCORES}
+    for i, ((_, answer), lp, mu, sigma) in enumerate(zip(pairs, scored.logprobs, scored.mu, scored.sigma)):
+        scores["loss"][i] = mia_loss(lp)
+        scores["zlib"][i] = mia_zlib(lp, tokenizer.decode(answer, skip_special_tokens=True))
+        scores["min_k"][i] = mia_min_k(lp[:-1], k)
+        scores["min_k_plus_plus"][i] = mia_min_k_plus_plus(lp[:-1], mu[:-1], sigma[:-1], k)
+    return scores
+
+
 def mia_reference(
     model: torch.nn.Module,
     reference_model: torch.nn.Module,
@@ -276,7 +386,8 @@ def mia_gradient_norm(
     texts_or_dataset: TextsOrDataset,
     p: float = 2,
     *,
-    reduction: str = "global",
+    reduction: str = "tensor_mean",
+    loss_tokens: str = "all_but_last",
     parameters: Iterable[torch.nn.Parameter] | None = None,
     progress: bool = True,
     question_key: str = "question",
@@ -285,26 +396,33 @@ def mia_gradient_norm(
     use_chat_template: bool | None = None,
     date_string: str | None = DEFAULT_DATE_STRING,
 ) -> np.ndarray:
-    """Gradient-norm membership-inference scores: the p-norm of the gradient of each text's loss with respect to
-    the model's parameters.
+    """Gradient-norm membership-inference scores: the norm of the gradient of each text's loss with respect to the
+    model's parameters, by default exactly as open-unlearning computes it.
 
-    The loss is the text's teacher-forced mean NLL over its scored tokens (see [`encode_texts`]); one backward pass
-    per text. A member sits near a minimum of its loss, so its gradient is small: the score is loss-like, as every
-    `mia_*` score of [`~hf_unlearn.evaluation.metrics`] (lower = more likely a member), and
-    `mia_auc(scores(members), scores(non-members))` ([`~hf_unlearn.evaluation.metrics.mia_auc`]) is the attack's
+    The loss is the text's teacher-forced mean NLL over its scored tokens (see [`encode_texts`]), by default all but
+    the last; one backward pass per text. A member sits near a minimum of its loss, so its gradient is small: the
+    score is loss-like, as every `mia_*` score of [`~hf_unlearn.evaluation.metrics`] (lower = more likely a member),
+    and `mia_auc(scores(members), scores(non-members))` ([`~hf_unlearn.evaluation.metrics.mia_auc`]) is the attack's
     AUC. This is open-unlearning's `mia_gradnorm` (`src/evals/metrics/mia/gradnorm.py`, `GradNormAttack`; Wang et
-    al., arXiv 2402.17012), whose score is likewise the positive norm (its earliest version negated it, and its
-    docstring still says "negative gradient norm").
+    al., arXiv 2402.17012; golden test in tests/test_golden_muse_mia.py), whose score is likewise the positive norm
+    (its earliest version negated it, and its docstring still says "negative gradient norm"). On the tiny test model
+    (21 parameter tensors) open-unlearning's score is about 6.4x smaller than the global norm of the gradient of the
+    whole answer's loss, this function's default before it followed open-unlearning: 6.5x from the reduction, 2%
+    from leaving the last token out.
 
     Args:
         model: the audited model.
         tokenizer: its tokenizer.
         texts_or_dataset: plain strings, or a dataset / list of rows with question/answer (or text) columns.
         p: the norm's order: any `p >= 1`, or `math.inf` (open-unlearning accepts 1, 2 and inf).
-        reduction: `"global"` (default): the p-norm of the whole gradient (all parameters as one vector).
-            `"tensor_mean"`: the mean over parameter tensors of each tensor's gradient p-norm, which is what
-            open-unlearning computes (`torch.stack([param.grad.norm(p) ...]).mean()`): use it to compare with its
-            numbers. Parameters the loss does not reach are left out of that mean, as there.
+        reduction: `"tensor_mean"` (default): the mean over parameter tensors of each tensor's gradient p-norm,
+            open-unlearning's (`torch.stack([param.grad.norm(p) ...]).mean()`); parameters the loss does not reach
+            are left out of that mean, as there. `"global"`: the p-norm of the whole gradient (all parameters as one
+            vector), which does not depend on how the parameters are split into tensors.
+        loss_tokens: `"all_but_last"` (default): the loss averages every scored token but the last, as
+            open-unlearning's `tokenwise_logprobs` gives them (it leaves the answer's closing EOS out; on a plain
+            text, its last token); `"all"`: every scored token (the answer's mean NLL, as training and the other
+            attacks read it).
         parameters: the parameters to differentiate against (default: every parameter of the model with
             `requires_grad`, e.g. a peft model's adapter weights only).
         progress: show a tqdm progress bar.
@@ -317,6 +435,8 @@ def mia_gradient_norm(
     """
     if reduction not in GRADIENT_NORM_REDUCTIONS:
         raise ValueError(f"reduction must be one of {list(GRADIENT_NORM_REDUCTIONS)}, got {reduction!r}.")
+    if loss_tokens not in GRADIENT_NORM_LOSS_TOKENS:
+        raise ValueError(f"loss_tokens must be one of {list(GRADIENT_NORM_LOSS_TOKENS)}, got {loss_tokens!r}.")
     try:
         p = float(p)
     except (TypeError, ValueError):
@@ -344,6 +464,8 @@ def mia_gradient_norm(
         use_chat_template=use_chat_template,
         date_string=date_string,
     )
+    if loss_tokens == "all_but_last":
+        _check_two_scored_tokens(pairs, 'the gradient-norm attack (loss_tokens="all_but_last")')
     pad = resolve_pad_token_id(tokenizer, "mia_gradient_norm")
     scores = np.zeros(len(pairs), dtype=np.float64)
     was_training = model.training
@@ -352,8 +474,8 @@ def mia_gradient_norm(
         for i, pair in enumerate(tqdm(pairs, desc="MIA gradient norm", disable=not progress, leave=False)):
             batch = pad_examples([pair], pad)
             with torch.enable_grad():
-                logp, _ = answer_token_logprobs(model, batch)
-                loss = -logp.mean()
+                logp, _ = answer_token_logprobs(model, batch)  # one row: its answer tokens, in order
+                loss = -(logp[:-1] if loss_tokens == "all_but_last" else logp).mean()
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
             norms = [torch.linalg.vector_norm(g.detach().float(), ord=p) for g in grads if g is not None]
             if not norms:
