@@ -60,6 +60,16 @@ class UnlearningState:
     method: str | None = None
     #: GRUN: the model's requests, a `GRUNConfig` dict each, oldest first.
     grun: list[dict[str, Any]] | None = None
+    #: The model before unlearning (a Hub id or a path: its `config._name_or_path`), the reference of `analyze`.
+    base_model: str | None = None
+    #: The prompt format trained with: the tokenizer's chat template (True) or "Question: ...\nAnswer:" (False).
+    use_chat_template: bool | None = None
+    #: Where the forget and retain rows came from (`hf_unlearn.data.DataSource.to_dict()`).
+    forget_data: dict[str, Any] | None = None
+    retain_data: dict[str, Any] | None = None
+    #: The schedule: steps done, max_steps or epochs, batch size per device, accumulation, processes, the
+    #: learning-rate schedule and warmup, the optimizer.
+    training: dict[str, Any] | None = None
     # ---- what a file held beyond this schema
     #: Always-written keys missing from the file read (older or hand-written files): `to_dict` leaves them out.
     absent_keys: tuple[str, ...] = ()

@@ -32,7 +32,9 @@ def test_load_tofu_tags_where_the_rows_come_from(tmp_path):
         40,
     )
     assert "not the benchmark" in source.describe() and not source.is_hub_dataset
-    assert data_source(bundled.select(range(3))) == source  # the tag survives a selection
+    selected = data_source(bundled.select(range(3)))  # the origin survives a selection, with its own rows
+    assert (selected.kind, selected.config, selected.num_rows) == ("bundled", "forget01", 3)
+    assert selected.fingerprint == data_source(bundled.select(range(3)).to_list()).fingerprint
     (tmp_path / "forget01.json").write_text("".join(json.dumps(row) + "\n" for row in bundled.to_list()))
     local = data_source(load_tofu("forget01", data_dir=tmp_path))
     assert local.kind == "local" and local.path.endswith("forget01.json") and local.fingerprint == source.fingerprint

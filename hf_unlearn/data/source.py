@@ -103,15 +103,21 @@ def with_source(dataset: Any, source: DataSource) -> Any:
 
 
 def data_source(data: Any) -> DataSource:
-    """Where `data` came from: the tag of [`with_source`] (which [`load_tofu`](hf_unlearn.data.load_tofu) sets), else
-    rows given in memory, described by their count and fingerprint. `data` is a `datasets.Dataset` or a sequence of
+    """Where `data` came from: the tag of [`with_source`] (which [`load_tofu`](hf_unlearn.data.load_tofu) sets; a
+    selection of tagged rows keeps their origin with its own count and fingerprint), else rows given in memory,
+    described by their count and fingerprint. `data` is a `datasets.Dataset` or a sequence of
     row mappings."""
     info = getattr(data, "info", None)
     description = getattr(info, "description", None) or ""
     if description.startswith(_TAG):
         try:
-            return DataSource.from_dict(json.loads(description[len(_TAG) :]))
+            source = DataSource.from_dict(json.loads(description[len(_TAG) :]))
         except (ValueError, TypeError):
-            pass  # a tag someone edited: describe the rows instead
+            source = None  # a tag someone edited: describe the rows instead
+        if source is not None and source.num_rows is not None and source.num_rows != len(data):
+            # a selection of the tagged rows: the same origin, these rows
+            source = replace(source, num_rows=len(data), fingerprint=rows_fingerprint(data))
+        if source is not None:
+            return source
     rows: Sequence[Any] = data
     return DataSource(kind="in_memory", num_rows=len(rows), fingerprint=rows_fingerprint(rows))

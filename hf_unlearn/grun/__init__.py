@@ -45,8 +45,6 @@ _LAZY = {
     "GRUNRequest": "model",
     "get_grun_model": "model",
     "last_prompt_positions": "model",
-    "GRUN_CONFIG_FILE": ".constants",
-    "GRUN_WEIGHTS_FILE": ".constants",
     "save_grun_model": "io",
     "load_grun_model": "io",
     "read_grun_config": "io",
@@ -55,7 +53,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # names for type checkers; imported lazily at run time (they need pyreft)
     from .intervention import GatedLoreftIntervention
-    from .io import GRUN_CONFIG_FILE, GRUN_WEIGHTS_FILE, load_grun_model, read_grun_config, save_grun_model
+    from .io import load_grun_model, read_grun_config, save_grun_model
     from .model import GRUNModel, GRUNRequest, get_grun_model, last_prompt_positions
     from .trainer import GRUNTrainer
 
@@ -69,8 +67,6 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DEFAULT_RETAIN_WEIGHTS",
-    "GRUN_CONFIG_FILE",
-    "GRUN_WEIGHTS_FILE",
     "GRUNConfig",
     "GRUNModel",
     "GRUNRequest",

@@ -78,7 +78,9 @@ def build_model_card(
 def _base_model_text(facts: CardFacts) -> str:
     if facts.hub_base_model:
         return f"[`{facts.hub_base_model}`](https://huggingface.co/{facts.hub_base_model})"
-    return "a local base model" if facts.base_model else "a base model"
+    if facts.base_model:
+        return f"`{Path(facts.base_model).name or facts.base_model}` (a local model)"
+    return "a base model (not recorded)"
 
 
 def _method_text(facts: CardFacts) -> str:
@@ -94,6 +96,12 @@ def _forget_data_text(facts: CardFacts) -> str:
         config = f", configuration `{facts.forget_config}`" if facts.forget_config else ""
         return f"[{facts.forget_dataset}](https://huggingface.co/datasets/{facts.forget_dataset}){config}."
     return facts.forget_data or "Not recorded."
+
+
+def _evaluation_settings(summary: dict) -> str:
+    record = summary.get("evaluation") or {}
+    settings = [f"{key}={record[key]}" for key in ("max_new_tokens", "max_questions") if key in record]
+    return f" Settings: {', '.join(settings)}." if settings else ""
 
 
 def _evaluation_section(facts: CardFacts) -> str:
@@ -122,7 +130,10 @@ def _summary_section(facts: CardFacts) -> str:
         split = summary.get("split")
         where = f" on the `{split}` forget split" if split else ""
         description = f"TOFU evaluation{where} (hf_unlearn's evaluator)."
-    rows = [f"| {result.metric_name} | {result.metric_value:.4g} |" for result in facts.eval_results]
+    description += _evaluation_settings(summary)
+    if facts.eval_caveats:
+        description += " Not a benchmark result, so not in the card's metadata: " + "; ".join(facts.eval_caveats) + "."
+    rows = [f"| {result.metric_name} | {result.metric_value:.4g} |" for result in facts.eval_rows]
     return "\n".join(["", "", "## Evaluation", "", description, "", "| Metric | Value |", "|---|---|", *rows])
 
 
@@ -140,8 +151,8 @@ def _citations_section(facts: CardFacts) -> str:
 def render_model_card(facts: CardFacts, template: str | Path | None = None) -> ModelCard:
     """Render the facts into a model card: the metadata as YAML front matter, the body from the markdown template
     (default [`MODEL_CARD_TEMPLATE`]), filled with `str.format`. The template's fields: `card_data`, `model_name`,
-    `base_model`, `library_url`, `model_description`, `method`, `forget_data`, `evaluation`, `load_call`, `notes`
-    and `citations` (the optional parts are empty or start with a blank line)."""
+    `base_model`, `library_url`, `model_description`, `method`, `forget_data`, `evaluation`, `load_call`, `usage`,
+    `notes` and `citations` (the optional parts are empty or start with a blank line)."""
     text = Path(template or MODEL_CARD_TEMPLATE).read_text(encoding="utf-8")
     content = text.format(
         card_data=facts.card_data().to_yaml(),
@@ -153,6 +164,7 @@ def render_model_card(facts: CardFacts, template: str | Path | None = None) -> M
         forget_data=_forget_data_text(facts),
         evaluation=_evaluation_section(facts),
         load_call=facts.load_call,
+        usage=facts.usage,
         notes=_notes(facts),
         citations=_citations_section(facts),
     )

@@ -18,6 +18,8 @@ from huggingface_hub import EvalResult, ModelCardData
 from transformers.utils import logging
 
 from ..citations import Paper
+from ..data.source import DataSource
+from ..evaluation.record import RECORD_KEY, is_benchmark_result
 from ..io import FINGERPRINT_KEY, read_json_file, weights_fingerprint
 from ..methods import UnlearningMethod, get_method, method_of_folder
 from .eval_summary import (
@@ -50,6 +52,7 @@ _GRU_PROJECTION = {
 _DESCRIBED_KEYS = {
     "forget_loss", "forget_loss_kwargs", "retain_loss", "retain_loss_kwargs", "gamma", "alpha", "method",
     "learning_rate", "seed", "peft", "rectification", "gru_ema", "gru_retain_weight", "gru_projected", "grun",
+    "base_model", "use_chat_template", "forget_data", "retain_data", "training",
 }  # fmt: skip
 
 
@@ -108,9 +111,38 @@ def _gru_cell(state: Mapping[str, Any]) -> str:
     )
 
 
+def _training_rows(training: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Steps, batch and schedule rows from `unlearning.json`'s `training`."""
+    rows = []
+    length = (
+        f"max_steps {training['max_steps']}"
+        if training.get("max_steps")
+        else f"{_format_value(training.get('num_train_epochs'))} epoch(s)"
+    )
+    rows.append(("Training", f"{training.get('steps')} optimizer steps ({length})"))
+    per_device, accumulation = training.get("per_device_train_batch_size"), training.get("gradient_accumulation_steps")
+    processes = training.get("world_size") or 1
+    if per_device is not None and accumulation is not None:
+        rows.append(
+            (
+                "Batch size",
+                f"{per_device} per device x {accumulation} accumulation x {processes} process(es) = "
+                f"{per_device * accumulation * processes} forget examples per step",
+            )
+        )
+    schedule = [f"{training.get('lr_scheduler_type')} learning-rate schedule"]
+    if training.get("warmup_steps"):
+        schedule.append(f"warmup {_format_value(training['warmup_steps'])}")
+    if training.get("optim"):
+        schedule.append(f"optimizer {training['optim']}")
+    rows.append(("Schedule", ", ".join(schedule)))
+    return rows
+
+
 def method_rows(state: Mapping[str, Any] | None, grun_requests: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """The card's method table, `(setting, value)` rows: GRUN's requests or the trainer's losses and weights, the
-    learning rate and seed, GRU, then every other recorded setting."""
+    learning rate and seed, the training schedule and batch, the retain data, the prompt format, GRU, then every
+    other recorded setting."""
     rows: list[tuple[str, str]] = []
     state = state or {}
     for index, request in enumerate(grun_requests, start=1):
@@ -125,6 +157,13 @@ def method_rows(state: Mapping[str, Any] | None, grun_requests: list[dict[str, A
     for key, label in (("learning_rate", "Learning rate"), ("seed", "Seed")):
         if state.get(key) is not None:
             rows.append((label, _format_value(state[key])))
+    if isinstance(state.get("training"), Mapping):
+        rows.extend(_training_rows(state["training"]))
+    if isinstance(state.get("retain_data"), Mapping):
+        rows.append(("Retain data", DataSource.from_dict(state["retain_data"]).describe()))
+    if state.get("use_chat_template") is not None:
+        prompt = "the tokenizer's chat template" if state["use_chat_template"] else '"Question: ...\\nAnswer:"'
+        rows.append(("Prompt format", prompt))
     if state.get("rectification") == "gru":
         rows.append(("Gradient rectification", _gru_cell(state)))
     for key in sorted(set(state) - _DESCRIBED_KEYS):
@@ -177,14 +216,19 @@ class CardFacts:
     grun_requests: list[dict[str, Any]] = field(default_factory=list)
     #: The method table's `(setting, value)` rows: losses and hyperparameters, GRUN requests, GRU.
     method_rows: list[tuple[str, str]] = field(default_factory=list)
-    #: The forget data: a Hub dataset (and configuration) when it is one, else the free text given.
+    #: The forget data: a Hub dataset (and configuration) when it is one (the metadata lists it), and a phrase
+    #: saying what it is (the bundled subset and local files are not the benchmark).
     forget_data: str | None = None
     forget_dataset: str | None = None
     forget_config: str | None = None
-    #: The evaluation summary, its benchmark ("tofu", "muse") and `model-index` entries.
+    #: The evaluation summary, its benchmark ("tofu", "muse"), its results (the card's table) and which of them go
+    #: into `model-index`: only those of a complete evaluation on the Hub's benchmark data.
     summary: dict[str, Any] | None = None
     benchmark: str | None = None
     eval_results: list[EvalResult] = field(default_factory=list)
+    eval_rows: list[EvalResult] = field(default_factory=list)
+    #: Why the evaluation is not a benchmark result (partial, other data, unrecorded); empty when it is one.
+    eval_caveats: list[str] = field(default_factory=list)
     #: The robustness scores (`robustness.json` of `RobustnessEvaluator`) and their `model-index` entries.
     robustness_scores: dict[str, float] = field(default_factory=dict)
     robustness_results: list[EvalResult] = field(default_factory=list)
@@ -199,11 +243,31 @@ class CardFacts:
 
     @property
     def load_call(self) -> str:
-        """The `load_unlearned(...)` call of the usage snippet (with a `base_model=` placeholder when the base model
-        is not on the Hub)."""
-        if self.base_model is None or not is_hub_model_id(self.base_model):
+        """The `load_unlearned(...)` call of the usage snippet: a whole model needs nothing else; an adapter or GRUN
+        modules whose base model is not on the Hub get a `base_model=` placeholder."""
+        if self.model_format.needs_base_model and not is_hub_model_id(self.base_model):
             return f'load_unlearned("{self.repo_id}", base_model="<the base model: a Hub id or a local path>")'
         return f'load_unlearned("{self.repo_id}")'
+
+    @property
+    def usage(self) -> str:
+        """The usage snippet's lines after loading: a prompt encoded in the format the model was unlearned with (as
+        `unlearning.json` records it), a greedy generation and its decoding."""
+        flag = (self.state or {}).get("use_chat_template")
+        if flag is None:
+            phrase, argument = "the tokenizer's chat template when it has one", ""
+        else:
+            phrase = "the tokenizer's chat template" if flag else '"Question: ...\\nAnswer:"'
+            argument = f", use_chat_template={flag}"
+        question = '[{"role": "user", "content": "Who wrote the book?"}]'
+        return "\n".join(
+            [
+                f"# the prompt format it was unlearned with: {phrase}",
+                f"prompt = PromptEncoder(tokenizer{argument}).encode_prompt({question})",
+                "output = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=32, do_sample=False)",
+                "print(tokenizer.decode(output[0, len(prompt):], skip_special_tokens=True))",
+            ]
+        )
 
     def card_data(self) -> ModelCardData:
         """The card's metadata."""
@@ -219,16 +283,39 @@ class CardFacts:
         )
 
 
-def _forget_dataset(forget_data: str | None, summary: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
-    """The Hub dataset and configuration of the forget data: given as `"org/name[:config]"`, else TOFU's split
-    when a TOFU evaluation names one."""
-    if forget_data is None and summary and summary_benchmark(summary) == "tofu" and summary.get("split"):
-        return TOFU_DATASET_ID, str(summary["split"])
+def _forget_dataset(
+    forget_data: str | None, state: Mapping[str, Any] | None
+) -> tuple[str | None, str | None, str | None]:
+    """`(hub_dataset, config, text)` of the forget data: as given (`"org/name[:config]"` or free text), else as
+    `unlearning.json` records where the trained-on rows came from. Only a Hub dataset is named as one: the subset
+    bundled with hf_unlearn and local files say what they are."""
     if forget_data:
         dataset, _, config = forget_data.partition(":")
         if "/" in dataset and is_hub_model_id(dataset):
-            return dataset, config or None
-    return None, None
+            return dataset, config or None, None
+        return None, None, forget_data
+    recorded = (state or {}).get("forget_data")
+    if isinstance(recorded, Mapping):
+        source = DataSource.from_dict(recorded)
+        if source.is_hub_dataset:
+            return source.dataset, source.config, None
+        return None, None, f"Trained on {source.describe()}."
+    return None, None, None
+
+
+def _evaluation_caveats(summary: Mapping[str, Any]) -> list[str]:
+    """Why an evaluation summary is not a benchmark result (empty when it is one, see
+    `hf_unlearn.evaluation.record`)."""
+    record = summary.get(RECORD_KEY)
+    if not isinstance(record, Mapping):
+        return ["how it was made (data, settings) is not recorded"]
+    if is_benchmark_result(record):
+        return []
+    caveats = [f"partial: {reason}" for reason in record.get("partial") or []]
+    for split, data in (record.get("data") or {}).items():
+        if isinstance(data, Mapping) and data.get("kind") != "hub":
+            caveats.append(f"{split} questions: {DataSource.from_dict(data).describe()}")
+    return caveats or ["not a complete evaluation on the benchmark's data"]
 
 
 def _tags(
@@ -349,8 +436,17 @@ def gather_card_facts(
         summary = dict(eval_results) if isinstance(eval_results, Mapping) else load_eval_summary(eval_results)
     if found_beside_weights and summary is not None and not _belongs_to_weights(summary, folder, eval_results):
         summary = None
+    given_as_file = not found_beside_weights and eval_results is not None and not isinstance(eval_results, Mapping)
+    if given_as_file and folder is not None and not _belongs_to_weights(summary, folder, eval_results):
+        raise ValueError(
+            f"{eval_results} evaluated other weights than those in {folder} (the fingerprint it records differs): "
+            "its results would describe another model. Evaluate this model (`hf-unlearn eval --model "
+            f"{folder}`) and pass that summary, or leave --eval-results out."
+        )
     benchmark = summary_benchmark(summary) if summary else None
-    forget_dataset, forget_config = _forget_dataset(forget_data, summary)
+    forget_dataset, forget_config, forget_text = _forget_dataset(forget_data, state)
+    eval_rows = eval_results_from_summary(summary) if summary else []
+    caveats = _evaluation_caveats(summary) if summary else []
 
     robustness = _robustness_scores(folder) if folder is not None else {}
     name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name if folder else "unlearned-model")
@@ -363,12 +459,14 @@ def gather_card_facts(
         state=state,
         grun_requests=requests,
         method_rows=method_rows(state, requests),
-        forget_data=forget_data,
+        forget_data=forget_text,
         forget_dataset=forget_dataset,
         forget_config=forget_config,
         summary=summary,
         benchmark=benchmark,
-        eval_results=eval_results_from_summary(summary) if summary else [],
+        eval_results=[] if caveats else eval_rows,
+        eval_rows=eval_rows,
+        eval_caveats=caveats,
         robustness_scores=robustness,
         robustness_results=_robustness_results(robustness, forget_dataset or TOFU_DATASET_ID),
         papers=papers_for(

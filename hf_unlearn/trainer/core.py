@@ -19,7 +19,14 @@ from trl import SFTTrainer
 from trl.trainer.utils import create_model_from_path
 
 from ..config import UnlearningConfig
-from ..data import ColumnLayout, ForgetRetainCollator, PromptEncoder, load_refusal_answers, prepare_dataset
+from ..data import (
+    ColumnLayout,
+    ForgetRetainCollator,
+    PromptEncoder,
+    data_source,
+    load_refusal_answers,
+    prepare_dataset,
+)
 from ..gru import GradientRectifier
 from ..losses import ForgetLoss, LossContext, RetainLoss, get_loss
 from ..reference import (
@@ -128,6 +135,12 @@ class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRU
         self._check_objective(args, forget_dataset)
         model, processing_class = self._load_model_and_tokenizer(model, processing_class, args)
         self.encoder = PromptEncoder(processing_class, args.use_chat_template, args.date_string)
+        #: Where the rows came from, for `unlearning.json` and the model card (described before tokenizing).
+        self.data_sources = {
+            split: data_source(data).to_dict()
+            for split, data in (("forget", forget_dataset), ("retain", retain_dataset))
+            if data is not None
+        }
         forget_data, retain_data, refusal_ids = self._prepare_data(args, forget_dataset, retain_dataset)
         ref_model = self._choose_reference(model, ref_model, peft_config, args)
         self.unlearning_collator = ForgetRetainCollator(

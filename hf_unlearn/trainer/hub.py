@@ -44,7 +44,9 @@ class HubTrainerMixin:
         from ..hub.card import build_model_card, write_model_card
         from ..methods import method_of_state
 
-        card_args = self._card_kwargs(model_name, card_kwargs)
+        card_args = self._card_kwargs(
+            model_name or os.path.basename(os.path.normpath(self.args.output_dir)), card_kwargs
+        )
         kind = method_of_state(card_args["state"]).kind
         card = build_model_card(kind=kind, repo_id=self.args.hub_model_id, **card_args)
         write_model_card(card, self.args.output_dir)

@@ -238,6 +238,11 @@ class RunStateMixin:
             gru_ema=args.gru_ema if gru else None,
             gru_retain_weight=args.gru_retain_weight if gru else None,
             gru_projected=args.gru_projected if gru else None,
+            base_model=self._base_model_name(),
+            use_chat_template=self.encoder.use_chat_template,
+            forget_data=self.data_sources.get("forget"),
+            retain_data=self.data_sources.get("retain") if self.retain_loss_fn.uses_retain_data else None,
+            training=self._training_schedule(),
         )
         resumed = getattr(self, "_resumed", None)
         if resumed is not None:
@@ -247,9 +252,38 @@ class RunStateMixin:
                 state.learning_rate = resumed["learning_rate"]  # what the restored scheduler ran with
         return state
 
+    def _base_model_name(self) -> str | None:
+        """The model before unlearning, as its config names it (the base model of an adapter or GRUN modules)."""
+        model = self.accelerator.unwrap_model(self.model)
+        base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
+        return getattr(getattr(base, "config", None), "_name_or_path", None) or None
+
+    def _training_schedule(self) -> dict[str, Any]:
+        """How long and in what batches the run trained (the model card's training rows)."""
+        args = self.args
+        by_steps = args.max_steps is not None and args.max_steps > 0
+        schedule = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+        return {
+            "steps": int(self.state.global_step),
+            "max_steps": args.max_steps if by_steps else None,
+            "num_train_epochs": None if by_steps else args.num_train_epochs,
+            "per_device_train_batch_size": args.per_device_train_batch_size,
+            "gradient_accumulation_steps": args.gradient_accumulation_steps,
+            "world_size": args.world_size,
+            "lr_scheduler_type": str(schedule),
+            "warmup_steps": args.warmup_steps,  # a float below 1: a fraction of the steps
+            "optim": str(getattr(args.optim, "value", args.optim)),
+            "max_length": args.max_length,
+        }
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the model, `unlearning.json` and the losses' state; the final save (into `output_dir` itself) also
+        writes hf_unlearn's model card, whatever the save strategy (a peft adapter's folder would otherwise keep
+        peft's empty template)."""
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         if self.args.should_save:
             self.unlearning_state().write(output_dir)
             self.save_loss_state(output_dir)
+            if Path(output_dir).resolve() == Path(self.args.output_dir).resolve():
+                self.create_model_card()
