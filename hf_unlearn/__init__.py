@@ -5,15 +5,21 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .data import load_tofu
 from .exceptions import NonFiniteLossError
-from .losses import ForgetLoss, LossContext, RetainLoss, get_loss, list_losses, register_loss
 
 __version__ = "0.2.0.dev0"
 
-# trl and its trainer stack take seconds to import: load them on first use, so that `hf_unlearn.evaluation`,
-# the losses and the CLI's --help stay quick.
+# torch, datasets, trl and the trainer stack take seconds to import: load them on first use, so that the CLI's
+# --help and its commands that read files only (tofu-summary) start at once, and `hf_unlearn.evaluation` and the
+# losses without trl.
 _LAZY = {
+    "ForgetLoss": "hf_unlearn.losses",
+    "LossContext": "hf_unlearn.losses",
+    "RetainLoss": "hf_unlearn.losses",
+    "get_loss": "hf_unlearn.losses",
+    "list_losses": "hf_unlearn.losses",
+    "register_loss": "hf_unlearn.losses",
+    "load_tofu": "hf_unlearn.data",
     "UnlearningConfig": "hf_unlearn.config",
     "UnlearningTrainer": "hf_unlearn.trainer",
     "create_trainer": "hf_unlearn.trainer",
@@ -21,6 +27,8 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .config import UnlearningConfig
+    from .data import load_tofu
+    from .losses import ForgetLoss, LossContext, RetainLoss, get_loss, list_losses, register_loss
     from .trainer import UnlearningTrainer, create_trainer
 
 

@@ -10,7 +10,10 @@ from .commands import COMMAND_MODULES
 from .exceptions import NonFiniteLossError
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command_name: str | None = None) -> argparse.ArgumentParser:
+    """The `hf-unlearn` parser. Every command is listed with its one-line help; only `command_name`'s options are
+    added (None: every command's), so that `hf-unlearn --help` and a light command never import what another one
+    needs (torch for the quickstart, trl for train)."""
     parser = argparse.ArgumentParser(
         prog="hf-unlearn",
         description="Machine unlearning for language models on the Hugging Face stack.",
@@ -19,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for module_name in COMMAND_MODULES:
         command = importlib.import_module(f"hf_unlearn.commands.{module_name}")
+        if command_name is not None and command.NAME != command_name:
+            sub.add_parser(command.NAME, help=command.HELP)
+            continue
         cmd_parser = sub.add_parser(
             command.NAME,
             help=command.HELP,
@@ -38,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         own_parser = _command_with_own_parser(command_name)
         if own_parser is not None:
             return int(own_parser.main(argv[1:]) or 0)
-        args = build_parser().parse_args(argv)
+        args = build_parser(command_name).parse_args(argv)
         return int(args.handler(args) or 0)
     except (ValueError, FileNotFoundError) as err:  # bad input
         print(f"hf-unlearn {command_name}: error: {err}", file=sys.stderr)

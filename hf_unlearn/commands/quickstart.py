@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
-
-from ..demo import quickstart
-from ..demo.quickstart import BUNDLED, METHODS, TOFU_RETAIN_OF
+from typing import Any
 
 NAME = "quickstart"
 HELP = "Offline demo: teach a tiny model TOFU authors, then unlearn two."
-DESCRIPTION = quickstart.__doc__
+
+
+def __getattr__(name: str) -> Any:
+    # DESCRIPTION is the demo's docstring; the demo imports torch, so only a command that shows it imports it.
+    if name == "DESCRIPTION":
+        from ..demo import quickstart
+
+        return quickstart.__doc__
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..demo.quickstart import BUNDLED, METHODS, TOFU_RETAIN_OF
+
     parser.add_argument("--output-dir", default="quickstart_output", help="Where models, logs and results go.")
     parser.add_argument(
         "--methods", default=",".join(METHODS), help=f"Comma-separated methods among {', '.join(METHODS)}."
@@ -33,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    from ..demo import quickstart
+
     quickstart.run_quickstart(
         output_dir=args.output_dir,
         methods=[m.strip() for m in args.methods.split(",") if m.strip()],
