@@ -140,6 +140,13 @@ class UnlearningConfig(SFTConfig):
         default=None,
         metadata={"help": "Regex over parameter names: train only the matching parameters (e.g. RMU's MLPs)."},
     )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Recompute activations in the backward pass to save memory (default: True, trl's). transformers "
+            ">= 5.23 names it activation_checkpointing; either name works, without a deprecation warning."
+        },
+    )
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial learning rate (TOFU uses 1e-5)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every X optimizer steps."})
     remove_unused_columns: bool = field(
@@ -194,10 +201,27 @@ class UnlearningConfig(SFTConfig):
             **parse_json_object("dataset_kwargs", self.dataset_kwargs),
             "skip_prepare_dataset": True,
         }
+        self._resolve_checkpointing_names()
         # Pinned memory only helps copies to an accelerator; without one torch warns on every DataLoader.
         if self.dataloader_pin_memory and (self.use_cpu or not _accelerator_available()):
             self.dataloader_pin_memory = False
         super().__post_init__()
+
+    def _resolve_checkpointing_names(self) -> None:
+        """transformers >= 5.23 renamed `gradient_checkpointing(_kwargs)` to `activation_checkpointing(_kwargs)` and
+        warns on the old names, which trl (default True) and transformers < 5.23 still use: hand the setting over
+        under the name the installed transformers reads, so that recipes work on every supported version without a
+        warning (an explicit `activation_checkpointing` wins, as in transformers)."""
+        if hasattr(self, "activation_checkpointing"):
+            for old in ("gradient_checkpointing", "gradient_checkpointing_kwargs"):
+                new = old.replace("gradient", "activation", 1)
+                if getattr(self, new) is None:
+                    setattr(self, new, getattr(self, old))
+                setattr(self, old, None)  # transformers mirrors the new name into the old one
+            if self.activation_checkpointing is None:
+                self.activation_checkpointing = True
+        elif self.gradient_checkpointing is None:
+            self.gradient_checkpointing = True
 
     def _check_rectification(self) -> None:
         # On the command line and in YAML strings, "none" / "null" switch a recipe's GRU off (argparse gives strings).

@@ -278,3 +278,16 @@ def test_unknown_recipe_keys_and_flags_suggest_the_closest_option(target_model_d
     err = capsys.readouterr().err
     assert "unknown option '--learnin_rate' (did you mean '--learning_rate'?)" in err
     assert "unknown option 'zzzz_qqqq'" in err and "did you mean 'zzzz" not in err
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_shipped_recipes_load_without_deprecation_warnings(recipe, tmp_path):
+    import warnings
+
+    with warnings.catch_warnings():
+        for category in (DeprecationWarning, FutureWarning):
+            warnings.filterwarnings("error", category=category, module=r"(transformers|trl)(\.|$)")
+        _, args, _ = make_parser().parse_args_and_config(
+            args=["--config", str(recipe), "--output_dir", str(tmp_path), "--bf16", "false"]
+        )
+    assert args.gradient_checkpointing == yaml.safe_load(recipe.read_text()).get("gradient_checkpointing", True)
