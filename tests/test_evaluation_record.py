@@ -96,3 +96,27 @@ def test_compare_records_puts_what_changes_forget_quality_first():
     assert differences[0].startswith("other forget questions")
     assert "the prompts differ" in differences[1] and differences[2].startswith("max_new_tokens 200 here, 32 there")
     assert compare_records(ours, ours) == [] and compare_records({}, theirs) == []
+
+
+def test_muse_summary_records_its_settings_and_data(target_model, tokenizer):
+    from hf_unlearn.evaluation.muse import MUSEEvaluator
+
+    rows = [{"question": f"Q{i}?", "answer": f"A{i}."} for i in range(4)]
+    texts = [{"text": f"Some text number {i}."} for i in range(6)]
+    data = {"knowmem/forget_qa": rows, "knowmem/forget_qa_icl": rows[:1], "knowmem/retain_qa": rows,
+            "knowmem/retain_qa_icl": rows[:1], "privleak/forget": texts[:3],
+            "privleak/holdout": texts[3:]}  # fmt: skip
+    evaluator = MUSEEvaluator(
+        target_model, tokenizer, metrics=["knowmem", "privleak"], datasets=data, knowmem_max_new_tokens=4,
+        max_items=2, progress=False,
+    )  # fmt: skip
+    record = evaluator.evaluate()[RECORD_KEY]
+    assert record["benchmark"] == "MUSE" and record["knowmem_max_new_tokens"] == 4 and record["max_items"] == 2
+    assert (
+        record["data"]["knowmem/forget_qa"]["kind"] == "in_memory"
+        and record["data"]["knowmem/forget_qa"]["items"] == 2
+    )
+    partial = " | ".join(record["partial"])
+    assert "the first 2 of 4 rows of knowmem/forget_qa" in partial and "without verbmem" in partial
+    assert "knowmem_max_new_tokens=4 (MUSE: 32)" in partial
+    assert not is_benchmark_result(record)

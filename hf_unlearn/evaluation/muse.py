@@ -44,9 +44,11 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from ..constants import EVAL_SUMMARY_FILE
+from ..data.source import DataSource, rows_fingerprint
 from ..io import write_json_atomic
 from .metrics import mia_auc, mia_loss, mia_min_k, privleak, rouge_l_f1
 from .model_io import check_vocabulary, eos_token_ids, greedy_generate, resolve_pad_token_id
+from .record import RECORD_KEY
 from .scoring import score_answers
 
 __all__ = [
@@ -315,6 +317,9 @@ class MUSEEvaluator:
         self.logs: dict[str, list[dict[str, Any]]] = {}
 
         supplied = dict(datasets or {})
+        self.max_items = max_items
+        #: Where each `config/split` came from and how many of its rows are evaluated (the summary's record).
+        self.sources: dict[str, dict[str, Any]] = {}
 
         def rows(config: str, split: str, limit: int | None = max_items) -> list[dict[str, Any]]:
             key = f"{config}/{split}"
@@ -322,7 +327,16 @@ class MUSEEvaluator:
             data = [dict(r) for r in data]
             if config in _FIELDS:
                 _check_rows(data, config, split)
-            return data if limit is None else data[:limit]
+            used = data if limit is None else data[:limit]
+            if key in supplied:
+                source = DataSource("in_memory")
+            elif data_dir is None:
+                source = DataSource("hub", dataset=dataset, config=key)
+            else:
+                source = DataSource("local", config=key, path=str(Path(data_dir).resolve()))
+            self.sources[key] = {**source.to_dict(), "num_rows": len(data), "items": len(used)}
+            self.sources[key]["fingerprint"] = rows_fingerprint(used)
+            return used
 
         # Load (and check) everything up front: bad data should fail before minutes of generation.
         self.knowmem: dict[str, tuple[list[dict[str, Any]], str]] = {}
@@ -485,9 +499,44 @@ class MUSEEvaluator:
             summary["min_k"] = self.min_k
         summary["num_items"] = {name: len(items) for name, items in self.logs.items()}
         summary["dataset"] = self.dataset_name
+        summary[RECORD_KEY] = self.record
         if output_dir is not None:
             self.write(output_dir, summary)
         return summary
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """How this evaluation is made: settings, data, and why it is not MUSE's own (see
+        [`hf_unlearn.evaluation.record`])."""
+        partial = [
+            f"the first {source['items']} of {source['num_rows']} rows of {key}"
+            for key, source in self.sources.items()
+            if source["items"] < source["num_rows"]
+        ]
+        missing = [metric for metric in MUSE_METRICS if metric not in self.metrics]
+        if missing:
+            partial.append(f"without {', '.join(missing)}")
+        for name, value, muse in (
+            ("knowmem_max_new_tokens", self.knowmem_max_new_tokens, 32),
+            ("verbmem_max_new_tokens", self.verbmem_max_new_tokens, 128),
+        ):
+            if value != muse and name.split("_")[0] in self.metrics:
+                partial.append(f"{name}={value} (MUSE: {muse})")
+        if self.rouge_stemmer and {"knowmem", "verbmem"} & set(self.metrics):
+            partial.append("ROUGE-L with the Porter stemmer (MUSE scores without)")
+        return {
+            "benchmark": "MUSE",
+            "metrics": list(self.metrics),
+            "knowmem_max_new_tokens": self.knowmem_max_new_tokens,
+            "verbmem_max_new_tokens": self.verbmem_max_new_tokens,
+            "max_items": self.max_items,
+            "min_k": self.min_k,
+            "max_length": self.max_length,
+            "rouge_stemmer": self.rouge_stemmer,
+            "hf_unlearn_version": _version(),
+            "data": dict(self.sources),
+            "partial": partial,
+        }
 
     def write(self, output_dir: str | Path, summary: Mapping[str, Any]) -> Path:
         """Write `self.logs` (one JSON file per log) and `summary.json` to `output_dir`."""
@@ -501,3 +550,9 @@ class MUSEEvaluator:
 
 def _dump(obj: Any, path: Path) -> None:
     write_json_atomic(path, obj, indent=2)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
