@@ -337,7 +337,7 @@ def check_option_names(parser, argv: list[str]) -> None:
     flags = [flag for flag in parser._option_string_actions if flag.startswith("--")]
     for arg in argv:
         flag = arg.split("=", 1)[0]
-        if flag.startswith("--") and flag not in parser._option_string_actions:
+        if flag.startswith("--") and flag not in parser._option_string_actions and flag != "--config":
             unknown.append((repr(flag), difflib.get_close_matches(flag, flags, n=1)))
     if unknown:
         listed = "; ".join(
