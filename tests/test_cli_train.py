@@ -272,7 +272,7 @@ def test_unknown_recipe_keys_and_flags_suggest_the_closest_option(target_model_d
     err = capsys.readouterr().err
     assert "unknown option 'forget_los' (did you mean 'forget_loss'?)" in err
     assert "unknown option 'leraning_rate' (did you mean 'learning_rate'?)" in err
-    assert "fail_with_unknown_args" not in err and err.count("\n") == 1
+    assert "fail_with_unknown_args" not in err and "'--config'" not in err and err.count("\n") == 1
     recipe = cpu_recipe(tmp_path / "recipe.yaml", target_model_dir, zzzz_qqqq=1)
     assert main(["train", "--config", str(recipe), "--output_dir", str(tmp_path), "--learnin_rate", "1"]) == 2
     err = capsys.readouterr().err
@@ -291,3 +291,43 @@ def test_shipped_recipes_load_without_deprecation_warnings(recipe, tmp_path):
             args=["--config", str(recipe), "--output_dir", str(tmp_path), "--bf16", "false"]
         )
     assert args.gradient_checkpointing == yaml.safe_load(recipe.read_text()).get("gradient_checkpointing", True)
+
+
+def forget_file(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_evaluate_scores_the_forget_data_file_that_was_trained_on(target_model_dir, tmp_path, tofu):
+    """Not the Hub's forget10 (offline: a traceback after training), nor the bundled forget01: the file's rows."""
+    rows = [dict(row) for row in tofu["forget01_perturbed"].select(range(3))]
+    data = forget_file(tmp_path / "my_forget.jsonl", rows)
+    recipe = cpu_recipe(
+        tmp_path / "recipe.yaml",
+        target_model_dir,
+        forget_data_file=str(data),
+        retain_split="retain99",
+        evaluate=True,
+        eval_max_questions=5,
+        eval_max_new_tokens=4,
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--output_dir", str(out)]) == 0
+    summary = json.loads((out / "eval" / "summary.json").read_text())
+    assert summary["num_questions"] == {"retain": 5, "real_authors": 5, "world_facts": 5, "forget": 3}
+    assert summary["split"] == "my_forget.jsonl" and summary["model_utility"] is not None
+    forget_log = json.loads((out / "eval" / "eval_log_forget.json").read_text())
+    assert rows[0]["question"] in forget_log["generated_text"]["0"][0], "the file's first question"
+
+
+def test_evaluate_says_what_a_forget_data_file_lacks_before_training(target_model_dir, tmp_path, tofu, capsys):
+    rows = [{"question": row["question"], "answer": row["answer"]} for row in tofu["forget01"].select(range(3))]
+    data = forget_file(tmp_path / "plain.jsonl", rows)
+    recipe = cpu_recipe(
+        tmp_path / "recipe.yaml", target_model_dir, forget_data_file=str(data), retain_split="retain99", evaluate=True
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(recipe), "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data} has no 'paraphrased_answer', 'perturbed_answer'" in err and "truth ratio" in err
+    assert not out.exists(), "refused before training"

@@ -95,7 +95,14 @@ class UnlearnScriptArguments:
     grun_forget_weight: float | None = field(
         default=None, metadata={"help": "GRUN: weight of the forget term (default: the reference's, 100 for NPO)."}
     )
-    evaluate: bool = field(default=False, metadata={"help": "Run the TOFU evaluation on the unlearned model."})
+    evaluate: bool = field(
+        default=False,
+        metadata={
+            "help": "Run the TOFU evaluation on the unlearned model: the forget rows trained on (a forget_data_file "
+            "needs TOFU's paraphrased_answer and perturbed_answer columns, checked before training), else "
+            "<forget_split>_perturbed, and the model-utility splits of dataset_name."
+        },
+    )
     eval_max_questions: int | None = field(
         default=None, metadata={"help": "Evaluate on at most this many questions per split (quick checks)."}
     )
@@ -156,8 +163,11 @@ def load_data_file(path: str):
         raise FileNotFoundError(f"Data file {path} does not exist.")
     if suffix != ".parquet":
         _check_utf8(path)
+    from ..data.source import DataSource, with_source
+
     try:
-        return load_dataset(builders[suffix], data_files=path, split="train")
+        data = load_dataset(builders[suffix], data_files=path, split="train")
+        return with_source(data, DataSource("local", path=str(Path(path).resolve())))
     except Exception as err:  # noqa: BLE001  (datasets wraps the parser's error in DatasetGenerationError)
         cause = err.__cause__ or err
         raise ValueError(
@@ -250,6 +260,7 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
         )
     import_loss_modules(script.loss_modules)
     forget, retain = load_forget_and_retain(script)
+    eval_data = evaluation_data(script, training_args, forget) if script.evaluate else None  # fails before training
     model, tokenizer = load_model_and_tokenizer(model_args)
     data = {"forget_dataset": forget, "retain_dataset": retain, "processing_class": tokenizer}
     trainer = create_trainer(
@@ -263,7 +274,7 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
     trainer.save_model()
     result: dict[str, Any] = {"output_dir": training_args.output_dir}
     if script.evaluate:
-        result["evaluation"] = evaluate_trained(trainer, script)
+        result["evaluation"] = evaluate_trained(trainer, script, eval_data)
     if training_args.push_to_hub:
         trainer.push_to_hub()
     return result
@@ -297,7 +308,60 @@ def grun_config_of(script: UnlearnScriptArguments, training_args) -> Any | None:
     return GRUNConfig.from_dict(fields)
 
 
-def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
+#: The columns TOFU's truth ratio (hence forget quality) reads on the forget split, beside the question and answer.
+TRUTH_RATIO_COLUMNS = ("paraphrased_answer", "perturbed_answer")
+
+
+def evaluation_data(script: UnlearnScriptArguments, training_args, forget) -> dict[str, Any]:
+    """What `evaluate` scores, split -> rows, loaded before training so that a missing split or column fails at once:
+    the forget split is the rows trained on when they come from `forget_data_file` (which must then hold TOFU's
+    paraphrased and perturbed answers), else `<forget_split>_perturbed`; the model-utility splits (retain_perturbed,
+    real_authors_perturbed, world_facts_perturbed) come from `dataset_name`."""
+    from ..data.tofu import load_tofu
+    from ..evaluation.logs import TOFU_SPLITS
+    from ..evaluation.tofu import tofu_split_config
+
+    data: dict[str, Any] = {}
+    if script.forget_data_file:
+        data["forget"] = _forget_rows_to_evaluate(script.forget_data_file, forget, training_args)
+    for split in TOFU_SPLITS:
+        if split in data:
+            continue
+        config = tofu_split_config(split, script.forget_split)
+        try:
+            data[split] = load_tofu(config, data_dir=script.dataset_name)
+        except Exception as err:  # noqa: BLE001  (the Hub offline, a folder without the file: all said the same way)
+            raise ValueError(
+                f"evaluate reads TOFU's {config} ({split} split) from dataset_name={script.dataset_name}, which "
+                f"failed ({type(err).__name__}: {err}). Offline, set dataset_name to 'bundled' or a TOFU folder, or "
+                "evaluate: false.".replace("\n", " ")
+            ) from err
+    return data
+
+
+def _forget_rows_to_evaluate(path: str, forget, training_args):
+    """The trained-on forget rows in the evaluator's columns, or a ValueError that names what they lack."""
+    question, answer = training_args.question_key, training_args.answer_key
+    wanted = (question, answer, *TRUTH_RATIO_COLUMNS)
+    missing = [column for column in wanted if column not in forget.column_names]
+    if missing:
+        raise ValueError(
+            f"evaluate: the forget data file {path} has no {', '.join(map(repr, missing))} column(s). TOFU's "
+            "evaluation scores the forget rows' answers and, for the truth ratio (hence forget quality), a "
+            "'paraphrased_answer' and a list of 'perturbed_answer's per row, as in TOFU's forgetXX_perturbed files. "
+            "Add them, or set evaluate: false and evaluate the saved model with "
+            "hf_unlearn.evaluation.TOFUEvaluator(datasets={'forget': rows}, splits=[...])."
+        )
+    rows = forget.select_columns(list(wanted))
+    for i, row in enumerate(rows):
+        empty = [column for column in wanted if row[column] is None or row[column] in ([], "")]
+        if empty:
+            raise ValueError(f"evaluate: row {i} of the forget data file {path} has no value for {empty}.")
+    return rows.rename_columns({old: new for old, new in ((question, "question"), (answer, "answer")) if old != new})
+
+
+def evaluate_trained(trainer, script: UnlearnScriptArguments, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The TOFU evaluation of the trained model on `data` (see [`evaluation_data`]; None: load it now)."""
     from ..evaluation.tofu import TOFUEvaluator
     from ..io import FINGERPRINT_KEY, record_weights_fingerprint
 
@@ -305,8 +369,10 @@ def evaluate_trained(trainer, script: UnlearnScriptArguments) -> dict[str, Any]:
     summary = TOFUEvaluator(
         trainer.accelerator.unwrap_model(trainer.model),
         trainer.processing_class,
-        forget_split=script.forget_split,
+        # the summary's forget split: the file's name when the forget rows come from one
+        forget_split=Path(script.forget_data_file).name if script.forget_data_file else script.forget_split,
         data_dir=script.dataset_name,
+        datasets=data,
         max_questions=script.eval_max_questions,
         max_new_tokens=script.eval_max_new_tokens,
     ).evaluate(output_dir=eval_dir if trainer.args.should_save else None, retain_logs=script.retain_logs)
