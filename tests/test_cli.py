@@ -69,3 +69,13 @@ def test_help_starts_without_the_training_stack(tmp_path):
     # Import time is a robust proxy for start-up time: `hf-unlearn --help` took 11.5 s on a busy 2-core machine when
     # it imported torch, datasets, transformers and peft (through every command's module).
     assert modules_imported_by(["--help"], tmp_path) == set()
+
+
+def test_tofu_summary_reads_logs_without_the_model_stack(tmp_path):
+    # It took 10.4-12.2 s on a busy 2-core machine, importing transformers, datasets, peft and bitsandbytes through
+    # hf_unlearn.evaluation's evaluators and training callback; the logs need none of them.
+    from test_tofu_summary_cli import LOGS, write_logs
+
+    logs = write_logs(tmp_path / "logs", LOGS)
+    imported = modules_imported_by(["tofu-summary", "--logs", str(logs)], tmp_path)
+    assert imported.isdisjoint({"trl", "transformers", "datasets", "peft", "accelerate"}), imported
