@@ -493,6 +493,70 @@ def test_cli_analyze_bad_objective_lists_choices(model_dir, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def _save_unlearned(model_dir, path, state: dict | None, scale: float = 1.05):
+    """A copy of the model with other weights (the "unlearned" model), and its unlearning.json when `state`."""
+    from hf_unlearn.unlearning_state import UnlearningState
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(scale)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(model_dir).save_pretrained(path)
+    if state is not None:
+        UnlearningState(**state).write(path)
+    return path
+
+
+def test_cli_analyze_reference_is_the_model_before_unlearning(model_dir, tmp_path, capsys):
+    argv = ["analyze", "--objective", "npo", "--forget-split", "forget01", "--retain-split", "retain99"]
+    argv += ["--data-dir", "bundled", "--num-samples", "4", "--no-progress"]
+
+    def analyze(model, name, *extra):
+        capsys.readouterr()  # not what saving the models printed
+        status = main([*argv, "--model", str(model), "--output", str(tmp_path / name), *extra])
+        out, err = capsys.readouterr()
+        return status, out, err, json.loads((tmp_path / name).read_text()) if status == 0 else None
+
+    unlearned = _save_unlearned(
+        model_dir, tmp_path / "unlearned", {"forget_loss": "npo", "base_model": str(model_dir)}
+    )
+    status, out, _, recorded = analyze(unlearned, "recorded.json")
+    assert status == 0
+    assert f"reference: {model_dir} (the model before unlearning, from {unlearned}/unlearning.json)" in out
+    assert recorded["reference"] == {"kind": "model", "model": str(model_dir), "source": "unlearning.json"}
+    status, out, _, explicit = analyze(unlearned, "explicit.json", "--ref-model", str(model_dir))
+    assert explicit["reference"]["source"] == "--ref-model" and f"reference: {model_dir}\n" in out
+    assert recorded["forget"] == pytest.approx(explicit["forget"], rel=1e-6)
+
+    # Without unlearning.json the model is the one before unlearning: its own frozen copy (another G-effect).
+    plain = _save_unlearned(model_dir, tmp_path / "plain", None)
+    _, out, _, itself = analyze(plain, "itself.json")
+    assert itself["reference"] == {"kind": "frozen_copy"} and "a frozen copy of" in out
+    assert itself["forget"] != pytest.approx(recorded["forget"], rel=1e-3)
+
+    # An unlearned model that records no model before unlearning (or one not found here): no guess.
+    for state in ({"forget_loss": "npo"}, {"forget_loss": "npo", "base_model": "./gone/target"}):
+        _save_unlearned(model_dir, tmp_path / "unrecorded", state)
+        status, _, err, _ = analyze(tmp_path / "unrecorded", "refused.json")
+        assert status == 2 and "Pass --ref-model MODEL" in err and err.count("\n") == 1
+    status, out, _, ga = analyze(tmp_path / "unrecorded", "ga.json", "--objective", "ga")
+    assert status == 0 and ga["reference"] == {"kind": "none"} and "reference: none" in out
+
+
+def test_cli_analyze_reference_of_an_adapter_is_the_model_with_adapters_off(model_dir, tmp_path, capsys):
+    from peft import LoraConfig, get_peft_model
+
+    base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    adapter = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    adapter.save_pretrained(tmp_path / "adapter")
+    argv = ["analyze", "--model", str(tmp_path / "adapter"), "--objective", "npo", "--forget-split", "forget01"]
+    argv += ["--retain-split", "retain99", "--data-dir", "bundled", "--num-samples", "2", "--no-progress"]
+    assert main([*argv, "--output", str(tmp_path / "g.json")]) == 0
+    assert "reference: the same model with its adapters/edits switched off" in capsys.readouterr().out
+    assert json.loads((tmp_path / "g.json").read_text())["reference"] == {"kind": "adapters_off"}
+
+
 # ---------------------------------------------------------------------------------------------- plots
 def _fake_records(scale: float) -> list[GEffect]:
     return [

@@ -9,14 +9,18 @@ head, other) and in total: a negative forget value means a step on the objective
 2025, "Rethinking LLM Unlearning Objectives: A Gradient Perspective and Go Beyond".
 
 The model is a saved causal LM, peft adapter or GRUN module set (the parameters its method trains span the space).
-Losses that need a reference model use --ref-model, else what the model's method declares: the same model with its
-adapter or edits switched off (peft, GRUN), or a frozen copy of the model itself.
+Losses that need a reference model (npo, tnpo, kl, ...) use the model before unlearning: --ref-model when given; for a
+peft adapter or GRUN modules what the method declares, the same model with its adapters/edits switched off; for full
+weights saved by hf_unlearn the base model its unlearning.json records (a model without unlearning.json is taken as
+the model before unlearning: a frozen copy of itself). An unlearned model that records none needs --ref-model. The
+reference used is printed and written into --output.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 NAME = "analyze"
 HELP = "G-effect of an unlearning objective at a saved model (per layer, forget and retain)."
@@ -36,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--retain-loss", default=None, help="Add a retain loss to the objective (e.g. nll, kl).")
     parser.add_argument("--retain-loss-kwargs", default=None, help="Its hyperparameters as JSON.")
     parser.add_argument("--alpha", type=float, default=1.0, help="Weight of the retain loss.")
-    parser.add_argument("--ref-model", default=None, help="Reference model for npo, tnpo, ... (default: see above).")
+    parser.add_argument(
+        "--ref-model",
+        default=None,
+        help="Reference model for npo, tnpo, ...: the model before unlearning (see above).",
+    )
     parser.add_argument("--forget-split", default="forget10", help="TOFU configuration of the forget data.")
     parser.add_argument("--retain-split", default="retain90", help="TOFU configuration of the retain data.")
     parser.add_argument(
@@ -74,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
     objective_kwargs = parse_json_object("--objective-kwargs", args.objective_kwargs)
     objective = resolve_objective(args.objective, objective_kwargs)  # fail on a bad name before loading anything
     retain_kwargs = parse_json_object("--retain-loss-kwargs", args.retain_loss_kwargs)
+    needs_reference = objective.needs_ref_model
     if args.retain_loss is not None:
-        resolve_objective(args.retain_loss, retain_kwargs, "retain")
+        needs_reference |= resolve_objective(args.retain_loss, retain_kwargs, "retain").needs_ref_model
     if args.output and Path(args.output).exists() and not args.overwrite:
         raise ValueError(f"--output {args.output} exists. Pass --overwrite to replace it, or another --output.")
     if args.num_samples < 1:
@@ -83,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     for option, path in (("--model", args.model), ("--ref-model", args.ref_model)):
         check_model_path(path, option)
     hf_logging.set_verbosity_error()
+    reference = choose_reference(args, needs_reference)  # refuses before anything is loaded
+    print(f"reference: {reference['description']}")
 
     forget = load_tofu(args.forget_split, data_dir=args.data_dir)
     retain = load_tofu(args.retain_split, data_dir=args.data_dir)
@@ -92,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     model = method_of_model(model).make_trainable(model.to(device))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    ref_model = load_unlearned(args.ref_model, dtype=dtype)[0].to(device) if args.ref_model else None
+    ref_source = reference.get("model")
+    ref_model = load_unlearned(ref_source, dtype=dtype)[0].to(device) if ref_source else None
 
     batch = build_geffect_batch(
         tokenizer,
@@ -131,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             retain_split=args.retain_split,
             data_dir=args.data_dir,
             seed=args.seed,
+            reference={key: value for key, value in reference.items() if key != "description"},
         )
         write_json_atomic(args.output, data)
         print(f"Wrote {args.output}")
@@ -138,3 +151,48 @@ def run(args: argparse.Namespace) -> int:
         plot_geffect_groups(result, args.plot)
         print(f"Wrote {args.plot}")
     return 0
+
+
+def choose_reference(args: argparse.Namespace, needs_reference: bool) -> dict[str, Any]:
+    """The reference model of the analysis: `kind` (`"model"`, `"adapters_off"`, `"frozen_copy"` or `"none"`),
+    `model` and `source` for a model loaded as the reference, and a `description` to print. An unlearned model (it
+    has `unlearning.json`) whose model before unlearning is not recorded, or not found, is refused: the reference
+    would otherwise be the unlearned model itself, and the G-effect that of another objective."""
+    from ..constants import UNLEARNING_STATE_FILE
+    from ..hub import resolve_model_folder
+    from ..io import looks_like_local_path
+    from ..methods import REFERENCE_ADAPTERS_OFF, method_of_folder
+    from ..unlearning_state import UnlearningState
+
+    if not needs_reference:
+        return {"kind": "none", "description": f"none (--objective {args.objective} reads no reference model)"}
+    if args.ref_model:
+        return {"kind": "model", "model": args.ref_model, "source": "--ref-model", "description": args.ref_model}
+    folder = resolve_model_folder(args.model)
+    if method_of_folder(folder).reference == REFERENCE_ADAPTERS_OFF:
+        return {"kind": "adapters_off", "description": "the same model with its adapters/edits switched off"}
+    state = UnlearningState.read(folder)
+    if state is None:
+        return {
+            "kind": "frozen_copy",
+            "description": f"a frozen copy of {args.model} itself (it has no {UNLEARNING_STATE_FILE}: it is taken as "
+            "the model before unlearning)",
+        }
+    base = state.base_model
+    if not base or (looks_like_local_path(base) and not Path(base).expanduser().is_dir()):
+        recorded = (
+            f"records the model before unlearning as {base}, which is not a folder here"
+            if base
+            else ("records no model before unlearning (base_model)")
+        )
+        raise ValueError(
+            f"--objective {args.objective} reads the model before unlearning, and {args.model} is an unlearned model "
+            f"whose {UNLEARNING_STATE_FILE} {recorded}. Pass --ref-model MODEL (the model it was unlearned from); the "
+            "unlearned model itself is not its reference."
+        )
+    return {
+        "kind": "model",
+        "model": base,
+        "source": UNLEARNING_STATE_FILE,
+        "description": f"{base} (the model before unlearning, from {Path(folder) / UNLEARNING_STATE_FILE})",
+    }
