@@ -24,6 +24,11 @@ AGGREGATED_LOG_FILE = "eval_log_aggregated.json"
 #: The evaluation callback's history and the G-effect callback's records, in the output folder.
 EVAL_HISTORY_FILE = "eval_history.jsonl"
 GEFFECT_FILE = "geffect.json"
+#: Where `hf-unlearn robustness --model DIR` writes its results by default (`DIR/robustness/`).
+ROBUSTNESS_DIR = "robustness"
+#: What `hf-unlearn analyze --output/--plot` results in a model's folder are named (`geffect_npo.json`, ...), so that
+#: overwriting the run moves them aside with the weights they were computed on.
+ANALYZE_OUTPUT_PATTERNS = ("geffect*.json", "geffect*.png")
 #: TOFU's refusal answers (bundled), for IDK-style losses.
 REFUSALS_FILE = "idontknow.jsonl"
 
@@ -46,6 +51,8 @@ RUN_ARTIFACTS = (
     "README.md",
     GEFFECT_FILE,
     EVAL_HISTORY_FILE,
+    ROBUSTNESS_DIR,
+    *ANALYZE_OUTPUT_PATTERNS,
     "trainer_state.json",
     "training_args.bin",
 )

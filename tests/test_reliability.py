@@ -259,6 +259,35 @@ def test_an_output_dir_holding_an_earlier_run_is_refused_or_moved_aside(
     _train(target_model_dir, tokenizer, small_forget, small_retain, out, resume=out / "checkpoint-1")
 
 
+def test_overwriting_a_run_moves_its_robustness_and_analyze_results_aside(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    from hf_unlearn.constants import ROBUSTNESS_DIR
+    from hf_unlearn.evaluation.robustness import ROBUSTNESS_FILE
+
+    out = tmp_path / "run"
+    _train(target_model_dir, tokenizer, small_forget, small_retain, out, max_steps=1, save_strategy="no")
+    # what `hf-unlearn robustness --model run` writes by default, and `analyze --output/--plot` as documented
+    (out / ROBUSTNESS_DIR).mkdir()
+    (out / ROBUSTNESS_DIR / ROBUSTNESS_FILE).write_text("{}")
+    earlier = {ROBUSTNESS_DIR, "geffect_npo.json", "geffect_npo.png"}
+    for name in ("geffect_npo.json", "geffect_npo.png"):
+        (out / name).write_text("{}")
+    _train(
+        target_model_dir,
+        tokenizer,
+        small_forget,
+        small_retain,
+        out,
+        max_steps=1,
+        save_strategy="no",
+        overwrite_output_dir=True,
+    )
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert earlier <= {p.name for p in aside.iterdir()}
+    assert not earlier & {p.name for p in out.iterdir()}, "none of them labels the new model"
+
+
 def test_cards_and_push_use_only_evaluations_of_the_saved_weights(tmp_path, caplog):
     import json
 

@@ -1,7 +1,7 @@
 """`hf-unlearn analyze`: the G-effect of an unlearning objective at a saved model.
 
     hf-unlearn analyze --model DIR --objective npo --forget-split forget01 --retain-split retain99 \\
-        --data-dir bundled --num-samples 16 --output g.json --plot g.png
+        --data-dir bundled --num-samples 16 --output DIR/geffect_npo.json --plot DIR/geffect_npo.png
 
 Prints e_f = <grad R_f, grad L> and e_r = <grad R_r, grad L> per parameter group (embeddings, each decoder layer,
 head, other) and in total: a negative forget value means a step on the objective raises the forget risk
@@ -63,7 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dtype", choices=DTYPES, default="float32", help="Parameter dtype of the model.")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available).")
-    parser.add_argument("--output", default=None, help="Write the result as JSON here.")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="Write the result as JSON here. In the model's folder, name it geffect*.json (and the --plot "
+        "geffect*.png): overwriting the run (overwrite_output_dir) then moves them aside with the old weights.",
+    )
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing --output file.")
     parser.add_argument("--plot", default=None, help="Write a per-group bar chart (PNG) here.")
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")

@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..constants import ROBUSTNESS_DIR
     from ..data import load_tofu
     from ..evaluation.robustness import ROBUSTNESS_FILE, RobustnessEvaluator, format_robustness_table
     from ..hub import load_unlearned
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         check_model_path(path, option)
     output_dir = args.output_dir
     if output_dir is None:
-        output_dir = Path(args.model) / "robustness" if Path(args.model).is_dir() else Path("robustness")
+        output_dir = Path(args.model) / ROBUSTNESS_DIR if Path(args.model).is_dir() else Path(ROBUSTNESS_DIR)
     if (Path(output_dir) / ROBUSTNESS_FILE).is_file() and not args.overwrite:
         raise ValueError(f"{output_dir} holds earlier robustness results. Pass --overwrite, or --output-dir.")
     try:
