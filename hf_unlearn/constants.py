@@ -21,6 +21,9 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 EVAL_SUMMARY_FILE = "summary.json"
 #: TOFU's aggregated per-question log (the benchmark's published layout).
 AGGREGATED_LOG_FILE = "eval_log_aggregated.json"
+#: The trainer's log (`log_history`: losses, `gru/*`, `grun/*`, learning rate, ...), one JSON object a line, written
+#: at each log into the output folder whatever the save strategy.
+TRAINING_LOG_FILE = "training_log.jsonl"
 #: The evaluation callback's history and the G-effect callback's records, in the output folder.
 EVAL_HISTORY_FILE = "eval_history.jsonl"
 GEFFECT_FILE = "geffect.json"
@@ -51,6 +54,7 @@ RUN_ARTIFACTS = (
     "README.md",
     GEFFECT_FILE,
     EVAL_HISTORY_FILE,
+    TRAINING_LOG_FILE,
     ROBUSTNESS_DIR,
     *ANALYZE_OUTPUT_PATTERNS,
     "trainer_state.json",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
@@ -327,3 +328,39 @@ def test_commands_do_not_overwrite_results_without_consent(tmp_path, capsys):
     output.write_text("{}")
     err = _cli_error(capsys, "analyze", "--model", str(model), "--objective", "ga", "--output", str(output))
     assert f"--output {output} exists. Pass --overwrite" in err
+
+
+# ---------------------------------------------------------------------------------------------- the training log
+def test_the_training_log_is_kept_without_checkpoints(
+    target_model_dir, tokenizer, small_forget, small_retain, tmp_path
+):
+    from hf_unlearn.constants import TRAINING_LOG_FILE
+
+    out = tmp_path / "run"
+    trainer = _train(
+        target_model_dir,
+        tokenizer,
+        small_forget,
+        small_retain,
+        out,
+        max_steps=3,
+        save_strategy="no",
+        rectification="gru",
+        logging_steps=1,
+    )
+    assert not (out / "trainer_state.json").exists() and not list(out.glob("checkpoint-*"))
+    lines = [json.loads(line) for line in (out / TRAINING_LOG_FILE).read_text().splitlines()]
+    assert lines == json.loads(json.dumps(trainer.state.log_history)), "trl's log_history, one entry a line"
+    assert [e["step"] for e in lines if "loss/forget" in e] == [1, 2, 3]
+    assert all("gru/cosine" in e and "loss/retain" in e for e in lines if "loss/forget" in e)
+    assert "train_runtime" in lines[-1]
+
+
+def test_a_resumed_run_continues_its_training_log(target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
+    from hf_unlearn.constants import TRAINING_LOG_FILE
+
+    out = tmp_path / "run"
+    _train(target_model_dir, tokenizer, small_forget, small_retain, out, logging_steps=1)
+    _train(target_model_dir, tokenizer, small_forget, small_retain, out, resume=out / "checkpoint-1", logging_steps=1)
+    lines = [json.loads(line) for line in (out / TRAINING_LOG_FILE).read_text().splitlines()]
+    assert [e["step"] for e in lines if "loss/forget" in e] == [1, 2], "step 2 once: the resumed run's"

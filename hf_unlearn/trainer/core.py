@@ -40,6 +40,7 @@ from .gru_step import GRUStepMixin
 from .hub import HubTrainerMixin
 from .nonfinite import NonFiniteGuardMixin
 from .run_state import RunStateMixin
+from .training_log import TrainingLogCallback
 
 __all__ = ["UnlearningTrainer"]
 
@@ -152,7 +153,7 @@ class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRU
             max_length=args.max_length,
             pad_to_multiple_of=args.pad_to_multiple_of,
         )
-        callbacks = [*(callbacks or []), _CollatorEpochCallback(self.unlearning_collator)]
+        callbacks = [*(callbacks or []), _CollatorEpochCallback(self.unlearning_collator), TrainingLogCallback()]
         super().__init__(
             model=model,
             args=args,
