@@ -4,6 +4,7 @@
 - `gru_step`: GRU's training step (the rectifier's math is `hf_unlearn.gru`'s);
 - `nonfinite`: the non-finite loss guard;
 - `run_state`: the output folder, checkpoints, `unlearning.json` and the losses' state, resuming;
+- `training_log`: `training_log.jsonl`, the log kept in the output folder whatever the save strategy;
 - `hub`: the model card and pushes to the Hub;
 - `factory`: [`create_trainer`] (plain or GRUN).
 """
