@@ -10,6 +10,7 @@ from launch import REPO, run_accelerate
 from transformers import AutoModelForCausalLM
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_process_ddp_trains_and_ranks_draw_different_retain_examples(target_model_dir, tmp_path):
     run_accelerate(REPO / "tests" / "scripts" / "ddp_unlearn.py", target_model_dir, tmp_path)

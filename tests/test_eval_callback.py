@@ -143,6 +143,7 @@ def test_callback_refuses_fsdp2_sharded_models_set_up_by_accelerate(target_model
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_process_evaluation_equals_single_process(target_model_dir, tokenizer, tmp_path):
     run_accelerate(REPO / "tests" / "scripts" / "ddp_tofu_eval.py", target_model_dir, tmp_path)

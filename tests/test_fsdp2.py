@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 SCRIPT = REPO / "tests" / "scripts" / "fsdp2_losses.py"
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("objective", ["npo_kl", "rmu"])
 def test_losses_under_fsdp2_equal_one_process(objective, target_model_dir, tmp_path):

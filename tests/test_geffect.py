@@ -399,6 +399,7 @@ def test_resume_drops_the_records_after_the_checkpoint(model_dir, tofu, train_da
     assert records[3] == resumed.history[1].to_dict()
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_process_ddp_records_the_synchronised_model_once(model_dir, tofu, tmp_path):
     """Real 2-process gloo DDP: no deadlock, only the main process computes, logs and writes geffect.json, and each

@@ -12,6 +12,7 @@ SCRIPT = REPO / "tests" / "scripts" / "gru_ddp.py"
 FSDP2_SCRIPT = REPO / "tests" / "scripts" / "gru_fsdp2.py"
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("mode, objective", [("ddp", "gd"), ("fsdp2", "gd"), ("fsdp2", "npo_kl")])
 def test_gru_under_ddp_and_fsdp2_equals_one_process_with_the_global_batch(target_model_dir, tmp_path, mode, objective):
@@ -40,6 +41,7 @@ def test_gru_under_ddp_and_fsdp2_equals_one_process_with_the_global_batch(target
     assert (local["params"] - single["params"]).abs().max() > 100 * 1e-6
 
 
+@pytest.mark.slow
 @pytest.mark.distributed
 @pytest.mark.parametrize("retain_weight", [0.0, 0.5])
 def test_gru_on_fsdp2_sharded_gradients_equals_one_process(tmp_path, retain_weight):

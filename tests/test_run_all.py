@@ -92,6 +92,7 @@ def _wheel(folder, name: str, version: str) -> None:
             archive.writestr(path, text)
 
 
+@pytest.mark.slow  # its fsdp2 section launches 2 processes
 def test_gpu_kit_installs_the_carried_wheels_and_writes_report_and_log(tmp_path):
     """examples/benchmarks/gpu/check.sh, as the GPU machine runs it: the wheels in WHEEL_DIR are installed into a
     separate folder that comes first on the path (the report shows the carried version), report and log go to $OUT,
