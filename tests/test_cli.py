@@ -49,7 +49,29 @@ def test_quickstart_unlearns_the_forget_authors(tmp_path, capsys):
     assert (tmp_path / "fq_vs_utility.png").stat().st_size > 0 and (tmp_path / "results.md").is_file()
     assert (tmp_path / "ga" / "model.safetensors").is_file() and (tmp_path / "grun" / "grun_config.json").is_file()
     card = (tmp_path / "grun" / "README.md").read_text()
-    assert "GRUN" in card and "2502.17823" in card and "model-index" in card
+    assert "GRUN" in card and "2502.17823" in card
+    # 32-token generations on two splits of the bundled subset: shown, labelled, and not a model-index result
+    assert "model-index" not in card and "Not a benchmark result" in card and "bundled with hf_unlearn" in card
+    # the folder loads by itself (it records its base model) and the public evaluator scores it as the quickstart
+    # did: a GRUN model is told where each prompt ends (it scored 0.951, the target's, instead of 0.590)
+    from hf_unlearn.evaluation import TOFUEvaluator
+    from hf_unlearn.hub import load_unlearned
+
+    model, tokenizer = load_unlearned(tmp_path / "grun")
+    summary = TOFUEvaluator(
+        model, tokenizer, forget_split="forget01", data_dir="bundled", splits=["forget"], max_new_tokens=1,
+        progress=False,
+    ).evaluate()  # fmt: skip
+    assert summary["forget_probability"] == pytest.approx(grun.forget_probability, rel=1e-5)
+
+    # The retain model is saved: the robustness command the quickstart prints runs as printed.
+    assert (tmp_path / "retain" / "model.safetensors").is_file() and (tmp_path / "retain" / "eval").is_dir()
+    (command,) = [line for line in out.splitlines() if "hf-unlearn robustness" in line]
+    argv = command.split("hf-unlearn ", 1)[1].split()
+    assert argv[argv.index("--retain-model") + 1] == str(tmp_path / "retain")
+    argv += ["--attacks", "relearning,quantization", "--bits", "8", "--relearn-steps", "1", "--max-questions", "4"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "relearning" in capsys.readouterr().out and (tmp_path / "ga" / "robustness" / "robustness.json").is_file()
 
 
 def modules_imported_by(argv: list[str], cwd) -> set[str]:

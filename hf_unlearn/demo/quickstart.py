@@ -114,19 +114,17 @@ class QuickstartResult:
 
 
 def _evaluate(model, tokenizer, forget_split, data_dir, output_dir, retain_logs, max_new_tokens, progress):
-    from ..evaluation.tofu import evaluate_tofu_model
+    from ..evaluation.tofu import TOFUEvaluator
 
-    return evaluate_tofu_model(
+    return TOFUEvaluator(
         model,
         tokenizer,
-        output_dir=output_dir,
-        retain_logs=retain_logs,
         forget_split=forget_split,
         data_dir=data_dir,
         splits=["retain", "forget"],
         max_new_tokens=max_new_tokens,
         progress=progress,
-    )
+    ).evaluate(output_dir=output_dir, retain_logs=retain_logs)
 
 
 def _unlearning_args(
@@ -222,7 +220,8 @@ def run_quickstart(
     overwrite: bool = False,
 ) -> list[QuickstartResult]:
     """Run the quickstart; returns one row per model (target, retain, then each method) and writes
-    `results.json`, `results.md`, `fq_vs_utility.png` and, per method, the model, its TOFU logs and a model card.
+    `results.json`, `results.md`, `fq_vs_utility.png`, the target model (`target/`), the retain model it trained
+    (`retain/`, with its TOFU logs in `retain/eval`) and, per method, the model, its TOFU logs and a model card.
     An `output_dir` holding an earlier quickstart's results is refused unless `overwrite` (the earlier methods'
     folders are then moved aside by the trainer)."""
     methods = methods or list(METHODS)
@@ -263,6 +262,13 @@ def run_quickstart(
         retain_reference = _load_pretrained(retain_model)[0] if retain_model else None
     target.save_pretrained(output_dir / "target")
     tokenizer.save_pretrained(output_dir / "target")
+    retain_source = retain_model
+    if retain_reference is not None and retain_model is None:  # trained here: saved, for robustness attacks
+        retain_reference.save_pretrained(output_dir / "retain")
+        tokenizer.save_pretrained(output_dir / "retain")
+        retain_source = str(output_dir / "retain")
+    if model is None:  # built here: the unlearned folders (adapters, GRUN modules, cards) name this one as their base
+        target.config._name_or_path = str((output_dir / "target").resolve())
 
     print("2/3 Evaluating the target and the retain model")
     evaluate = dict(forget_split=forget_split, data_dir=dataset, max_new_tokens=max_new_tokens, progress=progress)
@@ -295,7 +301,7 @@ def run_quickstart(
         record_weights_fingerprint(run_dir / "eval", run_dir)
         results.append(QuickstartResult.from_summary(method.label, summaries[method.label], seconds))
         if model_cards:
-            _write_model_card(run_dir, base_model=model or str(output_dir / "target"), forget_split=forget_split)
+            _write_model_card(run_dir, base_model=model or str(output_dir / "target"))
 
     table = format_table(results)
     print()
@@ -309,7 +315,20 @@ def run_quickstart(
         f"\nDone in {time.perf_counter() - started:.0f} s. Models, TOFU logs, model cards, results.md and the plot "
         f"are in {output_dir.resolve()}"
     )
+    if methods:
+        print(robustness_command(output_dir, methods[0], retain_source, dataset, forget_split))
     return results
+
+
+def robustness_command(
+    output_dir: Path, method: str, retain_model: str | None, dataset: str, forget_split: str
+) -> str:
+    """The `hf-unlearn robustness` command that attacks one of the quickstart's unlearned models."""
+    retain = f" --retain-model {retain_model}" if retain_model else ""
+    return (
+        f"Does the forgotten knowledge come back? hf-unlearn robustness --model {output_dir / method}{retain} "
+        f"--target-model {output_dir / 'target'} --dataset {dataset} --forget-split {forget_split}"
+    )
 
 
 def _plot(results: list[QuickstartResult], path: Path) -> None:
@@ -319,11 +338,12 @@ def _plot(results: list[QuickstartResult], path: Path) -> None:
     plot_fq_vs_utility(points, path, title="Quickstart", utility_label="utility over the retain authors")
 
 
-def _write_model_card(run_dir: Path, base_model: str, forget_split: str) -> None:
+def _write_model_card(run_dir: Path, base_model: str) -> None:
+    """The card again, now with the evaluation beside the weights; the forget data is what `unlearning.json`
+    records (the bundled subset is not TOFU)."""
     from ..hub import build_model_card
 
-    card = build_model_card(run_dir, base_model=base_model, forget_data=f"locuslab/TOFU ({forget_split})")
-    card.save(run_dir / "README.md")
+    build_model_card(run_dir, base_model=base_model).save(run_dir / "README.md")
 
 
 def format_table(results: list[QuickstartResult]) -> str:
