@@ -207,7 +207,14 @@ def load_forget_and_retain(script: UnlearnScriptArguments):
             return load_tofu(split, data_dir=name)
         from datasets import load_dataset
 
-        return load_dataset(name, config, split=split)
+        from ..data.source import DataSource, with_source
+
+        where = f"{config}/{split}" if config else split
+        if Path(name).exists():
+            source = DataSource("local", path=str(Path(name).resolve()), config=where)
+        else:
+            source = DataSource("hub", dataset=name, config=where)
+        return with_source(load_dataset(name, config, split=split), source)
 
     if script.forget_data_file:
         forget = load_data_file(script.forget_data_file)
