@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from . import __version__
 from .commands import COMMAND_MODULES
 from .exceptions import NonFiniteLossError
 
@@ -18,6 +19,7 @@ def build_parser(command_name: str | None = None) -> argparse.ArgumentParser:
         prog="hf-unlearn",
         description="Machine unlearning for language models on the Hugging Face stack.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for module_name in COMMAND_MODULES:
