@@ -80,7 +80,7 @@ from transformers.utils import logging as hf_logging
 from hf_unlearn import UnlearningConfig, UnlearningTrainer, load_tofu
 from hf_unlearn.analysis import GEffect, GEffectCallback
 from hf_unlearn.data import PromptEncoder, pad_examples
-from hf_unlearn.demo.tiny import finetune_on_qa, tiny_llama, train_tokenizer
+from hf_unlearn.demo.tiny import finetune_on_qa, set_demo_threads, tiny_llama, train_tokenizer
 from hf_unlearn.losses import mean_nll
 
 HERE = Path(__file__).resolve().parent
@@ -491,7 +491,11 @@ if __name__ == "__main__":
     parser.add_argument("--figure", default=str(HERE / "geffect_compare.png"))
     parser.add_argument("--seed", type=int, default=0, help="Seed of the target model (and of unlearning by default).")
     parser.add_argument("--unlearning-seed", type=int, default=None, help="Seed of the forget batches' order.")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: 1, unless OMP_NUM_THREADS is set)."
+    )
     cli = parser.parse_args()
+    set_demo_threads(cli.threads)  # tiny models: one thread is fastest on a shared machine (hf_unlearn.demo.tiny)
     main(
         objectives=[o.strip() for o in cli.objectives.split(",") if o.strip()],
         max_steps=cli.max_steps,

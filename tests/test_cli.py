@@ -101,3 +101,35 @@ def test_tofu_summary_reads_logs_without_the_model_stack(tmp_path):
     logs = write_logs(tmp_path / "logs", LOGS)
     imported = modules_imported_by(["tofu-summary", "--logs", str(logs)], tmp_path)
     assert imported.isdisjoint({"trl", "transformers", "datasets", "peft", "accelerate"}), imported
+
+
+def test_quickstart_help_shows_defaults_and_threads(capsys):
+    with pytest.raises(SystemExit):
+        main(["quickstart", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: quickstart_output)" in out and "(default: 10)" in out and "(default: 0.0005)" in out
+    assert "--threads" in out and "OMP_NUM_THREADS" in out
+    assert "(default: None)" not in out and "(default: False)" not in out, "those say what they mean in words"
+
+
+def test_the_quickstart_runs_its_tiny_models_on_few_threads(monkeypatch, tmp_path):
+    import torch
+
+    from hf_unlearn.demo import quickstart
+
+    used = []
+    monkeypatch.setattr(quickstart, "run_quickstart", lambda **kwargs: used.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        torch.set_num_threads(2)
+        assert main(["quickstart", "--output-dir", str(tmp_path)]) == 0
+        assert main(["quickstart", "--output-dir", str(tmp_path), "--threads", "2"]) == 0
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice: torch's default follows it
+        assert main(["quickstart", "--output-dir", str(tmp_path)]) == 0
+        torch.set_num_threads(2)
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert main(["quickstart", "--output-dir", str(tmp_path), "--model", str(tmp_path)]) == 0  # a real model
+        assert used == [1, 2, 2, 2]
+    finally:
+        torch.set_num_threads(before)

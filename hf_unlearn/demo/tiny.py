@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Iterable, Sequence
 
@@ -13,6 +14,25 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ..data.collator import pad_examples
 from ..data.formatting import PromptEncoder
+
+#: torch threads for the demos' tiny models when neither `--threads` nor OMP_NUM_THREADS says: their matrices are so
+#: small that thread hand-offs dominate a step, and with several threads every step waits for the slowest core. On a
+#: 2-core machine with one core busy, GRUN's 42 quickstart steps took 128.0 s on torch's default 2 threads and 20.8 s
+#: on one (6.1 s against 48.2 s under the other load of a shared machine).
+DEMO_THREADS = 1
+
+
+def set_demo_threads(threads: int | None = None, tiny: bool = True) -> int:
+    """Set torch's thread count for a demo and return it: `threads` when given; else, for tiny models,
+    [`DEMO_THREADS`] unless OMP_NUM_THREADS is set (torch's default then follows it); a real model (`tiny=False`)
+    keeps torch's default."""
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {threads}.")
+        torch.set_num_threads(threads)
+    elif tiny and not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(DEMO_THREADS)
+    return torch.get_num_threads()
 
 
 def train_tokenizer(
