@@ -24,16 +24,19 @@ Conventions used throughout
 
 from __future__ import annotations
 
+import functools
 import math
+import sys
 import zlib
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from rouge_score import rouge_scorer
 from scipy import stats as sps
 from scipy.special import logsumexp
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "IGNORE_INDEX",
@@ -77,9 +80,23 @@ TOFU_UTILITY_KEYS: tuple[str, ...] = (
     "world_facts_truth_ratio",
 )
 
-# Building a RougeScorer loads the Porter stemmer; do it once. True: with the stemmer (TOFU, open-unlearning);
-# False: without it (MUSE's own scripts).
-_ROUGE_L_SCORERS = {stem: rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem) for stem in (True, False)}
+# torch and rouge_score (which imports nltk and scikit-learn: 2 s) are imported on first use, so that reading logs
+# (`hf-unlearn tofu-summary`) starts fast.
+
+
+@functools.cache
+def _rouge_l_scorer(use_stemmer: bool) -> Any:
+    """ROUGE-L's scorer, built once (it loads the Porter stemmer). True: with the stemmer (TOFU, open-unlearning);
+    False: without it (MUSE's own scripts)."""
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
+
+
+def _is_tensor(x: Any) -> bool:
+    """Whether `x` is a torch tensor (without importing torch: if it was never imported, there is none)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -88,8 +105,8 @@ _ROUGE_L_SCORERS = {stem: rouge_scorer.RougeScorer(["rougeL"], use_stemmer=stem)
 
 
 def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().to(torch.float64).numpy()
+    if _is_tensor(x):
+        return x.detach().cpu().double().numpy()
     return np.asarray(x, dtype=np.float64)
 
 
@@ -108,7 +125,7 @@ def _as_1d(x: Any, name: str) -> np.ndarray:
 
 
 def _is_scalar(x: Any) -> bool:
-    if isinstance(x, torch.Tensor):
+    if _is_tensor(x):
         return x.dim() == 0
     return np.ndim(x) == 0
 
@@ -170,7 +187,7 @@ def rouge_l(prediction: str, reference: str, *, use_stemmer: bool = True) -> dic
     if not isinstance(prediction, str) or not isinstance(reference, str):
         raise TypeError(f"rouge_l expects two strings, got {type(prediction).__name__} and {type(reference).__name__}")
     # rouge_score's signature is score(target, prediction): the reference comes first.
-    s = _ROUGE_L_SCORERS[bool(use_stemmer)].score(reference, prediction)["rougeL"]
+    s = _rouge_l_scorer(bool(use_stemmer)).score(reference, prediction)["rougeL"]
     return {"recall": float(s.recall), "precision": float(s.precision), "f1": float(s.fmeasure)}
 
 
@@ -292,6 +309,8 @@ def tofu_model_utility(components: Mapping[str, float]) -> float:
 
 def _answer_predictions(logits_or_pred_ids: Any, labels: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Return (argmax predictions, labels) restricted to answer positions (labels != -100)."""
+    import torch
+
     labels_t = torch.as_tensor(labels)
     x = torch.as_tensor(logits_or_pred_ids)
     if labels_t.dim() != 1:
@@ -333,7 +352,7 @@ def extraction_strength(pred_ids: torch.Tensor, labels: torch.Tensor) -> float:
     [T]; only positions with labels != -100 count, taken in order.
     """
     preds, y = _answer_predictions(pred_ids, labels)
-    wrong = torch.nonzero(preds != y).flatten()
+    wrong = (preds != y).nonzero().flatten()
     n = y.shape[0]
     k = 0 if wrong.numel() == 0 else int(wrong[-1]) + 1  # the suffix after the last mistake is all correct
     return 1.0 - k / n
@@ -405,6 +424,8 @@ def min_k_plus_plus_stats(logits: torch.Tensor, min_var: float = 1e-6) -> tuple[
     `p_t = softmax(logits[t])`. logits [T, V] (any leading dims work) -> (mu [T], sigma [T]) in float32.
     The variance floor (1e-6, as in open-unlearning) keeps near one-hot positions from dividing by zero.
     """
+    import torch
+
     if not isinstance(logits, torch.Tensor):
         logits = torch.as_tensor(logits)
     if logits.dim() < 1 or logits.numel() == 0 or logits.shape[-1] == 0:
