@@ -271,7 +271,6 @@ def test_tofu_evaluator_scores_with_edit(trained, target_model, tokenizer, tofu)
 
 
 # ---------------------------------------------------------------------------------------------------- sequential
-@pytest.mark.slow  # two GRUN requests of 100 steps
 def test_sequential_requests_each_remove_their_own_author(target_model_dir, tokenizer, tofu, tmp_path):
     forget = tofu["forget01"]
     author_a, author_b = forget.select(range(20)), forget.select(range(20, 40))

@@ -36,8 +36,7 @@ def rmu_distance(model, tokenizer, dataset, rmu) -> float:
     return (hidden - rmu.steering_coeff * rmu.direction)[mask].pow(2).mean().item()
 
 
-# with LoRA (the slower half): every loss trains fully in the quick run
-@pytest.mark.parametrize("use_lora", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["full", "lora"])
+@pytest.mark.parametrize("use_lora", [False, True], ids=["full", "lora"])
 @pytest.mark.parametrize("forget_loss", BUILTIN_FORGET_LOSSES)
 def test_forget_loss_trains(forget_loss, use_lora, target_model, tokenizer, small_forget, small_retain, tmp_path):
     peft_config = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", lora_dropout=0.0) if use_lora else None

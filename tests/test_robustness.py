@@ -198,7 +198,6 @@ def test_relearning_raises_the_forget_probability_and_leaves_the_model_alone(tar
 
 
 # ---------------------------------------------------------------------------------------------- the evaluator
-@pytest.mark.slow  # every attack, on two models
 def test_robustness_evaluator_writes_json_table_and_plot(target_model_dir, target_model, tokenizer, tofu, tmp_path):
     import json
 
@@ -247,7 +246,6 @@ def test_robustness_evaluator_writes_json_table_and_plot(target_model_dir, targe
         RobustnessEvaluator(target_model, tokenizer, forget.select([0]))
 
 
-@pytest.mark.slow
 def test_cli_robustness(target_model_dir, tmp_path, capsys):
     import json
 
