@@ -82,6 +82,17 @@ class UnlearningConfig(SFTConfig):
             the matching parameters train, all others are frozen. RMU's paper trains three MLPs, e.g.
             `r"layers\.(5|6|7)\.mlp\.down_proj"`. With peft it narrows the adapter's parameters. None trains
             everything that is trainable.
+        stop_at_targets (`list[str]`, *optional*): forgetting targets such as `"forget_probability<=0.1"` or
+            `"forget_quality>=0.05"` (a list, or comma-separated strings; metrics:
+            `hf_unlearn.evaluation.TARGET_METRICS`). Every `target_eval_steps` optimizer steps (and at the last one)
+            a cheap TOFU evaluation scores what the targets need (generation only for `forget_rougeL_recall`); the
+            model is saved to `<output_dir>/target-<metric>-<threshold>/` at the first evaluation meeting each
+            target, every evaluation is a line of `<output_dir>/trajectory.jsonl`, and training stops once every
+            target is met ([`~hf_unlearn.evaluation.StopAtTargetCallback`]).
+        target_eval_steps (`int`, defaults to `10`): evaluate the targets every this many optimizer steps.
+        target_eval_kwargs (`dict`, *optional*): keyword arguments of the targets' [`TOFUEvaluator`] (`forget_split`,
+            `data_dir`, `max_questions`, `batch_size`, `max_new_tokens`, ...) plus `retain_logs`, the retain model's
+            TOFU logs (needed by a `forget_quality` target); a dict or a JSON string.
 
     Differences from `SFTConfig` defaults: `learning_rate` 1e-5 (TOFU's), `bf16` only where the hardware supports it,
     `remove_unused_columns=False` (batches hold forget and retain examples), `logging_steps` 1 and `save_only_model`
@@ -140,6 +151,23 @@ class UnlearningConfig(SFTConfig):
         default=None,
         metadata={"help": "Regex over parameter names: train only the matching parameters (e.g. RMU's MLPs)."},
     )
+    stop_at_targets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Forgetting targets, e.g. 'forget_probability<=0.1,forget_quality>=0.05': save the model where "
+            "each is first met (target-<metric>-<threshold>/) and stop once all are."
+        },
+    )
+    target_eval_steps: int = field(
+        default=10, metadata={"help": "Evaluate the stop_at_targets metrics every this many optimizer steps."}
+    )
+    target_eval_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "TOFUEvaluator keyword arguments of the target evaluations (forget_split, data_dir, "
+            "max_questions, ...) and retain_logs (for forget_quality), as a dict or a JSON string."
+        },
+    )
     gradient_checkpointing: bool | None = field(
         default=None,
         metadata={
@@ -182,6 +210,7 @@ class UnlearningConfig(SFTConfig):
         if self.token_average not in TOKEN_AVERAGES:
             raise ValueError(f"token_average must be one of {list(TOKEN_AVERAGES)}, got {self.token_average!r}.")
         self._check_rectification()
+        self._check_targets()
         if self.trainable_parameters is not None:
             try:
                 re.compile(self.trainable_parameters)
@@ -222,6 +251,20 @@ class UnlearningConfig(SFTConfig):
                 self.activation_checkpointing = True
         elif self.gradient_checkpointing is None:
             self.gradient_checkpointing = True
+
+    def _check_targets(self) -> None:
+        from .evaluation.targets import parse_targets
+
+        self.target_eval_kwargs = parse_json_object("target_eval_kwargs", self.target_eval_kwargs)
+        if isinstance(self.stop_at_targets, str):
+            self.stop_at_targets = [self.stop_at_targets]
+        if self.stop_at_targets is not None:
+            # one target a string ("a<=1,b>=2" on the command line becomes two); errors name the allowed metrics
+            self.stop_at_targets = [str(t) for t in parse_targets(self.stop_at_targets)] or None
+        if isinstance(self.target_eval_steps, bool) or not isinstance(self.target_eval_steps, int):
+            raise ValueError(f"target_eval_steps must be an integer >= 1, got {self.target_eval_steps!r}.")
+        if self.target_eval_steps < 1:
+            raise ValueError(f"target_eval_steps must be >= 1, got {self.target_eval_steps}.")
 
     def _check_rectification(self) -> None:
         # On the command line and in YAML strings, "none" / "null" switch a recipe's GRU off (argparse gives strings).

@@ -26,6 +26,10 @@ AGGREGATED_LOG_FILE = "eval_log_aggregated.json"
 TRAINING_LOG_FILE = "training_log.jsonl"
 #: The evaluation callback's history and the G-effect callback's records, in the output folder.
 EVAL_HISTORY_FILE = "eval_history.jsonl"
+#: `stop_at_targets`: every target evaluation of a run, a JSON object a line (in the output folder).
+TRAJECTORY_FILE = "trajectory.jsonl"
+#: `stop_at_targets`: the model saved where a target is first met (`target-<metric>-<threshold>/`).
+TARGET_CHECKPOINT_PATTERN = "target-*"
 GEFFECT_FILE = "geffect.json"
 #: Where `hf-unlearn robustness --model DIR` writes its results by default (`DIR/robustness/`).
 ROBUSTNESS_DIR = "robustness"
@@ -42,7 +46,14 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 #: What an earlier run leaves in an output folder: a folder holding one of the first is refused as the output of a
 #: new run unless it overwrites (then all of them are moved aside) or resumes.
-RUN_MARKERS = (UNLEARNING_STATE_FILE, GRUN_CONFIG_FILE, ADAPTER_CONFIG_FILE, "model.safetensors", "checkpoint-*")
+RUN_MARKERS = (
+    UNLEARNING_STATE_FILE,
+    GRUN_CONFIG_FILE,
+    ADAPTER_CONFIG_FILE,
+    "model.safetensors",
+    "checkpoint-*",
+    TARGET_CHECKPOINT_PATTERN,
+)
 RUN_ARTIFACTS = (
     *RUN_MARKERS,
     LOSS_STATE_FILE,
@@ -54,6 +65,7 @@ RUN_ARTIFACTS = (
     "README.md",
     GEFFECT_FILE,
     EVAL_HISTORY_FILE,
+    TRAJECTORY_FILE,
     TRAINING_LOG_FILE,
     ROBUSTNESS_DIR,
     *ANALYZE_OUTPUT_PATTERNS,

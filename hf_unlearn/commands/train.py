@@ -266,6 +266,8 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
             "evaluate the saved model yourself, e.g. with hf_unlearn.evaluation.MUSEEvaluator for MUSE."
         )
     import_loss_modules(script.loss_modules)
+    if training_args.stop_at_targets:
+        target_eval_defaults(script, training_args)
     forget, retain = load_forget_and_retain(script)
     eval_data = evaluation_data(script, training_args, forget) if script.evaluate else None  # fails before training
     model, tokenizer = load_model_and_tokenizer(model_args)
@@ -280,11 +282,39 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
     result: dict[str, Any] = {"output_dir": training_args.output_dir}
+    if training_args.stop_at_targets:  # the step where each target was first met (None: not met)
+        from ..evaluation.callback import StopAtTargetCallback
+
+        for stopper in trainer.callback_handler.callbacks:
+            if isinstance(stopper, StopAtTargetCallback):
+                result["targets"] = {str(t): stopper.met.get(t.name) for t in stopper.targets}
     if script.evaluate:
         result["evaluation"] = evaluate_trained(trainer, script, eval_data)
     if training_args.push_to_hub:
         trainer.push_to_hub()
     return result
+
+
+def target_eval_defaults(script: UnlearnScriptArguments, training_args) -> None:
+    """`stop_at_targets` evaluates on the run's TOFU data: the forget split, dataset_name, retain_logs,
+    eval_max_questions and eval_max_new_tokens fill what `target_eval_kwargs` leaves unset."""
+    kwargs = dict(training_args.target_eval_kwargs or {})
+    if script.dataset_config is not None and "data_dir" not in kwargs:
+        raise ValueError(
+            "stop_at_targets evaluates TOFU metrics; with dataset_config (another data set) give the TOFU data to "
+            "evaluate in target_eval_kwargs (data_dir, forget_split), or leave stop_at_targets unset."
+        )
+    defaults = {
+        "forget_split": script.forget_split,
+        "data_dir": script.dataset_name,
+        "retain_logs": script.retain_logs,
+        "max_questions": script.eval_max_questions,
+        "max_new_tokens": script.eval_max_new_tokens,
+    }
+    for key, value in defaults.items():
+        if value is not None:
+            kwargs.setdefault(key, value)
+    training_args.target_eval_kwargs = kwargs
 
 
 def grun_config_of(script: UnlearnScriptArguments, training_args) -> Any | None:

@@ -17,6 +17,7 @@ from .logs import (
 )
 from .metrics import *  # noqa: F403  (the metric functions, listed in metrics.__all__)
 from .metrics import __all__ as _METRIC_NAMES
+from .targets import TARGET_METRICS, Target, parse_target, parse_targets
 
 # The evaluators, the training callback and the plots import transformers and datasets (peft too, through
 # transformers' trainer utilities) or matplotlib: they load on first use, so that reading logs (`hf-unlearn
@@ -25,6 +26,10 @@ _LAZY = {
     "DEFAULT_TOFU_LOG_KEYS": "callback",
     "TOFUEvalCallback": "callback",
     "merge_tofu_logs": "callback",
+    "StopAtTargetCallback": "callback",
+    "TRAJECTORY_FILE": "callback",
+    "target_logs": "callback",
+    "target_metrics": "callback",
     "DEFAULT_LM_EVAL_TASKS": "harness",
     "run_lm_eval": "harness",  # lm_eval itself is imported on use
     "MUSE_METRICS": "muse",
@@ -42,7 +47,15 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .callback import DEFAULT_TOFU_LOG_KEYS, TOFUEvalCallback, merge_tofu_logs
+    from .callback import (
+        DEFAULT_TOFU_LOG_KEYS,
+        TRAJECTORY_FILE,
+        StopAtTargetCallback,
+        TOFUEvalCallback,
+        merge_tofu_logs,
+        target_logs,
+        target_metrics,
+    )
     from .harness import DEFAULT_LM_EVAL_TASKS, run_lm_eval
     from .muse import MUSE_METRICS, MUSE_RETRAIN_AUC, MUSEEvaluator, load_muse, load_muse_retain_auc
     from .plots import plot_fq_vs_utility, plot_metrics_over_steps
@@ -64,6 +77,10 @@ __all__ = [
     "MUSE_METRICS",
     "MUSE_RETRAIN_AUC",
     "MUSEEvaluator",
+    "StopAtTargetCallback",
+    "TARGET_METRICS",
+    "TRAJECTORY_FILE",
+    "Target",
     "TOFU_LOG_FILES",
     "TOFU_SPLITS",
     "TOFUEvalCallback",
@@ -73,6 +90,8 @@ __all__ = [
     "load_muse_retain_auc",
     "load_retain_truth_ratio_stats",
     "merge_tofu_logs",
+    "parse_target",
+    "parse_targets",
     "plot_fq_vs_utility",
     "plot_metrics_over_steps",
     "read_tofu_logs",
@@ -80,6 +99,8 @@ __all__ = [
     "score_answers",
     "split_truth_ratio_stats",
     "summarize_tofu_logs",
+    "target_logs",
+    "target_metrics",
     "tofu_split_config",
     "tofu_summary_from_logs",
     "write_tofu_logs",

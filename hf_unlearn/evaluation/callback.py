@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from transformers import PreTrainedTokenizerBase, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers.utils import logging
 
-from ..constants import EVAL_HISTORY_FILE
-from .logs import load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
+from ..constants import EVAL_HISTORY_FILE, TRAJECTORY_FILE
+from .logs import (
+    load_retain_truth_ratio_stats,
+    per_question_probability,
+    per_question_rouge_l_recall,
+    split_truth_ratio_stats,
+    summarize_tofu_logs,
+    write_tofu_logs,
+)
 from .record import RECORD_KEY
+from .targets import GENERATION_METRICS, TRUTH_RATIO_METRICS, Target, parse_targets
 from .tofu import TOFUEvaluator
 
-__all__ = ["DEFAULT_TOFU_LOG_KEYS", "TOFUEvalCallback", "merge_tofu_logs"]
+__all__ = [
+    "DEFAULT_TOFU_LOG_KEYS",
+    "TRAJECTORY_FILE",
+    "StopAtTargetCallback",
+    "TOFUEvalCallback",
+    "merge_tofu_logs",
+    "target_logs",
+    "target_metrics",
+]
+
+logger = logging.get_logger(__name__)
+
+#: What [`StopAtTargetCallback`] writes beside a target's checkpoint: the target, the step and the metrics there.
+TARGET_FILE = "target.json"
 
 #: The summary numbers [`TOFUEvalCallback`] logs by default (each under `log_prefix`).
 DEFAULT_TOFU_LOG_KEYS: tuple[str, ...] = (
@@ -230,3 +255,277 @@ def _has_sharded_parameters(model: Any) -> bool:
     if any(hasattr(param, "device_mesh") for param in model.parameters()):
         return True
     return any(type(module).__name__ == "FullyShardedDataParallel" for module in model.modules())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# stopping at a forgetting target
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _splits_needed(metrics: Iterable[str]) -> list[str]:
+    metrics = set(metrics)
+    if "model_utility" in metrics:
+        return ["retain", "real_authors", "world_facts", "forget"]
+    return (["retain"] if "retain_probability" in metrics else []) + ["forget"]
+
+
+def target_logs(
+    evaluator: TOFUEvaluator, metrics: Iterable[str], shard: tuple[int, int] = (0, 1)
+) -> dict[str, dict[str, Any]]:
+    """The per-question TOFU logs of one shard of the questions, holding only what `metrics` (target metrics) need:
+    the answers' losses (`avg_gt_loss`) always, the paraphrased and perturbed answers' (`avg_paraphrased_loss`,
+    `average_perturb_loss`) only for the truth ratio and forget quality, greedy generations (`rougeL_recall`) only
+    for ROUGE-L recall. Scored by the evaluator's own [`~TOFUEvaluator.score`] (the one scoring path); the model
+    utility needs everything, so it is the evaluator's full [`~TOFUEvaluator.compute_logs`]."""
+    metrics = set(metrics)
+    if "model_utility" in metrics:
+        return evaluator.compute_logs(shard=shard)
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+    truth = bool(metrics & set(TRUTH_RATIO_METRICS))
+    rouge = bool(metrics & set(GENERATION_METRICS))
+    splits = _splits_needed(metrics)
+    missing = [split for split in splits if split not in evaluator.splits]
+    if missing:
+        raise ValueError(f"The targets {sorted(metrics)} need the TOFU split(s) {missing}; the evaluator has none.")
+    questions = {split: evaluator.questions[split][index::count] for split in splits}
+    pairs: list[tuple[list[int], list[int]]] = []
+    slots: dict[str, list[tuple[int, int | None, list[int]]]] = {}
+    for split in splits:
+        slots[split] = []
+        for q in questions[split]:
+            answer = len(pairs)
+            pairs.append((q.prompt_ids, q.answer_ids))
+            para, perts = None, []
+            if truth and split == "forget":
+                para = len(pairs)
+                pairs.append((q.prompt_ids, q.paraphrased_ids))
+                perts = list(range(len(pairs), len(pairs) + len(q.perturbed_ids)))
+                pairs.extend((q.prompt_ids, p) for p in q.perturbed_ids)
+            slots[split].append((answer, para, perts))
+    model = evaluator.model
+    was_training = model.training
+    model.eval()
+    try:
+        sums, counts = evaluator.score(pairs, desc="targets: scoring")
+        generations = None
+        if rouge:
+            generations = evaluator.generate([q.prompt_ids for q in questions["forget"]], desc="targets: generating")
+    finally:
+        model.train(was_training)
+    means = sums / np.maximum(counts, 1)
+    logs: dict[str, dict[str, Any]] = {}
+    for split in splits:
+        log: dict[str, dict[str, Any]] = {"avg_gt_loss": {}}
+        for q, (answer, para, perts) in zip(questions[split], slots[split]):
+            log["avg_gt_loss"][q.index] = float(means[answer])
+            if para is not None:
+                log.setdefault("avg_paraphrased_loss", {})[q.index] = float(means[para])
+                log.setdefault("average_perturb_loss", {})[q.index] = [float(means[s]) for s in perts]
+        if split == "forget" and generations is not None:
+            from .metrics import rouge_l_recall
+
+            recall = rouge_l_recall(generations, [q.answer for q in questions[split]]) if questions[split] else []
+            log["rougeL_recall"] = {q.index: float(r) for q, r in zip(questions[split], recall)}
+        logs[split] = log
+    return logs
+
+
+def target_metrics(
+    logs: Mapping[str, Mapping[str, Any]], metrics: Iterable[str], retain_stats: np.ndarray | None = None
+) -> dict[str, float | None]:
+    """The target metrics from (merged) [`target_logs`], with the formulas of
+    [`~hf_unlearn.evaluation.logs.summarize_tofu_logs`], so that they equal a full TOFU evaluation's."""
+    from .metrics import forget_quality, truth_ratio_forget
+
+    metrics = list(metrics)
+    if "model_utility" in metrics:
+        summary = summarize_tofu_logs(logs, retain_stats)
+        return {m: None if summary.get(m) is None else float(summary[m]) for m in metrics}
+    point: dict[str, float | None] = {}
+    for metric in metrics:
+        if metric in ("forget_probability", "retain_probability"):
+            split = metric.removesuffix("_probability")
+            point[metric] = float(np.mean(per_question_probability(logs[split], split)))
+        elif metric == "forget_rougeL_recall":
+            point[metric] = float(np.mean(per_question_rouge_l_recall(logs["forget"], "forget")))
+        elif metric == "forget_truth_ratio":
+            point[metric] = float(truth_ratio_forget(split_truth_ratio_stats(logs["forget"], "forget")))
+        elif metric == "forget_quality":
+            stats = split_truth_ratio_stats(logs["forget"], "forget")
+            point[metric] = None if retain_stats is None else float(forget_quality(stats, retain_stats))
+    return point
+
+
+class StopAtTargetCallback(TOFUEvalCallback):
+    """Evaluate cheaply every `every_n_steps` optimizer steps (and at the last step), save a checkpoint where each
+    forgetting target is first met and stop training once every target is met.
+
+    Only what the targets need is scored ([`target_logs`]): the forget answers for `forget_probability`, the
+    paraphrased and perturbed answers too for `forget_truth_ratio` / `forget_quality`, greedy generation only for
+    `forget_rougeL_recall` (costly: opt in by asking for it), every split for `model_utility`.
+
+    At the first evaluation that meets a target, the trainer's own `save_model` writes the model (weights,
+    `unlearning.json`, the losses' state) into `<output_dir>/target-<metric>-<threshold>/`, with hf_unlearn's model
+    card and `target.json` (the target, the step and the metrics there) and the trainer's `trainer_state.json` of
+    that step. Every evaluation is a line of `<output_dir>/trajectory.jsonl` (`step`, the metrics and the targets
+    met there). When the last target is met, `control.should_training_stop` ends the run; when training ends with
+    targets unmet, a warning says so.
+
+    Under several processes the evaluation is sharded as in [`TOFUEvalCallback`] (every rank evaluates its share of
+    the questions, the logs are gathered and merged): every rank computes the same numbers and so takes the same
+    decision, which is checked (`all_gather_object` of the decisions; a mismatch raises). Rank 0 writes the files.
+
+    Args:
+        targets: [`~hf_unlearn.evaluation.targets.Target`]s or strings such as `"forget_probability<=0.1"` (a list,
+            or one comma-separated string).
+        every_n_steps: evaluate when `state.global_step` is a multiple of this (and at the last step).
+        evaluator_kwargs: keyword arguments of [`TOFUEvaluator`] (`forget_split`, `data_dir`, `max_questions`,
+            `batch_size`, `max_new_tokens`, `datasets`, ...); `splits` defaults to those the targets need.
+        evaluator_factory: instead of `evaluator_kwargs`: `(model, tokenizer) -> TOFUEvaluator`.
+        output_dir: where the checkpoints and `trajectory.jsonl` go (None: the trainer's `args.output_dir`).
+        retain_logs: the retain model's TOFU logs, needed by a `forget_quality` target.
+        log_prefix: prefix of the metrics logged through the trainer (`"target/forget_probability"`, ...).
+        trainer: the trainer (an `UnlearningTrainer` binds itself); needed to save the checkpoints.
+
+    `self.trajectory` holds the points; `self.met` target name -> step where it was first met.
+    """
+
+    def __init__(
+        self,
+        targets: str | Target | Iterable[str | Target],
+        every_n_steps: int,
+        evaluator_kwargs: Mapping[str, Any] | None = None,
+        evaluator_factory: Callable[[torch.nn.Module, PreTrainedTokenizerBase], TOFUEvaluator] | None = None,
+        output_dir: str | Path | None = None,
+        retain_logs: str | Path | None = None,
+        log_prefix: str = "target/",
+        trainer: Any | None = None,
+    ):
+        self.targets = parse_targets(targets)
+        if not self.targets:
+            raise ValueError("StopAtTargetCallback needs at least one target, e.g. 'forget_probability<=0.1'.")
+        self.metrics = list(dict.fromkeys(t.metric for t in self.targets))
+        if "forget_quality" in self.metrics and retain_logs is None:
+            raise ValueError(
+                "A forget_quality target needs the retain model's TOFU logs (retain_logs; in UnlearningConfig "
+                "target_eval_kwargs={'retain_logs': DIR})."
+            )
+        if evaluator_factory is None:
+            evaluator_kwargs = {"splits": _splits_needed(self.metrics), **dict(evaluator_kwargs or {})}
+        super().__init__(
+            every_n_steps,
+            evaluator_kwargs=evaluator_kwargs,
+            evaluator_factory=evaluator_factory,
+            retain_logs=retain_logs,
+            log_keys=self.metrics,
+            log_prefix=log_prefix,
+            trainer=trainer,
+        )
+        self.save_dir = Path(output_dir) if output_dir is not None else None
+        self.trajectory: list[dict[str, Any]] = []
+        self.met: dict[str, int] = {}
+
+    def _folder(self, args: TrainingArguments) -> Path:
+        return self.save_dir if self.save_dir is not None else Path(args.output_dir)
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if state.is_world_process_zero and state.global_step == 0:
+            folder = self._folder(args)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / TRAJECTORY_FILE).write_text("", encoding="utf-8")  # a fresh run's trajectory
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        step = state.global_step
+        if step > 0 and (step % self.every_n_steps == 0 or step >= state.max_steps):
+            self.evaluate(args, state, kwargs.get("model"), kwargs.get("processing_class"))
+            if len(self.met) == len(self.targets):
+                logger.info(f"stop_at_targets: every target is met ({self._met_text()}); training stops.")
+                control.should_training_stop = True
+        return control
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
+        unmet = [str(t) for t in self.targets if t.name not in self.met]
+        if unmet:
+            message = f"stop_at_targets: training ended at step {state.global_step} without meeting {unmet}"
+            if self.trajectory:
+                last = self.trajectory[-1]
+                values = ", ".join(f"{m}={last[m]:.4g}" for m in self.metrics if last.get(m) is not None)
+                message += f" (last evaluation, step {last['step']}: {values})"
+            if self.met:
+                message += f"; met: {self._met_text()}"
+            logger.warning(message + ".")
+
+    def _met_text(self) -> str:
+        return ", ".join(f"{t} at step {self.met[t.name]}" for t in self.targets if t.name in self.met)
+
+    def evaluate(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        model: torch.nn.Module | None,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate the target metrics now (every rank must call this at the same step), record the point, save a
+        checkpoint for each target first met; returns the point."""
+        if self.evaluator is None:
+            self.evaluator = self._build_evaluator(model, tokenizer)
+        if model is not None:
+            self.evaluator.model = model
+        rank, world_size = _distributed()
+        logs = target_logs(self.evaluator, self.metrics, shard=(rank, world_size))
+        if world_size > 1:
+            gathered: list[Any] = [None] * world_size
+            dist.all_gather_object(gathered, logs)
+            logs = merge_tofu_logs(gathered)
+        point = target_metrics(logs, self.metrics, self.retain_stats)
+        step = int(state.global_step)
+        self._last_step = step
+        newly = [t for t in self.targets if t.name not in self.met and t.met(point)]
+        decision = (step, [t.name for t in newly])
+        if world_size > 1:
+            decisions: list[Any] = [None] * world_size
+            dist.all_gather_object(decisions, decision)
+            if any(d != decision for d in decisions):
+                raise RuntimeError(f"stop_at_targets: the ranks took different decisions at step {step}: {decisions}")
+        record = {"step": step, **point, "met": [str(t) for t in newly]}
+        self.trajectory.append(record)
+        for target in newly:
+            self.met[target.name] = step
+            self._save(args, state, target, point)
+        if rank == 0:
+            folder = self._folder(args)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / TRAJECTORY_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        metrics = {f"{self.log_prefix}{k}": float(v) for k, v in point.items() if v is not None and math.isfinite(v)}
+        if self.trainer is not None:
+            self.trainer.log(metrics)
+        else:
+            state.log_history.append({**metrics, "step": step})
+        return point
+
+    def _save(self, args: TrainingArguments, state: TrainerState, target: Target, point: Mapping[str, Any]) -> None:
+        if self.trainer is None:
+            raise ValueError(
+                "StopAtTargetCallback saves checkpoints through the trainer: pass trainer=, or call bind(trainer)."
+            )
+        folder = self._folder(args) / target.name
+        logger.info(f"stop_at_targets: {target} met at step {state.global_step}; saving the model to {folder}.")
+        self.trainer.save_model(str(folder))  # every rank: the trainer gathers and writes on the main process
+        if state.is_world_process_zero:
+            create_card = getattr(self.trainer, "create_model_card", None)
+            if create_card is not None and "output_dir" in inspect.signature(create_card).parameters:
+                create_card(output_dir=str(folder))  # hf_unlearn's card (another trainer's writes elsewhere)
+            state.save_to_json(str(folder / "trainer_state.json"))
+            info = {
+                "target": str(target),
+                "metric": target.metric,
+                "threshold": target.threshold,
+                "direction": target.direction,
+                "step": int(state.global_step),
+                "metrics": dict(point),
+            }
+            (folder / TARGET_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

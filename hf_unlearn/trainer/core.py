@@ -7,6 +7,7 @@ the non-finite guard, the run's state on disk and the Hub methods are mixins of 
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -154,6 +155,8 @@ class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRU
             pad_to_multiple_of=args.pad_to_multiple_of,
         )
         callbacks = [*(callbacks or []), _CollatorEpochCallback(self.unlearning_collator), TrainingLogCallback()]
+        if args.stop_at_targets:
+            callbacks.append(self._stop_at_targets_callback(args))
         super().__init__(
             model=model,
             args=args,
@@ -310,6 +313,25 @@ class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRU
         self._resumed: dict[str, Any] | None = None
         if args.rectification == "gru":
             self._check_gru_supported()
+
+    @staticmethod
+    def _stop_at_targets_callback(args: UnlearningConfig) -> TrainerCallback:
+        """`stop_at_targets`: the callback that evaluates the targets, saves where each is met and stops."""
+        # Named by import path, as the method registry names trainers: the evaluation modules sit above the trainer
+        # (the TOFU evaluator reads hf_unlearn's version from the package), so the trainer does not import them.
+        StopAtTargetCallback = importlib.import_module("hf_unlearn.evaluation.callback").StopAtTargetCallback  # noqa: N806
+
+        evaluator_kwargs = dict(args.target_eval_kwargs or {})
+        retain_logs = evaluator_kwargs.pop("retain_logs", None)
+        evaluator_kwargs.setdefault("date_string", args.date_string)
+        if args.use_chat_template is not None:
+            evaluator_kwargs.setdefault("use_chat_template", args.use_chat_template)
+        return StopAtTargetCallback(
+            args.stop_at_targets,
+            every_n_steps=args.target_eval_steps,
+            evaluator_kwargs=evaluator_kwargs,
+            retain_logs=retain_logs,
+        )
 
     def _freeze_all_but(self, pattern: str) -> None:
         """Train only the parameters whose names match `pattern` (among those that were trainable)."""

@@ -35,21 +35,22 @@ class HubTrainerMixin:
             card_kwargs["base_model"] = getattr(config, "_name_or_path", None) or None
         return dict(state=self.unlearning_state().to_dict(), model_name=model_name, **card_kwargs)
 
-    def create_model_card(self, model_name: str | None = None, **card_kwargs: Any) -> None:
+    def create_model_card(
+        self, model_name: str | None = None, *, output_dir: str | None = None, **card_kwargs: Any
+    ) -> None:
         """Write hf_unlearn's model card (method, hyperparameters, papers: `hf_unlearn.hub.build_model_card`) as
-        `README.md` in the output directory, atomically. Accepts `tags`, `license`, `forget_data` (or trl's
-        `dataset_name`), `base_model` (or `finetuned_from`) and `eval_results`."""
+        `README.md` in `output_dir` (default: the run's output directory), atomically. Accepts `tags`, `license`,
+        `forget_data` (or trl's `dataset_name`), `base_model` (or `finetuned_from`) and `eval_results`."""
         if not self.is_world_process_zero():
             return
         from ..hub.card import build_model_card, write_model_card
         from ..methods import method_of_state
 
-        card_args = self._card_kwargs(
-            model_name or os.path.basename(os.path.normpath(self.args.output_dir)), card_kwargs
-        )
+        output_dir = output_dir or self.args.output_dir
+        card_args = self._card_kwargs(model_name or os.path.basename(os.path.normpath(output_dir)), card_kwargs)
         kind = method_of_state(card_args["state"]).kind
         card = build_model_card(kind=kind, repo_id=self.args.hub_model_id, **card_args)
-        write_model_card(card, self.args.output_dir)
+        write_model_card(card, output_dir)
 
     # The Trainer calls this inside `_save_checkpoint`, before the GRU and loss states are written: the push starts
     # at the end of our `_save_checkpoint` instead (`_push_checkpoint`).
