@@ -48,7 +48,7 @@ from ..data.source import DataSource, rows_fingerprint
 from ..io import write_json_atomic
 from .metrics import mia_auc, mia_loss, mia_min_k, privleak, rouge_l_f1
 from .model_io import check_vocabulary, eos_token_ids, greedy_generate, resolve_pad_token_id
-from .record import RECORD_KEY
+from .record import RECORD_KEY, hf_unlearn_version
 from .scoring import score_answers
 
 __all__ = [
@@ -533,7 +533,7 @@ class MUSEEvaluator:
             "min_k": self.min_k,
             "max_length": self.max_length,
             "rouge_stemmer": self.rouge_stemmer,
-            "hf_unlearn_version": _version(),
+            "hf_unlearn_version": hf_unlearn_version(),
             "data": dict(self.sources),
             "partial": partial,
         }
@@ -550,9 +550,3 @@ class MUSEEvaluator:
 
 def _dump(obj: Any, path: Path) -> None:
     write_json_atomic(path, obj, indent=2)
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

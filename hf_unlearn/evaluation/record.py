@@ -19,6 +19,7 @@ on the Hub's data becomes a `model-index` result. Forget quality compares an eva
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +31,7 @@ __all__ = [
     "FULL_TOFU_MAX_NEW_TOKENS",
     "RECORD_KEY",
     "compare_records",
+    "hf_unlearn_version",
     "is_benchmark_result",
     "read_record",
     "warn_if_incomparable",
@@ -42,6 +44,12 @@ FULL_TOFU_MAX_NEW_TOKENS = 200
 
 # What changes the forget-split truth ratios, hence forget quality; other differences change only the generations.
 _FORGET_QUALITY_KEYS = ("use_chat_template", "date_string")
+
+
+def hf_unlearn_version() -> str:
+    """hf_unlearn's version, for records. The package is always imported before any of its modules, so it is read
+    from there rather than imported (an import would make every evaluation module depend on the package root)."""
+    return sys.modules[__name__.partition(".")[0]].__version__
 
 
 def read_record(logs: str | Path | Mapping[str, Any] | None) -> dict[str, Any] | None:

@@ -24,7 +24,7 @@ from ..data.tofu import load_tofu
 from .logs import TOFU_SPLITS, load_retain_truth_ratio_stats, summarize_tofu_logs, write_tofu_logs
 from .metrics import normalized_option_probability, rouge_l_recall
 from .model_io import check_vocabulary, eos_token_ids, greedy_generate, model_device, resolve_pad_token_id
-from .record import FULL_TOFU_MAX_NEW_TOKENS, RECORD_KEY, warn_if_incomparable
+from .record import FULL_TOFU_MAX_NEW_TOKENS, RECORD_KEY, hf_unlearn_version, warn_if_incomparable
 from .scoring import score_answers
 
 __all__ = ["TOFUEvaluator", "tofu_split_config"]
@@ -180,7 +180,7 @@ class TOFUEvaluator:
             "max_questions": self.max_questions,
             "use_chat_template": self.encoder.use_chat_template,
             "date_string": self.encoder.date_string,
-            "hf_unlearn_version": _version(),
+            "hf_unlearn_version": hf_unlearn_version(),
             "data": data,
             "partial": partial,
         }
@@ -408,9 +408,3 @@ class TOFUEvaluator:
             if split in _OPTION_SPLITS:
                 log["normalized_gt_loss"][i] = -float(np.log(normalized_option_probability(means[a], pert_means)))
         return log
-
-
-def _version() -> str:
-    from .. import __version__
-
-    return __version__

@@ -7,7 +7,6 @@ the non-finite guard, the run's state on disk and the Hub methods are mixins of 
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar
@@ -317,9 +316,7 @@ class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRU
     @staticmethod
     def _stop_at_targets_callback(args: UnlearningConfig) -> TrainerCallback:
         """`stop_at_targets`: the callback that evaluates the targets, saves where each is met and stops."""
-        # Named by import path, as the method registry names trainers: the evaluation modules sit above the trainer
-        # (the TOFU evaluator reads hf_unlearn's version from the package), so the trainer does not import them.
-        StopAtTargetCallback = importlib.import_module("hf_unlearn.evaluation.callback").StopAtTargetCallback  # noqa: N806
+        from ..evaluation.callback import StopAtTargetCallback
 
         evaluator_kwargs = dict(args.target_eval_kwargs or {})
         retain_logs = evaluator_kwargs.pop("retain_logs", None)
