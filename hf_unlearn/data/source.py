@@ -120,4 +120,6 @@ def data_source(data: Any) -> DataSource:
         if source is not None:
             return source
     rows: Sequence[Any] = data
-    return DataSource(kind="in_memory", num_rows=len(rows), fingerprint=rows_fingerprint(rows))
+    # a datasets.Dataset carries a fingerprint of its own: no need to hash every row of a large one
+    fingerprint = getattr(data, "_fingerprint", None) or rows_fingerprint(rows)
+    return DataSource(kind="in_memory", num_rows=len(rows), fingerprint=str(fingerprint)[:16])

@@ -139,6 +139,7 @@ class TOFUEvaluator:
         self.questions: dict[str, list[_Question]] = {}
         #: Where each split's rows came from (the Hub's TOFU, the bundled subset, local files, rows given).
         self.sources: dict[str, DataSource] = {}
+        self._fingerprints: dict[str, str] = {}
         self.max_questions = max_questions
         for split in self.splits:
             config = tofu_split_config(split, self.forget_split)
@@ -157,11 +158,10 @@ class TOFUEvaluator:
         data, partial = {}, []
         for split in self.splits:
             questions = self.questions[split]
-            texts = [{"prompt": q.prompt_ids, "answer": q.answer_ids} for q in questions]
             data[split] = {
                 **self.sources[split].to_dict(),
                 "questions": len(questions),
-                "questions_fingerprint": rows_fingerprint(texts),
+                "questions_fingerprint": self._questions_fingerprint(split),
             }
             if self.sources[split].num_rows is not None and len(questions) < self.sources[split].num_rows:
                 partial.append(f"the first {len(questions)} of {self.sources[split].num_rows} {split} questions")
@@ -184,6 +184,16 @@ class TOFUEvaluator:
             "data": data,
             "partial": partial,
         }
+
+    def _questions_fingerprint(self, split: str) -> str:
+        """[`rows_fingerprint`] of a split's encoded questions (prompt and answer ids), hashed once: the callback
+        asks for the record at every evaluation."""
+        if split not in self._fingerprints:
+            questions = self.questions[split]
+            self._fingerprints[split] = rows_fingerprint(
+                {"prompt": q.prompt_ids, "answer": q.answer_ids} for q in questions
+            )
+        return self._fingerprints[split]
 
     def _check_vocabulary(self) -> None:
         check_vocabulary(self.model, self.tokenizer)

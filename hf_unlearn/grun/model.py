@@ -15,6 +15,7 @@ import transformers
 from transformers.utils import ModelOutput, logging
 
 from ..constants import IGNORE_INDEX
+from ..methods.registry import prompt_lengths_from_labels
 from ..modeling import DECODER_LAYER_LIST_NAMES, named_decoder_layers
 from ._compat import import_pyreft
 from .config import GRUNConfig
@@ -60,10 +61,9 @@ def last_prompt_positions(labels: torch.Tensor, attention_mask: torch.Tensor | N
 
     A row without answer labels falls back to its last attended token (see [`last_attended_positions`]).
     """
-    is_answer = labels != IGNORE_INDEX
-    first_answer = torch.where(is_answer.any(dim=1), is_answer.float().argmax(dim=1), labels.shape[1])
-    fallback = last_attended_positions(attention_mask, labels.shape)
-    return torch.where(is_answer.any(dim=1), (first_answer - 1).clamp(min=0), fallback)
+    has_answer = (labels != IGNORE_INDEX).any(dim=1)
+    before_answer = (prompt_lengths_from_labels(labels) - 1).clamp(min=0)
+    return torch.where(has_answer, before_answer, last_attended_positions(attention_mask, labels.shape))
 
 
 def last_attended_positions(attention_mask: torch.Tensor | None, shape: Sequence[int]) -> torch.Tensor:

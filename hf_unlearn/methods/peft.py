@@ -5,6 +5,14 @@ from __future__ import annotations
 from ..constants import ADAPTER_CONFIG_FILE
 from .registry import REFERENCE_ADAPTERS_OFF, UnlearningMethod, register_method
 
+
+def _unfreeze_active_adapter(model) -> None:
+    """Gradients for the active adapter's parameters only."""
+    adapter = model.active_adapter
+    for name, param in model.named_parameters():
+        param.requires_grad_(f".{adapter}." in name or name.endswith(f".{adapter}"))
+
+
 PEFT = register_method(
     UnlearningMethod(
         kind="peft",
@@ -17,20 +25,13 @@ PEFT = register_method(
         model_class="peft:PeftModel",
         config_class="peft:PeftConfig",
         reference=REFERENCE_ADAPTERS_OFF,
-        unfreeze=lambda model: _unfreeze_active_adapter(model),  # defined below
+        unfreeze=_unfreeze_active_adapter,
         loader="hf_unlearn.methods.peft:attach_adapter",
         library_name="peft",
         tag="peft",
         base_model_note="The adapter was trained on a base model that is not on the Hub: pass it as `base_model`.",
     )
 )
-
-
-def _unfreeze_active_adapter(model) -> None:
-    """Gradients for the active adapter's parameters only."""
-    adapter = model.active_adapter
-    for name, param in model.named_parameters():
-        param.requires_grad_(f".{adapter}." in name or name.endswith(f".{adapter}"))
 
 
 def attach_adapter(base_model, folder: str):
