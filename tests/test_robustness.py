@@ -9,6 +9,7 @@ from helpers import DEVICES, assert_unchanged, make_trainer, snapshot
 from scipy.stats import norm
 
 from hf_unlearn.evaluation.robustness import (
+    FP4_CODE_BOOK,
     NF4_CODE_BOOK,
     answer_probabilities,
     encode_qa,
@@ -67,6 +68,17 @@ def test_our_round_trips_equal_bitsandbytes(dtype, device):
     assert (ours.device.type, ours.dtype) == (device, dtype)
     torch.testing.assert_close(ours, bnb.dequantize_4bit(packed, state), rtol=1e-5, atol=0)
     np.testing.assert_allclose(bnb.get_4bit_type("nf4", device="cpu")[:16].numpy(), NF4_CODE_BOOK, rtol=1e-6)
+    # FP4, the quant type of BitsAndBytesConfig(load_in_4bit=True) at its defaults (arXiv 2410.16454's setting): a
+    # tensor whose size is no multiple of the block (bitsandbytes scales the last, partial block by division), and
+    # values around the midpoint between the zero code and the subnormal 1/192
+    np.testing.assert_allclose(bnb.get_4bit_type("fp4", device="cpu")[:16].numpy(), FP4_CODE_BOOK, rtol=1e-6)
+    odd = torch.randn(7, 37, generator=torch.Generator().manual_seed(2)).to(device=device, dtype=dtype)
+    near_zero = torch.cat([torch.ones(1), torch.linspace(0.0025, 0.0027, 63)]).to(device=device, dtype=dtype)
+    for tensor in (weight, odd, near_zero):
+        packed, state = bnb.quantize_4bit(tensor, blocksize=64, quant_type="fp4")
+        theirs = bnb.dequantize_4bit(packed, state).reshape(tensor.shape)
+        torch.testing.assert_close(quantize_dequantize(tensor, 4, "fp4", 64), theirs, rtol=1e-5, atol=0)
+    assert not torch.equal(quantize_dequantize(weight, 4, "fp4"), quantize_dequantize(weight, 4, "nf4"))
     codes, row_absmax, _ = bnb.int8_vectorwise_quant(weight.float())
     theirs = codes.float() * row_absmax.float().unsqueeze(1) / 127
     torch.testing.assert_close(quantize_dequantize(weight.float(), 8, "int", 256), theirs, rtol=1e-5, atol=1e-6)
@@ -108,7 +120,8 @@ def test_bitsandbytes_backend_without_bitsandbytes_says_what_to_do(target_model,
     [
         ({"bits": 3, "scheme": "nf4"}, "NF4 is a 4-bit code book"),
         ({"bits": 1, "scheme": "int"}, "2 to 8 bits"),
-        ({"bits": 4, "scheme": "fp4"}, "Unknown quantization scheme"),
+        ({"bits": 4, "scheme": "fp8"}, "Unknown quantization scheme"),
+        ({"bits": 8, "scheme": "fp4"}, "FP4 is a 4-bit code book"),
         ({"bits": 4, "group_size": 0}, "group_size must be >= 1"),
     ],
 )
@@ -229,7 +242,25 @@ def test_robustness_evaluator_writes_json_table_and_plot(target_model_dir, targe
     assert_unchanged(target_model, before)
     saved = json.loads((tmp_path / ROBUSTNESS_FILE).read_text())
     assert saved["format"] == "hf_unlearn.robustness" and set(saved["models"]) == {"unlearned", "retain"}
-    assert set(results["scores"]) == {"relearning", "quantization_8bit", "quantization_2bit", "logit_lens", "probing"}
+    default_scores = {"relearning", "quantization_8bit", "quantization_2bit", "logit_lens", "probing"}
+    # open-unlearning's R from the default relearning (no 4-bit run here, so no Q and no robustness figure)
+    assert set(results["scores"]) == default_scores | {"open_unlearning_relearning"}
+    figure = results["open_unlearning"]
+    assert "default attacks" in figure["source"] and figure["models"]["retain"]["relearning"] == 1.0
+    unlearned_figure = figure["models"]["unlearned"]
+    assert unlearned_figure["quantization"] is None and unlearned_figure["robustness"] is None
+    # each model's strongest attack: the table row with the highest forget probability
+    worst = results["worst_case"]["unlearned"]
+    rows = {
+        "relearning": results["models"]["unlearned"]["relearning"]["after"],
+        "quantization 2-bit": results["models"]["unlearned"]["quantization"]["2"]["after"],
+        "quantization 8-bit": results["models"]["unlearned"]["quantization"]["8"]["after"],
+        "logit lens (best layer)": max(results["models"]["unlearned"]["logit_lens"]["probabilities"]),
+        "probing (worst prompt)": results["models"]["unlearned"]["probing"]["worst_case_probability"],
+    }
+    assert worst["attack"] == max(rows, key=rows.get) and worst["probability"] == max(rows.values())
+    assert worst["increase"] == pytest.approx(worst["probability"] - results["models"]["unlearned"]["original"])
+    assert saved["worst_case"] == results["worst_case"]
     assert set(results["models"]["unlearned"]["mia"]) == {"gradient_norm", "reference"}
     assert results["models"]["unlearned"]["mia"]["gradient_norm"] > 0.5, "the target memorised the forget rows"
     assert "role_play" in results["models"]["unlearned"]["probing"]["variants"]
@@ -237,6 +268,8 @@ def test_robustness_evaluator_writes_json_table_and_plot(target_model_dir, targe
     table = (tmp_path / "robustness.md").read_text()
     assert "| probing (worst prompt) |" in table
     assert "| quantization 2-bit |" in table and "| attack | unlearned model | retain model | score |" in table
+    assert f"unlearned: {worst['attack']}, {worst['probability']:.4f}" in table
+    assert "open-unlearning robustness" in table
     assert (tmp_path / "robustness.png").stat().st_size > 0
     with pytest.raises(ValueError, match="Unknown or no robustness attack"):
         RobustnessEvaluator(target_model, tokenizer, forget, attacks=["fgsm"])

@@ -4,8 +4,13 @@ its retain model.
 
     hf-unlearn robustness --model runs/tofu_forget10_npo --retain-model runs/retain90 --forget-split forget10
 
+Published attack settings run by name with `--preset` (comma-separated; `--preset list` prints them), e.g.
+
+    hf-unlearn robustness --model runs/npo --retain-model runs/retain90 --preset zhang2024-quantization,open-unlearning
+
 Writes `robustness.json`, `robustness.md` and `robustness.png` (default: `<model folder>/robustness`) and prints the
-table. Without a retain model the relearning score is left out (it compares the two models' relearning).
+table, each model's strongest attack and open-unlearning's robustness figure. Without a retain model the relearning
+score is left out (it compares the two models' relearning).
 """
 
 from __future__ import annotations
@@ -19,15 +24,29 @@ DESCRIPTION = __doc__
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="The unlearned model: a folder or a Hub id.")
+    parser.add_argument("--model", default=None, help="The unlearned model: a folder or a Hub id (required).")
     parser.add_argument("--retain-model", default=None, help="The retain model (never saw the forget data).")
     parser.add_argument("--target-model", default=None, help="The model before unlearning.")
     parser.add_argument("--forget-split", default="forget10", help="TOFU forget split: forget01, forget05, forget10.")
     parser.add_argument("--dataset", default="locuslab/TOFU", help="'locuslab/TOFU', 'bundled' or a TOFU directory.")
     parser.add_argument(
         "--attacks",
-        default="relearning,quantization,logit_lens,probing",
-        help="Comma-separated: relearning, quantization, logit_lens, probing, mia (mia needs --holdout-split).",
+        default=None,
+        help="Comma-separated: relearning, quantization, logit_lens, probing, mia (mia needs --holdout-split). "
+        "Default: relearning,quantization,logit_lens,probing; none when --preset is given.",
+    )
+    parser.add_argument(
+        "--preset",
+        default=None,
+        help="Comma-separated published attack settings (`list` prints them): zhang2024-quantization, "
+        "open-unlearning, unlearn-smooth-muse-books, unlearn-smooth-muse-news, deeb-roger-retraining, "
+        "lucki-finetuning (needs --corpus), probing-jailbreaks.",
+    )
+    parser.add_argument(
+        "--corpus",
+        default=None,
+        help="Unrelated text for lucki-finetuning: a .txt file (one text per non-empty line) or a .json/.jsonl file "
+        "of rows with a 'text' field.",
     )
     parser.add_argument("--holdout-split", default=None, help="TOFU holdout split for mia (e.g. holdout10).")
     parser.add_argument("--bits", default="4,8", help="Comma-separated quantization widths (4: NF4).")
@@ -48,6 +67,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="Hide progress bars.")
 
 
+def _list_presets() -> str:
+    from ..evaluation.robustness import PRESETS
+
+    lines = []
+    for preset in PRESETS.values():
+        lines.append(f"{preset.name} ({preset.attack}): {preset.paper}\n  code: {preset.code}")
+        lines.append("  fixed: " + ", ".join(f"{k}={v}" for k, v in preset.fixed.items()))
+        if preset.scaled:
+            lines.append("  scaled: " + "; ".join(f"{k}: {v}" for k, v in preset.scaled.items()))
+    return "\n".join(lines)
+
+
+def _read_corpus(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"--corpus {path} is not a file.")
+    if file.suffix in (".json", ".jsonl"):
+        from datasets import load_dataset
+
+        rows = load_dataset("json", data_files=str(file), split="train")
+        if "text" not in rows.column_names:
+            raise ValueError(f"--corpus {path} has no 'text' field; it has {rows.column_names}.")
+        return [str(text) for text in rows["text"]]
+    return [line.strip() for line in file.read_text().splitlines() if line.strip()]
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -57,6 +102,18 @@ def run(args: argparse.Namespace) -> int:
     from ..hub import load_unlearned
     from ..io import check_model_path
 
+    if args.preset == "list":
+        print(_list_presets())
+        return 0
+    if args.model is None:
+        raise ValueError("--model is required: the unlearned model, a folder or a Hub id.")
+    presets = [name.strip() for name in args.preset.split(",") if name.strip()] if args.preset else []
+    if presets:
+        from ..evaluation.robustness import get_preset
+
+        for name in presets:
+            get_preset(name)  # a clear error, naming the valid presets, before any model is loaded
+    corpus = _read_corpus(args.corpus) if args.corpus else None
     for option, path in (
         ("--model", args.model),
         ("--retain-model", args.retain_model),
@@ -87,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
         tokenizer,
         forget,
         holdout_dataset=holdout,
-        attacks=[a.strip() for a in args.attacks.split(",") if a.strip()],
+        attacks=None if args.attacks is None else [a.strip() for a in args.attacks.split(",") if a.strip()],
+        preset=presets or None,
+        corpus=corpus,
         bits=bits,
         quantization_backend=args.quantization_backend,
         relearn_steps=args.relearn_steps,

@@ -117,7 +117,24 @@ def _robustness_section(facts: CardFacts) -> str:
         "moves the forget answers' probability no more than it moves a model that never saw them (relearning) or "
         "not at all (quantization, logit lens); towards 0, the knowledge returns."
     )
-    return "\n".join(["", "", "## Robustness", "", intro, "", "| Attack | Score |", "|---|---|", *rows])
+    lines = ["", "", "## Robustness", "", intro, "", "| Attack | Score |", "|---|---|", *rows]
+    summary = facts.robustness_summary
+    worst = summary.get("worst_case")
+    if worst:
+        lines += [
+            "",
+            f"Strongest attack: {worst['attack']}, after which the forget answers' probability is "
+            f"{worst['probability']:.3f} (the model's own: {worst['original']:.3f}).",
+        ]
+    figure = summary.get("open_unlearning")
+    if figure and figure.get("robustness") is not None:
+        lines += [
+            "",
+            f"open-unlearning's robustness figure: {figure['robustness']:.3f}, the harmonic mean of relearning "
+            f"R = {figure['relearning']:.3f} and quantization Q = {figure['quantization']:.3f}, from "
+            f"{figure['source']}.",
+        ]
+    return "\n".join(lines)
 
 
 def _summary_section(facts: CardFacts) -> str:

@@ -232,6 +232,9 @@ class CardFacts:
     #: The robustness scores (`robustness.json` of `RobustnessEvaluator`) and their `model-index` entries.
     robustness_scores: dict[str, float] = field(default_factory=dict)
     robustness_results: list[EvalResult] = field(default_factory=list)
+    #: From the same file, for the unlearned model: `worst_case` (its strongest attack: attack, probability,
+    #: original, increase) and `open_unlearning` (R, Q, robustness and the source they come from), when recorded.
+    robustness_summary: dict[str, Any] = field(default_factory=dict)
     papers: list[Paper] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     license: str | None = None
@@ -361,6 +364,13 @@ ROBUSTNESS_LOCATIONS = ("robustness/robustness.json", "robustness.json")
 
 def _robustness_scores(folder: Path) -> dict[str, float]:
     """The scores of the robustness results saved with the model, if any (an unreadable file is warned about)."""
+    return _robustness_file(folder)[0]
+
+
+def _robustness_file(folder: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """The scores of the robustness results saved with the model and the unlearned model's strongest attack and
+    open-unlearning figure (see [`CardFacts.robustness_summary`]); empty when there are none (an unreadable file
+    or one about other weights is warned about)."""
     for location in ROBUSTNESS_LOCATIONS:
         path = Path(folder) / location
         if path.is_file():
@@ -368,19 +378,43 @@ def _robustness_scores(folder: Path) -> dict[str, float]:
                 results = read_json_file(path, what="robustness results")
                 scores = results.get("scores", {})
                 scores = {str(k): float(v) for k, v in scores.items() if v is not None}
-            except (ValueError, AttributeError, TypeError) as err:
+                summary = _robustness_summary(results)
+            except (ValueError, AttributeError, TypeError, KeyError) as err:
                 logger.warning(f"{path} could not be read ({err}): the card leaves robustness out.")
-                return {}
+                return {}, {}
             recorded = results.get(FINGERPRINT_KEY)
             if recorded is not None and recorded != weights_fingerprint(folder):
                 logger.warning(f"{path} attacked other weights than those in {folder}: the card leaves it out.")
-                return {}
-            return scores
-    return {}
+                return {}, {}
+            return scores, summary
+    return {}, {}
+
+
+def _robustness_summary(results: Mapping[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    worst = (results.get("worst_case") or {}).get("unlearned")
+    if worst:
+        summary["worst_case"] = {
+            "attack": str(worst["attack"]),
+            "probability": float(worst["probability"]),
+            "original": float(worst["original"]),
+        }
+    figure = results.get("open_unlearning") or {}
+    unlearned = (figure.get("models") or {}).get("unlearned")
+    if unlearned:
+        summary["open_unlearning"] = {"source": str(figure.get("source", "")), **unlearned}
+    return summary
 
 
 def robustness_metric_name(key: str) -> str:
-    """ "quantization_4bit" -> "Robustness to quantization (4-bit)"."""
+    """ "quantization_4bit" -> "Robustness to quantization (4-bit)"; "preset_<name>" -> "Robustness to <name>
+    (preset)"; "open_unlearning_robustness" -> "open-unlearning robustness (harmonic mean of R and Q)"."""
+    if key.startswith("preset_"):
+        return f"Robustness to {key.removeprefix('preset_')} (preset)"
+    if key.startswith("open_unlearning_"):
+        part = key.removeprefix("open_unlearning_")
+        detail = {"relearning": "R, relearning", "quantization": "Q, quantization"}
+        return f"open-unlearning robustness ({detail.get(part, 'harmonic mean of R and Q')})"
     if key.startswith("quantization_"):
         return f"Robustness to quantization ({key.removeprefix('quantization_').replace('bit', '-bit')})"
     return f"Robustness to {key.replace('_', ' ')}"
@@ -448,7 +482,7 @@ def gather_card_facts(
     eval_rows = eval_results_from_summary(summary) if summary else []
     caveats = _evaluation_caveats(summary) if summary else []
 
-    robustness = _robustness_scores(folder) if folder is not None else {}
+    robustness, robustness_summary = _robustness_file(folder) if folder is not None else ({}, {})
     name = model_name or (repo_id.split("/")[-1] if repo_id else folder.name if folder else "unlearned-model")
     evaluated_on_tofu = benchmark == "tofu" or forget_dataset == TOFU_DATASET_ID
     return CardFacts(
@@ -468,6 +502,7 @@ def gather_card_facts(
         eval_rows=eval_rows,
         eval_caveats=caveats,
         robustness_scores=robustness,
+        robustness_summary=robustness_summary,
         robustness_results=_robustness_results(robustness, forget_dataset or TOFU_DATASET_ID),
         papers=papers_for(
             state,

@@ -3,7 +3,7 @@ scores, a JSON file, a markdown table and a plot."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +14,16 @@ from ...io import write_json_atomic, write_text_atomic
 from ..metrics import mia_auc
 from .logit_lens import logit_lens
 from .mia import mia_gradient_norm, mia_reference
+from .presets import get_preset, open_unlearning_scores, run_preset
 from .probing import probing_attack
 from .quantization import quantization_attack
 from .relearning import relearning_attack
-from .scoring import answer_probabilities, encode_qa, robustness_score
+from .scoring import answer_probabilities, encode_qa, robustness_score, stability_score
 
 ROBUSTNESS_FILE = "robustness.json"
 FILE_FORMAT = "hf_unlearn.robustness"
 ATTACKS = ("relearning", "quantization", "logit_lens", "probing", "mia")
+DEFAULT_ATTACKS = ("relearning", "quantization", "logit_lens", "probing")
 
 
 class RobustnessEvaluator:
@@ -38,13 +40,26 @@ class RobustnessEvaluator:
     - mia (needs `holdout_dataset`, questions the models never saw): the AUC of the reference-model attack (the
       reference: the retain model; skipped without one) and of the gradient-norm attack (open-unlearning's
       `mia_gradnorm`: the mean of the per-tensor gradient norms of the answer's mean NLL without its closing token,
-      [`mia_gradient_norm`]'s defaults), forget (members) against holdout rows; reported, not scored.
+      [`mia_gradient_norm`]'s defaults), forget (members) against holdout rows; reported, not scored;
+    - each preset of `preset` ([`~hf_unlearn.evaluation.robustness.presets`], a published attack setting): its worst
+      run; relearning and fine-tuning presets scored as relearning (needs the retain model), quantization and
+      jailbreak presets as Q; `open-unlearning` gives the three scores below.
+
+    Beside the scores, the results name each model's strongest attack (`worst_case`: the attack after which the
+    forget answers' probability is highest, of every row of the table) and open-unlearning's robustness figure
+    (`open_unlearning`: R = min(d_retain / d_model, 1) under relearning, Q = min(m_before / m_after, 1) under
+    4-bit quantization, their harmonic mean; from the `open-unlearning` preset when it ran, else from the default
+    relearning and 4-bit attacks, which `source` then says).
 
     Args:
         model, tokenizer: the unlearned model (full, peft or GRUN) and its tokenizer.
         forget_dataset: question/answer rows of the forget set.
         retain_model, target_model: optional reference models (the same tokenizer).
-        attacks: a subset of `ATTACKS`.
+        attacks: a subset of `ATTACKS` (default: relearning, quantization, logit_lens and probing; none when a
+            preset is given).
+        preset: the name of a preset, or several (see `PRESETS`), run beside the attacks.
+        corpus: unrelated text (strings or rows with a "text" column) for the presets that fine-tune on one.
+        preset_overrides: per preset name, settings to change (recorded in the results).
         bits: quantization widths (4: NF4; others: integers).
         quantization_backend: `"auto"` (bitsandbytes for a model on CUDA when installed), `"ours"` or
             `"bitsandbytes"` (see [`quantized_copy`]).
@@ -60,7 +75,7 @@ class RobustnessEvaluator:
         retain_model: torch.nn.Module | None = None,
         target_model: torch.nn.Module | None = None,
         holdout_dataset: Any | None = None,
-        attacks: Sequence[str] = ("relearning", "quantization", "logit_lens", "probing"),
+        attacks: Sequence[str] | None = None,
         bits: Sequence[int] = (4, 8),
         quantization_backend: str = "auto",
         relearn_fraction: float = 0.5,
@@ -69,12 +84,28 @@ class RobustnessEvaluator:
         relearn_lora: bool = False,
         batch_size: int = 16,
         progress: bool = True,
+        preset: str | Sequence[str] | None = None,
+        corpus: Any | None = None,
+        preset_overrides: Mapping[str, Mapping[str, Any]] | None = None,
     ):
+        names = [preset] if isinstance(preset, str) else list(preset or [])
+        self.presets = [get_preset(name) for name in names]  # a ValueError naming the valid presets
+        if attacks is None:
+            attacks = () if self.presets else DEFAULT_ATTACKS
         unknown = sorted(set(attacks) - set(ATTACKS))
-        if unknown or not attacks:
+        if unknown or not (attacks or self.presets):
             raise ValueError(
                 f"Unknown or no robustness attack(s) {unknown or list(attacks)}; choose from {list(ATTACKS)}."
             )
+        for chosen in self.presets:
+            if "corpus" in chosen.needs and corpus is None:
+                raise ValueError(f"Preset {chosen.name} fine-tunes on unrelated text: pass corpus= (or --corpus).")
+        overrides = dict(preset_overrides or {})
+        stray = sorted(set(overrides) - {p.name for p in self.presets})
+        if stray:
+            raise ValueError(f"preset_overrides names preset(s) {stray} that are not run.")
+        self.preset_overrides = overrides
+        self.corpus = corpus
         if not 0 < relearn_fraction < 1:
             raise ValueError(f"relearn_fraction must be in (0, 1), got {relearn_fraction}.")
         encode_qa(tokenizer, forget_dataset, what="forget dataset")  # fails early on empty data or missing columns
@@ -124,6 +155,21 @@ class RobustnessEvaluator:
             results["probing"] = probing.to_dict()
         if "mia" in self.attacks:
             results["mia"] = self._membership(model)
+        if self.presets:
+            results["presets"] = {
+                chosen.name: run_preset(
+                    chosen,
+                    model,
+                    self.tokenizer,
+                    data,
+                    corpus=self.corpus,
+                    overrides=self.preset_overrides.get(chosen.name),
+                    batch_size=self.batch_size,
+                    quantization_backend=self.quantization_backend,
+                    progress=self.progress,
+                )
+                for chosen in self.presets
+            }
         return results
 
     def _membership(self, model: torch.nn.Module) -> dict[str, float]:
@@ -145,7 +191,15 @@ class RobustnessEvaluator:
         """Run every attack on every model given; write `robustness.json`, `robustness.md` and `robustness.png`
         into `output_dir` (when given); return the results."""
         per_model = {name: self._run(model) for name, model in self.models.items() if model is not None}
-        results = {"format": FILE_FORMAT, "models": per_model, "scores": _scores(per_model)}
+        results: dict[str, Any] = {"format": FILE_FORMAT, "models": per_model}
+        if self.presets:
+            results["presets"] = {p.name: p.to_dict() for p in self.presets}
+            for name, changed in self.preset_overrides.items():
+                results["presets"][name]["overrides"] = dict(changed)
+        open_unlearning = _open_unlearning(per_model)
+        results["scores"] = _scores(per_model, open_unlearning)
+        results["open_unlearning"] = open_unlearning
+        results["worst_case"] = worst_case(results)
         if output_dir is not None:
             output_dir = Path(output_dir)
             write_json_atomic(output_dir / ROBUSTNESS_FILE, results)
@@ -154,7 +208,59 @@ class RobustnessEvaluator:
         return results
 
 
-def _scores(per_model: dict[str, dict[str, Any]]) -> dict[str, float]:
+def _open_unlearning(per_model: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """open-unlearning's R, Q and robustness per model (see [`open_unlearning_scores`]): from the open-unlearning
+    preset when it ran, else from the default relearning and 4-bit quantization; None when neither ran."""
+    unlearned, retain = per_model["unlearned"], per_model.get("retain") or {}
+    if "open-unlearning" in unlearned.get("presets", {}):
+        source = "the open-unlearning preset (one epoch on the forget set; 4-bit NF4)"
+
+        def numbers(results: dict[str, Any]) -> tuple[dict | None, dict | None]:
+            run = results.get("presets", {}).get("open-unlearning")
+            return (run["relearning"], run["quantization"]) if run else (None, None)
+
+    elif "relearning" in unlearned or "4" in unlearned.get("quantization", {}):
+        source = (
+            "hf_unlearn's default attacks (relearning measured on held-out forget questions; 4-bit NF4 with the LM "
+            "head quantized), not open-unlearning's protocol: run the open-unlearning preset for it"
+        )
+
+        def numbers(results: dict[str, Any]) -> tuple[dict | None, dict | None]:
+            return results.get("relearning"), results.get("quantization", {}).get("4")
+
+    else:
+        return None
+    retain_relearning, _ = numbers(retain) if retain else (None, None)
+    models = {}
+    for name, results in per_model.items():
+        relearning, quantization = numbers(results)
+        models[name] = open_unlearning_scores(
+            relearning and relearning["before"],
+            relearning and relearning["after"],
+            retain_relearning and retain_relearning["before"],
+            retain_relearning and retain_relearning["after"],
+            quantization and quantization["before"],
+            quantization and quantization["after"],
+        )
+    return {"source": source, "models": models}
+
+
+def _preset_scores(per_model: dict[str, dict[str, Any]]) -> dict[str, float]:
+    unlearned, retain = per_model["unlearned"], per_model.get("retain") or {}
+    scores: dict[str, float] = {}
+    for name, run in unlearned.get("presets", {}).items():
+        if run["attack"] in ("relearning", "finetuning"):
+            reference = retain.get("presets", {}).get(name)
+            if reference is not None:
+                scores[f"preset_{name}"] = robustness_score(
+                    run["after"] - run["before"], reference["after"] - reference["before"]
+                )
+        elif run["attack"] in ("quantization", "jailbreak"):
+            scores[f"preset_{name}"] = stability_score(run["before"], run["after"])
+    return scores
+
+
+def _scores(per_model: dict[str, dict[str, Any]], open_unlearning: dict[str, Any] | None = None) -> dict[str, float]:
     unlearned, retain = per_model["unlearned"], per_model.get("retain")
     scores: dict[str, float] = {}
     if "relearning" in unlearned and retain is not None:
@@ -166,6 +272,11 @@ def _scores(per_model: dict[str, dict[str, Any]]) -> dict[str, float]:
         scores["logit_lens"] = robustness_score(max(probabilities), probabilities[-1])
     if "probing" in unlearned:
         scores["probing"] = robustness_score(unlearned["probing"]["worst_case_probability"], unlearned["original"])
+    scores.update(_preset_scores(per_model))
+    if open_unlearning is not None:
+        for key, value in open_unlearning["models"]["unlearned"].items():
+            if value is not None:
+                scores[f"open_unlearning_{key}"] = value
     return scores
 
 
@@ -185,7 +296,67 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, dict[str, float | None], f
     if "probing" in models["unlearned"]:
         worst = {n: models[n]["probing"]["worst_case_probability"] for n in names}
         rows.append(("probing (worst prompt)", worst, scores.get("probing")))
+    for preset, run in models["unlearned"].get("presets", {}).items():
+        after = {n: models[n]["presets"][preset]["after"] for n in names}
+        rows.append((f"preset {preset} ({_worst_label(run)})", after, scores.get(f"preset_{preset}")))
     return rows
+
+
+def _worst_label(run: dict[str, Any]) -> str:
+    """Which run of a preset was the worst: "4-bit fp4", "100 steps", "lr 3.2e-06", a jailbreak variant..."""
+    worst = run["runs"][run["worst_run"]]
+    if "variant" in worst:
+        return worst["variant"]
+    if "bits" in worst:
+        return f"{worst.get('attack', 'quantization')} {worst['bits']}-bit {worst['scheme']}"
+    label = f"{worst['steps']} steps, lr {worst['learning_rate']:g}"
+    return f"{worst['attack']}, {label}" if "attack" in worst else label
+
+
+def worst_case(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each model's strongest attack: the row of the table whose forget-answer probability is highest, with that
+    probability, the model's own (no attack) and the increase."""
+    rows = _rows(results)
+    original, attacked = rows[0][1], rows[1:]
+    worst: dict[str, dict[str, Any]] = {}
+    for name in results["models"]:
+        if not attacked:
+            continue
+        attack, values, _ = max(attacked, key=lambda row: row[1][name])
+        worst[name] = {
+            "attack": attack,
+            "probability": values[name],
+            "original": original[name],
+            "increase": values[name] - original[name],
+        }
+    return worst
+
+
+def format_worst_case(results: dict[str, Any]) -> str:
+    """Markdown lines: each model's strongest attack and open-unlearning's robustness figure."""
+    lines = []
+    worst = results.get("worst_case") or worst_case(results)
+    if worst:
+        cells = [
+            f"{name}: {row['attack']}, {row['probability']:.4f} (from {row['original']:.4f})"
+            for name, row in worst.items()
+        ]
+        lines.append("Strongest attack (highest forget-answer probability) per model: " + "; ".join(cells) + ".")
+    figure = results.get("open_unlearning")
+    if figure:
+
+        def show(value: float | None) -> str:
+            return "-" if value is None else f"{value:.3f}"
+
+        cells = [
+            f"{name}: {show(v['robustness'])} (R {show(v['relearning'])}, Q {show(v['quantization'])})"
+            for name, v in figure["models"].items()
+        ]
+        lines.append(
+            "open-unlearning robustness (harmonic mean of relearning R and quantization Q), from "
+            f"{figure['source']}: " + "; ".join(cells) + "."
+        )
+    return "\n\n".join(lines)
 
 
 def format_robustness_table(results: dict[str, Any]) -> str:
@@ -198,7 +369,8 @@ def format_robustness_table(results: dict[str, Any]) -> str:
     for attack, values, score in _rows(results):
         cells = [f"{values[n]:.4f}" for n in names] + ["-" if score is None else f"{score:.3f}"]
         lines.append(f"| {attack} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    below = format_worst_case(results)
+    return "\n".join(lines) + (f"\n\n{below}" if below else "")
 
 
 def plot_robustness(results: dict[str, Any], path: str | Path) -> Path:
