@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -388,8 +389,14 @@ class StopAtTargetCallback(TOFUEvalCallback):
         retain_logs: the retain model's TOFU logs, needed by a `forget_quality` target.
         log_prefix: prefix of the metrics logged through the trainer (`"target/forget_probability"`, ...).
         trainer: the trainer (an `UnlearningTrainer` binds itself); needed to save the checkpoints.
+        eval_steps: evaluate at exactly these optimizer steps instead of every `every_n_steps` (a comparison's
+            refinement replays a run and evaluates every step between the two evaluations that bracket a target).
+        evaluate_at_start: also evaluate before the first step (step 0 of the trajectory; a target the model
+            already meets is saved there).
 
-    `self.trajectory` holds the points; `self.met` target name -> step where it was first met.
+    `self.trajectory` holds the points; `self.met` target name -> step where it was first met; `self.seconds` the
+    time spent evaluating. A run resumed from a checkpoint reads the trajectory and the targets met up to that
+    step back from `trajectory.jsonl`, so a target met before the interruption is not saved again.
     """
 
     def __init__(
@@ -402,6 +409,8 @@ class StopAtTargetCallback(TOFUEvalCallback):
         retain_logs: str | Path | None = None,
         log_prefix: str = "target/",
         trainer: Any | None = None,
+        eval_steps: Iterable[int] | None = None,
+        evaluate_at_start: bool = False,
     ):
         self.targets = parse_targets(targets)
         if not self.targets:
@@ -424,26 +433,64 @@ class StopAtTargetCallback(TOFUEvalCallback):
             trainer=trainer,
         )
         self.save_dir = Path(output_dir) if output_dir is not None else None
+        self.eval_steps = None if eval_steps is None else sorted({int(s) for s in eval_steps})
+        if self.eval_steps is not None and any(s < 1 for s in self.eval_steps):
+            raise ValueError(f"eval_steps must be optimizer steps >= 1, got {self.eval_steps[:5]}.")
+        self.evaluate_at_start = bool(evaluate_at_start)
         self.trajectory: list[dict[str, Any]] = []
         self.met: dict[str, int] = {}
+        #: Wall-clock seconds spent in the target evaluations (the cost a comparison reports beside training).
+        self.seconds = 0.0
 
     def _folder(self, args: TrainingArguments) -> Path:
         return self.save_dir if self.save_dir is not None else Path(args.output_dir)
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         super().on_train_begin(args, state, control, **kwargs)
-        if state.is_world_process_zero and state.global_step == 0:
-            folder = self._folder(args)
+        folder = self._folder(args)
+        if state.global_step > 0:
+            self._restore(folder / TRAJECTORY_FILE, state.global_step)
+        elif state.is_world_process_zero:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / TRAJECTORY_FILE).write_text("", encoding="utf-8")  # a fresh run's trajectory
+        if self.evaluate_at_start and state.global_step == 0:
+            self.evaluate(args, state, kwargs.get("model"), kwargs.get("processing_class"))
+            if len(self.met) == len(self.targets):
+                control.should_training_stop = True
+
+    def _restore(self, path: Path, step: int) -> None:
+        """A resumed run: the trajectory up to the checkpoint's `step` and the targets met there, from
+        `trajectory.jsonl`, so that a target met before the interruption is not saved (or reported) again."""
+        if not path.is_file():
+            return
+        by_name = {str(t): t.name for t in self.targets}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if int(record.get("step", -1)) > step:
+                continue  # evaluated after the checkpoint: it will be evaluated again
+            self.trajectory.append(record)
+            for text in record.get("met", []):
+                if text in by_name:
+                    self.met.setdefault(by_name[text], int(record["step"]))
+
+    def _due(self, step: int, max_steps: int) -> bool:
+        if step <= 0:
+            return False
+        if self.eval_steps is not None:
+            return step in self.eval_steps
+        return step % self.every_n_steps == 0 or step >= max_steps
 
     def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
         step = state.global_step
-        if step > 0 and (step % self.every_n_steps == 0 or step >= state.max_steps):
+        if self._due(step, state.max_steps):
             self.evaluate(args, state, kwargs.get("model"), kwargs.get("processing_class"))
             if len(self.met) == len(self.targets):
                 logger.info(f"stop_at_targets: every target is met ({self._met_text()}); training stops.")
                 control.should_training_stop = True
+            elif self.eval_steps is not None and step >= self.eval_steps[-1]:
+                control.should_training_stop = True  # nothing is evaluated after the last of the given steps
         return control
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs):
@@ -470,6 +517,7 @@ class StopAtTargetCallback(TOFUEvalCallback):
     ) -> dict[str, Any]:
         """Evaluate the target metrics now (every rank must call this at the same step), record the point, save a
         checkpoint for each target first met; returns the point."""
+        tic = time.perf_counter()
         if self.evaluator is None:
             self.evaluator = self._build_evaluator(model, tokenizer)
         if model is not None:
@@ -490,6 +538,7 @@ class StopAtTargetCallback(TOFUEvalCallback):
             dist.all_gather_object(decisions, decision)
             if any(d != decision for d in decisions):
                 raise RuntimeError(f"stop_at_targets: the ranks took different decisions at step {step}: {decisions}")
+        self.seconds += time.perf_counter() - tic
         record = {"step": step, **point, "met": [str(t) for t in newly]}
         self.trajectory.append(record)
         for target in newly:

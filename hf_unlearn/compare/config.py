@@ -1,0 +1,465 @@
+"""What a comparison runs: the models, the data, the methods with their learning-rate grids, the forgetting targets,
+the seeds and budget, the attacks on the matched models and the claims to judge ([`CompareConfig`], from YAML).
+
+Everything here is fixed before the first run: the report prints it as the comparison's pre-registration. This
+module imports nothing heavy (torch, transformers), so `hf-unlearn compare --dry-run` starts quickly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..evaluation.targets import Target, parse_target
+
+__all__ = [
+    "AttackSpec",
+    "Claim",
+    "CompareConfig",
+    "DataSpec",
+    "MethodSpec",
+    "NamedTarget",
+    "REFINE_MODES",
+    "UTILITY_METRICS",
+]
+
+#: How the matched point is placed at the target (see [`CompareConfig.refine`]).
+REFINE_MODES = ("replay", "none")
+#: The utility a claim compares: TOFU's model utility (9 components over 4 splits) or the retain authors' only
+#: (harmonic mean of their answer probability, ROUGE-L recall and truth ratio: for a model that knows nothing else).
+UTILITY_METRICS = ("model_utility", "retain_utility")
+#: The retain-author utility's components.
+RETAIN_UTILITY_KEYS = ("retain_probability", "retain_rougeL_recall", "retain_truth_ratio")
+DATA_SOURCES = ("tofu", "files")
+#: A comparison's methods name its runs' folders: keep them to simple names.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def _unknown_keys(where: str, given: Mapping[str, Any], cls: type) -> None:
+    known = [f.name for f in fields(cls)]
+    for key in given:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"{where}: unknown key {key!r}.{hint} The keys are: {', '.join(known)}.")
+
+
+def _positive_numbers(where: str, values: Any) -> list[float]:
+    if isinstance(values, (int, float)) and not isinstance(values, bool):
+        values = [values]
+    try:
+        numbers = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be a list of positive numbers, got {values!r}.") from None
+    if not numbers or any(v <= 0 for v in numbers):
+        raise ValueError(f"{where} must be a non-empty list of positive numbers, got {values!r}.")
+    return numbers
+
+
+@dataclass
+class MethodSpec:
+    """One method of the comparison: the trainer's losses, GRU or not, the model kind (full weights, a peft
+    adapter, GRUN) and its learning-rate grid.
+
+    Args:
+        forget_loss: a registered forget loss (`hf_unlearn.losses.list_losses("forget")`).
+        retain_loss: a registered retain loss or `"none"`.
+        forget_loss_kwargs, retain_loss_kwargs: the losses' keyword arguments (NPO's `beta`, ...).
+        rectification: `"gru"` projects the objective's gradient off the retain gradient's moving average.
+        kind: the method's registry name (`"full"`, `"peft"`, `"grun"`, or one registered by the user).
+        method_kwargs: the kind's config: `peft.LoraConfig(**method_kwargs)` (`r`, `lora_alpha`,
+            `target_modules`, ...) or `GRUNConfig(**method_kwargs)` (`layers`: a list, or `"paper"` for the
+            paper's relative depths 20/32, 25/32 and the last layer; `rank`, ...).
+        learning_rates: the grid the rate rule chooses from (half a decade apart is a good spacing).
+        steps_factor: this method's step cap and evaluation interval, in multiples of the comparison's (GRUN trains
+            a few thousand parameters and takes more, cheaper steps).
+        config: further `UnlearningConfig` fields for this method (`trainable_parameters`, `gru_retain_weight`, ...).
+        label: the name in the report (default: derived from the losses, e.g. `GRU(npo + nll)`).
+    """
+
+    forget_loss: str
+    learning_rates: list[float]
+    retain_loss: str = "nll"
+    forget_loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    retain_loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    rectification: str | None = None
+    kind: str = "full"
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    steps_factor: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        self.learning_rates = _positive_numbers("learning_rates", self.learning_rates)
+        if self.rectification not in (None, "none", "gru"):
+            raise ValueError(f"rectification must be 'gru' or None, got {self.rectification!r}.")
+        if self.rectification == "none":
+            self.rectification = None
+        if isinstance(self.steps_factor, bool) or not isinstance(self.steps_factor, int) or self.steps_factor < 1:
+            raise ValueError(f"steps_factor must be an integer >= 1, got {self.steps_factor!r}.")
+        for name in ("forget_loss_kwargs", "retain_loss_kwargs", "method_kwargs", "config"):
+            if not isinstance(getattr(self, name), Mapping):
+                raise ValueError(f"{name} must be a mapping, got {getattr(self, name)!r}.")
+        reserved = {"learning_rate", "seed", "output_dir", "max_steps", "forget_loss", "retain_loss"}
+        clash = sorted(reserved & set(self.config))
+        if clash:
+            raise ValueError(f"config may not set {clash}: the comparison sets them (learning_rates, seeds, budget).")
+
+    def display_label(self) -> str:
+        if self.label:
+            return self.label
+        objective = self.forget_loss if self.retain_loss == "none" else f"{self.forget_loss} + {self.retain_loss}"
+        if self.kind == "grun":
+            return f"GRUN({self.forget_loss})"
+        if self.kind == "peft":
+            objective = f"LoRA {objective}"
+        return f"GRU({objective})" if self.rectification == "gru" else objective
+
+
+@dataclass
+class DataSpec:
+    """The comparison's data: TOFU (from the Hub, the bundled subset or a folder in the Hub's layout) or local files.
+
+    Args:
+        source: `"tofu"` or `"files"`.
+        forget_split: TOFU's forget configuration (`forget01`, `forget05`, `forget10`); its retain complement is
+            trained on, `<forget_split>_perturbed` and `retain_perturbed` are evaluated.
+        data_dir: where TOFU is read: None for the Hub (`locuslab/TOFU`), `"bundled"`, or a folder.
+        forget, retain: `files`: the training rows (JSON Lines, CSV or Parquet with `question` and `answer`).
+        forget_eval, retain_eval: `files`: the evaluation rows, TOFU's perturbed layout (`question`, `answer`,
+            `paraphrased_answer`, `perturbed_answer`); default: the training rows (no truth ratio then).
+        eval_splits: the TOFU splits of the full evaluation at matched points (default: `retain` and `forget`, and
+            `real_authors` and `world_facts` when the utility is `model_utility`).
+        max_questions: evaluate at most this many questions per split (None: all).
+        max_new_tokens: greedy generation length of the full evaluation (ROUGE-L).
+        eval_batch_size: the evaluator's batch size.
+    """
+
+    source: str = "tofu"
+    forget_split: str = "forget10"
+    data_dir: str | None = None
+    forget: str | None = None
+    retain: str | None = None
+    forget_eval: str | None = None
+    retain_eval: str | None = None
+    eval_splits: list[str] | None = None
+    max_questions: int | None = None
+    max_new_tokens: int = 200
+    eval_batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.source == "muse":
+            raise ValueError(
+                "compare runs on TOFU-layout data (source: tofu or files); MUSE targets are not supported yet."
+            )
+        if self.source not in DATA_SOURCES:
+            raise ValueError(f"data.source must be one of {list(DATA_SOURCES)}, got {self.source!r}.")
+        if self.source == "files" and not (self.forget and self.retain):
+            raise ValueError("data.source 'files' needs data.forget and data.retain (the training rows' files).")
+        if self.source == "tofu" and self.forget_split not in ("forget01", "forget05", "forget10"):
+            raise ValueError(f"data.forget_split must be forget01, forget05 or forget10, got {self.forget_split!r}.")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"data.max_new_tokens must be >= 1, got {self.max_new_tokens}.")
+
+    def describe(self) -> str:
+        if self.source == "files":
+            return f"local files: forget {self.forget}, retain {self.retain}"
+        where = {None: "the Hub (locuslab/TOFU)", "bundled": "the bundled TOFU subset"}.get(
+            self.data_dir, f"TOFU in {self.data_dir}"
+        )
+        return f"TOFU {self.forget_split} from {where}"
+
+
+@dataclass(frozen=True)
+class NamedTarget:
+    """A forgetting target with a short name (`p10`) and the largest difference between two methods' forget metric
+    at their matched points (`tolerance`, in the metric's units) for a claim to be testable there."""
+
+    name: str
+    target: Target
+    tolerance: float
+
+    @property
+    def title(self) -> str:
+        return f"{self.target.metric} {'≤' if self.target.direction == 'below' else '≥'} {self.target.threshold:g}"
+
+
+@dataclass
+class Claim:
+    """ "`better` keeps more utility than `than` at the same forgetting", judged at each of `targets` (default all)."""
+
+    better: str
+    than: str
+    targets: list[str] | None = None
+    text: str | None = None
+
+    def describe(self, labels: Mapping[str, str]) -> str:
+        return (
+            self.text
+            or f"{labels.get(self.better, self.better)} keeps more utility than {labels.get(self.than, self.than)}"
+        )
+
+
+@dataclass
+class AttackSpec:
+    """The attacks on the matched models of `seeds` at `target` (the rest of the comparison is not attacked).
+
+    `relearning`: keyword arguments of `relearning_attack` (`steps`, `learning_rate`; the forget evaluation rows are
+    split in halves: relearn the even questions, measure the odd ones); `quantization`: of `quantization_attack`
+    (`bits`, `scheme`). An empty mapping runs the attack with its defaults; a missing key does not run it.
+    """
+
+    target: str
+    seeds: list[int] | None = None
+    relearning: dict[str, Any] | None = None
+    quantization: dict[str, Any] | None = None
+
+
+@dataclass
+class CompareConfig:
+    """A matched-forgetting comparison (`hf-unlearn compare --config FILE`).
+
+    The protocol ([`hf_unlearn.compare.run_comparison`]): every method unlearns a copy of `target_model` at each
+    rate of its grid with the first seed, evaluated cheaply every `eval_every` steps (and before the first) until it
+    has met every target or its budget; the first evaluation meeting a target is refined to the step where it is
+    first met (`refine`), and the model there gets the full TOFU evaluation. Per method and target, THE RATE RULE
+    picks the rate whose first-seed run reached the target with the highest utility (ties: the smaller rate); the
+    other seeds run that rate. A claim "A keeps more utility than B" is judged per target over the paired seeds
+    (THE VERDICT RULE): *holds* if A's utility is higher on every seed by `min_effect` on average, *contradicted*
+    if lower on every seed by as much, *no clear difference* otherwise; *not testable* unless both reached the
+    target on every seed with matched forget metrics within the target's tolerance.
+
+    Args:
+        target_model: the model to unlearn (a Hub id or a folder).
+        retain_model: the gold standard trained without the forget data (its logs give forget quality), or
+        retain_logs: its TOFU logs from an earlier evaluation (a folder).
+        tokenizer: where the tokenizer is (default: the target model's).
+        data: a [`DataSpec`].
+        methods: name -> [`MethodSpec`].
+        targets: name -> target (`"forget_probability<=0.1"`) or `{target:, tolerance:}`.
+        match_tolerance: the default tolerance of a target.
+        seeds: the first picks the rates, the others repeat the chosen ones.
+        max_steps, max_epochs: the budget of a run (one of them; epochs are passes over the forget set), times
+            each method's `steps_factor`.
+        eval_every: the cheap evaluation's interval in optimizer steps (times `steps_factor`).
+        refine: `"replay"` reruns a run (same seed and data order) up to the evaluation that met a target,
+            evaluating every step since the one before, so the matched point is the first STEP meeting it; `"none"`
+            keeps the first evaluation meeting it.
+        training: `UnlearningConfig` fields of every run (batch size, scheduler, `bf16`, ...).
+        utility: `"model_utility"` or `"retain_utility"`.
+        min_effect: the verdict rule's smallest mean difference.
+        claims: [`Claim`]s.
+        attacks: an [`AttackSpec`] or None.
+        workers: parallel runs (processes). On a machine with GPUs, one run per GPU by default.
+        threads_per_worker: torch threads of each CPU worker (default: the cores shared among the workers).
+        gpus_per_run: > 1 launches each run with `accelerate launch` on that many GPUs (DDP).
+        keep_checkpoints: keep the matched checkpoints' weights (default: deleted after their evaluation).
+        dtype: the models' dtype (`float32`, `bfloat16`).
+    """
+
+    target_model: str
+    methods: dict[str, MethodSpec]
+    targets: dict[str, NamedTarget]
+    data: DataSpec = field(default_factory=DataSpec)
+    retain_model: str | None = None
+    retain_logs: str | None = None
+    tokenizer: str | None = None
+    match_tolerance: float = 0.02
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    eval_every: int = 10
+    refine: str = "replay"
+    training: dict[str, Any] = field(default_factory=dict)
+    utility: str = "model_utility"
+    min_effect: float = 0.01
+    claims: list[Claim] = field(default_factory=list)
+    attacks: AttackSpec | None = None
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    gpus_per_run: int = 1
+    keep_checkpoints: bool = False
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ValueError("A comparison needs at least one method.")
+        for name in self.methods:
+            if not _NAME.match(name):
+                raise ValueError(f"Method name {name!r}: use letters, digits, '_', '-', '.', '+' (it names folders).")
+        if not self.targets:
+            raise ValueError("A comparison needs at least one target, e.g. targets: {p10: forget_probability<=0.1}.")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of distinct integers, got {self.seeds!r}.")
+        if (self.max_steps is None) == (self.max_epochs is None):
+            raise ValueError("Give the budget of a run as exactly one of max_steps and max_epochs.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}.")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            raise ValueError(f"max_epochs must be > 0, got {self.max_epochs}.")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}.")
+        if self.refine not in REFINE_MODES:
+            raise ValueError(f"refine must be one of {list(REFINE_MODES)}, got {self.refine!r}.")
+        if self.utility not in UTILITY_METRICS:
+            raise ValueError(f"utility must be one of {list(UTILITY_METRICS)}, got {self.utility!r}.")
+        if self.retain_model and self.retain_logs:
+            raise ValueError("Give retain_model or retain_logs, not both.")
+        if self.gpus_per_run < 1:
+            raise ValueError(f"gpus_per_run must be >= 1, got {self.gpus_per_run}.")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}.")
+        if self.match_tolerance < 0:
+            raise ValueError(f"match_tolerance must be >= 0, got {self.match_tolerance}.")
+        needs_retain = [n for n, t in self.targets.items() if t.target.metric == "forget_quality"]
+        if needs_retain and not (self.retain_model or self.retain_logs):
+            raise ValueError(f"The target(s) {needs_retain} need forget quality: give retain_model or retain_logs.")
+        for claim in self.claims:
+            for side in (claim.better, claim.than):
+                if side not in self.methods:
+                    raise ValueError(f"Claim {claim.better} > {claim.than}: no method {side!r} in methods.")
+            for name in claim.targets or []:
+                if name not in self.targets:
+                    raise ValueError(f"Claim {claim.better} > {claim.than}: no target {name!r} in targets.")
+        if self.attacks is not None and self.attacks.target not in self.targets:
+            raise ValueError(f"attacks.target {self.attacks.target!r} is none of the targets {list(self.targets)}.")
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> CompareConfig:
+        """A config from plain data (a YAML document's), with errors that name the bad key."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"A comparison config is a mapping of keys, got {type(raw).__name__}.")
+        _unknown_keys("compare config", raw, cls)
+        values = dict(raw)
+        methods = values.get("methods") or {}
+        if not isinstance(methods, Mapping):
+            raise ValueError("methods must map a name to a method (forget_loss, learning_rates, ...).")
+        parsed_methods = {}
+        for name, spec in methods.items():
+            if not isinstance(spec, Mapping):
+                raise ValueError(f"methods.{name} must be a mapping (forget_loss, learning_rates, ...).")
+            _unknown_keys(f"methods.{name}", spec, MethodSpec)
+            try:
+                parsed_methods[str(name)] = MethodSpec(**spec)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"methods.{name}: {err}") from err
+        values["methods"] = parsed_methods
+        tolerance = float(values.get("match_tolerance", 0.02))
+        values["targets"] = _parse_targets(values.get("targets") or {}, tolerance)
+        data = values.get("data") or {}
+        if isinstance(data, Mapping):
+            _unknown_keys("data", data, DataSpec)
+            values["data"] = DataSpec(**data)
+        values["claims"] = [_parse_claim(c) for c in values.get("claims") or []]
+        attacks = values.get("attacks")
+        if isinstance(attacks, Mapping):
+            _unknown_keys("attacks", attacks, AttackSpec)
+            values["attacks"] = AttackSpec(**attacks)
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> CompareConfig:
+        """Read a config file (YAML or JSON). Relative paths in it are taken from the file's folder."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No comparison config at {path}.")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from err
+        config = cls.from_dict(raw or {})
+        return config.relative_to(path.parent)
+
+    def relative_to(self, folder: Path) -> CompareConfig:
+        """Paths starting with `./` or `../` are taken from `folder` (the config file's)."""
+
+        def resolve(value: str | None) -> str | None:
+            if value and (value.startswith("./") or value.startswith("../")):
+                return str((folder / value).resolve())
+            return value
+
+        for name in ("target_model", "retain_model", "retain_logs", "tokenizer"):
+            setattr(self, name, resolve(getattr(self, name)))
+        for name in ("data_dir", "forget", "retain", "forget_eval", "retain_eval"):
+            setattr(self.data, name, resolve(getattr(self.data, name)))
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-able); `from_dict(to_dict())` gives the same config."""
+        out = asdict(self)
+        out["targets"] = {
+            name: {"target": str(t.target), "tolerance": t.tolerance} for name, t in self.targets.items()
+        }
+        return out
+
+    def fingerprint(self, keys: Sequence[str] | None = None) -> str:
+        data = self.to_dict()
+        if keys is not None:
+            data = {k: data[k] for k in keys}
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {name: spec.display_label() for name, spec in self.methods.items()}
+
+    def target_metrics(self) -> list[str]:
+        return list(dict.fromkeys(t.target.metric for t in self.targets.values()))
+
+    def eval_splits(self) -> list[str]:
+        if self.data.eval_splits:
+            return list(self.data.eval_splits)
+        if self.utility == "model_utility":
+            return ["retain", "real_authors", "world_facts", "forget"]
+        return ["retain", "forget"]
+
+
+def _parse_targets(raw: Any, tolerance: float) -> dict[str, NamedTarget]:
+    if isinstance(raw, (list, tuple)):  # a list of strings: each names itself
+        raw = {str(item): item for item in raw}
+    if not isinstance(raw, Mapping):
+        raise ValueError("targets must map a name to a target such as 'forget_probability<=0.1'.")
+    targets = {}
+    for name, spec in raw.items():
+        own_tolerance = tolerance
+        if isinstance(spec, Mapping):
+            unknown = set(spec) - {"target", "tolerance"}
+            if unknown or "target" not in spec:
+                raise ValueError(f"targets.{name}: give 'target' (and optionally 'tolerance'), got {sorted(spec)}.")
+            own_tolerance = float(spec.get("tolerance", tolerance))
+            spec = spec["target"]
+        try:
+            target = parse_target(str(spec))
+        except ValueError as err:
+            raise ValueError(f"targets.{name}: {err}") from err
+        if own_tolerance < 0:
+            raise ValueError(f"targets.{name}: tolerance must be >= 0, got {own_tolerance}.")
+        targets[str(name)] = NamedTarget(str(name), target, own_tolerance)
+    return targets
+
+
+_CLAIM = re.compile(r"^\s*(\S+)\s*>\s*(\S+)\s*$")
+
+
+def _parse_claim(raw: Any) -> Claim:
+    """`"A > B"` or `{better: A, than: B, targets: [...], text: ...}`."""
+    if isinstance(raw, str):
+        match = _CLAIM.match(raw)
+        if match is None:
+            raise ValueError(f"Cannot read the claim {raw!r}: write 'A > B' (A keeps more utility than B).")
+        return Claim(*match.groups())
+    if isinstance(raw, Mapping):
+        _unknown_keys("claim", raw, Claim)
+        return Claim(**raw)
+    raise ValueError(f"A claim is 'A > B' or a mapping with better/than, got {raw!r}.")
