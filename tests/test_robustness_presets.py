@@ -220,6 +220,11 @@ def test_jailbreak_attack_generates_greedily_with_the_repetition_penalty(target_
     ]
     assert result["after"] == max(run["probability"] for run in result["runs"])
     assert all(0 <= run["rouge_l_recall"] <= 1 and len(run["responses"]) == 2 for run in result["runs"])
+    assert "note" not in result  # forget01_perturbed has paraphrased questions
+    plain = run_preset(
+        "probing-jailbreaks", target_model, tokenizer, tofu["forget01"].select(range(1)), overrides=overrides
+    )
+    assert "no paraphrased_question column" in plain["note"]
     direct = jailbreak_attack(
         target_model, tokenizer, forget, attacks=["DAN"], strategies=["direct"], max_new_tokens=4
     )
@@ -295,6 +300,13 @@ def test_cli_presets(target_model_dir, tmp_path, capsys):
     assert "| preset zhang2024-quantization (" in out and "Strongest attack" in out
     saved = json.loads((tmp_path / "robustness.json").read_text())
     assert set(saved["models"]["unlearned"]) == {"original", "presets"} and "worst_case" in saved
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("The weather was mild all week.\n\nA recipe needs flour, water and salt.\n")
+    argv = [*argv, "--overwrite", "--preset", "lucki-finetuning"]
+    assert main(argv) == 2 and "pass corpus=" in capsys.readouterr().err
+    assert main([*argv, "--corpus", str(corpus)]) == 0
+    run = json.loads((tmp_path / "robustness.json").read_text())["models"]["unlearned"]["presets"]["lucki-finetuning"]
+    assert run["corpus_size"] == 2 and run["runs"][0]["steps"] == 6  # 3 epochs of the file's 2 non-empty lines
 
 
 def test_model_cards_show_the_strongest_attack_and_open_unlearnings_figure(tmp_path):

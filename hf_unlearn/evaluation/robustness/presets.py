@@ -167,7 +167,8 @@ _PRESET_LIST = (
             "that gives 1, the opposite of the paper's intent), robustness = 2RQ / (R + Q) (0 when either is 0; "
             "gnueaj leaves it undefined). The metric here is TOFU's forget-answer probability; the meta-evaluation "
             "scores every metric of its table this way. Relearning runs transformers' Trainer defaults (AdamW, "
-            "linear decay, no warmup) in bf16; we train in the model's dtype."
+            "linear decay, no warmup) in bf16, and the 4-bit model computes in bf16; we train and compute in the "
+            "model's dtype."
         ),
     ),
     AttackPreset(
@@ -509,6 +510,12 @@ def run_preset(
         for name, variant in jailbreaks["variants"].items():
             runs.append({"variant": name, "before": before, "after": variant["probability"], **variant})
         result["worst_case_rouge_l_recall"] = jailbreaks["worst_case_rouge_l_recall"]
+        columns = getattr(forget_dataset, "column_names", None) or list(forget_dataset[0])
+        if "paraphrased" in settings["strategies"] and "paraphrased_question" not in columns:
+            result["note"] = (
+                "The forget set has no paraphrased_question column: the 'paraphrased' strategy asked the question "
+                "itself (TOFU's forget*_perturbed configurations have paraphrases)."
+            )
     else:  # pragma: no cover - every preset of PRESETS has a branch above
         raise ValueError(f"Preset {preset.name} has no runner.")
     worst = _worst(runs)
