@@ -15,6 +15,12 @@ from .io import parse_json_object
 
 #: Values of `UnlearningConfig.token_average` (see `hf_unlearn.losses.base.TOKEN_AVERAGES`).
 TOKEN_AVERAGES = ("batch", "answer")
+#: Values of `UnlearningConfig.smoothing` (None: off) and the `smoothing_kwargs` each accepts, with their defaults
+#: (OPTML-Group/Unlearn-Smooth: `sam_rho` 0.1 in its WMDP configs; RSTrainer draws 3 samples of std `sam_rho`).
+SMOOTHING_KWARGS = {
+    "sam": {"rho": 0.1},
+    "rs": {"sigma": 0.1, "num_samples": 3},
+}
 
 
 def _bf16_supported() -> bool:
@@ -78,6 +84,17 @@ class UnlearningConfig(SFTConfig):
             gbar_r <- m * g_r + (1 - m) * gbar_r, in (0, 1] (1 = no smoothing).
         gru_retain_weight (`float`, defaults to `0.0`): lambda of the reference's "+ce" variant: the optimizer steps
             on g_o' + lambda * g_r (g_r the current step's retain NLL gradient, added after the projection). >= 0.
+        smoothing (`str`, *optional*): smoothness-enhanced unlearning of the forget term (Fan et al., ICML 2025,
+            arXiv 2502.05374; OPTML-Group/Unlearn-Smooth), a defense against relearning. `"sam"`: per micro-batch the
+            forget loss's gradient g at theta gives eps = rho * g / ||g|| (norm over all trainable parameters; under
+            DDP of the averaged gradient, so every rank perturbs alike), and the forget term's gradient is taken at
+            theta + eps, the weights restored exactly; the retain term stays at theta. `"rs"` (randomized smoothing):
+            the forget term's gradient is the mean over `num_samples` draws of N(0, sigma^2) weight noise (the same
+            noise on every rank, drawn from the seed, the step and the micro-batch). Any forget loss, peft, gradient
+            accumulation, DDP; with `rectification="gru"` the smoothed objective's gradient is what GRU projects.
+            None (or `"none"` / `"null"`) is off.
+        smoothing_kwargs (`dict`, *optional*): `{"rho": 0.1}` for `"sam"`; `{"sigma": 0.1, "num_samples": 3}` for
+            `"rs"` (the reference's defaults); a dict or a JSON string.
         trainable_parameters (`str`, *optional*): a regular expression over parameter names (`re.search`); only
             the matching parameters train, all others are frozen. RMU's paper trains three MLPs, e.g.
             `r"layers\.(5|6|7)\.mlp\.down_proj"`. With peft it narrows the adapter's parameters. None trains
@@ -147,6 +164,16 @@ class UnlearningConfig(SFTConfig):
     gru_retain_weight: float = field(
         default=0.0, metadata={"help": "GRU: weight of the retain gradient added to the projected update (>= 0)."}
     )
+    smoothing: str | None = field(
+        default=None,
+        metadata={"help": "Smoothness-enhanced unlearning of the forget term: 'sam', 'rs', or none (off)."},
+    )
+    smoothing_kwargs: dict[str, Any] | str | None = field(
+        default=None,
+        metadata={
+            "help": "Smoothing settings (dict or JSON string): sam {'rho': 0.1}; rs {'sigma': 0.1, 'num_samples': 3}."
+        },
+    )
     trainable_parameters: str | None = field(
         default=None,
         metadata={"help": "Regex over parameter names: train only the matching parameters (e.g. RMU's MLPs)."},
@@ -210,6 +237,7 @@ class UnlearningConfig(SFTConfig):
         if self.token_average not in TOKEN_AVERAGES:
             raise ValueError(f"token_average must be one of {list(TOKEN_AVERAGES)}, got {self.token_average!r}.")
         self._check_rectification()
+        self._check_smoothing()
         self._check_targets()
         if self.trainable_parameters is not None:
             try:
@@ -265,6 +293,44 @@ class UnlearningConfig(SFTConfig):
             raise ValueError(f"target_eval_steps must be an integer >= 1, got {self.target_eval_steps!r}.")
         if self.target_eval_steps < 1:
             raise ValueError(f"target_eval_steps must be >= 1, got {self.target_eval_steps}.")
+
+    def _check_smoothing(self) -> None:
+        if isinstance(self.smoothing, str) and self.smoothing.strip().lower() in ("none", "null", ""):
+            self.smoothing = None
+        choices = [None, *SMOOTHING_KWARGS]
+        if self.smoothing not in choices:
+            raise ValueError(f"smoothing must be one of {choices}, got {self.smoothing!r}.")
+        kwargs = parse_json_object("smoothing_kwargs", self.smoothing_kwargs)
+        if self.smoothing is None:  # settings of a recipe's smoothing switched off with `--smoothing none`
+            self.smoothing_kwargs = None
+            return
+        defaults = SMOOTHING_KWARGS[self.smoothing]
+        unknown = sorted(set(kwargs) - set(defaults))
+        if unknown:
+            raise ValueError(
+                f"smoothing={self.smoothing!r} got unknown smoothing_kwargs {unknown}; it accepts {sorted(defaults)}."
+            )
+        resolved = {**defaults, **kwargs}
+        for key in ("rho", "sigma"):
+            if key in resolved:
+                _check_real(f"smoothing_kwargs[{key!r}]", resolved[key])
+                if resolved[key] < 0:
+                    raise ValueError(f"smoothing_kwargs[{key!r}] must be >= 0, got {resolved[key]}.")
+                resolved[key] = float(resolved[key])
+        if "num_samples" in resolved:
+            n = resolved["num_samples"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise ValueError(f"smoothing_kwargs['num_samples'] must be an integer >= 1, got {n!r}.")
+        self.smoothing_kwargs = resolved
+        if self.gamma == 0:
+            raise ValueError(
+                f"smoothing={self.smoothing!r} smooths the forget term, which gamma=0 leaves out of the objective."
+            )
+        if self.fp16:
+            raise ValueError(
+                f"smoothing={self.smoothing!r} does not support fp16=True: the perturbation comes from a loss-scaled "
+                "gradient that can overflow before the scaler skips the step. Use bf16=True or float32."
+            )
 
     def _check_rectification(self) -> None:
         # On the command line and in YAML strings, "none" / "null" switch a recipe's GRU off (argparse gives strings).

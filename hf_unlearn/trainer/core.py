@@ -40,6 +40,7 @@ from .gru_step import GRUStepMixin
 from .hub import HubTrainerMixin
 from .nonfinite import NonFiniteGuardMixin
 from .run_state import RunStateMixin
+from .smoothing import SmoothingMixin
 from .training_log import TrainingLogCallback
 
 __all__ = ["UnlearningTrainer"]
@@ -76,7 +77,7 @@ class _CollatorEpochCallback(TrainerCallback):
 
 # The mixins come before trl's trainer: their overrides of transformers' Trainer methods (training_step,
 # _get_grad_norm, _save_checkpoint, train, save_model, the Hub methods) call it through super().
-class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRUStepMixin, SFTTrainer):
+class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRUStepMixin, SmoothingMixin, SFTTrainer):
     """Unlearning on top of trl's [`~trl.SFTTrainer`]: minimise L = gamma * L_forget + alpha * L_retain.
 
     ```python
@@ -99,6 +100,10 @@ class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRU
     With `rectification="gru"` (see [`UnlearningConfig`]) the gradient of the whole objective is projected off the
     moving average of the retain NLL's gradient before each optimizer step, as tmlr-group/GRU does
     (`hf_unlearn.gru`); its state is saved in checkpoints as `gru_state.safetensors`/`.json`.
+
+    With `smoothing="sam"` or `"rs"` the forget term's gradient is taken at the worst weights of a rho-ball (SAM) or
+    averaged over random weight noise (RS), as OPTML-Group/Unlearn-Smooth does, against relearning
+    (`hf_unlearn.trainer.smoothing`); with GRU as well, GRU projects the smoothed objective's gradient.
 
     Args:
         model: a model id or path, or a `PreTrainedModel` / `PeftModel`.
@@ -312,6 +317,8 @@ class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRU
         self._resumed: dict[str, Any] | None = None
         if args.rectification == "gru":
             self._check_gru_supported()
+        if args.smoothing is not None:
+            self._check_smoothing_supported()
 
     @staticmethod
     def _stop_at_targets_callback(args: UnlearningConfig) -> TrainerCallback:

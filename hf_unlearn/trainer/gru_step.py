@@ -93,9 +93,11 @@ class GRUStepMixin:
         alpha * L_retain, the rectifier's buffer the gradient of the retain NLL (the projection direction); at the
         optimizer step (last micro-batch), the rectification.
 
-        Backward passes: the forget term; then, on the retain forward, the retain term (unless it is the retain NLL,
-        whose gradient the rectifier reuses: alpha * g_r is added to the objective) and the retain NLL. With
-        `gru_projected="forget"` the retain term stays out of the objective and the direction is the retain loss.
+        Backward passes: the forget term (with `smoothing`, its smoothed gradient: SAM's at theta + eps, RS's mean
+        over noise draws, the weights back at theta after it); then, on the retain forward, the retain term (unless
+        it is the retain NLL, whose gradient the rectifier reuses: alpha * g_r is added to the objective) and the
+        retain NLL. With `gru_projected="forget"` the retain term stays out of the objective and the direction is
+        the retain loss.
 
         Under DDP both gradients are averaged over the ranks by the rectifier, so DDP's own synchronisation is
         switched off; under FSDP2 each backward pass reduce-scatters into its own sharded gradient (FSDP2 without
@@ -112,14 +114,9 @@ class GRUStepMixin:
             and not self._gru_reuses_retain_term
         )
         with contextlib.nullcontext() if self._gru_sharded else self.accelerator.no_sync(model):
-            ctx = self.loss_context(model, inputs)
-            with self.compute_loss_context_manager():
-                forget = self.forget_loss_fn(ctx)
-            self.accelerator.backward(self.args.gamma * scale * forget)
-            forget = forget.detach()
-            self._record_context_metrics(ctx)
-            for split in inputs:  # free the forget activations before the retain forward
-                ctx.release(split)
+            # the forget term, smoothed (SAM, RS) when `smoothing` is set: its gradient enters the objective's,
+            # which is what GRU projects (`SmoothingMixin._forget_backward`; its activations are freed)
+            forget = self._forget_backward(model, inputs, self.args.gamma * scale)
             ctx = self.loss_context(model, inputs)
             with self.compute_loss_context_manager():
                 direction = self.gru_direction_loss_fn(ctx)

@@ -16,19 +16,25 @@ __all__ = ["NonFiniteGuardMixin"]
 
 class NonFiniteGuardMixin:
     """Counts the non-finite micro-batch losses of an accumulation window (`training_step`, which also dispatches to
-    GRU's step) and checks them with the gradient norm before the optimizer step (`_get_grad_norm`, which
-    transformers calls between the backward passes and the step). The host creates `_nonfinite_micro_steps` (a zero
-    tensor on the training device) in its setup."""
+    GRU's and smoothing's steps) and checks them with the gradient norm before the optimizer step
+    (`_get_grad_norm`, which transformers calls between the backward passes and the step). The host creates
+    `_nonfinite_micro_steps` (a zero tensor on the training device) in its setup."""
 
     _nonfinite_micro_steps: torch.Tensor
 
     def training_step(
         self, model: torch.nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
     ) -> torch.Tensor:
-        # GRU replaces the Trainer's step (a backward pass per term, see `GRUStepMixin`); both losses are counted.
+        # GRU and smoothing replace the Trainer's step (a backward pass per term, see `GRUStepMixin` and
+        # `SmoothingMixin`; GRU's step smooths the forget term itself); both losses are counted.
         if self.args.rectification == "gru":
             with self.maybe_activation_offload_context:
                 loss = self._gru_training_step(model, inputs)
+            self._smoothing_end_micro_step()
+        elif self.args.smoothing is not None:
+            with self.maybe_activation_offload_context:
+                loss = self._smoothing_training_step(model, inputs)
+            self._smoothing_end_micro_step()
         else:
             loss = super().training_step(model, inputs, num_items_in_batch)
         self._nonfinite_micro_steps += (~torch.isfinite(loss)).float()
