@@ -154,10 +154,13 @@ def test_relearning_presets_run_with_their_settings(target_model, tokenizer, tof
         ]
     )
 
-    smooth = run_preset("unlearn-smooth-muse-books", target_model, tokenizer, forget, overrides={"steps": (2, 3)})
-    assert [run["steps"] for run in smooth["runs"]] == [2, 3] and smooth["settings"]["steps"] == [2, 3]
+    smooth = run_preset("unlearn-smooth-muse-books", target_model, tokenizer, forget.select(range(4)))
+    assert [run["steps"] for run in smooth["runs"]] == [50, 75, 100] and smooth["settings"]["steps"] == [50, 75, 100]
     assert all(r["learning_rate"] == 1e-5 and r["settings"]["scheduler"] == "cosine" for r in smooth["runs"])
     assert all(r["settings"]["batch_size"] == 4 for r in smooth["runs"])
+    assert smooth["after"] == max(r["after"] for r in smooth["runs"])
+    shorter = run_preset("unlearn-smooth-muse-news", target_model, tokenizer, forget, overrides={"steps": (2,)})
+    assert [run["steps"] for run in shorter["runs"]] == [2] and shorter["settings"]["steps"] == [2]
 
 
 def test_lucki_finetuning_trains_a_rank_128_lora_on_the_corpus(target_model, tokenizer, tofu):
