@@ -148,11 +148,11 @@ def test_relearning_presets_run_with_their_settings(target_model, tokenizer, tof
     assert all(run["settings"]["epochs"] == 6 and run["steps"] == 6 for run in deeb["runs"])  # 4 rows, batch 4
     assert all(run["settings"]["warmup_steps"] == 6 for run in deeb["runs"])  # 24, cut to the run's 6 steps
     assert deeb["after"] == max(run["after"] for run in deeb["runs"])
-    assert deeb["runs"][0]["before"] == pytest.approx(  # measured on the second half only
-        run_preset("deeb-roger-retraining", target_model, tokenizer, forget, overrides={"learning_rates": (1e-3,)})[
-            "before"
-        ]
-    )
+    rows = forget.to_list()  # plain rows too; measured on the second half only, as from the Dataset
+    again = run_preset("deeb-roger-retraining", target_model, tokenizer, rows, overrides={"learning_rates": (1e-3,)})
+    assert again["before"] == pytest.approx(deeb["runs"][0]["before"])
+    second_half = run_preset("zhang2024-quantization", target_model, tokenizer, forget.select(range(4, 8)))
+    assert again["before"] == pytest.approx(second_half["before"])
 
     smooth = run_preset("unlearn-smooth-muse-books", target_model, tokenizer, forget.select(range(4)))
     assert [run["steps"] for run in smooth["runs"]] == [50, 75, 100] and smooth["settings"]["steps"] == [50, 75, 100]

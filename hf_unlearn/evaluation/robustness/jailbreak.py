@@ -177,8 +177,8 @@ def jailbreak_attack(
                     jailbreak_prompt(attack, strategy, row[question_key], row.get(paraphrased_question_key) or "")
                     for row in rows
                 ]
-                pairs = [
-                    encoder.encode([{"role": "user", "content": message}], str(row[answer_key]).strip())
+                pairs = [  # the answer as every other attack scores it; stripped for ROUGE-L below
+                    encoder.encode([{"role": "user", "content": message}], row[answer_key])
                     for message, row in zip(messages, rows)
                 ]
                 probabilities = answer_probabilities(model, tokenizer, pairs, batch_size)

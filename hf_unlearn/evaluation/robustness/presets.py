@@ -451,7 +451,10 @@ def run_preset(
         if n < settings["num_splits"]:
             raise ValueError(f"Preset {preset.name} halves the forget set: it needs at least 2 questions, got {n}.")
         half = n // 2
-        relearn, held_out = forget_dataset.select(range(half)), forget_dataset.select(range(half, n))
+        if hasattr(forget_dataset, "select"):
+            relearn, held_out = forget_dataset.select(range(half)), forget_dataset.select(range(half, n))
+        else:
+            relearn, held_out = list(forget_dataset)[:half], list(forget_dataset)[half:]
         for learning_rate in settings["learning_rates"]:
             runs.append(
                 relearning_attack(
