@@ -28,11 +28,11 @@ class UnlearningState:
     """The content of `unlearning.json`, key by key, in the order the trainer writes them.
 
     The first keys (`forget_loss` to `token_average`) are always written, `null` included; the others only when they
-    apply: GRU's settings with `rectification="gru"`, `resumed_from` / `changed_on_resume` on a resumed run, `method`
-    and `grun` for GRUN. A file written by hand or by another version may lack keys or hold others: `absent_keys`
-    names the always-written keys it lacks and `extra` keeps the keys this version does not know, so that
-    `from_dict(d).to_dict() == d` for every file the trainer wrote (and every object without explicit `null`s in the
-    optional keys).
+    apply: GRU's settings with `rectification="gru"`, `smoothing` and its settings when it is on, `resumed_from` /
+    `changed_on_resume` on a resumed run, `method` and `grun` for GRUN. A file written by hand or by another version
+    may lack keys or hold others: `absent_keys` names the always-written keys it lacks and `extra` keeps the keys
+    this version does not know, so that `from_dict(d).to_dict() == d` for every file the trainer wrote (and every
+    object without explicit `null`s in the optional keys).
     """
 
     forget_loss: str | None = None
@@ -52,6 +52,9 @@ class UnlearningState:
     gru_ema: float | None = None
     gru_retain_weight: float | None = None
     gru_projected: str | None = None
+    #: Smoothness-enhanced unlearning of the forget term (`"sam"`, `"rs"`) and its settings, when it was on.
+    smoothing: str | None = None
+    smoothing_kwargs: dict[str, Any] | None = None
     #: The checkpoint folder's name a resumed run started from.
     resumed_from: str | None = None
     #: `{key: {"checkpoint": old, "resumed": new}}` for the settings changed on resume (`RESUME_SETTING_KEYS`).

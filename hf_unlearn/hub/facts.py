@@ -48,10 +48,17 @@ _GRU_PROJECTION = {
     "forget": "projects the forget term's gradient against the retain loss's moving-average gradient",
 }
 
+# Smoothness-enhanced unlearning (Fan et al., ICML 2025) of the forget term.
+_SMOOTHING = {
+    "sam": "sharpness-aware (SAM) forget gradient, taken at the worst weights of a rho-ball",
+    "rs": "randomized smoothing of the forget gradient over weight noise",
+}
+
 # unlearning.json keys that have their own rows (or none); any other key gets a row of its own.
 _DESCRIBED_KEYS = {
     "forget_loss", "forget_loss_kwargs", "retain_loss", "retain_loss_kwargs", "gamma", "alpha", "method",
     "learning_rate", "seed", "peft", "rectification", "gru_ema", "gru_retain_weight", "gru_projected", "grun",
+    "smoothing", "smoothing_kwargs",
     "base_model", "use_chat_template", "forget_data", "retain_data", "training",
 }  # fmt: skip
 
@@ -166,6 +173,9 @@ def method_rows(state: Mapping[str, Any] | None, grun_requests: list[dict[str, A
         rows.append(("Prompt format", prompt))
     if state.get("rectification") == "gru":
         rows.append(("Gradient rectification", _gru_cell(state)))
+    if state.get("smoothing"):
+        what = _SMOOTHING.get(state["smoothing"], str(state["smoothing"]))
+        rows.append(("Smoothing", f"{what} ({_format_value(state.get('smoothing_kwargs') or {})})"))
     for key in sorted(set(state) - _DESCRIBED_KEYS):
         rows.append((key, _format_value(state[key])))
     return rows

@@ -35,6 +35,8 @@ RESUME_SETTING_KEYS = (
     "gru_ema",
     "gru_retain_weight",
     "gru_projected",
+    "smoothing",
+    "smoothing_kwargs",
     "trainable_parameters",
 )
 
@@ -238,6 +240,8 @@ class RunStateMixin:
             gru_ema=args.gru_ema if gru else None,
             gru_retain_weight=args.gru_retain_weight if gru else None,
             gru_projected=args.gru_projected if gru else None,
+            smoothing=args.smoothing,
+            smoothing_kwargs=args.smoothing_kwargs,
             base_model=self._base_model_name(),
             use_chat_template=self.encoder.use_chat_template,
             forget_data=self.data_sources.get("forget"),
