@@ -317,3 +317,54 @@ def test_report_only_rebuilds_the_report(comparison, tmp_path, capsys):
     assert cli_main(["compare", "--config", str(path), "--output-dir", str(copy), "--report-only"]) == 0
     assert (copy / "report.md").read_text() == (out / "report.md").read_text()
     assert "# Methods compared at matched forgetting" in capsys.readouterr().out
+
+
+def test_shipped_configs_parse_and_the_gpu_one_plans_offline(capsys):
+    """examples/compare/: the TOFU-mini configs parse (their models are built by tofu_mini.py --prepare); the
+    Llama-3.2-1B one resolves every name and prints its plan here, without a GPU or the Hub."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "compare"
+    full = CompareConfig.from_yaml(folder / "tofu_mini.yaml")
+    assert len(full.methods) == 22 and full.methods["idk"].targets == ["rouge"]
+    assert [t.name for t in full.targets_of("idk")] == ["rouge"] and len(full.targets_of("npo")) == 3
+    CompareConfig.from_yaml(folder / "tofu_mini_quick.yaml")
+    assert cli_main(["compare", "--config", str(folder / "tofu_forget10_llama32_1b.yaml"), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "Hub model open-unlearning/tofu_Llama-3.2-1B-Instruct_full" in text
+    assert "TOFU forget10 from the Hub (locuslab/TOFU) (400 forget questions)" in text
+    # 400 questions / (4 x 8) a step = 13 steps an epoch, 10 epochs, rounded up to whole intervals of 10
+    assert "| npo + nll | 3 | 6 | 130 | 14 |" in text
+
+
+def test_a_method_runs_only_to_its_own_targets(target_model_dir, thresholds, tmp_path):
+    raw = base_config(
+        target_model_dir, thresholds, seeds=[0], claims=[{"better": "gd", "than": "ga", "targets": ["low"]}]
+    )
+    raw["methods"]["ga"]["targets"] = ["low"]
+    raw["methods"]["ga"]["learning_rates"] = [5e-3]
+    raw["methods"]["gd"]["learning_rates"] = [5e-3]
+    config = CompareConfig.from_dict(raw)
+    results = compare_runner.run_comparison(config, tmp_path, progress=False, report=False)
+    ga = next(r for r in results["runs"] if r["method"] == "ga")
+    assert set(ga["matched"]) == {"low"}
+    assert results["chosen"]["ga"]["high"] is None
+    assert "not run to this target" in format_report(results)
+    with pytest.raises(ValueError, match="are not among targets"):
+        CompareConfig.from_dict({**raw, "methods": {"ga": {**raw["methods"]["ga"], "targets": ["nope"]}}})
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_in_process_records(comparison, target_model_dir, thresholds, tmp_path):
+    """Two worker processes (the CPU pool) run the same first-seed runs as the in-process comparison."""
+    config, results, _ = comparison
+    pooled = CompareConfig.from_dict({**config.to_dict(), "seeds": [0], "workers": 2, "claims": []})
+    again = compare_runner.run_comparison(pooled, tmp_path, progress=False, report=False)
+    for run in again["runs"]:
+        same = next(r for r in results["runs"] if (r["method"], r["learning_rate"], r["seed"]) ==
+                    (run["method"], run["learning_rate"], run["seed"]))  # fmt: skip
+        assert [p["step"] for p in run["trajectory"]] == [p["step"] for p in same["trajectory"]]
+        assert [p["forget_probability"] for p in run["trajectory"]] == pytest.approx(
+            [p["forget_probability"] for p in same["trajectory"]], rel=1e-4
+        )
+    assert (tmp_path / "runs" / "ga" / "lr0.002_seed0" / "worker.log").is_file()

@@ -316,3 +316,34 @@ def test_two_processes_take_the_same_decision(reference, target_model_dir, token
     fresh = TOFUEvaluator(saved, tokenizer, progress=False, **reports[0]["eval_kwargs"]).evaluate()
     assert fresh["forget_probability"] == pytest.approx(reports[0]["trajectory"][-1]["forget_probability"], rel=1e-5)
     assert target.met(fresh)
+
+
+def test_given_eval_steps_and_evaluation_at_start(target_model_dir, tokenizer, small_forget, small_retain, tmp_path):
+    """`eval_steps` evaluates exactly there (and stops after the last), `evaluate_at_start` adds step 0."""
+    model = AutoModelForCausalLM.from_pretrained(target_model_dir, dtype=torch.float32)
+    callback = StopAtTargetCallback(IMPOSSIBLE[:1], every_n_steps=100, evaluator_kwargs=EVAL_KWARGS,
+                                    eval_steps=[2, 3], evaluate_at_start=True)  # fmt: skip
+    trainer = make_trainer(model, tokenizer, small_forget, small_retain, tmp_path / "run", callbacks=[callback],
+                           **SETTINGS)  # fmt: skip
+    trainer.train()
+    assert [p["step"] for p in callback.trajectory] == [0, 2, 3]
+    assert trainer.state.global_step == 3  # nothing to evaluate after step 3
+    assert callback.seconds > 0
+
+
+def test_resumed_run_remembers_the_targets_met(tmp_path):
+    """A run resumed at step 4 reads back the trajectory up to there and the targets met, not what came after."""
+    callback = StopAtTargetCallback("forget_probability<=0.5", every_n_steps=2, evaluator_kwargs=EVAL_KWARGS)
+    lines = [
+        {"step": 2, "forget_probability": 0.7, "met": []},
+        {"step": 4, "forget_probability": 0.4, "met": ["forget_probability<=0.5"]},
+        {"step": 6, "forget_probability": 0.3, "met": []},
+    ]
+    path = tmp_path / "trajectory.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    callback._restore(path, 4)
+    assert [p["step"] for p in callback.trajectory] == [2, 4]
+    assert callback.met == {"target-forget_probability-0.5": 4}
+    fresh = StopAtTargetCallback("forget_probability<=0.5", every_n_steps=2, evaluator_kwargs=EVAL_KWARGS)
+    fresh._restore(path, 3)
+    assert fresh.met == {}

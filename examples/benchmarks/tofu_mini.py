@@ -945,6 +945,42 @@ def load_result(output_dir: str | Path) -> BenchmarkResult:
     return BenchmarkResult(**json.loads(path.read_text()))
 
 
+def prepare_for_compare(
+    settings: Settings,
+    out_dir: str | Path,
+    data_dir: str | Path = DATA_DIR,
+    cache_dir: str | Path | None = "default",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The inputs of `hf-unlearn compare` for this benchmark (examples/compare/tofu_mini*.yaml): the target and the
+    retain model (trained, or loaded from the cache) saved in `out_dir/target` and `out_dir/retain`, the unlearning
+    and evaluation rows in `out_dir/data/`, and RMU's steering coefficient in `out_dir/prepared.json`."""
+    out_dir = Path(out_dir)
+    split = select_authors(settings.num_authors)
+    data = load_data(split, data_dir)
+    if cache_dir == "default":
+        cache_dir = default_cache_dir()
+    tokenizer, target, retain_model, _ = train_models(
+        data, settings, None if cache_dir is None else Path(cache_dir), progress, settings.workers
+    )
+    for name, model in (("target", target), ("retain", retain_model)):
+        model.save_pretrained(out_dir / name)
+        tokenizer.save_pretrained(out_dir / name)
+    rows = {"forget": data.forget, "retain": data.retain_train, "forget_eval": data.forget_eval,
+            "retain_eval": data.retain_eval}  # fmt: skip
+    for name, selected in rows.items():
+        path = out_dir / "data" / f"{name}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in selected), encoding="utf-8")
+    norm = mean_hidden_norm(target, tokenizer, data.forget, settings.rmu_layer)
+    info = {"rmu_layer": settings.rmu_layer, "rmu_steering_coeff": settings.rmu_norm_scale * norm,
+            "model_cache_key": model_cache_key(settings, data), "settings": asdict(settings)}  # fmt: skip
+    write_json_atomic(out_dir / "prepared.json", info)
+    coeff = info["rmu_steering_coeff"]
+    print(f"  prepared {out_dir}: RMU steering coefficient c = {coeff:.2f} (layer {settings.rmu_layer})")
+    return info
+
+
 def _float_list(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(",") if v.strip())
@@ -1009,6 +1045,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="GRUN's step cap and evaluation interval, in multiples of the full-parameter methods' (default 3).",
     )
     parser.add_argument("--no-attacks", action="store_true", help="Skip the relearning and quantization attacks.")
+    parser.add_argument(
+        "--prepare",
+        default=None,
+        metavar="DIR",
+        help="Write the models and rows that examples/compare/tofu_mini*.yaml read into DIR, then exit.",
+    )
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -1020,6 +1062,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.tofu_dir:
             parser.error("--build-data needs --tofu-dir")
         print(build_data(args.tofu_dir, args.data_dir))
+        return 0
+    if args.prepare:
+        torch.set_num_threads(args.threads)
+        prepare_for_compare(settings_from_args(args), args.prepare, args.data_dir, cache_dir=args.cache_dir or None)
         return 0
     from tofu_mini_report import write_report
 

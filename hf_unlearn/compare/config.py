@@ -81,6 +81,9 @@ class MethodSpec:
             a few thousand parameters and takes more, cheaper steps).
         config: further `UnlearningConfig` fields for this method (`trainable_parameters`, `gru_retain_weight`, ...).
         label: the name in the report (default: derived from the losses, e.g. `GRU(npo + nll)`).
+        targets: the targets this method is run to and judged at (default: all). Methods that do not lower the
+            answer's probability (IDK, DPO) are judged at a target on what they do lower (forget ROUGE-L, truth
+            ratio) without every other run paying for that metric's evaluations.
     """
 
     forget_loss: str
@@ -94,6 +97,7 @@ class MethodSpec:
     steps_factor: int = 1
     config: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    targets: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.learning_rates = _positive_numbers("learning_rates", self.learning_rates)
@@ -317,6 +321,12 @@ class CompareConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}.")
         if self.match_tolerance < 0:
             raise ValueError(f"match_tolerance must be >= 0, got {self.match_tolerance}.")
+        for name, spec in self.methods.items():
+            unknown = [t for t in spec.targets or [] if t not in self.targets]
+            if unknown or spec.targets == []:
+                raise ValueError(
+                    f"methods.{name}.targets: {unknown or '[]'} are not among targets {list(self.targets)}."
+                )
         needs_retain = [n for n, t in self.targets.items() if t.target.metric == "forget_quality"]
         if needs_retain and not (self.retain_model or self.retain_logs):
             raise ValueError(f"The target(s) {needs_retain} need forget quality: give retain_model or retain_logs.")
@@ -409,6 +419,11 @@ class CompareConfig:
         return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     # ------------------------------------------------------------------------------------------------------------
+
+    def targets_of(self, method: str) -> list[NamedTarget]:
+        """The targets `method` runs to (all, or those its spec names), in the config's order."""
+        wanted = self.methods[method].targets
+        return [t for name, t in self.targets.items() if wanted is None or name in wanted]
 
     @property
     def labels(self) -> dict[str, str]:

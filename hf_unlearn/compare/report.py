@@ -82,6 +82,10 @@ def matched_table(results: Mapping[str, Any], config: CompareConfig, target: str
         rate = results["chosen"][method][target]
         runs = [r for r in results["runs"] if r["method"] == method and r["learning_rate"] == rate]
         matched = [r["matched"][target] for r in runs if r["matched"].get(target)]
+        tracked = config.methods[method].targets
+        if tracked is not None and target not in tracked:
+            lines.append(f"| {labels[method]} | - | - | not run to this target |" + " - |" * (len(header) - 4))
+            continue
         if rate is None or not matched:
             lines.append(
                 f"| {labels[method]} | - | 0/{len(config.seeds)} | not reached |" + " - |" * (len(header) - 4)

@@ -236,6 +236,9 @@ def choose_rates(config: CompareConfig, records: Sequence[dict[str, Any]]) -> di
         mine = {r["learning_rate"]: r for r in records if r["method"] == method and r["seed"] == first}
         chosen[method] = {}
         for target in config.targets:
+            if spec.targets is not None and target not in spec.targets:
+                chosen[method][target] = None  # not run to this target
+                continue
             candidates = {}
             for rate in spec.learning_rates:
                 value = _matched(mine[rate], target) if rate in mine else None

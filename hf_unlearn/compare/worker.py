@@ -284,7 +284,7 @@ def run_job(job: RunJob) -> dict[str, Any]:
     if budget is None:
         budget = steps_budget(config, len(training_data(config)[0]))
     max_steps = budget * spec.steps_factor
-    targets = list(config.targets.values())
+    targets = config.targets_of(job.method)
     name_of = {t.target.name: t.name for t in targets}  # checkpoint folder name -> the config's target name
 
     callback, train_seconds, trainer = _train(
