@@ -111,7 +111,10 @@ def options_table(parser: argparse.ArgumentParser, actions: list[argparse.Action
     for action in actions:
         if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
             continue
-        lines.append(f"| {_flags(action)} | {_default(action)} | {_cell(_help(parser, action))} |")
+        text = _help(parser, action)
+        # The formatters' "(default: X)" suffix repeats the default column.
+        text = text.removesuffix(f" (default: {action.default})")
+        lines.append(f"| {_flags(action)} | {_default(action)} | {_cell(text)} |")
     return lines + [""]
 
 
