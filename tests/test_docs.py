@@ -183,8 +183,8 @@ def test_doc_builder_cross_references_become_links_or_code():
 @pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     """The site builds with warnings as errors (CI's docs job), and no doc-builder reference is left as text."""
-    if importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None:
-        pytest.skip("mkdocs is not installed: pip install -e '.[docs]'")
+    for package in ("mkdocs", "mkdocstrings", "material"):
+        pytest.importorskip(package, reason=f"{package} is not installed: pip install -e '.[docs]'")
     mkdocs = shutil.which("mkdocs") or str(Path(sys.executable).with_name("mkdocs"))
     result = subprocess.run(
         [mkdocs, "build", "--strict", "--site-dir", str(tmp_path / "site")],
