@@ -8,4 +8,15 @@ naming it in `COMMAND_MODULES`; modules are imported only when their command run
 from __future__ import annotations
 
 #: Modules of `hf_unlearn.commands`, in the order `hf-unlearn --help` lists them.
-COMMAND_MODULES = ["train", "eval", "robustness", "compare", "quickstart", "push", "tofu_summary", "analyze", "env"]
+COMMAND_MODULES = [
+    "train",
+    "eval",
+    "robustness",
+    "compare",
+    "sequential",
+    "quickstart",
+    "push",
+    "tofu_summary",
+    "analyze",
+    "env",
+]

@@ -1,0 +1,330 @@
+"""What a sequence of deletion requests runs: the model, the data and how it is cut into requests, the methods, the
+stopping target and budget of each request, and the reference of NPO-like losses ([`SequentialConfig`], from YAML).
+
+The methods, the data and the models are those of a comparison ([`hf_unlearn.compare.MethodSpec`],
+[`hf_unlearn.compare.DataSpec`]); [`SequentialConfig.compare_config`] turns a sequence into the comparison whose
+worker functions train and evaluate its requests. Nothing heavy is imported here (`--dry-run` starts quickly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..compare.config import (
+    _NAME,
+    UTILITY_METRICS,
+    CompareConfig,
+    DataSpec,
+    MethodSpec,
+    _parse_targets,
+    _unknown_keys,
+)
+from ..evaluation.targets import Target, parse_target
+
+__all__ = ["REFERENCES", "RequestsSpec", "SequentialConfig", "TOFU_QUESTIONS_PER_AUTHOR"]
+
+#: The reference model of NPO-like losses from the second request on: the model the previous request left
+#: (MUSE's sustainability runs and the TOFU continual protocol rebuild the trainer, and NPO's reference, per request),
+#: or the original target model.
+REFERENCES = ("previous", "original")
+#: TOFU asks 20 questions about each fictitious author (forget05 = 10 authors = 200 questions).
+TOFU_QUESTIONS_PER_AUTHOR = 20
+
+
+@dataclass
+class RequestsSpec:
+    """How the forget data is cut into deletion requests (give one of `size`, `authors`, `count`, `files`).
+
+    Args:
+        size: questions per request: the forget split's rows in consecutive chunks (the last may be smaller).
+        authors: TOFU only: authors per request (20 questions each); the default of a TOFU sequence is 2, as the
+            TOFU continual protocol cuts forget05 into 5 requests of 40 questions (forget10: 10 requests).
+        count: the number of requests: the forget rows in `count` consecutive chunks of (nearly) equal size.
+        files: one data file per request (JSON Lines, CSV or Parquet with `question` and `answer`; TOFU's perturbed
+            layout, with `paraphrased_answer` and `perturbed_answer`, for the truth ratio and forget quality).
+        eval_files: the requests' evaluation rows, one file per request (default: the training files).
+        limit: run only the first `limit` requests (a shorter sequence over the same cut).
+    """
+
+    size: int | None = None
+    authors: int | None = None
+    count: int | None = None
+    files: list[str] | None = None
+    eval_files: list[str] | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        given = [k for k in ("size", "authors", "count", "files") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"requests: give one of size, authors, count and files, got {given}.")
+        for key in ("size", "authors", "count", "limit"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"requests.{key} must be an integer >= 1, got {value!r}.")
+        if self.files is not None:
+            if isinstance(self.files, str) or not self.files:
+                raise ValueError("requests.files must be a non-empty list of data files, one per request.")
+            self.files = [str(f) for f in self.files]
+        if self.eval_files is not None:
+            if self.files is None or len(self.eval_files) != len(self.files):
+                raise ValueError("requests.eval_files needs requests.files and one evaluation file per request file.")
+            self.eval_files = [str(f) for f in self.eval_files]
+
+    def chunks(self, num_rows: int) -> list[list[int]]:
+        """The requests' row indices into the forget rows (`num_rows` of them), for `size` / `authors` / `count`."""
+        if self.files is not None:
+            raise ValueError("Requests from files are not chunks of one forget set.")
+        if self.count is not None:
+            if self.count > num_rows:
+                raise ValueError(f"requests.count {self.count} exceeds the {num_rows} forget rows.")
+            bounds = [round(i * num_rows / self.count) for i in range(self.count + 1)]
+        else:
+            size = self.size if self.size is not None else TOFU_QUESTIONS_PER_AUTHOR * (self.authors or 2)
+            bounds = list(range(0, num_rows, size)) + [num_rows]
+        chunks = [list(range(a, b)) for a, b in zip(bounds, bounds[1:]) if b > a]
+        return chunks[: self.limit] if self.limit is not None else chunks
+
+    def describe(self) -> str:
+        if self.files is not None:
+            return f"{len(self.files)} request(s) from files"
+        if self.count is not None:
+            return f"the forget rows in {self.count} chunks"
+        if self.size is not None:
+            return f"{self.size} questions a request"
+        return f"{self.authors or 2} authors ({TOFU_QUESTIONS_PER_AUTHOR * (self.authors or 2)} questions) a request"
+
+
+@dataclass
+class SequentialConfig:
+    """A sequence of deletion requests, each unlearned from the model the previous one left
+    (`hf-unlearn sequential --config FILE`).
+
+    Every method runs the whole sequence on its own copy of the target model. Request k is unlearned (forget rows
+    of request k, the retain rows of the data) until the first cheap evaluation on request k's questions meets every
+    target in `targets`, or its step budget; then the model is evaluated: forget metrics on every request (those
+    seen so far and those to come), cumulative forget quality (the KS test of the truth-ratio statistics of all the
+    requests so far against the retain model's on the same questions), model utility, cost. How the model carries
+    over, by kind:
+
+    - `full`: the weights trained by request k are request k+1's starting point.
+    - `peft` (LoRA): a fresh adapter per request, MERGED into the weights after the request (the next adapter trains
+      on the merged model). One model is served; the adapters are kept (their bytes are the request's cost).
+    - `grun`: one new gated module per request on top of the frozen earlier ones (h + sum_i s_i(h) edit_i(h)); the
+      base model never changes.
+
+    Args:
+        target_model: the model to unlearn (a Hub id or a folder).
+        methods: name -> [`hf_unlearn.compare.MethodSpec`] with ONE learning rate.
+        targets: what a request must reach on its own questions before it stops (a target string such as
+            `"forget_probability<=0.1"`, a list of them, or name -> target); at least one. An unreachable target
+            runs every request to its budget.
+        data: a [`hf_unlearn.compare.DataSpec`]: the forget rows (TOFU's forget split, or `files`) and the retain rows
+            trained on and evaluated. `max_questions` caps every utility split and each request's forget
+            evaluation.
+        requests: a [`RequestsSpec`] (default: 2 TOFU authors a request, or 4 chunks of a files forget set).
+        retain_model, retain_logs: the retain model (evaluated here on every request's questions) or its TOFU logs
+            (a folder whose forget log's question indices are the forget split's), for forget quality.
+        tokenizer: where the tokenizer is (default: the target model's).
+        reference: `"previous"` (default) or `"original"`: the reference model of NPO-like losses from request 2 on.
+            GRUN's reference is always the base model with every edit off (the original model).
+        seed: the training seed of every request.
+        max_steps, max_epochs: each request's budget (one of them; epochs are passes over the request's rows),
+            times the method's `steps_factor`.
+        eval_every: the cheap evaluation's interval in optimizer steps (times `steps_factor`); a request is also
+            evaluated before its first step, so one already forgotten by earlier requests trains 0 steps.
+        training: `UnlearningConfig` fields of every request (batch size, scheduler, `bf16`, ...).
+        utility: `"model_utility"` or `"retain_utility"`.
+        gate_matrix: for GRUN, record the gates' firing matrix after each request.
+        keep_models: keep every request's model (default: only the latest full or merged model, which a resumed
+            sequence starts from; GRUN modules and LoRA adapters are small and always kept).
+        dtype: the models' dtype (`float32`, `bfloat16`).
+    """
+
+    target_model: str
+    methods: dict[str, MethodSpec]
+    targets: dict[str, Any]
+    data: DataSpec = field(default_factory=DataSpec)
+    requests: RequestsSpec = field(default_factory=RequestsSpec)
+    retain_model: str | None = None
+    retain_logs: str | None = None
+    tokenizer: str | None = None
+    reference: str = "previous"
+    seed: int = 0
+    max_steps: int | None = None
+    max_epochs: float | None = None
+    eval_every: int = 10
+    training: dict[str, Any] = field(default_factory=dict)
+    utility: str = "model_utility"
+    gate_matrix: bool = True
+    keep_models: bool = False
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if not self.methods:
+            raise ValueError("A sequence needs at least one method.")
+        for name, spec in self.methods.items():
+            if not _NAME.match(name):
+                raise ValueError(f"Method name {name!r}: use letters, digits, '_', '-', '.', '+' (it names folders).")
+            if len(spec.learning_rates) != 1:
+                raise ValueError(
+                    f"methods.{name}: a sequence runs one learning rate per method, got {spec.learning_rates}; "
+                    "choose it first (e.g. with hf-unlearn compare), or add one method per rate."
+                )
+        if isinstance(self.targets, (str, Target)) or (
+            isinstance(self.targets, Sequence) and not isinstance(self.targets, Mapping)
+        ):
+            items = [self.targets] if isinstance(self.targets, (str, Target)) else list(self.targets)
+            self.targets = {str(t): str(t) for t in items}
+        if not self.targets:
+            raise ValueError("A sequence needs a target per request, e.g. targets: [forget_probability<=0.1].")
+        self.targets = {name: str(_target(value)) for name, value in dict(self.targets).items()}
+        if self.reference not in REFERENCES:
+            raise ValueError(f"reference must be one of {list(REFERENCES)}, got {self.reference!r}.")
+        if (self.max_steps is None) == (self.max_epochs is None):
+            raise ValueError("Give the budget of a request as exactly one of max_steps and max_epochs.")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}.")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            raise ValueError(f"max_epochs must be > 0, got {self.max_epochs}.")
+        if self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {self.eval_every}.")
+        if self.utility not in UTILITY_METRICS:
+            raise ValueError(f"utility must be one of {list(UTILITY_METRICS)}, got {self.utility!r}.")
+        if self.retain_model and self.retain_logs:
+            raise ValueError("Give retain_model or retain_logs, not both.")
+        if self.requests.authors is not None and self.data.source != "tofu":
+            raise ValueError("requests.authors cuts TOFU's forget split; with files give size, count or files.")
+        needs_retain = [t for t in self.targets.values() if t.startswith("forget_quality")]
+        if needs_retain and not (self.retain_model or self.retain_logs):
+            raise ValueError(f"The target(s) {needs_retain} need forget quality: give retain_model or retain_logs.")
+
+    # ------------------------------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> SequentialConfig:
+        """A config from plain data (a YAML document's), with errors that name the bad key."""
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"A sequence config is a mapping of keys, got {type(raw).__name__}.")
+        _unknown_keys("sequential config", raw, cls)
+        values = dict(raw)
+        methods = values.get("methods") or {}
+        if not isinstance(methods, Mapping):
+            raise ValueError("methods must map a name to a method (forget_loss, learning_rates, ...).")
+        parsed = {}
+        for name, spec in methods.items():
+            if not isinstance(spec, Mapping):
+                raise ValueError(f"methods.{name} must be a mapping (forget_loss, learning_rates, ...).")
+            spec = dict(spec)
+            if "learning_rate" in spec and "learning_rates" not in spec:
+                spec["learning_rates"] = [spec.pop("learning_rate")]
+            _unknown_keys(f"methods.{name}", spec, MethodSpec)
+            try:
+                parsed[str(name)] = MethodSpec(**spec)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"methods.{name}: {err}") from err
+        values["methods"] = parsed
+        for key, cls_ in (("requests", RequestsSpec), ("data", DataSpec)):
+            section = values.get(key)
+            if section is None:
+                values.pop(key, None)
+            elif isinstance(section, Mapping):
+                _unknown_keys(key, section, cls_)
+                section = dict(section)
+                files = getattr(values.get("requests"), "files", None)
+                if key == "data" and files and section.get("source") == "files" and not section.get("forget"):
+                    section["forget"] = files[0]  # DataSpec wants a forget file; each request reads its own
+                try:
+                    values[key] = cls_(**section)
+                except (TypeError, ValueError) as err:
+                    raise ValueError(f"{key}: {err}") from err
+        values.setdefault("targets", {})
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SequentialConfig:
+        """Read a config file (YAML or JSON). Paths starting with `./` or `../` are taken from the file's folder."""
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"No sequence config at {path}.")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path} is not valid YAML: {err}") from err
+        return cls.from_dict(raw or {}).relative_to(path.parent)
+
+    def relative_to(self, folder: Path) -> SequentialConfig:
+        """Paths starting with `./` or `../` are taken from `folder` (the config file's)."""
+
+        def resolve(value: str | None) -> str | None:
+            if value and (value.startswith("./") or value.startswith("../")):
+                return str((Path(folder) / value).resolve())
+            return value
+
+        for name in ("target_model", "retain_model", "retain_logs", "tokenizer"):
+            setattr(self, name, resolve(getattr(self, name)))
+        for name in ("data_dir", "forget", "retain", "forget_eval", "retain_eval"):
+            setattr(self.data, name, resolve(getattr(self.data, name)))
+        for name in ("files", "eval_files"):
+            value = getattr(self.requests, name)
+            if value is not None:
+                setattr(self.requests, name, [resolve(v) for v in value])
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-able); `from_dict(to_dict())` gives the same config."""
+        return asdict(self)
+
+    def fingerprint(self, method: str) -> str:
+        """What a method's sequence computes: everything but the other methods and the bookkeeping."""
+        data = self.to_dict()
+        for key in ("methods", "keep_models"):
+            data.pop(key)
+        payload = [data, asdict(self.methods[method])]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {name: spec.display_label() for name, spec in self.methods.items()}
+
+    def target_objects(self) -> list[Target]:
+        return [_target(t) for t in self.targets.values()]
+
+    def compare_config(self) -> CompareConfig:
+        """The comparison whose worker functions load, train and evaluate this sequence's requests (one seed, the
+        sequence's targets and budget; no refinement)."""
+        return CompareConfig(
+            target_model=self.target_model,
+            methods=self.methods,
+            targets=_parse_targets(dict(self.targets), 0.0),
+            data=self.data,
+            retain_model=self.retain_model,
+            retain_logs=self.retain_logs,
+            tokenizer=self.tokenizer,
+            seeds=[self.seed],
+            max_steps=self.max_steps,
+            max_epochs=self.max_epochs,
+            eval_every=self.eval_every,
+            refine="none",
+            training=dict(self.training),
+            utility=self.utility,
+            workers=1,
+            dtype=self.dtype,
+        )
+
+
+def _target(value: Any) -> Target:
+    if isinstance(value, Target):
+        return value
+    if isinstance(value, Mapping) and "target" in value:
+        value = value["target"]
+    try:
+        return parse_target(str(value))
+    except ValueError as err:
+        raise ValueError(f"targets: {err}") from err

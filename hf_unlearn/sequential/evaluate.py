@@ -1,0 +1,139 @@
+"""The evaluation of a model after a request: the full TOFU evaluation of the utility splits, every request's forget
+questions (keyed as in [`hf_unlearn.sequential.plan`]), the forget metrics of each request and of all requests so
+far against the retain model's on the same questions, and GRUN's gate firing matrix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..compare.config import CompareConfig
+from .plan import Request
+
+__all__ = [
+    "FORGET_KEYS",
+    "evaluate_model",
+    "forget_metrics",
+    "gate_matrix",
+    "restrict",
+    "sequence_metrics",
+]
+
+#: The forget metrics computed per request and over the requests so far.
+FORGET_KEYS = ("forget_probability", "forget_rougeL_recall", "forget_truth_ratio", "forget_quality")
+
+
+def restrict(log: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A per-question TOFU log (metric -> {question key: value}) restricted to `keys` (those it has)."""
+    return {metric: {k: values[k] for k in keys if k in values} for metric, values in log.items()}
+
+
+def renumber(log: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """`restrict(log, keys)` with the keys renumbered 0, 1, ... in the order given (the indices an evaluator
+    gives the same questions when they are its whole split)."""
+    return {metric: {str(i): values[k] for i, k in enumerate(keys) if k in values} for metric, values in log.items()}
+
+
+def forget_metrics(log: Mapping[str, Any], retain_log: Mapping[str, Any] | None, keys: Sequence[str]) -> dict:
+    """The forget-split metrics of the questions `keys` (TOFU's formulas: [`summarize_tofu_logs`]); forget quality
+    is the KS test of their truth-ratio statistics against the retain model's on the same questions."""
+    from ..evaluation.logs import split_truth_ratio_stats, summarize_tofu_logs
+
+    mine = restrict(log, keys)
+    retain_stats = None
+    if retain_log is not None:
+        theirs = restrict(retain_log, keys)
+        missing = [k for k in keys if k not in theirs.get("avg_paraphrased_loss", theirs.get("truth_ratio", {}))]
+        if missing:
+            raise ValueError(f"The retain model's forget log lacks the question(s) {missing[:5]} of this sequence.")
+        retain_stats = split_truth_ratio_stats(theirs, "forget")
+    summary = summarize_tofu_logs({"forget": mine}, retain_stats)
+    return {key: summary.get(key) for key in FORGET_KEYS}
+
+
+def sequence_metrics(
+    log: Mapping[str, Any], retain_log: Mapping[str, Any] | None, requests: Sequence[Request], done: int
+) -> dict[str, Any]:
+    """After `done` requests: the forget metrics of every request (`per_request`, with `seen`), of the requests so
+    far together (`cumulative`: forget quality is the KS test of their concatenated truth-ratio statistics against
+    the retain model's on the same questions) and of every request's questions (`all_requests`)."""
+    per_request = [
+        {"request": r.number, "seen": r.number <= done, **forget_metrics(log, retain_log, r.keys)} for r in requests
+    ]
+    seen = [k for r in requests[:done] for k in r.keys]
+    every = [k for r in requests for k in r.keys]
+    return {
+        "per_request": per_request,
+        "cumulative": forget_metrics(log, retain_log, seen) if seen else None,
+        "all_requests": forget_metrics(log, retain_log, every),
+    }
+
+
+def _forget_rows(requests: Sequence[Request]):
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([r.evaluation for r in requests])
+
+
+def evaluate_model(
+    model, tokenizer, config: CompareConfig, requests: Sequence[Request], output_dir: Path | None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[list[int]]]]:
+    """Evaluate `model` on the comparison's utility splits (capped at `max_questions`) and on every request's forget
+    questions. Returns the utility summary (with `retain_utility`), the forget log keyed by question key, and the
+    prompts' token ids (`request_<n>` and `retain`, for the gates). Writes the logs into `output_dir`."""
+    from ..compare.worker import add_utilities, evaluator_kwargs
+    from ..evaluation.logs import summarize_tofu_logs, write_tofu_logs
+    from ..evaluation.tofu import TOFUEvaluator
+
+    splits = [s for s in config.eval_splits() if s != "forget"]
+    utility = TOFUEvaluator(model, tokenizer, progress=False, **evaluator_kwargs(config, splits))
+    logs = utility.compute_logs()
+    summary = add_utilities(summarize_tofu_logs(logs))
+    kwargs = evaluator_kwargs(config, ["forget"])
+    kwargs["datasets"] = {**kwargs.get("datasets", {}), "forget": _forget_rows(requests)}
+    kwargs["max_questions"] = None  # each request's rows are already cut to max_questions
+    forget = TOFUEvaluator(model, tokenizer, progress=False, **kwargs)
+    keys = [k for r in requests for k in r.keys]
+    position_log = forget.compute_logs()["forget"]
+    forget_log = {m: {keys[int(i)]: v for i, v in values.items()} for m, values in position_log.items()}
+    if output_dir is not None:
+        write_tofu_logs({**logs, "forget": forget_log}, output_dir)
+    prompts: dict[str, list[list[int]]] = {"retain": [q.prompt_ids for q in utility.questions.get("retain", [])]}
+    questions = iter(forget.questions["forget"])
+    for request in requests:
+        prompts[f"request_{request.number}"] = [next(questions).prompt_ids for _ in request.keys]
+    summary = {k: v for k, v in summary.items() if not k.startswith("forget_") and k not in ("split",)}
+    return summary, forget_log, prompts
+
+
+def gate_matrix(model, prompts: Mapping[str, Sequence[list[int]]], pad_token_id: int, batch_size: int = 32) -> dict:
+    """GRUN's gates on groups of prompts: `mean[i][group]` the mean gate s_i(h) (over the request's edited layers and
+    the prompts) of request i on the group, `fires[i][group]` the share of prompts whose mean gate exceeds 0.5.
+    Gates are read at the last prompt token, where GRUN edits."""
+    import torch
+
+    device = next(model.parameters()).device
+    out: dict[str, dict[str, list[float]]] = {"mean": {}, "fires": {}}
+    per_group: dict[str, list[np.ndarray]] = {}
+    for group, rows in prompts.items():
+        values = []
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            width = max(len(r) for r in batch)
+            ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for i, row in enumerate(batch):
+                ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+            gates = model.gate_values(input_ids=ids.to(device), attention_mask=mask.to(device))
+            values.append(np.stack([g.mean(dim=-1).cpu().numpy() for g in gates]))  # [requests, batch]
+        per_group[group] = np.concatenate(values, axis=1) if values else np.zeros((len(model.requests), 0))
+    for index in range(len(model.requests)):
+        name = f"request_{index + 1}"
+        out["mean"][name] = {g: float(v[index].mean()) if v.size else None for g, v in per_group.items()}
+        out["fires"][name] = {g: float((v[index] > 0.5).mean()) if v.size else None for g, v in per_group.items()}
+    return out

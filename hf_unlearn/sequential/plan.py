@@ -1,0 +1,152 @@
+"""The requests of a sequence: which forget rows each one trains on and which questions it is evaluated on
+([`plan_requests`], no data loaded), their rows ([`load_requests`]), and the dry run's text ([`format_plan`]).
+
+Every forget question evaluated in a sequence has a KEY, the same in every log of the sequence: its row index in the
+forget split's evaluation set (TOFU: `forget05_perturbed`, whose rows are those of `forget05`; files: the row index
+in the concatenation of the request files). The retain model's logs are read by the same keys.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..compare.worker import forget_size, steps_budget
+from .config import SequentialConfig
+
+__all__ = ["Request", "format_plan", "load_requests", "plan_requests"]
+
+
+@dataclass
+class Request:
+    """One deletion request: its number (1-based), the forget rows it trains on and the keys of the questions it
+    is evaluated on (its first `max_questions`). `forget` and `evaluation` hold the rows once loaded."""
+
+    number: int
+    rows: list[int] | None
+    keys: list[str]
+    file: str | None = None
+    eval_file: str | None = None
+    forget: Any = None
+    evaluation: Any = None
+
+    @property
+    def size(self) -> int | None:
+        return None if self.rows is None else len(self.rows)
+
+
+def _file_rows(path: str) -> int:
+    from ..commands.train import load_data_file
+
+    suffix = Path(path).suffix.lower()
+    if suffix in (".json", ".jsonl") and Path(path).is_file():
+        with open(path, encoding="utf-8") as f:
+            return sum(1 for line in f if line.strip())
+    return len(load_data_file(path))
+
+
+def plan_requests(config: SequentialConfig) -> list[Request]:
+    """The requests (rows and evaluation keys), from the data's sizes only."""
+    cap = config.data.max_questions
+    spec = config.requests
+    if spec.files is not None:
+        requests, offset = [], 0
+        for number, path in enumerate(spec.files[: spec.limit] if spec.limit else spec.files, start=1):
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"requests.files: {path} does not exist.")
+            eval_file = spec.eval_files[number - 1] if spec.eval_files else path
+            n_eval = _file_rows(eval_file)
+            n_train = _file_rows(path) if eval_file != path else n_eval
+            shown = n_eval if cap is None else min(cap, n_eval)
+            keys = [str(offset + i) for i in range(shown)]
+            requests.append(Request(number, list(range(n_train)), keys, file=path, eval_file=eval_file))
+            offset += n_eval
+        return requests
+    total = forget_size(config.compare_config())
+    if total is None:
+        total = _file_rows(config.data.forget)
+    requests = []
+    for number, rows in enumerate(spec.chunks(total), start=1):
+        shown = rows if cap is None else rows[:cap]
+        requests.append(Request(number, rows, [str(i) for i in shown]))
+    if len(requests) < 2:
+        raise ValueError(f"The requests ({spec.describe()}) cut the {total} forget rows into {len(requests)} request.")
+    return requests
+
+
+def load_requests(config: SequentialConfig) -> tuple[list[Request], Any]:
+    """The requests with their training and evaluation rows, and the retain training rows."""
+    from ..commands.train import load_data_file
+    from ..compare.worker import training_data
+
+    requests = plan_requests(config)
+    data = config.data
+    forget, retain = training_data(config.compare_config())
+    if config.requests.files is not None:
+        for request in requests:
+            request.forget = load_data_file(request.file)
+            evaluation = load_data_file(request.eval_file) if request.eval_file != request.file else request.forget
+            request.evaluation = evaluation.select(range(len(request.keys)))
+        return requests, retain
+    if data.source == "files":
+        evaluation = load_data_file(data.forget_eval) if data.forget_eval else forget
+    else:
+        from ..data.tofu import load_tofu
+
+        evaluation = load_tofu(f"{data.forget_split}_perturbed", data.data_dir)
+    if len(evaluation) != len(forget):
+        raise ValueError(
+            f"The forget evaluation rows ({len(evaluation)}) do not match the forget training rows ({len(forget)}) "
+            "one for one; a sequence cuts both into the same requests."
+        )
+    for request in requests:
+        request.forget = forget.select(request.rows)
+        request.evaluation = evaluation.select([int(k) for k in request.keys])
+    return requests, retain
+
+
+def request_steps(config: SequentialConfig, method: str, request: Request) -> int | None:
+    """A request's step cap: the budget (`max_steps`, or `max_epochs` passes over its rows) times `steps_factor`."""
+    budget = steps_budget(config.compare_config(), request.size)
+    return None if budget is None else budget * config.methods[method].steps_factor
+
+
+def format_plan(config: SequentialConfig) -> str:
+    """The dry run's text: every name resolved, the requests, and each method's steps and evaluations."""
+    from ..compare.plan import resolve
+
+    lines = ["Resolved:"] + [f"  {line}" for line in resolve(config.compare_config())]
+    requests = plan_requests(config)
+    sizes = [r.size for r in requests]
+    lines += [
+        "",
+        f"Requests: {len(requests)} ({config.requests.describe()}): "
+        + ", ".join(f"#{r.number} {r.size} rows / {len(r.keys)} evaluated" for r in requests),
+        "Targets of each request (on its own questions): " + ", ".join(config.targets.values()),
+        f"Reference of NPO-like losses from request 2 on: the {config.reference} model (GRUN: the base model).",
+        "",
+        "| method | kind | carried over as | learning rate | step cap per request | cheap evaluations (max) |",
+        "|---|---|---|---:|---|---:|",
+    ]
+    carried = {"full": "its weights", "peft": "a LoRA per request, merged", "grun": "a gated module per request"}
+    total_steps = total_evals = 0
+    for name, spec in config.methods.items():
+        caps = [request_steps(config, name, r) for r in requests]
+        interval = config.eval_every * spec.steps_factor
+        evals = sum(c // interval + 1 for c in caps if c is not None)
+        total_steps += sum(c for c in caps if c is not None)
+        total_evals += evals
+        cap_text = str(caps[0]) if len(set(caps)) == 1 else ", ".join(str(c) for c in caps)
+        lines.append(
+            f"| {spec.display_label()} | {spec.kind} | {carried.get(spec.kind, 'its model')} | "
+            f"{spec.learning_rates[0]:g} | {cap_text} | {evals} |"
+        )
+    full = len(config.methods) * len(requests) + 1 + bool(config.retain_model)
+    lines += [
+        "",
+        f"At most {total_steps} optimizer steps and {total_evals} cheap evaluations over {len(requests)} requests "
+        f"({sum(s or 0 for s in sizes)} forget rows); {full} full evaluations (the target, the retain model, each "
+        "method after each request). Requests stop at their targets.",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,190 @@
+"""The report of a sequence (`report.md`) and its plot (`sequential.png`) from `results.json`: per method, the
+metrics against the number of requests; the forget probability of every request after each one (does an earlier
+request come back?); GRUN's gate firing matrix; the cost."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["format_report", "load_results", "plot", "write_report"]
+
+REPORT_FILE = "report.md"
+PLOT_FILE = "sequential.png"
+
+
+def load_results(output_dir: str | Path) -> dict[str, Any]:
+    path = Path(output_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"No results.json in {output_dir}: run the sequence first.")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and value != 0 and abs(value) < 10 ** (-digits):
+        return f"{value:.1e}"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def method_table(results: Mapping[str, Any], method: str) -> str:
+    """Metrics against the number of requests (row 0: the target model)."""
+    utility = results["config"]["utility"]
+    entry = results["methods"][method]
+    target = results["references"]["target"]
+    lines = [
+        "| requests | steps | targets met | forget prob. (this request) | worst earlier request's forget prob. | "
+        f"cumulative forget prob. | cumulative forget quality | {utility} | trainable params | stored | seconds |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    first = target["forget"]["per_request"][0]["forget_probability"]
+    lines.append(
+        f"| 0 (target) | – | – | {_fmt(first)} (request 1) | – | – | – | {_fmt(target['utility'].get(utility))} "
+        "| – | – | – |"
+    )
+    for record in entry["requests"]:
+        k = record["request"]
+        per = record["forget"]["per_request"]
+        earlier = [p["forget_probability"] for p in per[: k - 1]]
+        cumulative = record["forget"]["cumulative"] or {}
+        met = ", ".join(f"{t} @{s}" for t, s in record["met"].items()) or "none"
+        lines.append(
+            f"| {k} | {record['steps']} | {met} | {_fmt(per[k - 1]['forget_probability'])} | "
+            f"{_fmt(max(earlier)) if earlier else '–'} | {_fmt(cumulative.get('forget_probability'))} | "
+            f"{_fmt(cumulative.get('forget_quality'))} | {_fmt(record['utility'].get(utility))} | "
+            f"{record['trainable_parameters']:,} | {_bytes(record['stored_bytes'])} | "
+            f"{record['seconds']['total']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def request_matrix(results: Mapping[str, Any], method: str, metric: str = "forget_probability") -> str:
+    """`metric` of request j (columns) after k requests (rows); requests not yet made in italics."""
+    records = results["methods"][method]["requests"]
+    numbers = [r["request"] for r in results["requests"]]
+    lines = ["| after \\ request | " + " | ".join(f"#{j}" for j in numbers) + " |"]
+    lines.append("|---:|" + "---:|" * len(numbers))
+    rows = [("target", results["references"]["target"]["forget"]["per_request"], 0)]
+    rows += [(str(r["request"]), r["forget"]["per_request"], r["request"]) for r in records]
+    for name, per, done in rows:
+        cells = [_fmt(p[metric]) if p["request"] <= done else f"*{_fmt(p[metric])}*" for p in per]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gate_table(record: Mapping[str, Any]) -> str:
+    """GRUN after a request: each request's mean gate on each request's prompts and on retain prompts."""
+    gates = record["gates"]
+    groups = list(next(iter(gates["mean"].values())))
+    lines = ["| gate of \\ prompts of | " + " | ".join(g.replace("request_", "#") for g in groups) + " |"]
+    lines.append("|---|" + "---:|" * len(groups))
+    for name, row in gates["mean"].items():
+        cells = [
+            f"{_fmt(row[g], 2)} ({_fmt(gates['fires'][name][g], 2)})" if row[g] is not None else "–" for g in groups
+        ]
+        lines.append(f"| {name.replace('request_', '#')} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_report(results: Mapping[str, Any]) -> str:
+    config = results["config"]
+    requests = results["requests"]
+    lines = [
+        "# Sequential unlearning",
+        "",
+        f"Target model `{config['target_model']}`; {len(requests)} requests of "
+        + ", ".join(str(r["questions"]) for r in requests)
+        + " forget rows; each stops at "
+        + " and ".join(f"`{t}`" for t in config["targets"].values())
+        + " on its own questions, or at its step budget. Reference of NPO-like losses from request 2 on: the "
+        f"{config['reference']} model. Retain model: `{config.get('retain_model') or config.get('retain_logs')}`.",
+        "",
+        "Cumulative forget quality after k requests: the KS test of the truth-ratio statistics of every question of "
+        "requests 1..k against the retain model's on the same questions. LoRA adapters are merged into the weights "
+        "after each request; GRUN adds one gated module per request on the frozen earlier ones.",
+        "",
+    ]
+    refs = results["references"]
+    if "retain model" in refs:
+        retain = refs["retain model"]["utility"].get(config["utility"])
+        lines += [f"Retain model's {config['utility']}: {_fmt(retain)}.", ""]
+    for method, entry in results["methods"].items():
+        lines += [f"## {entry['label']} (`{method}`, {entry['kind']})", "", method_table(results, method), ""]
+        lines += ["Forget probability of each request (columns) after k requests (rows; *italics*: not yet made):"]
+        lines += ["", request_matrix(results, method), ""]
+        last = entry["requests"][-1] if entry["requests"] else None
+        if last and last.get("gates"):
+            lines += [
+                f"Gates after request {last['request']}: mean gate (share of prompts with gate > 0.5) of each "
+                "request's module on each request's evaluated prompts and on retain prompts:",
+                "",
+                gate_table(last),
+                "",
+            ]
+    machine = results.get("machine", {})
+    if machine:
+        lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def plot(results: Mapping[str, Any], output_dir: Path) -> Path:
+    """`sequential.png`: cumulative forget quality, the current request's forget probability and the utility
+    against the number of requests, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    utility = results["config"]["utility"]
+    target = results["references"]["target"]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+
+    def current(record: Mapping[str, Any]) -> float | None:
+        return record["forget"]["per_request"][record["request"] - 1]["forget_probability"]
+
+    panels: Sequence[tuple[str, Any]] = (
+        ("cumulative forget quality", lambda r: (r["forget"]["cumulative"] or {}).get("forget_quality")),
+        ("forget probability of the request", current),
+        (utility, lambda r: r["utility"].get(utility)),
+    )
+    for ax, (title, get) in zip(axes, panels):
+        for entry in results["methods"].values():
+            points = [(r["request"], get(r)) for r in entry["requests"] if get(r) is not None]
+            if title == utility and target["utility"].get(utility) is not None:
+                points = [(0, target["utility"][utility]), *points]
+            if points:
+                ax.plot(*zip(*points), marker="o", label=entry["label"])
+        if title.startswith("cumulative"):
+            ax.set_yscale("log")
+        ax.set_xlabel("requests")
+        ax.set_title(title)
+    axes[-1].legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(output_dir) / PLOT_FILE
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: Mapping[str, Any], output_dir: str | Path, plots: bool = True) -> str:
+    """Write `report.md` (and the plot) into `output_dir`; returns the report's text."""
+    output_dir = Path(output_dir)
+    text = format_report(results)
+    if plots:
+        plot(results, output_dir)
+        text += f"\n![metrics against requests]({PLOT_FILE})\n"
+    (output_dir / REPORT_FILE).write_text(text, encoding="utf-8")
+    return text

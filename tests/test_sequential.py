@@ -1,0 +1,241 @@
+"""hf_unlearn.sequential: deletion requests one after another on a tiny model (the bundled TOFU forget01 cut into
+requests of 8 questions): a full-parameter sequence and a GRUN sequence end to end, the cumulative forget quality
+against a hand computation, earlier GRUN modules untouched by later requests, resuming after a kill, the config,
+the cut into requests and the dry run of the shipped example."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy.stats import ks_2samp
+
+from hf_unlearn.cli import main as cli_main
+from hf_unlearn.sequential import RequestsSpec, SequentialConfig
+from hf_unlearn.sequential import runner as seq_runner
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DATA = {
+    "source": "tofu",
+    "data_dir": "bundled",
+    "forget_split": "forget01",
+    "max_questions": 4,
+    "max_new_tokens": 4,
+    "eval_splits": ["retain"],
+}
+NPO = {"forget_loss": "npo", "retain_loss": "nll", "learning_rate": 5e-3}
+GRUN = {"kind": "grun", "forget_loss": "ga", "learning_rate": 1e-2, "method_kwargs": {"layers": [1], "rank": 2}}
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "sequential" / "tofu_forget05_llama32_1b.yaml"
+
+
+@pytest.fixture(scope="module")
+def retain_model_dir(tmp_path_factory, tokenizer):
+    """A tiny Llama that never saw the forget authors (untrained): the retain model of forget quality."""
+    from hf_unlearn.demo.tiny import tiny_llama
+
+    path = tmp_path_factory.mktemp("retain_model")
+    tiny_llama(len(tokenizer), num_layers=2, hidden_size=64, seed=1).save_pretrained(path)
+    return path
+
+
+def base_config(target_dir, retain_dir, methods, **overrides) -> dict:
+    config = {
+        "target_model": str(target_dir),
+        "retain_model": str(retain_dir),
+        "data": dict(DATA),
+        "requests": {"size": 8, "limit": 3},
+        "methods": methods,
+        "targets": ["forget_probability<=0.05"],
+        "max_steps": 6,
+        "eval_every": 3,
+        "utility": "retain_utility",
+        "training": {"per_device_train_batch_size": 4},
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture(scope="module")
+def full_run(target_model_dir, retain_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sequential_full")
+    config = SequentialConfig.from_dict(base_config(target_model_dir, retain_model_dir, {"npo": NPO}))
+    return config, seq_runner.run_sequence(config, out), out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# a full-parameter sequence
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_full_parameter_sequence_end_to_end(full_run, target_model_dir):
+    config, results, out = full_run
+    records = results["methods"]["npo"]["requests"]
+    assert [r["request"] for r in records] == [1, 2, 3]
+    assert [r["questions"] for r in results["requests"]] == [8, 8, 8]
+    assert results["requests"][1]["evaluated"] == ["8", "9", "10", "11"]  # the first max_questions of request 2
+    n_params = sum(p.numel() for p in torch.nn.Module.parameters(_load(target_model_dir)))
+    for record in records:
+        assert 0 <= record["steps"] <= record["max_steps"] == 6
+        assert [p["request"] for p in record["forget"]["per_request"]] == [1, 2, 3]
+        assert [p["seen"] for p in record["forget"]["per_request"]] == [j <= record["request"] for j in (1, 2, 3)]
+        assert 0 <= record["forget"]["cumulative"]["forget_quality"] <= 1
+        assert record["utility"]["retain_utility"] is not None
+        assert record["trainable_parameters"] == (n_params if record["steps"] else record["trainable_parameters"])
+        assert record["stored_bytes"] in (0, 4 * n_params)  # float32 weights, or nothing when it trained 0 steps
+        assert record["reference"] == "the original model" if record["request"] == 1 else "the previous model"
+        assert record["trajectory"][0]["step"] == 0  # each request is evaluated before its first step
+    # request 1 reaches its target; the model carries over: the next request starts where request 1 stopped
+    first = records[0]
+    assert first["met"] == {"forget_probability<=0.05": first["steps"]}
+    target = results["references"]["target"]["forget"]["per_request"]
+    assert first["forget"]["per_request"][0]["forget_probability"] <= 0.05 < target[0]["forget_probability"]
+    second_start = records[1]["trajectory"][0]["forget_probability"]
+    assert second_start == pytest.approx(first["forget"]["per_request"][1]["forget_probability"], rel=1e-4)
+    # only the latest full model is kept (a resumed sequence starts from it)
+    assert not (out / "methods/npo/request_1/model").exists()
+    assert (out / "methods/npo/request_3/model/model.safetensors").is_file()
+    report = (out / "report.md").read_text()
+    assert "| 0 (target) |" in report and "| 3 |" in report and "cumulative forget quality" in report
+    assert (out / "sequential.png").is_file()
+    assert json.loads((out / "results.json").read_text())["methods"]["npo"]["requests"][2]["request"] == 3
+
+
+def _load(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def _stats(log: dict, keys: list[str]) -> np.ndarray:
+    """TOFU's truth-ratio statistic, by hand: exp(mean perturbed mean-NLL - paraphrased mean-NLL)."""
+    return np.array([np.exp(np.mean(log["average_perturb_loss"][k]) - log["avg_paraphrased_loss"][k]) for k in keys])
+
+
+def test_cumulative_forget_quality_is_the_ks_test_of_the_concatenated_statistics(full_run):
+    config, results, out = full_run
+    retain_log = json.loads((out / "references/retain/eval/eval_log_forget.json").read_text())
+    keys = [r["evaluated"] for r in results["requests"]]
+    for record in results["methods"]["npo"]["requests"]:
+        k = record["request"]
+        log = json.loads((out / f"methods/npo/request_{k}/eval/eval_log_forget.json").read_text())
+        seen = [key for request_keys in keys[:k] for key in request_keys]
+        expected = ks_2samp(_stats(log, seen), _stats(retain_log, seen)).pvalue
+        assert record["forget"]["cumulative"]["forget_quality"] == pytest.approx(expected, rel=1e-9)
+        for j, request_keys in enumerate(keys):
+            per = record["forget"]["per_request"][j]
+            own = ks_2samp(_stats(log, request_keys), _stats(retain_log, request_keys)).pvalue
+            assert per["forget_quality"] == pytest.approx(own, rel=1e-9)
+            probability = np.mean([np.exp(-log["avg_gt_loss"][key]) for key in request_keys])
+            assert per["forget_probability"] == pytest.approx(probability, rel=1e-9)
+
+
+def test_resuming_mid_sequence_runs_only_the_missing_requests(full_run, target_model_dir, retain_model_dir, tmp_path,
+                                                              monkeypatch):  # fmt: skip
+    config, results, _ = full_run
+    real = seq_runner.run_request
+    calls = []
+
+    def killed_at_3(config, method, request, *args, **kwargs):
+        calls.append(request.number)
+        if request.number == 3:
+            raise KeyboardInterrupt("killed")
+        return real(config, method, request, *args, **kwargs)
+
+    monkeypatch.setattr(seq_runner, "run_request", killed_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        seq_runner.run_sequence(config, tmp_path, report=False)
+    assert calls == [1, 2, 3]
+    assert (tmp_path / "methods/npo/request_2/record.json").is_file()
+    assert not (tmp_path / "methods/npo/request_3/record.json").exists()
+    calls.clear()
+    monkeypatch.setattr(seq_runner, "run_request", lambda *a, **k: calls.append(a[2].number) or real(*a, **k))
+    resumed = seq_runner.run_sequence(config, tmp_path, report=False)
+    assert calls == [3]  # requests 1 and 2 are reused, request 3 starts from request 2's saved model
+    again, before = resumed["methods"]["npo"]["requests"][2], results["methods"]["npo"]["requests"][2]
+    assert again["steps"] == before["steps"]
+    for new, old in zip(again["forget"]["per_request"], before["forget"]["per_request"]):
+        assert new["forget_probability"] == pytest.approx(old["forget_probability"], rel=1e-5)
+    assert again["utility"]["retain_utility"] == pytest.approx(before["utility"]["retain_utility"], rel=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# GRUN: one gated module per request
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_grun_sequence_stacks_one_module_per_request(target_model_dir, retain_model_dir, tmp_path):
+    pytest.importorskip("pyreft")
+    raw = base_config(target_model_dir, retain_model_dir, {"grun": GRUN}, targets=["forget_probability<=0.001"],
+                      max_steps=4, eval_every=4, keep_models=False)  # fmt: skip
+    results = seq_runner.run_sequence(SequentialConfig.from_dict(raw), tmp_path)
+    records = results["methods"]["grun"]["requests"]
+    assert [r["steps"] for r in records] == [4, 4, 4]  # the target is out of reach: each request runs its budget
+    assert len({r["trainable_parameters"] for r in records}) == 1  # each request trains one module of the same size
+    assert all(0 < r["stored_bytes"] < 100_000 for r in records)
+    assert records[0]["reference"] is None  # GA reads no reference
+    # every request's module is saved, and a later request leaves the earlier ones as they were
+    saved = [load_file(tmp_path / f"methods/grun/request_{k}/model/grun_interventions.safetensors") for k in (1, 2, 3)]
+    assert {key.split(".")[0] for key in saved[2]} == {"request_0", "request_1", "request_2"}
+    for k in (0, 1):
+        for key, value in saved[k].items():
+            if key.startswith(f"request_{k}."):
+                assert torch.equal(value, saved[2][key]), key
+    # the gates' firing matrix: each request's gate on each request's prompts and on retain prompts
+    gates = records[-1]["gates"]
+    assert list(gates["mean"]) == ["request_1", "request_2", "request_3"]
+    assert set(gates["mean"]["request_1"]) == {"retain", "request_1", "request_2", "request_3"}
+    assert all(0 <= v <= 1 for row in gates["fires"].values() for v in row.values())
+    assert "Gates after request 3" in (tmp_path / "report.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the config, the requests, the dry run
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_requests_cut_tofu_into_authors_and_chunks():
+    assert [len(c) for c in RequestsSpec(authors=2).chunks(200)] == [40] * 5  # forget05: 5 requests of 2 authors
+    assert [len(c) for c in RequestsSpec().chunks(400)] == [40] * 10  # forget10: 10
+    assert [len(c) for c in RequestsSpec(count=3).chunks(40)] == [13, 14, 13]
+    assert RequestsSpec(size=8, limit=2).chunks(40) == [list(range(8)), list(range(8, 16))]
+    with pytest.raises(ValueError, match="one of size, authors, count and files"):
+        RequestsSpec(size=8, count=2)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"methods": {"npo": {**NPO, "learning_rate": None, "learning_rates": [1e-3, 1e-2]}}}, "one learning rate"),
+        ({"reference": "first"}, "reference must be one of"),
+        ({"max_epochs": 2}, "exactly one of max_steps and max_epochs"),
+        ({"targets": []}, "needs a target"),
+        ({"targets": ["forget_quality>=0.1"], "retain_model": None}, "give retain_model or retain_logs"),
+        ({"request": {"size": 8}}, "Did you mean 'requests'"),
+    ],
+)
+def test_config_errors_name_the_problem(change, message, target_model_dir, retain_model_dir):
+    raw = base_config(target_model_dir, retain_model_dir, {"npo": NPO})
+    raw.update(change)
+    if raw["methods"]["npo"].get("learning_rate", 0) is None:
+        raw["methods"]["npo"].pop("learning_rate")
+    with pytest.raises(ValueError, match=message):
+        SequentialConfig.from_dict(raw)
+
+
+def test_config_round_trips(target_model_dir, retain_model_dir):
+    config = SequentialConfig.from_dict(base_config(target_model_dir, retain_model_dir, {"npo": NPO, "grun": GRUN}))
+    assert SequentialConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+    assert config.fingerprint("npo") != config.fingerprint("grun")
+    assert config.compare_config().methods["grun"].kind == "grun"
+
+
+def test_dry_run_of_the_shipped_example_works_offline(capsys):
+    assert cli_main(["sequential", "--config", str(EXAMPLE), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "Requests: 5 (2 authors (40 questions) a request)" in text
+    assert "tofu_Llama-3.2-1B-Instruct_retain95" in text and "a LoRA per request, merged" in text
