@@ -24,6 +24,8 @@ from hf_unlearn.trainer.smoothing import noise_seed, sam_perturbation_
 LR = 0.1
 EMA = 0.8
 RHO = 0.5
+#: Forget losses with a stop-gradient inside (CE-U's target, the token weights of SatImp, WGA, TNPO, WTNPO).
+STOP_GRADIENT_LOSSES = {"ceu", "satimp", "tnpo", "wga", "wtnpo"}
 
 
 # ------------------------------------------------------------------ configuration
@@ -171,8 +173,17 @@ def _add_flat(params, flat):
         offset += p.numel()
 
 
-def sam_gru_reference(initial, micro_batches, *, steps, accumulation, alpha, gru, rho=RHO):
-    """Independent SAM (+ GRU) SGD steps: per micro-batch g_o += (g_f(theta + eps) + alpha g_r(theta)) / A and
+def _rs_forget_grad(model, batch, params, step, micro):
+    """RS's forget (GA) gradient: the mean over 3 draws of N(0, 0.05^2) weight noise, drawn as the reference does from
+    the generator seeded for this step and micro-batch (`test_golden_smoothing.reference_rs_forget_grad`)."""
+    from test_golden_smoothing import forget_ga, reference_rs_forget_grad
+
+    grads = reference_rs_forget_grad(model, None, batch, params, forget_ga, 0.05, 3, noise_seed(0, step, micro))
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def sam_gru_reference(initial, micro_batches, *, steps, accumulation, alpha, gru, rho=RHO, smoothing="sam"):
+    """Independent SAM (or RS) (+ GRU) SGD steps: per micro-batch g_o += (g_f(theta + eps) + alpha g_r(theta)) / A and
     g_r += grad NLL_r / A; with GRU the moving average m g_r + (1 - m) gbar_r and the projection of g_o when
     <g_o, gbar_r> < 0 (tmlr-group/GRU), then theta -= lr g_o. Returns the parameters, the projections and the
     moving averages."""
@@ -185,9 +196,13 @@ def sam_gru_reference(initial, micro_batches, *, steps, accumulation, alpha, gru
     for step in range(steps):
         objective = torch.zeros_like(memory)
         retain = torch.zeros_like(memory)
-        for batch in micro_batches[step * accumulation : (step + 1) * accumulation]:
+        for micro, batch in enumerate(micro_batches[step * accumulation : (step + 1) * accumulation]):
             g_r = _grads(hf_loss(model, batch["retain"]), params)
-            objective += (_sam_forget_grad(model, batch, params, rho) + alpha * g_r) / accumulation
+            if smoothing == "sam":
+                g_f = _sam_forget_grad(model, batch, params, rho)
+            else:
+                g_f = _rs_forget_grad(model, batch, params, step, micro)
+            objective += (g_f + alpha * g_r) / accumulation
             retain += g_r / accumulation
         if gru:
             memory = EMA * retain + (1 - EMA) * memory
@@ -228,14 +243,20 @@ def test_sam_with_gru_smooths_the_forget_term_then_gru_projects_the_update(data,
     assert (plain - expected).norm() > 1e-3 * (expected - before).norm()
 
 
-def test_with_accumulation_each_micro_batch_is_perturbed_along_its_own_forget_gradient(data, tokenizer, tmp_path):
+@pytest.mark.parametrize("smoothing", ["sam", "rs"])
+def test_with_accumulation_each_micro_batch_is_smoothed_on_its_own(data, tokenizer, tmp_path, smoothing):
+    """SAM: each micro-batch is perturbed along its own forget gradient; RS: each draws its own noise (seeded by the
+    step and the micro-batch); the micro-batches' gradients then add up as usual."""
     initial, forget, retain = data
     trainer, batches = _run(
         initial, tokenizer, forget, retain, tmp_path, steps=1, batch=3, gradient_accumulation_steps=2,
-        forget_loss="ga", retain_loss="nll", smoothing="sam", smoothing_kwargs={"rho": RHO},
+        forget_loss="ga", retain_loss="nll", smoothing=smoothing,
+        smoothing_kwargs={"rho": RHO} if smoothing == "sam" else {"sigma": 0.05},
     )  # fmt: skip
     assert len(batches) == 2, "one optimizer step of two micro-batches (the six forget rows)"
-    expected, _, _ = sam_gru_reference(initial, batches, steps=1, accumulation=2, alpha=1.0, gru=False)
+    expected, _, _ = sam_gru_reference(
+        initial, batches, steps=1, accumulation=2, alpha=1.0, gru=False, smoothing=smoothing
+    )
     torch.testing.assert_close(_flat(trainer.model), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(_flat(trainer.model) - _flat(initial), expected - _flat(initial), rtol=1e-5, atol=1e-9)
 
@@ -265,6 +286,27 @@ def test_lora_perturbs_and_trains_only_the_adapter(target_model, tokenizer, smal
     assert any(not torch.equal(plain[n], sam[n]) for n in plain), "SAM must change the adapter's update"
     norms = [e["smoothing/forget_grad_norm"] for e in runs["sam"][1] if "smoothing/forget_grad_norm" in e]
     assert len(norms) == 2 and all(n > 0 for n in norms)
+
+
+def test_every_forget_loss_is_smoothed_by_sam(target_model, tokenizer, small_forget, small_retain, tmp_path):
+    """Any registered forget loss composes with SAM: the perturbation climbs the loss the method minimises, so the
+    forget loss at theta + eps (logged as `loss/forget`) exceeds the one at theta by rho ||g|| to first order (not
+    for losses whose gradient is not their value's: detached targets or token weights)."""
+    from test_loss_catalog_training import BUILTIN_FORGET_LOSSES, LOSS_KWARGS
+
+    for forget_loss in BUILTIN_FORGET_LOSSES:
+        trainer = make_trainer(
+            copy.deepcopy(target_model), tokenizer, small_forget, small_retain, tmp_path / forget_loss, max_steps=1,
+            forget_loss=forget_loss, forget_loss_kwargs=LOSS_KWARGS.get(forget_loss), smoothing="sam",
+            smoothing_kwargs={"rho": 1e-3},
+        )  # fmt: skip
+        trainer.train()
+        (logs,) = [e for e in trainer.state.log_history if "loss/forget" in e]
+        assert logs["smoothing/forget_grad_norm"] > 0 and torch.isfinite(torch.tensor(logs["loss/forget"]))
+        if forget_loss in STOP_GRADIENT_LOSSES:
+            continue
+        rise = logs["loss/forget"] - logs["smoothing/forget_loss_unperturbed"]
+        assert rise == pytest.approx(1e-3 * logs["smoothing/forget_grad_norm"], rel=0.2), forget_loss
 
 
 def test_the_run_records_smoothing_for_resumes_and_cards(data, tokenizer, tmp_path):
