@@ -92,7 +92,9 @@ class UnlearningConfig(SFTConfig):
             the forget term's gradient is the mean over `num_samples` draws of N(0, sigma^2) weight noise (the same
             noise on every rank, drawn from the seed, the step and the micro-batch). Any forget loss, peft, gradient
             accumulation, DDP; with `rectification="gru"` the smoothed objective's gradient is what GRU projects.
-            None (or `"none"` / `"null"`) is off.
+            Cost per micro-batch: SAM two forget passes and a copy of the trainable weights; RS `num_samples` forget
+            passes. Logs `loss/forget` at the perturbed weights and, for SAM, `smoothing/forget_loss_unperturbed` and
+            `smoothing/forget_grad_norm`. None (or `"none"` / `"null"`) is off.
         smoothing_kwargs (`dict`, *optional*): `{"rho": 0.1}` for `"sam"`; `{"sigma": 0.1, "num_samples": 3}` for
             `"rs"` (the reference's defaults); a dict or a JSON string.
         trainable_parameters (`str`, *optional*): a regular expression over parameter names (`re.search`); only
