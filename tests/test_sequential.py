@@ -239,3 +239,65 @@ def test_dry_run_of_the_shipped_example_works_offline(capsys):
     text = capsys.readouterr().out
     assert "Requests: 5 (2 authors (40 questions) a request)" in text
     assert "tofu_Llama-3.2-1B-Instruct_retain95" in text and "a LoRA per request, merged" in text
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# LoRA: an adapter per request, merged
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow  # 9 s
+def test_lora_adapters_are_merged_after_each_request_and_original_reference(target_model_dir, retain_model_dir,
+                                                                            tmp_path, monkeypatch):  # fmt: skip
+    import hf_unlearn.trainer as trainer_module
+
+    real, references = trainer_module.create_trainer, []
+
+    def spy(*args, **kwargs):
+        references.append(kwargs.get("ref_model"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "create_trainer", spy)
+    lora = {**NPO, "kind": "peft", "learning_rate": 2e-2, "method_kwargs": {"r": 4, "target_modules": ["q_proj"]}}
+    raw = base_config(target_model_dir, retain_model_dir, {"lora": lora}, targets=["forget_probability<=0.0001"])
+    raw.update(requests={"size": 8, "limit": 2}, max_steps=3, reference="original", keep_models=True)
+    results = seq_runner.run_sequence(SequentialConfig.from_dict(raw), tmp_path, report=False)
+    records = results["methods"]["lora"]["requests"]
+    assert [r["steps"] for r in records] == [3, 3]
+    assert references[0] is None and references[1] is not None  # request 2's NPO reads the original model
+    assert [r["reference"] for r in records] == ["the original model", "the original model"]
+    # the model after request 2 is the model after request 1 plus request 2's adapter, merged (scaling alpha / r = 2)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    before = load_file(tmp_path / "methods/lora/request_1/model/model.safetensors")[name]
+    after = load_file(tmp_path / "methods/lora/request_2/model/model.safetensors")[name]
+    adapter = load_file(tmp_path / "methods/lora/request_2/adapter/adapter_model.safetensors")
+    prefix = "base_model.model." + name.removesuffix(".weight")
+    delta = adapter[f"{prefix}.lora_B.weight"] @ adapter[f"{prefix}.lora_A.weight"] * 2.0
+    assert delta.abs().max() > 0
+    torch.testing.assert_close(after, before + delta, rtol=0, atol=1e-6)
+    assert (
+        records[1]["stored_bytes"]
+        == (tmp_path / "methods/lora/request_2/adapter/adapter_model.safetensors").stat().st_size
+    )
+    assert 0 < records[1]["trainable_parameters"] < 2_000
+
+
+def test_requests_from_files_number_their_questions_one_after_another(tofu, tmp_path, target_model_dir):
+    from hf_unlearn.sequential.plan import load_requests
+
+    rows = tofu["forget01_perturbed"]
+    for k, part in enumerate((range(0, 6), range(6, 10))):
+        rows.select(part).to_json(tmp_path / f"request_{k}.jsonl")
+    tofu["retain_perturbed"].select(range(8)).to_json(tmp_path / "retain.jsonl")
+    raw = {
+        "target_model": str(target_model_dir),
+        "data": {"source": "files", "retain": str(tmp_path / "retain.jsonl"), "max_questions": 5},
+        "requests": {"files": [str(tmp_path / "request_0.jsonl"), str(tmp_path / "request_1.jsonl")]},
+        "methods": {"npo": NPO},
+        "targets": "forget_probability<=0.1",
+        "max_epochs": 1,
+    }
+    requests, retain = load_requests(SequentialConfig.from_dict(raw))
+    assert [r.keys for r in requests] == [["0", "1", "2", "3", "4"], ["6", "7", "8", "9"]]
+    assert [len(r.forget) for r in requests] == [6, 4] and len(retain) == 8
+    assert requests[1].evaluation["question"] == rows["question"][6:10]

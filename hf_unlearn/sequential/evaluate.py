@@ -113,27 +113,38 @@ def evaluate_model(
 def gate_matrix(model, prompts: Mapping[str, Sequence[list[int]]], pad_token_id: int, batch_size: int = 32) -> dict:
     """GRUN's gates on groups of prompts: `mean[i][group]` the mean gate s_i(h) (over the request's edited layers and
     the prompts) of request i on the group, `fires[i][group]` the share of prompts whose mean gate exceeds 0.5.
-    Gates are read at the last prompt token, where GRUN edits."""
-    import torch
-
+    Gates are read at the last prompt token, where GRUN edits. Module i is the i-th GRUN request of the model (a
+    request that stopped at its start, already forgotten, adds none)."""
     device = next(model.parameters()).device
     out: dict[str, dict[str, list[float]]] = {"mean": {}, "fires": {}}
-    per_group: dict[str, list[np.ndarray]] = {}
-    for group, rows in prompts.items():
-        values = []
-        for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
-            width = max(len(r) for r in batch)
-            ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for i, row in enumerate(batch):
-                ids[i, : len(row)] = torch.tensor(row)
-                mask[i, : len(row)] = 1
-            gates = model.gate_values(input_ids=ids.to(device), attention_mask=mask.to(device))
-            values.append(np.stack([g.mean(dim=-1).cpu().numpy() for g in gates]))  # [requests, batch]
-        per_group[group] = np.concatenate(values, axis=1) if values else np.zeros((len(model.requests), 0))
+    per_group: dict[str, np.ndarray] = {}
+    was_training = model.training
+    model.eval()
+    try:
+        for group, rows in prompts.items():
+            per_group[group] = _gates(model, rows, pad_token_id, batch_size, device)
+    finally:
+        model.train(was_training)
     for index in range(len(model.requests)):
         name = f"request_{index + 1}"
         out["mean"][name] = {g: float(v[index].mean()) if v.size else None for g, v in per_group.items()}
         out["fires"][name] = {g: float((v[index] > 0.5).mean()) if v.size else None for g, v in per_group.items()}
     return out
+
+
+def _gates(model, rows: Sequence[list[int]], pad_token_id: int, batch_size: int, device) -> np.ndarray:
+    """`[requests, prompts]`: each request's gate, averaged over its layers, at each prompt's last token."""
+    import torch
+
+    values = []
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        width = max(len(r) for r in batch)
+        ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, row in enumerate(batch):  # right padding: the last attended token is the last prompt token
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        gates = model.gate_values(input_ids=ids.to(device), attention_mask=mask.to(device))
+        values.append(np.stack([g.mean(dim=-1).cpu().numpy() for g in gates]))
+    return np.concatenate(values, axis=1) if values else np.zeros((len(model.requests), 0))

@@ -346,7 +346,7 @@ def run_method(
         tic = time.perf_counter()
         summary, log, prompts = evaluate_model(model, tokenizer, cc, requests, folder / "eval")
         gates = None
-        if spec.kind == "grun" and config.gate_matrix:
+        if spec.kind == "grun" and config.gate_matrix and hasattr(model, "gate_values"):
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             gates = gate_matrix(model, prompts, pad)
         training["seconds"]["evaluation"] = time.perf_counter() - tic
