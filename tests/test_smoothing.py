@@ -345,8 +345,11 @@ DDP_OBJECTIVE = dict(forget_loss="npo", retain_loss="nll", token_average="answer
 
 
 def ddp_run(model_dir: str, out_dir: str, per_device_batch: int, smoothing: str) -> dict:
-    """3 SGD steps (2 micro-batches each) on 16 forget rows; every rank draws its retain rows as rank 0 would (the
-    draws depend on the rank), so that 2 ranks see the examples of one process with twice the batch."""
+    """3 SGD steps (2 micro-batches each) on 24 forget rows; every rank draws its retain rows as rank 0 would (the
+    draws depend on the rank), so that 2 ranks see the examples of one process with twice the batch. `sam+gru`: SAM
+    inside GRU's step."""
+    gru = smoothing.endswith("+gru")
+    smoothing = smoothing.removesuffix("+gru")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from hf_unlearn import load_tofu
@@ -359,7 +362,7 @@ def ddp_run(model_dir: str, out_dir: str, per_device_batch: int, smoothing: str)
         model, tokenizer, forget, retain, out_dir, **DDP_OBJECTIVE, smoothing=smoothing,
         smoothing_kwargs={"rho": 0.5} if smoothing == "sam" else {"sigma": 0.02},
         per_device_train_batch_size=per_device_batch, gradient_accumulation_steps=2, max_steps=3, optim="sgd",
-        learning_rate=0.1, lr_scheduler_type="constant",
+        learning_rate=0.1, lr_scheduler_type="constant", rectification="gru" if gru else None,
     )  # fmt: skip
     trainer.unlearning_collator.process_index = 0
     trainer.train()
@@ -374,7 +377,7 @@ def ddp_run(model_dir: str, out_dir: str, per_device_batch: int, smoothing: str)
 
 @pytest.mark.slow
 @pytest.mark.distributed
-@pytest.mark.parametrize("smoothing", ["sam", "rs"])
+@pytest.mark.parametrize("smoothing", ["sam", "rs", "sam+gru"])
 def test_ddp_equals_one_process_with_the_global_batch(target_model_dir, tmp_path, smoothing):
     """Every rank perturbs by the eps of the averaged forget gradient (SAM) or the same noise (RS), and the
     gradients are averaged once at the optimizer step: 2 processes of 2 rows = 1 process of 4."""
@@ -394,7 +397,10 @@ def test_ddp_equals_one_process_with_the_global_batch(target_model_dir, tmp_path
     assert single_update.norm() > 1e-2
     torch.testing.assert_close(ddp_update, single_update, rtol=1e-4, atol=1e-6)
     assert (local["params"] - single["params"]).abs().max() > 100 * 1e-6, "half the batch ends elsewhere"
-    if smoothing == "sam":
+    if smoothing.endswith("+gru"):  # GRU's decisions are those of the global (smoothed) gradients
+        key = "gru/cosine"
+        assert [e[key] for e in ranks[0]["logs"]] == pytest.approx([e[key] for e in single["logs"]], rel=1e-4)
+    if smoothing.startswith("sam"):
         key = "smoothing/forget_grad_norm"
         assert [e[key] for e in ranks[0]["logs"]] == pytest.approx([e[key] for e in single["logs"]], rel=1e-4)
 
