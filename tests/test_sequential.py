@@ -234,6 +234,14 @@ def test_config_round_trips(target_model_dir, retain_model_dir):
     assert config.compare_config().methods["grun"].kind == "grun"
 
 
+def test_report_only_rebuilds_the_report_from_results(full_run, tmp_path, capsys):
+    _, _, out = full_run
+    (tmp_path / "results.json").write_text((out / "results.json").read_text())
+    assert cli_main(["sequential", "--config", str(EXAMPLE), "--output-dir", str(tmp_path), "--report-only"]) == 0
+    assert "## npo + nll (`npo`, full)" in capsys.readouterr().out
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "sequential.png").is_file()
+
+
 def test_dry_run_of_the_shipped_example_works_offline(capsys):
     assert cli_main(["sequential", "--config", str(EXAMPLE), "--dry-run"]) == 0
     text = capsys.readouterr().out
