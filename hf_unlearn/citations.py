@@ -25,3 +25,8 @@ GRU_PAPER = Paper(
     "GRU: Mitigating the Trade-off between Unlearning and Retention for LLMs", "Wang et al. 2025", "2503.09117"
 )
 GRUN_PAPER = Paper("A General Framework to Enhance Fine-tuning-based LLM Unlearning", "Ren et al. 2025", "2502.17823")
+SMOOTHING_PAPER = Paper(
+    "Towards LLM Unlearning Resilient to Relearning Attacks: A Sharpness-Aware Minimization Perspective and Beyond",
+    "Fan et al. 2025",
+    "2502.05374",
+)

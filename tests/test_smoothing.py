@@ -408,3 +408,11 @@ def test_ddp_equals_one_process_with_the_global_batch(target_model_dir, tmp_path
 if __name__ == "__main__":
     model_dir, out_dir, per_device_batch, smoothing = sys.argv[1:]
     ddp_run(model_dir, out_dir, int(per_device_batch), smoothing)
+
+
+def test_card_cites_the_smoothing_paper():
+    from hf_unlearn.hub.facts import papers_for
+
+    cited = [p.arxiv_id for p in papers_for({"forget_loss": "npo", "smoothing": "sam"}, "full")]
+    assert "2502.05374" in cited
+    assert "2502.05374" not in [p.arxiv_id for p in papers_for({"forget_loss": "npo"}, "full")]

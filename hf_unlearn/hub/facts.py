@@ -30,7 +30,7 @@ from .eval_summary import (
     summary_benchmark,
 )
 from .folder import load_unlearning_state
-from .papers import GRU_PAPER, MUSE_PAPER, TOFU_PAPER, loss_papers
+from .papers import GRU_PAPER, MUSE_PAPER, SMOOTHING_PAPER, TOFU_PAPER, loss_papers
 
 logger = logging.get_logger(__name__)
 
@@ -189,7 +189,7 @@ def papers_for(
     evaluated_on_muse: bool = False,
 ) -> list[Paper]:
     """The papers to cite for a method: its losses' (`UnlearningLoss.papers`, user losses included), GRU
-    rectification, the model format's (GRUN), and TOFU / MUSE when evaluated on them."""
+    rectification, smoothing (SAM, RS), the model format's (GRUN), and TOFU / MUSE when evaluated on them."""
     state = state or {}
     fmt = get_method(kind)
     requests = _grun_requests(state, grun_config) if fmt.per_request else []
@@ -198,6 +198,8 @@ def papers_for(
         papers.extend(loss_papers(loss))
     if state.get("rectification") == "gru":
         papers.append(GRU_PAPER)
+    if state.get("smoothing"):
+        papers.append(SMOOTHING_PAPER)
     papers.extend(fmt.papers)
     if evaluated_on_tofu:
         papers.append(TOFU_PAPER)

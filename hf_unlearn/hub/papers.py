@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..citations import GRU_PAPER, GRUN_PAPER, MUSE_PAPER, TOFU_PAPER, Paper
+from ..citations import GRU_PAPER, GRUN_PAPER, MUSE_PAPER, SMOOTHING_PAPER, TOFU_PAPER, Paper
 from ..losses import get_loss
 
-__all__ = ["GRU_PAPER", "GRUN_PAPER", "MUSE_PAPER", "PAPERS", "TOFU_PAPER", "loss_papers"]
+__all__ = ["GRU_PAPER", "GRUN_PAPER", "MUSE_PAPER", "PAPERS", "SMOOTHING_PAPER", "TOFU_PAPER", "loss_papers"]
 
 
 def loss_papers(name: object) -> tuple[Paper, ...]:
@@ -25,6 +25,7 @@ PAPERS: dict[str, Paper] = {
     "muse": MUSE_PAPER,
     "gru": GRU_PAPER,
     "grun": GRUN_PAPER,
+    "smoothing": SMOOTHING_PAPER,
     **{
         key: loss_papers(loss)[0]
         for key, loss in (
