@@ -191,6 +191,11 @@ def test_grun_sequence_stacks_one_module_per_request(target_model_dir, retain_mo
     assert set(gates["mean"]["request_1"]) == {"retain", "request_1", "request_2", "request_3"}
     assert all(0 <= v <= 1 for row in gates["fires"].values() for v in row.values())
     assert "Gates after request 3" in (tmp_path / "report.md").read_text()
+    # resumed at request 3, which stacks its module on the two loaded from request 2's folder: the same numbers
+    (tmp_path / "methods/grun/request_3/record.json").unlink()
+    again = seq_runner.run_sequence(SequentialConfig.from_dict(raw), tmp_path, report=False)
+    assert again["methods"]["grun"]["requests"][2]["forget"] == records[2]["forget"]
+    assert again["methods"]["grun"]["requests"][2]["gates"] == records[2]["gates"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
