@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,17 +247,18 @@ def test_g_effect_risks(kind_model, tokenizer, tofu):
         assert getattr(result, f"{split}_risk") == pytest.approx(expected, rel=1e-5)
 
 
-def test_trajectory_scorer(kind_model, tokenizer, tofu):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "benchmarks"))
-    try:
-        from tofu_mini_matched import TrajectoryScorer
-    finally:
-        sys.path.pop(0)
+def test_target_evaluation(kind_model, tokenizer, tofu):
+    """The cheap evaluation of stop-at-target runs and of hf_unlearn.compare's trajectories (`target_logs`)."""
+    from hf_unlearn.evaluation import TOFUEvaluator, target_logs, target_metrics
+
     _, model = kind_model
     forget = tofu["forget01_perturbed"].select(range(N_QUESTIONS)).to_list()
     retain = tofu["retain_perturbed"].select(range(2)).to_list()
-    scorer = TrajectoryScorer(model, tokenizer, {"forget": forget, "retain": retain}, [0.5], truth_ratio=False)
-    point = scorer(model)
+    rows = {"forget": forget, "retain": retain}
+    evaluator = TOFUEvaluator(model, tokenizer, datasets=rows, splits=["retain", "forget"], forget_split="forget01",
+                              data_dir="bundled", max_new_tokens=1, progress=False)  # fmt: skip
+    metrics = ["forget_probability", "retain_probability"]
+    point = target_metrics(target_logs(evaluator, metrics), metrics)
     for split, rows in (("forget", forget), ("retain", retain)):
         expected = float(np.exp(-reference_mean_nll(model, pairs_of(tokenizer, rows))).mean())
         assert point[f"{split}_probability"] == pytest.approx(expected, rel=1e-5)
