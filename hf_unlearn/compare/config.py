@@ -37,11 +37,12 @@ UTILITY_METRICS = ("model_utility", "retain_utility")
 #: The retain-author utility's components.
 RETAIN_UTILITY_KEYS = ("retain_probability", "retain_rougeL_recall", "retain_truth_ratio")
 DATA_SOURCES = ("tofu", "files")
-#: A comparison's methods name its runs' folders: keep them to simple names.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+#: A method's name names its runs' folders: keep it simple.
+METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
 
-def _unknown_keys(where: str, given: Mapping[str, Any], cls: type) -> None:
+def check_keys(where: str, given: Mapping[str, Any], cls: type) -> None:
+    """Raise when `given` has a key that is not a field of the dataclass `cls`, naming the closest field."""
     known = [f.name for f in fields(cls)]
     for key in given:
         if key not in known:
@@ -295,7 +296,7 @@ class CompareConfig:
         if not self.methods:
             raise ValueError("A comparison needs at least one method.")
         for name in self.methods:
-            if not _NAME.match(name):
+            if not METHOD_NAME.match(name):
                 raise ValueError(f"Method name {name!r}: use letters, digits, '_', '-', '.', '+' (it names folders).")
         if not self.targets:
             raise ValueError("A comparison needs at least one target, e.g. targets: {p10: forget_probability<=0.1}.")
@@ -347,7 +348,7 @@ class CompareConfig:
         """A config from plain data (a YAML document's), with errors that name the bad key."""
         if not isinstance(raw, Mapping):
             raise ValueError(f"A comparison config is a mapping of keys, got {type(raw).__name__}.")
-        _unknown_keys("compare config", raw, cls)
+        check_keys("compare config", raw, cls)
         values = dict(raw)
         methods = values.get("methods") or {}
         if not isinstance(methods, Mapping):
@@ -356,22 +357,22 @@ class CompareConfig:
         for name, spec in methods.items():
             if not isinstance(spec, Mapping):
                 raise ValueError(f"methods.{name} must be a mapping (forget_loss, learning_rates, ...).")
-            _unknown_keys(f"methods.{name}", spec, MethodSpec)
+            check_keys(f"methods.{name}", spec, MethodSpec)
             try:
                 parsed_methods[str(name)] = MethodSpec(**spec)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"methods.{name}: {err}") from err
         values["methods"] = parsed_methods
         tolerance = float(values.get("match_tolerance", 0.02))
-        values["targets"] = _parse_targets(values.get("targets") or {}, tolerance)
+        values["targets"] = parse_named_targets(values.get("targets") or {}, tolerance)
         data = values.get("data") or {}
         if isinstance(data, Mapping):
-            _unknown_keys("data", data, DataSpec)
+            check_keys("data", data, DataSpec)
             values["data"] = DataSpec(**data)
         values["claims"] = [_parse_claim(c) for c in values.get("claims") or []]
         attacks = values.get("attacks")
         if isinstance(attacks, Mapping):
-            _unknown_keys("attacks", attacks, AttackSpec)
+            check_keys("attacks", attacks, AttackSpec)
             values["attacks"] = AttackSpec(**attacks)
         return cls(**values)
 
@@ -440,7 +441,9 @@ class CompareConfig:
         return ["retain", "forget"]
 
 
-def _parse_targets(raw: Any, tolerance: float) -> dict[str, NamedTarget]:
+def parse_named_targets(raw: Any, tolerance: float) -> dict[str, NamedTarget]:
+    """Targets from a config: name -> `"metric<=x"` or `{target:, tolerance:}`, or a list of strings (named by
+    themselves); `tolerance` is the default matched-forgetting tolerance."""
     if isinstance(raw, (list, tuple)):  # a list of strings: each names itself
         raw = {str(item): item for item in raw}
     if not isinstance(raw, Mapping):
@@ -475,6 +478,6 @@ def _parse_claim(raw: Any) -> Claim:
             raise ValueError(f"Cannot read the claim {raw!r}: write 'A > B' (A keeps more utility than B).")
         return Claim(*match.groups())
     if isinstance(raw, Mapping):
-        _unknown_keys("claim", raw, Claim)
+        check_keys("claim", raw, Claim)
         return Claim(**raw)
     raise ValueError(f"A claim is 'A > B' or a mapping with better/than, got {raw!r}.")

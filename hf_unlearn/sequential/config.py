@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from ..compare.config import (
-    _NAME,
+    METHOD_NAME,
     UTILITY_METRICS,
     CompareConfig,
     DataSpec,
     MethodSpec,
-    _parse_targets,
-    _unknown_keys,
+    check_keys,
+    parse_named_targets,
 )
 from ..evaluation.targets import Target, parse_target
 
@@ -168,7 +168,7 @@ class SequentialConfig:
         if not self.methods:
             raise ValueError("A sequence needs at least one method.")
         for name, spec in self.methods.items():
-            if not _NAME.match(name):
+            if not METHOD_NAME.match(name):
                 raise ValueError(f"Method name {name!r}: use letters, digits, '_', '-', '.', '+' (it names folders).")
             if len(spec.learning_rates) != 1:
                 raise ValueError(
@@ -210,7 +210,7 @@ class SequentialConfig:
         """A config from plain data (a YAML document's), with errors that name the bad key."""
         if not isinstance(raw, Mapping):
             raise ValueError(f"A sequence config is a mapping of keys, got {type(raw).__name__}.")
-        _unknown_keys("sequential config", raw, cls)
+        check_keys("sequential config", raw, cls)
         values = dict(raw)
         methods = values.get("methods") or {}
         if not isinstance(methods, Mapping):
@@ -222,7 +222,7 @@ class SequentialConfig:
             spec = dict(spec)
             if "learning_rate" in spec and "learning_rates" not in spec:
                 spec["learning_rates"] = [spec.pop("learning_rate")]
-            _unknown_keys(f"methods.{name}", spec, MethodSpec)
+            check_keys(f"methods.{name}", spec, MethodSpec)
             try:
                 parsed[str(name)] = MethodSpec(**spec)
             except (TypeError, ValueError) as err:
@@ -233,7 +233,7 @@ class SequentialConfig:
             if section is None:
                 values.pop(key, None)
             elif isinstance(section, Mapping):
-                _unknown_keys(key, section, cls_)
+                check_keys(key, section, cls_)
                 section = dict(section)
                 files = getattr(values.get("requests"), "files", None)
                 if key == "data" and files and section.get("source") == "files" and not section.get("forget"):
@@ -302,7 +302,7 @@ class SequentialConfig:
         return CompareConfig(
             target_model=self.target_model,
             methods=self.methods,
-            targets=_parse_targets(dict(self.targets), 0.0),
+            targets=parse_named_targets(dict(self.targets), 0.0),
             data=self.data,
             retain_model=self.retain_model,
             retain_logs=self.retain_logs,
