@@ -111,7 +111,10 @@ class UnlearningConfig(SFTConfig):
         target_eval_steps (`int`, defaults to `10`): evaluate the targets every this many optimizer steps.
         target_eval_kwargs (`dict`, *optional*): keyword arguments of the targets' [`TOFUEvaluator`] (`forget_split`,
             `data_dir`, `max_questions`, `batch_size`, `max_new_tokens`, ...) plus `retain_logs`, the retain model's
-            TOFU logs (needed by a `forget_quality` target); a dict or a JSON string.
+            TOFU logs (needed by a `forget_quality` target); a dict or a JSON string. When the targets are MUSE
+            metrics (`knowmem_forget_rougeL_f1`, `verbmem_forget_rougeL_f1`, `knowmem_retain_rougeL_f1`), they go to
+            the targets' [`MUSEEvaluator`] instead (`data_dir`, `dataset`, `max_items`, `batch_size`,
+            `knowmem_max_new_tokens`, `verbmem_max_new_tokens`, ...; its `metrics` follow the targets).
 
     Differences from `SFTConfig` defaults: `learning_rate` 1e-5 (TOFU's), `bf16` only where the hardware supports it,
     `remove_unused_columns=False` (batches hold forget and retain examples), `logging_steps` 1 and `save_only_model`
@@ -194,7 +197,8 @@ class UnlearningConfig(SFTConfig):
         default=None,
         metadata={
             "help": "TOFUEvaluator keyword arguments of the target evaluations (forget_split, data_dir, "
-            "max_questions, ...) and retain_logs (for forget_quality), as a dict or a JSON string."
+            "max_questions, ...) and retain_logs (for forget_quality), as a dict or a JSON string; for MUSE targets, "
+            "MUSEEvaluator keyword arguments (data_dir, max_items, batch_size, ...)."
         },
     )
     gradient_checkpointing: bool | None = field(

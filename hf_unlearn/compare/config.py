@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ..evaluation.targets import Target, parse_target
+from ..evaluation.targets import TARGET_BENCHMARKS, Target, parse_target
 
 __all__ = [
     "AttackSpec",
@@ -32,11 +32,16 @@ __all__ = [
 #: How the matched point is placed at the target (see [`CompareConfig.refine`]).
 REFINE_MODES = ("replay", "none")
 #: The utility a claim compares: TOFU's model utility (9 components over 4 splits) or the retain authors' only
-#: (harmonic mean of their answer probability, ROUGE-L recall and truth ratio: for a model that knows nothing else).
-UTILITY_METRICS = ("model_utility", "retain_utility")
+#: (harmonic mean of their answer probability, ROUGE-L recall and truth ratio: for a model that knows nothing else);
+#: on MUSE data, KnowMem on the retain questions (ROUGE-L F1).
+UTILITY_METRICS = ("model_utility", "retain_utility", "knowmem_retain_rougeL_f1")
+#: The utilities each benchmark's evaluation computes (`tofu` and `files` data: TOFU's; `muse`: MUSE's).
+UTILITY_OF_BENCHMARK = {"tofu": ("model_utility", "retain_utility"), "muse": ("knowmem_retain_rougeL_f1",)}
 #: The retain-author utility's components.
 RETAIN_UTILITY_KEYS = ("retain_probability", "retain_rougeL_recall", "retain_truth_ratio")
-DATA_SOURCES = ("tofu", "files")
+DATA_SOURCES = ("tofu", "files", "muse")
+#: The raw-text splits a MUSE comparison trains on by default (MUSE's `raw` configuration).
+MUSE_TRAIN_SPLITS = ("forget", "retain1")
 #: A method's name names its runs' folders: keep it simple.
 METHOD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 
@@ -129,20 +134,31 @@ class MethodSpec:
 
 @dataclass
 class DataSpec:
-    """The comparison's data: TOFU (from the Hub, the bundled subset or a folder in the Hub's layout) or local files.
+    """The comparison's data: TOFU (from the Hub, the bundled subset or a folder in the Hub's layout), local files,
+    or MUSE.
 
     Args:
-        source: `"tofu"` or `"files"`.
+        source: `"tofu"`, `"files"` or `"muse"`. MUSE: the model unlearns MUSE's raw forget text (retaining its raw
+            retain text, as `hf-unlearn train` does with `dataset_config: raw`); its targets are MUSE metrics
+            (`knowmem_forget_rougeL_f1`, `verbmem_forget_rougeL_f1`, `knowmem_retain_rougeL_f1`), evaluated along
+            the runs with `MUSEEvaluator`; the full evaluation at matched points is `MUSEEvaluator`'s (KnowMem,
+            VerbMem and, where the data has it, PrivLeak); the utility is `knowmem_retain_rougeL_f1`.
         forget_split: TOFU's forget configuration (`forget01`, `forget05`, `forget10`); its retain complement is
-            trained on, `<forget_split>_perturbed` and `retain_perturbed` are evaluated.
-        data_dir: where TOFU is read: None for the Hub (`locuslab/TOFU`), `"bundled"`, or a folder.
+            trained on, `<forget_split>_perturbed` and `retain_perturbed` are evaluated. Not used by MUSE.
+        data_dir: where TOFU is read: None for the Hub (`locuslab/TOFU`), `"bundled"`, or a folder. MUSE: None for
+            the Hub (`muse-bench/MUSE-News`), or a folder in its layout (`<data_dir>/<config>/<split>.json` or
+            `.jsonl`: `raw/forget`, `raw/retain1`, `knowmem/forget_qa`, ..., `verbmem/forget`, and optionally
+            `privleak/forget`, `privleak/holdout`).
         forget, retain: `files`: the training rows (JSON Lines, CSV or Parquet with `question` and `answer`).
+            MUSE: the `raw` splits trained on (default `forget` and `retain1`).
         forget_eval, retain_eval: `files`: the evaluation rows, TOFU's perturbed layout (`question`, `answer`,
             `paraphrased_answer`, `perturbed_answer`); default: the training rows (no truth ratio then).
         eval_splits: the TOFU splits of the full evaluation at matched points (default: `retain` and `forget`, and
             `real_authors` and `world_facts` when the utility is `model_utility`).
-        max_questions: evaluate at most this many questions per split (None: all).
-        max_new_tokens: greedy generation length of the full evaluation (ROUGE-L).
+        max_questions: evaluate at most this many questions per split (None: all); MUSE: items per split
+            (`max_items`).
+        max_new_tokens: greedy generation length of the full evaluation (ROUGE-L). MUSE: a cap on KnowMem's 32
+            and VerbMem's 128 new tokens (the default, 200, keeps MUSE's lengths).
         eval_batch_size: the evaluator's batch size.
     """
 
@@ -159,10 +175,6 @@ class DataSpec:
     eval_batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.source == "muse":
-            raise ValueError(
-                "compare runs on TOFU-layout data (source: tofu or files); MUSE targets are not supported yet."
-            )
         if self.source not in DATA_SOURCES:
             raise ValueError(f"data.source must be one of {list(DATA_SOURCES)}, got {self.source!r}.")
         if self.source == "files" and not (self.forget and self.retain):
@@ -172,7 +184,20 @@ class DataSpec:
         if self.max_new_tokens < 1:
             raise ValueError(f"data.max_new_tokens must be >= 1, got {self.max_new_tokens}.")
 
+    @property
+    def benchmark(self) -> str:
+        """`"muse"` or `"tofu"` (TOFU and local files): the evaluator of the targets and the matched points."""
+        return "muse" if self.source == "muse" else "tofu"
+
+    def muse_splits(self) -> tuple[str, str]:
+        """MUSE: the `raw` forget and retain splits trained on."""
+        return self.forget or MUSE_TRAIN_SPLITS[0], self.retain or MUSE_TRAIN_SPLITS[1]
+
     def describe(self) -> str:
+        if self.source == "muse":
+            where = "the Hub (muse-bench/MUSE-News)" if self.data_dir is None else f"{self.data_dir}"
+            forget, retain = self.muse_splits()
+            return f"MUSE from {where}: training on raw/{forget} (forget) and raw/{retain} (retain)"
         if self.source == "files":
             return f"local files: forget {self.forget}, retain {self.retain}"
         where = {None: "the Hub (locuslab/TOFU)", "bundled": "the bundled TOFU subset"}.get(
@@ -314,6 +339,22 @@ class CompareConfig:
             raise ValueError(f"refine must be one of {list(REFINE_MODES)}, got {self.refine!r}.")
         if self.utility not in UTILITY_METRICS:
             raise ValueError(f"utility must be one of {list(UTILITY_METRICS)}, got {self.utility!r}.")
+        benchmark = self.data.benchmark
+        if self.utility not in UTILITY_OF_BENCHMARK[benchmark]:
+            raise ValueError(
+                f"utility {self.utility!r} is not computed on {self.data.source} data: its evaluation "
+                f"({benchmark.upper()}) gives {list(UTILITY_OF_BENCHMARK[benchmark])}."
+            )
+        wrong = [
+            f"{n} ({t.target})" for n, t in self.targets.items() if TARGET_BENCHMARKS[t.target.metric] != benchmark
+        ]
+        if wrong:
+            raise ValueError(
+                f"The target(s) {wrong} are not {benchmark.upper()} metrics, which {self.data.source} data is "
+                f"evaluated with: choose among {[m for m, b in TARGET_BENCHMARKS.items() if b == benchmark]}."
+            )
+        if benchmark == "muse" and self.retain_logs:
+            raise ValueError("retain_logs are TOFU logs (forget quality); a MUSE comparison does not read them.")
         if self.retain_model and self.retain_logs:
             raise ValueError("Give retain_model or retain_logs, not both.")
         if self.gpus_per_run < 1:

@@ -50,15 +50,21 @@ def resolve(config: CompareConfig) -> list[str]:
     else:
         lines.append("retain model: none (forget quality is not computed)")
     data = config.data
+    if data.source == "muse" and data.data_dir is not None:
+        _check_muse_dir(config)
     if data.source == "files":
         for key in ("forget", "retain", "forget_eval", "retain_eval"):
             path = getattr(data, key)
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"data.{key}: {path} does not exist.")
-    elif data.data_dir not in (None, "bundled") and not (Path(data.data_dir) / f"{data.forget_split}.json").is_file():
-        raise FileNotFoundError(f"data.data_dir {data.data_dir} holds no {data.forget_split}.json (TOFU's layout).")
+    elif data.source == "tofu" and data.data_dir not in (None, "bundled"):
+        if not (Path(data.data_dir) / f"{data.forget_split}.json").is_file():
+            raise FileNotFoundError(
+                f"data.data_dir {data.data_dir} holds no {data.forget_split}.json (TOFU's layout)."
+            )
     size = forget_size(config)
-    lines.append(f"data: {data.describe()} ({size if size is not None else 'an unknown number of'} forget questions)")
+    items = "forget texts" if data.source == "muse" else "forget questions"
+    lines.append(f"data: {data.describe()} ({size if size is not None else 'an unknown number of'} {items})")
     for name, spec in config.methods.items():
         try:
             get_loss(spec.forget_loss, "forget")
@@ -72,6 +78,21 @@ def resolve(config: CompareConfig) -> list[str]:
             ) from None
         lines.append(f"method {name}: {spec.display_label()} ({spec.kind})")
     return lines
+
+
+def _check_muse_dir(config: CompareConfig) -> None:
+    """A MUSE folder must hold the raw training splits and KnowMem / VerbMem's (PrivLeak's are optional)."""
+    folder = Path(config.data.data_dir)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data.data_dir {folder} is not a folder in MUSE's layout (<config>/<split>.json).")
+    forget, retain = config.data.muse_splits()
+    needed = [f"raw/{forget}", f"raw/{retain}", "knowmem/forget_qa", "knowmem/forget_qa_icl", "knowmem/retain_qa",
+              "knowmem/retain_qa_icl", "verbmem/forget"]  # fmt: skip
+    missing = [n for n in needed if not any((folder / f"{n}{ext}").is_file() for ext in (".json", ".jsonl"))]
+    if missing:
+        raise FileNotFoundError(
+            f"data.data_dir {folder} lacks the MUSE split(s) {missing} (each <config>/<split>.json or .jsonl)."
+        )
 
 
 def format_plan(config: CompareConfig) -> str:

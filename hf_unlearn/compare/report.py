@@ -27,6 +27,13 @@ COLUMNS = {
     "retain_utility": "retain-author utility",
     "model_utility": "model utility",
 }
+#: The columns of a MUSE comparison's tables.
+MUSE_COLUMNS = {
+    "knowmem_forget_rougeL_f1": "KnowMem forget",
+    "verbmem_forget_rougeL_f1": "VerbMem forget",
+    "privleak_auc": "PrivLeak AUC",
+    "knowmem_retain_rougeL_f1": "KnowMem retain",
+}
 
 
 def load_results(output_dir: str | Path) -> dict[str, Any]:
@@ -54,6 +61,8 @@ def _cell(values: Sequence[float]) -> str:
 
 
 def _columns(config: CompareConfig) -> list[str]:
+    if config.data.source == "muse":
+        return list(MUSE_COLUMNS)
     keys = [k for k in COLUMNS if k not in ("retain_utility", "model_utility")]
     return keys + [config.utility]
 
@@ -64,7 +73,8 @@ def matched_table(results: Mapping[str, Any], config: CompareConfig, target: str
     named = config.targets[target]
     metric = named.target.metric
     columns = _columns(config)
-    header = ["method", "lr", "seeds reached", "steps", f"matched {metric}", *(COLUMNS[c] for c in columns)]
+    names = {**COLUMNS, **MUSE_COLUMNS}
+    header = ["method", "lr", "seeds reached", "steps", f"matched {metric}", *(names[c] for c in columns)]
     lines = [f"### {target}: {named.title} (tolerance {named.tolerance:g})", ""]
     lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for name, summary in results["references"].items():

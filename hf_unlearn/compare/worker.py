@@ -76,6 +76,8 @@ def load_target(config: CompareConfig) -> tuple[Any, Any]:
 def training_data(config: CompareConfig) -> tuple[Any, Any]:
     """The forget and retain training sets (`datasets.Dataset`s with `question` and `answer`)."""
     data = config.data
+    if data.source == "muse":
+        return tuple(muse_text(config, split) for split in data.muse_splits())
     if data.source == "files":
         from ..commands.train import load_data_file
 
@@ -85,9 +87,25 @@ def training_data(config: CompareConfig) -> tuple[Any, Any]:
     return load_tofu(data.forget_split, data.data_dir), load_tofu(TOFU_RETAIN_OF[data.forget_split], data.data_dir)
 
 
+def muse_text(config: CompareConfig, split: str) -> Any:
+    """A MUSE `raw` split (the Hub's `muse-bench/MUSE-News` or `<data_dir>/raw/<split>.json[l]`) as a `Dataset` of
+    texts, trained on whole as `hf-unlearn train` trains on raw text."""
+    from datasets import Dataset
+
+    from ..evaluation.muse import load_muse
+
+    rows = load_muse("raw", split, config.data.data_dir)
+    texts = [row.get("text") for row in rows]
+    if not texts or any(not isinstance(t, str) for t in texts):
+        raise ValueError(f"MUSE raw/{split} must be a non-empty list of rows with a 'text' field.")
+    return Dataset.from_dict({"text": texts})
+
+
 def forget_size(config: CompareConfig) -> int | None:
     """The number of forget questions, without loading a Hub data set (None when unknown)."""
     data = config.data
+    if data.source == "muse":  # the forget texts (before long ones are cut to max_length)
+        return None if data.data_dir is None else len(muse_text(config, data.muse_splits()[0]))
     if data.source == "tofu" and data.data_dir is None:
         return TOFU_FORGET_SIZES[data.forget_split]
     if data.source == "tofu":
@@ -141,6 +159,26 @@ def evaluator_kwargs(config: CompareConfig, splits: Sequence[str] | None = None)
     return kwargs
 
 
+def muse_kwargs(config: CompareConfig) -> dict[str, Any]:
+    """The `MUSEEvaluator` arguments of a MUSE comparison's data (the cheap evaluations choose their own metrics):
+    `max_questions` is `max_items`, `max_new_tokens` caps MUSE's generation lengths (KnowMem 32, VerbMem 128)."""
+    data = config.data
+    return {
+        "data_dir": data.data_dir,
+        "max_items": data.max_questions,
+        "batch_size": data.eval_batch_size,
+        "knowmem_max_new_tokens": min(32, data.max_new_tokens),
+        "verbmem_max_new_tokens": min(128, data.max_new_tokens),
+    }
+
+
+def muse_metrics(config: CompareConfig) -> list[str]:
+    """The full MUSE evaluation's metrics: KnowMem, VerbMem, and PrivLeak on the Hub or where the folder has it."""
+    data_dir = config.data.data_dir
+    with_privleak = data_dir is None or (Path(data_dir) / "privleak").is_dir()
+    return ["knowmem", "verbmem"] + (["privleak"] if with_privleak else [])
+
+
 def add_utilities(summary: dict[str, Any]) -> dict[str, Any]:
     """`retain_utility` (harmonic mean of the retain authors' probability, ROUGE-L recall and truth ratio) beside
     TOFU's `model_utility`."""
@@ -152,7 +190,22 @@ def add_utilities(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def full_evaluation(model, tokenizer, config: CompareConfig, output_dir: Path | None, retain_logs) -> dict:
-    """The full TOFU evaluation (generation included) of `model` on the comparison's data, with the utilities."""
+    """The full TOFU evaluation (generation included) of `model` on the comparison's data, with the utilities; on
+    MUSE data, `MUSEEvaluator`'s (PrivLeak relative to the retain model's evaluation in `retain_logs` when there is
+    one, else to MUSE's published retrain AUC on MUSE-News from the Hub)."""
+    if config.data.source == "muse":
+        from ..constants import EVAL_SUMMARY_FILE
+        from ..evaluation.muse import MUSEEvaluator
+
+        metrics = muse_metrics(config)
+        retain_auc = None
+        if "privleak" in metrics:
+            if retain_logs is not None and (Path(retain_logs) / EVAL_SUMMARY_FILE).is_file():
+                retain_auc = retain_logs
+            elif config.data.data_dir is None:
+                retain_auc = "news"
+        evaluator = MUSEEvaluator(model, tokenizer, metrics=metrics, progress=False, **muse_kwargs(config))
+        return dict(evaluator.evaluate(output_dir=output_dir, retain_auc=retain_auc))
     from ..evaluation.tofu import TOFUEvaluator
 
     evaluator = TOFUEvaluator(model, tokenizer, progress=False, **evaluator_kwargs(config, config.eval_splits()))
@@ -229,12 +282,15 @@ def _train(config, spec, job, output_dir: Path, max_steps: int, targets: Sequenc
     target, tokenizer = load_target(config)
     forget, retain = training_data(config)
     model = copy.deepcopy(target).train()
+    if config.data.source == "muse":
+        evaluation: dict[str, Any] = {"muse_kwargs": muse_kwargs(config)}
+    else:
+        evaluation = {"evaluator_kwargs": evaluator_kwargs(config), "retain_logs": job.retain_logs}
     callback = StopAtTargetCallback(
         [t.target for t in targets],
         every_n_steps=config.eval_every * spec.steps_factor,
-        evaluator_kwargs=evaluator_kwargs(config),
-        retain_logs=job.retain_logs,
         output_dir=output_dir,
+        **evaluation,
         **callback_kwargs,
     )
     args = unlearning_args(config, spec, job, output_dir, max_steps)
@@ -403,8 +459,13 @@ def run_attacks(model, tokenizer, config: CompareConfig) -> dict[str, Any]:
 
     from ..evaluation.robustness import quantization_attack, relearning_attack
 
-    evaluator_rows = evaluator_kwargs(config, ["forget"])
-    if "datasets" in evaluator_rows:
+    evaluator_rows = {} if config.data.source == "muse" else evaluator_kwargs(config, ["forget"])
+    if config.data.source == "muse":  # MUSE's KnowMem forget questions
+        from ..evaluation.muse import load_muse
+
+        knowmem = load_muse("knowmem", "forget_qa", config.data.data_dir)
+        rows = {"question": [r["question"] for r in knowmem], "answer": [str(r["answer"]) for r in knowmem]}
+    elif "datasets" in evaluator_rows:
         rows = evaluator_rows["datasets"]["forget"]
     else:
         from ..data.tofu import load_tofu

@@ -26,7 +26,7 @@ from .logs import (
     write_tofu_logs,
 )
 from .record import RECORD_KEY
-from .targets import GENERATION_METRICS, TRUTH_RATIO_METRICS, Target, parse_targets
+from .targets import GENERATION_METRICS, TRUTH_RATIO_METRICS, Target, benchmark_of, parse_targets
 from .tofu import TOFUEvaluator
 
 __all__ = [
@@ -374,9 +374,17 @@ class StopAtTargetCallback(TOFUEvalCallback):
     met there). When the last target is met, `control.should_training_stop` ends the run; when training ends with
     targets unmet, a warning says so.
 
-    Under several processes the evaluation is sharded as in [`TOFUEvalCallback`] (every rank evaluates its share of
-    the questions, the logs are gathered and merged): every rank computes the same numbers and so takes the same
+    MUSE targets (`knowmem_forget_rougeL_f1`, `verbmem_forget_rougeL_f1`, `knowmem_retain_rougeL_f1`:
+    [`~hf_unlearn.evaluation.MUSEEvaluator`]'s summary keys) are evaluated with a `MUSEEvaluator` built from
+    `muse_kwargs` that computes only the MUSE metrics the targets need (`"knowmem"` and/or `"verbmem"`; both are
+    greedy generation); the trajectory, the checkpoints and the stop are as for TOFU targets. TOFU and MUSE targets in
+    one callback are an error (one evaluator evaluates a run).
+
+    Under several processes the TOFU evaluation is sharded as in [`TOFUEvalCallback`] (every rank evaluates its share
+    of the questions, the logs are gathered and merged): every rank computes the same numbers and so takes the same
     decision, which is checked (`all_gather_object` of the decisions; a mismatch raises). Rank 0 writes the files.
+    The MUSE evaluation is not sharded: every rank evaluates every item with its replica (the same numbers, at the
+    cost of one full evaluation per rank), and the decisions are gathered and checked as for TOFU.
 
     Args:
         targets: [`~hf_unlearn.evaluation.targets.Target`]s or strings such as `"forget_probability<=0.1"` (a list,
@@ -393,6 +401,10 @@ class StopAtTargetCallback(TOFUEvalCallback):
             refinement replays a run and evaluates every step between the two evaluations that bracket a target).
         evaluate_at_start: also evaluate before the first step (step 0 of the trajectory; a target the model
             already meets is saved there).
+        muse_kwargs: for MUSE targets: keyword arguments of [`~hf_unlearn.evaluation.MUSEEvaluator`] (`data_dir`,
+            `dataset`, `datasets`, `max_items`, `batch_size`, `knowmem_max_new_tokens`, `verbmem_max_new_tokens`,
+            ...); `metrics` is set from the targets, `progress` defaults to False. With MUSE targets
+            `evaluator_factory` may instead return a `MUSEEvaluator`.
 
     `self.trajectory` holds the points; `self.met` target name -> step where it was first met; `self.seconds` the
     time spent evaluating. A run resumed from a checkpoint reads the trajectory and the targets met up to that
@@ -411,17 +423,40 @@ class StopAtTargetCallback(TOFUEvalCallback):
         trainer: Any | None = None,
         eval_steps: Iterable[int] | None = None,
         evaluate_at_start: bool = False,
+        muse_kwargs: Mapping[str, Any] | None = None,
     ):
         self.targets = parse_targets(targets)
         if not self.targets:
             raise ValueError("StopAtTargetCallback needs at least one target, e.g. 'forget_probability<=0.1'.")
         self.metrics = list(dict.fromkeys(t.metric for t in self.targets))
+        try:
+            #: `"tofu"` or `"muse"`: the evaluator of the targets
+            self.benchmark = benchmark_of(self.targets)
+        except ValueError as err:
+            raise ValueError(f"StopAtTargetCallback: {err}") from None
+        self.muse_kwargs: dict[str, Any] = {}
+        if self.benchmark == "muse":
+            if evaluator_kwargs is not None or retain_logs is not None:
+                raise ValueError(
+                    f"The targets {[str(t) for t in self.targets]} are MUSE metrics: give the MUSE evaluator's "
+                    "arguments as muse_kwargs (evaluator_kwargs and retain_logs are the TOFU evaluator's)."
+                )
+            muse_kwargs = dict(muse_kwargs or {})
+            if "metrics" in muse_kwargs:
+                raise ValueError("muse_kwargs may not set 'metrics': the targets choose the MUSE metrics evaluated.")
+            needed = ["knowmem" if m.startswith("knowmem") else "verbmem" for m in self.metrics]
+            self.muse_kwargs = {"progress": False, **muse_kwargs, "metrics": list(dict.fromkeys(needed))}
+        elif muse_kwargs is not None:
+            raise ValueError(
+                f"muse_kwargs is for MUSE targets; the targets {[str(t) for t in self.targets]} are TOFU metrics "
+                "(give the TOFU evaluator's arguments as evaluator_kwargs)."
+            )
         if "forget_quality" in self.metrics and retain_logs is None:
             raise ValueError(
                 "A forget_quality target needs the retain model's TOFU logs (retain_logs; in UnlearningConfig "
                 "target_eval_kwargs={'retain_logs': DIR})."
             )
-        if evaluator_factory is None:
+        if evaluator_factory is None and self.benchmark == "tofu":
             evaluator_kwargs = {"splits": _splits_needed(self.metrics), **dict(evaluator_kwargs or {})}
         super().__init__(
             every_n_steps,
@@ -441,6 +476,31 @@ class StopAtTargetCallback(TOFUEvalCallback):
         self.met: dict[str, int] = {}
         #: Wall-clock seconds spent in the target evaluations (the cost a comparison reports beside training).
         self.seconds = 0.0
+
+    def _build_evaluator(self, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase) -> Any:
+        if self.benchmark == "tofu":
+            return super()._build_evaluator(model, tokenizer)
+        from .muse import MUSEEvaluator
+
+        if model is None:
+            raise ValueError("StopAtTargetCallback received no model from the trainer.")
+        if self.evaluator_factory is not None:
+            evaluator = self.evaluator_factory(model, tokenizer)
+            if not isinstance(evaluator, MUSEEvaluator):
+                raise TypeError(
+                    f"The targets are MUSE metrics: evaluator_factory must return a MUSEEvaluator, got "
+                    f"{type(evaluator).__name__}"
+                )
+            missing = [m for m in self.muse_kwargs["metrics"] if m not in evaluator.metrics]
+            if missing:
+                raise ValueError(f"The targets need the MUSE metric(s) {missing}; the evaluator computes none.")
+            return evaluator
+        if tokenizer is None:
+            raise ValueError(
+                "StopAtTargetCallback needs the tokenizer: pass `processing_class=tokenizer` to the trainer, or build "
+                "the evaluator yourself with `evaluator_factory`."
+            )
+        return MUSEEvaluator(model, tokenizer, **self.muse_kwargs)
 
     def _folder(self, args: TrainingArguments) -> Path:
         return self.save_dir if self.save_dir is not None else Path(args.output_dir)
@@ -523,12 +583,16 @@ class StopAtTargetCallback(TOFUEvalCallback):
         if model is not None:
             self.evaluator.model = model
         rank, world_size = _distributed()
-        logs = target_logs(self.evaluator, self.metrics, shard=(rank, world_size))
-        if world_size > 1:
-            gathered: list[Any] = [None] * world_size
-            dist.all_gather_object(gathered, logs)
-            logs = merge_tofu_logs(gathered)
-        point = target_metrics(logs, self.metrics, self.retain_stats)
+        if self.benchmark == "muse":  # not sharded: every rank evaluates every item (the same numbers)
+            summary = self.evaluator.evaluate()
+            point = {m: None if summary.get(m) is None else float(summary[m]) for m in self.metrics}
+        else:
+            logs = target_logs(self.evaluator, self.metrics, shard=(rank, world_size))
+            if world_size > 1:
+                gathered: list[Any] = [None] * world_size
+                dist.all_gather_object(gathered, logs)
+                logs = merge_tofu_logs(gathered)
+            point = target_metrics(logs, self.metrics, self.retain_stats)
         step = int(state.global_step)
         self._last_step = step
         newly = [t for t in self.targets if t.name not in self.met and t.met(point)]

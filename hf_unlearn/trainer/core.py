@@ -324,8 +324,13 @@ class UnlearningTrainer(HubTrainerMixin, RunStateMixin, NonFiniteGuardMixin, GRU
     def _stop_at_targets_callback(args: UnlearningConfig) -> TrainerCallback:
         """`stop_at_targets`: the callback that evaluates the targets, saves where each is met and stops."""
         from ..evaluation.callback import StopAtTargetCallback
+        from ..evaluation.targets import benchmark_of
 
         evaluator_kwargs = dict(args.target_eval_kwargs or {})
+        if benchmark_of(args.stop_at_targets) == "muse":  # target_eval_kwargs are the MUSE evaluator's
+            return StopAtTargetCallback(
+                args.stop_at_targets, every_n_steps=args.target_eval_steps, muse_kwargs=evaluator_kwargs
+            )
         retain_logs = evaluator_kwargs.pop("retain_logs", None)
         evaluator_kwargs.setdefault("date_string", args.date_string)
         if args.use_chat_template is not None:
