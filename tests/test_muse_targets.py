@@ -88,6 +88,20 @@ def test_muse_targets_are_marked_and_cannot_mix():
     assert both.muse_kwargs["metrics"] == ["knowmem", "verbmem"]
 
 
+def test_unlearning_config_with_mixed_targets_is_refused(target_model, tokenizer, small_forget, tmp_path):
+    with pytest.raises(ValueError, match="mix TOFU metrics"):
+        make_trainer(
+            target_model,
+            tokenizer,
+            small_forget,
+            None,
+            tmp_path,
+            forget_loss="ga",
+            retain_loss="none",
+            stop_at_targets=["forget_probability<=0.1", "knowmem_forget_rougeL_f1<=0.1"],
+        )
+
+
 def test_muse_target_met_saved_and_stops(target_model_dir, tokenizer, small_forget, small_retain, muse_dir, start,
                                          tmp_path):  # fmt: skip
     threshold = round(0.5 * start["verbmem_forget_rougeL_f1"], 4)
