@@ -331,3 +331,22 @@ def test_evaluate_says_what_a_forget_data_file_lacks_before_training(target_mode
     err = capsys.readouterr().err
     assert f"{data} has no 'paraphrased_answer', 'perturbed_answer'" in err and "truth ratio" in err
     assert not out.exists(), "refused before training"
+
+
+def test_muse_targets_evaluate_the_runs_muse_data(tmp_path):
+    """stop_at_targets on MUSE metrics: the MUSE evaluator gets the run's data set (a folder: data_dir, else a Hub
+    id: dataset) and eval_max_questions as max_items, and none of the TOFU evaluator's arguments."""
+    from types import SimpleNamespace
+
+    from hf_unlearn.commands.train import UnlearnScriptArguments, target_eval_defaults
+
+    def defaults(dataset_name, **given):
+        script = UnlearnScriptArguments(dataset_name=dataset_name, dataset_config="raw", forget_split="forget",
+                                        eval_max_questions=3)  # fmt: skip
+        args = SimpleNamespace(stop_at_targets=["verbmem_forget_rougeL_f1<=0.2"], target_eval_kwargs=given or None)
+        target_eval_defaults(script, args)
+        return args.target_eval_kwargs
+
+    assert defaults(str(tmp_path)) == {"data_dir": str(tmp_path), "max_items": 3}
+    assert defaults("muse-bench/MUSE-News") == {"dataset": "muse-bench/MUSE-News", "max_items": 3}
+    assert defaults(str(tmp_path), data_dir="elsewhere", max_items=9) == {"data_dir": "elsewhere", "max_items": 9}

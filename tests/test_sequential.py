@@ -221,6 +221,7 @@ def test_requests_cut_tofu_into_authors_and_chunks():
         ({"targets": []}, "needs a target"),
         ({"targets": ["forget_quality>=0.1"], "retain_model": None}, "give retain_model or retain_logs"),
         ({"request": {"size": 8}}, "Did you mean 'requests'"),
+        ({"targets": ["verbmem_forget_rougeL_f1<=0.1"]}, "MUSE targets are not supported here"),
     ],
 )
 def test_config_errors_name_the_problem(change, message, target_model_dir, retain_model_dir):

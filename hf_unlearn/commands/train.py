@@ -296,9 +296,21 @@ def train(script: UnlearnScriptArguments, training_args, model_args) -> dict[str
 
 
 def target_eval_defaults(script: UnlearnScriptArguments, training_args) -> None:
-    """`stop_at_targets` evaluates on the run's TOFU data: the forget split, dataset_name, retain_logs,
-    eval_max_questions and eval_max_new_tokens fill what `target_eval_kwargs` leaves unset."""
+    """`stop_at_targets` evaluates on the run's data: for TOFU targets the forget split, dataset_name, retain_logs,
+    eval_max_questions and eval_max_new_tokens fill what `target_eval_kwargs` leaves unset; for MUSE targets
+    dataset_name (a folder in MUSE's layout or a Hub id) and eval_max_questions (as `max_items`)."""
+    from ..evaluation.targets import benchmark_of
+
     kwargs = dict(training_args.target_eval_kwargs or {})
+    if benchmark_of(training_args.stop_at_targets) == "muse":
+        # MUSE targets: the MUSE evaluator reads the run's MUSE data set (a local folder or a Hub id)
+        if script.dataset_name is not None and not {"data_dir", "dataset", "datasets"} & set(kwargs):
+            local = Path(script.dataset_name).exists()
+            kwargs["data_dir" if local else "dataset"] = script.dataset_name
+        if script.eval_max_questions is not None:
+            kwargs.setdefault("max_items", script.eval_max_questions)
+        training_args.target_eval_kwargs = kwargs
+        return
     if script.dataset_config is not None and "data_dir" not in kwargs:
         raise ValueError(
             "stop_at_targets evaluates TOFU metrics; with dataset_config (another data set) give the TOFU data to "

@@ -138,24 +138,27 @@ def cost_summary(results: Mapping[str, Any]) -> str:
 
 
 def attack_table(results: Mapping[str, Any], config: CompareConfig) -> str:
+    """Each attacked matched model (at its chosen rate): every attack's measure before and after it (the forget
+    answers' probability; the relearning attack measures the held-out half of the forget questions)."""
     if config.attacks is None:
         return ""
     target = config.attacks.target
-    lines = [f"## Attacks on the matched models at {target}", ""]
-    lines += [
-        "| method | seed | forget prob. | after relearning (held-out half) | after quantization |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    labels = config.labels
+    rows = []
     for run in results["runs"]:
         entry = run["matched"].get(target) or {}
-        attacks = entry.get("attacks")
-        if not attacks or results["chosen"][run["method"]][target] != run["learning_rate"]:
-            continue
-        after = [attacks.get(name, {}).get("after") for name in ("relearning", "quantization")]
-        before = entry["summary"].get("forget_probability", math.nan)
-        cells = ["-" if value is None else f"{value:.3f}" for value in after]
-        lines.append(f"| {labels[run['method']]} | {run['seed']} | {before:.3f} | {cells[0]} | {cells[1]} |")
+        if entry.get("attacks") and results["chosen"][run["method"]][target] == run["learning_rate"]:
+            rows.append((run, entry["attacks"]))
+    names = list(dict.fromkeys(name for _, attacks in rows for name in attacks))
+    lines = [f"## Attacks on the matched models at {target}", "", "Forget answers' probability before → after."]
+    lines += ["", "| method | seed | " + " | ".join(names) + " |", "|---|---:|" + "---|" * len(names)]
+    labels = config.labels
+    for run, attacks in rows:
+        cells = []
+        for name in names:
+            result = attacks.get(name) or {}
+            before, after = result.get("before"), result.get("after")
+            cells.append("-" if before is None or after is None else f"{before:.3f} → {after:.3f}")
+        lines.append(f"| {labels[run['method']]} | {run['seed']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

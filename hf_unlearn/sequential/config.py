@@ -24,7 +24,7 @@ from ..compare.config import (
     check_keys,
     parse_named_targets,
 )
-from ..evaluation.targets import Target, parse_target
+from ..evaluation.targets import TARGET_BENCHMARKS, Target, parse_target
 
 __all__ = ["REFERENCES", "RequestsSpec", "SequentialConfig", "TOFU_QUESTIONS_PER_AUTHOR"]
 
@@ -183,6 +183,11 @@ class SequentialConfig:
         if not self.targets:
             raise ValueError("A sequence needs a target per request, e.g. targets: [forget_probability<=0.1].")
         self.targets = {name: str(_target(value)) for name, value in dict(self.targets).items()}
+        muse = [t for t in self.targets.values() if TARGET_BENCHMARKS.get(_target(t).metric) != "tofu"]
+        if muse:
+            raise ValueError(
+                f"targets {muse}: a sequence evaluates TOFU metrics; MUSE targets are not supported here."
+            )
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {list(REFERENCES)}, got {self.reference!r}.")
         if (self.max_steps is None) == (self.max_epochs is None):
