@@ -102,6 +102,22 @@ def test_config_round_trips_and_reads_yaml(target_model_dir, thresholds, tmp_pat
         ({"refine": "bisect"}, "refine must be one of"),
         ({"targets": {"fq": "forget_quality>=0.01"}}, "give retain_model or retain_logs"),
         ({"methods": {"ga": {"forget_loss": "ga", "learning_rates": [1e-3], "config": {"seed": 3}}}}, "may not set"),
+        ({"claims": [{"better": "gd", "than": "ga", "metric": "attack:relearning"}]}, "the attacks run \\[\\]"),
+        (
+            {
+                "attacks": {"target": "low", "relearning": {}},
+                "claims": [{"better": "gd", "than": "ga", "metric": "attack:relearning", "targets": ["low"]}],
+            },
+            "attack them all",
+        ),
+        (
+            {
+                "attacks": {"target": "low", "seeds": [0, 1], "relearning": {}},
+                "claims": [{"better": "gd", "than": "ga", "metric": "attack:relearning"}],
+            },
+            "give the claim targets: \\[low\\]",
+        ),
+        ({"claims": [{"better": "gd", "than": "ga", "margin": -1}]}, "margin must be a number >= 0"),
     ],
 )
 def test_config_errors_name_the_problem(change, message, target_model_dir):
@@ -143,6 +159,16 @@ def test_verdict_rule(a, b, expected):
     assert verdict.verdict == expected
     if verdict.differences:
         assert verdict.mean == pytest.approx(sum(x - y for x, y in zip(a, b)) / len(a))
+
+
+def test_non_inferiority_verdict():
+    """ "A loses at most 0.02 against B": every paired difference above -0.02 holds, every one below contradicts."""
+    b = _values([0.50, 0.50, 0.50])
+    assert paired_verdict("c", "t", _values([0.49, 0.485, 0.51]), b, tolerance=1, margin=0.02).verdict == "holds"
+    assert paired_verdict("c", "t", _values([0.47, 0.45, 0.40]), b, tolerance=1, margin=0.02).verdict == "contradicted"
+    assert paired_verdict("c", "t", _values([0.47, 0.49, 0.50]), b, tolerance=1, margin=0.02).verdict == (
+        "no clear difference"
+    )
 
 
 def test_verdict_not_testable_when_matched_forgetting_differs_beyond_tolerance():
@@ -368,3 +394,37 @@ def test_worker_processes_give_the_in_process_records(comparison, target_model_d
             [p["forget_probability"] for p in same["trajectory"]], rel=1e-4
         )
     assert (tmp_path / "runs" / "ga" / "lr0.002_seed0" / "worker.log").is_file()
+
+
+def test_claims_on_attacks_and_non_inferiority_end_to_end(target_model_dir, thresholds, tmp_path, capsys):
+    """Attack presets on the matched models of every seed, a claim on the forget probability after an attack
+    (lower is better) and a non-inferiority claim on utility, judged from the records."""
+    raw = base_config(target_model_dir, thresholds, max_steps=12)
+    raw["methods"] = {name: {**spec, "learning_rates": [5e-3]} for name, spec in raw["methods"].items()}
+    raw["attacks"] = {"target": "low", "seeds": [0, 1], "presets": ["zhang2024-quantization"],
+                      "quantization": {"bits": 4, "scheme": "nf4"}}  # fmt: skip
+    raw["claims"] = [
+        {"better": "gd", "than": "ga", "metric": "attack:zhang2024-quantization", "targets": ["low"]},
+        {"better": "gd", "than": "ga", "margin": 0.02},
+    ]
+    config = CompareConfig.from_dict(raw)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert cli_main(["compare", "--config", str(path), "--dry-run"]) == 0
+    assert "attack preset zhang2024-quantization" in capsys.readouterr().out
+    results = compare_runner.run_comparison(config, tmp_path / "out", progress=False)
+    runs = {(r["method"], r["seed"]): r for r in results["runs"]}
+    attack, margin = [v for v in results["verdicts"] if v["target"] == "low"][:2]
+    assert attack["claim"] == "ga + nll keeps less forget probability after zhang2024-quantization than ga"
+    after = {k: r["matched"]["low"]["attacks"]["zhang2024-quantization"]["after"] for k, r in runs.items()}
+    assert {"before", "after", "settings"} <= set(
+        runs[("ga", 0)]["matched"]["low"]["attacks"]["zhang2024-quantization"]
+    )
+    assert attack["differences"] == pytest.approx([after[("ga", s)] - after[("gd", s)] for s in (0, 1)])
+    assert margin["claim"] == "ga + nll loses at most 0.02 utility against ga"
+    d = [runs[("gd", s)]["matched"]["low"]["utility"] - runs[("ga", s)]["matched"]["low"]["utility"] for s in (0, 1)]
+    assert margin["differences"] == pytest.approx(d)
+    expected = "holds" if min(d) >= -0.02 else "contradicted" if max(d) < -0.02 else "no clear difference"
+    assert margin["verdict"] == expected
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| method | seed | quantization | zhang2024-quantization |" in report

@@ -19,6 +19,7 @@ from typing import Any
 from ..evaluation.targets import TARGET_BENCHMARKS, Target, parse_target
 
 __all__ = [
+    "ATTACK_METRIC_PREFIX",
     "AttackSpec",
     "Claim",
     "CompareConfig",
@@ -220,35 +221,73 @@ class NamedTarget:
         return f"{self.target.metric} {'≤' if self.target.direction == 'below' else '≥'} {self.target.threshold:g}"
 
 
+#: A claim's metric on an attack: `attack:<name>`, the forget answers' probability after the attack `<name>`
+#: (`relearning`, `quantization` or a preset of `hf_unlearn.evaluation.robustness.presets`); lower is better.
+ATTACK_METRIC_PREFIX = "attack:"
+
+
 @dataclass
 class Claim:
-    """ "`better` keeps more utility than `than` at the same forgetting", judged at each of `targets` (default all)."""
+    """A claim about two methods at the same forgetting, judged at each of `targets` (default all).
+
+    By default "`better` keeps more utility than `than`". `metric` names another quantity at the matched points: a
+    key of the full evaluation's summary (higher is better, e.g. `forget_quality`) or `attack:<name>`, the forget
+    answers' probability after that attack (lower is better: the forgotten answers came back less). With `margin`
+    the claim is one of non-inferiority: "`better` loses at most `margin` of the metric against `than`".
+    """
 
     better: str
     than: str
     targets: list[str] | None = None
     text: str | None = None
+    metric: str = "utility"
+    margin: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.margin is not None and (not isinstance(self.margin, (int, float)) or self.margin < 0):
+            raise ValueError(f"Claim {self.better} > {self.than}: margin must be a number >= 0, got {self.margin!r}.")
+
+    @property
+    def attack(self) -> str | None:
+        """The attack a claim on `attack:<name>` compares, else None."""
+        return self.metric.removeprefix(ATTACK_METRIC_PREFIX) if self.metric.startswith(ATTACK_METRIC_PREFIX) else None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.attack is None
 
     def describe(self, labels: Mapping[str, str]) -> str:
-        return (
-            self.text
-            or f"{labels.get(self.better, self.better)} keeps more utility than {labels.get(self.than, self.than)}"
-        )
+        if self.text:
+            return self.text
+        a, b = labels.get(self.better, self.better), labels.get(self.than, self.than)
+        quantity = f"forget probability after {self.attack}" if self.attack else self.metric
+        if self.margin is not None:
+            return f"{a} loses at most {self.margin:g} {quantity} against {b}"
+        return f"{a} keeps {'more' if self.higher_is_better else 'less'} {quantity} than {b}"
 
 
 @dataclass
 class AttackSpec:
-    """The attacks on the matched models of `seeds` at `target` (the rest of the comparison is not attacked).
+    """The attacks on the matched models of `seeds` (default: the first seed) at `target`.
 
     `relearning`: keyword arguments of `relearning_attack` (`steps`, `learning_rate`; the forget evaluation rows are
     split in halves: relearn the even questions, measure the odd ones); `quantization`: of `quantization_attack`
     (`bits`, `scheme`). An empty mapping runs the attack with its defaults; a missing key does not run it.
+    `presets`: attacks as papers run them (`hf-unlearn robustness --preset list`), on every forget evaluation
+    question, with `preset_overrides` (preset -> settings) for what a preset lets scale.
     """
 
     target: str
     seeds: list[int] | None = None
     relearning: dict[str, Any] | None = None
     quantization: dict[str, Any] | None = None
+    presets: list[str] | None = None
+    preset_overrides: dict[str, dict[str, Any]] | None = None
+
+    def names(self) -> list[str]:
+        """What the attacks' results are called (`relearning`, `quantization`, the presets)."""
+        own = [name for name in ("relearning", "quantization") if getattr(self, name) is not None]
+        return own + list(self.presets or [])
 
 
 @dataclass
@@ -379,6 +418,23 @@ class CompareConfig:
             for name in claim.targets or []:
                 if name not in self.targets:
                     raise ValueError(f"Claim {claim.better} > {claim.than}: no target {name!r} in targets.")
+            if claim.attack is not None:
+                attacks = self.attacks
+                if attacks is None or claim.attack not in attacks.names():
+                    known = attacks.names() if attacks else []
+                    raise ValueError(
+                        f"Claim {claim.better} > {claim.than} on {claim.metric}: the attacks run {known}."
+                    )
+                if set(attacks.seeds or self.seeds[:1]) != set(self.seeds):
+                    raise ValueError(
+                        f"Claim {claim.better} > {claim.than} on {claim.metric} is judged over seeds {self.seeds}: "
+                        f"attack them all (attacks.seeds: {self.seeds})."
+                    )
+                if (claim.targets or list(self.targets)) != [attacks.target]:
+                    raise ValueError(
+                        f"Claim {claim.better} > {claim.than} on {claim.metric}: the attacks run at target "
+                        f"{attacks.target!r} only; give the claim targets: [{attacks.target}]."
+                    )
         if self.attacks is not None and self.attacks.target not in self.targets:
             raise ValueError(f"attacks.target {self.attacks.target!r} is none of the targets {list(self.targets)}.")
 
@@ -516,7 +572,9 @@ def _parse_claim(raw: Any) -> Claim:
     if isinstance(raw, str):
         match = _CLAIM.match(raw)
         if match is None:
-            raise ValueError(f"Cannot read the claim {raw!r}: write 'A > B' (A keeps more utility than B).")
+            raise ValueError(
+                f"Cannot read the claim {raw!r}: write 'A > B' (A keeps more utility than B), or a mapping."
+            )
         return Claim(*match.groups())
     if isinstance(raw, Mapping):
         check_keys("claim", raw, Claim)

@@ -62,6 +62,12 @@ def resolve(config: CompareConfig) -> list[str]:
             raise FileNotFoundError(
                 f"data.data_dir {data.data_dir} holds no {data.forget_split}.json (TOFU's layout)."
             )
+    if config.attacks is not None and config.attacks.presets:
+        from ..evaluation.robustness.presets import get_preset
+
+        for name in config.attacks.presets:
+            preset = get_preset(name)  # an unknown name raises, listing the presets
+            lines.append(f"attack preset {name}: {preset.attack} ({preset.paper})")
     size = forget_size(config)
     items = "forget texts" if data.source == "muse" else "forget questions"
     lines.append(f"data: {data.describe()} ({size if size is not None else 'an unknown number of'} {items})")
@@ -138,6 +144,6 @@ def format_plan(config: CompareConfig) -> str:
         labels = config.labels
         lines += ["", "Claims: " + "; ".join(c.describe(labels) for c in config.claims)]
     if config.attacks is not None:
-        lines += ["", f"Attacks at {config.attacks.target}: " + ", ".join(
-            k for k in ("relearning", "quantization") if getattr(config.attacks, k) is not None)]  # fmt: skip
+        seeds = config.attacks.seeds or config.seeds[:1]
+        lines += ["", f"Attacks at {config.attacks.target} on seeds {seeds}: " + ", ".join(config.attacks.names())]
     return "\n".join(lines)

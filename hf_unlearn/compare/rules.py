@@ -14,9 +14,10 @@ __all__ = ["MatchedValue", "Verdict", "choose_learning_rate", "paired_verdict"]
 
 @dataclass(frozen=True)
 class MatchedValue:
-    """A run at its matched point of one target: the utility there and the target metric's value there."""
+    """A run at its matched point of one target: the claim's quantity there (oriented so that higher is better:
+    the utility, or minus a forget probability after an attack) and the target metric's value there."""
 
-    utility: float
+    value: float
     forget_metric: float
 
 
@@ -61,22 +62,27 @@ def paired_verdict(
     *,
     tolerance: float,
     min_effect: float = 0.01,
+    margin: float | None = None,
 ) -> Verdict:
-    """THE VERDICT RULE for "A keeps more utility than B at the same forgetting". `a`, `b`: seed -> the run's
-    matched point at `target` (None: not reached). Over the seeds both ran, with d_s = U_A(s) - U_B(s):
+    """THE VERDICT RULE for "A keeps more utility than B at the same forgetting" (or more of another quantity,
+    oriented so that higher is better). `a`, `b`: seed -> the run's matched point at `target` (None: not reached).
+    Over the seeds both ran, with d_s = U_A(s) - U_B(s):
 
     - *not testable* unless both reached the target on every seed, and their forget metrics at the matched points
       differ by at most `tolerance` on every seed (otherwise the difference partly measures how much more one forgot);
     - *holds* if d_s > 0 on every seed and mean(d) >= `min_effect`;
     - *contradicted* if d_s < 0 on every seed and mean(d) <= -`min_effect`;
     - *no clear difference* otherwise.
+
+    With `margin` the claim is "A loses at most `margin` against B" (non-inferiority): *holds* if d_s >= -`margin`
+    on every seed, *contradicted* if d_s < -`margin` on every seed, *no clear difference* otherwise.
     """
     seeds = sorted(set(a) & set(b))
     if not seeds or any(a[s] is None or b[s] is None for s in seeds):
         reached = "/".join(str(sum(side.get(s) is not None for s in seeds)) for side in (a, b))
         return Verdict(claim, target, f"not testable (seeds reached: {reached} of {len(seeds)})", seeds=seeds)
     gaps = [abs(a[s].forget_metric - b[s].forget_metric) for s in seeds]  # type: ignore[union-attr]
-    d = [float(a[s].utility - b[s].utility) for s in seeds]  # type: ignore[union-attr]
+    d = [float(a[s].value - b[s].value) for s in seeds]  # type: ignore[union-attr]
     if max(gaps) > tolerance:
         return Verdict(
             claim,
@@ -87,6 +93,9 @@ def paired_verdict(
             seeds,
         )
     mean = float(np.mean(d))
+    if margin is not None:
+        verdict = "holds" if all(x >= -margin for x in d) else "contradicted" if all(x < -margin for x in d) else None
+        return Verdict(claim, target, verdict or "no clear difference", d, gaps, seeds)
     if all(x > 0 for x in d) and mean >= min_effect:
         verdict = "holds"
     elif all(x < 0 for x in d) and mean <= -min_effect:

@@ -222,11 +222,22 @@ def _references(config: CompareConfig, output_dir: Path, progress: bool) -> tupl
     return summaries, retain_logs
 
 
-def _matched(record: dict[str, Any], target: str) -> MatchedValue | None:
+def _matched(record: dict[str, Any], target: str, claim: Any = None) -> MatchedValue | None:
+    """The run's matched point at `target` as the rules read it: the utility there (or the quantity `claim` names,
+    oriented so that higher is better) and the target metric there; None where not reached or not measured."""
     entry = (record.get("matched") or {}).get(target)
-    if entry is None or entry.get("utility") is None or entry.get("forget_metric") is None:
+    if entry is None or entry.get("forget_metric") is None:
         return None
-    return MatchedValue(float(entry["utility"]), float(entry["forget_metric"]))
+    if claim is None or claim.metric == "utility":
+        value = entry.get("utility")
+    elif claim.attack is not None:
+        value = ((entry.get("attacks") or {}).get(claim.attack) or {}).get("after")
+        value = None if value is None else -float(value)  # a lower probability after the attack is better
+    else:
+        value = (entry.get("summary") or {}).get(claim.metric)
+    if value is None:
+        return None
+    return MatchedValue(float(value), float(entry["forget_metric"]))
 
 
 def choose_rates(config: CompareConfig, records: Sequence[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
@@ -243,17 +254,18 @@ def choose_rates(config: CompareConfig, records: Sequence[dict[str, Any]]) -> di
             candidates = {}
             for rate in spec.learning_rates:
                 value = _matched(mine[rate], target) if rate in mine else None
-                candidates[rate] = None if value is None else value.utility
+                candidates[rate] = None if value is None else value.value
             chosen[method][target] = choose_learning_rate(candidates)
     return chosen
 
 
-def _seed_values(config, records, method: str, rate: float | None, target: str) -> dict[int, MatchedValue | None]:
-    """Seed -> `method`'s matched point at `target` at the chosen `rate` (None where not reached or not run)."""
+def _seed_values(config, records, method: str, rate: float | None, target: str, claim) -> dict[int, Any]:
+    """Seed -> `method`'s matched point at `target` at the chosen `rate`, as `claim` reads it (None where not
+    reached, not run or not measured)."""
     values: dict[int, MatchedValue | None] = {s: None for s in config.seeds}
     for r in records:
         if r["method"] == method and r["learning_rate"] == rate:
-            values[r["seed"]] = _matched(r, target)
+            values[r["seed"]] = _matched(r, target, claim)
     return values
 
 
@@ -266,10 +278,11 @@ def judge(config: CompareConfig, records: Sequence[dict[str, Any]], chosen) -> l
             verdict = paired_verdict(
                 claim.describe(labels),
                 target,
-                _seed_values(config, records, claim.better, chosen[claim.better][target], target),
-                _seed_values(config, records, claim.than, chosen[claim.than][target], target),
+                _seed_values(config, records, claim.better, chosen[claim.better][target], target, claim),
+                _seed_values(config, records, claim.than, chosen[claim.than][target], target, claim),
                 tolerance=config.targets[target].tolerance,
                 min_effect=config.min_effect,
+                margin=claim.margin,
             )
             verdicts.append({**asdict(verdict), "mean": verdict.mean, "std": verdict.std, "cell": verdict.cell()})
     return verdicts

@@ -400,7 +400,7 @@ def run_job(job: RunJob) -> dict[str, Any]:
         attacks = config.attacks
         if attacks is not None and attacks.target == name and job.seed in (attacks.seeds or config.seeds[:1]):
             tic = time.perf_counter()
-            entry["attacks"] = run_attacks(model, tokenizer, config)
+            entry["attacks"] = run_attacks(model, tokenizer, config, job.seed)
             attack_seconds += time.perf_counter() - tic
         matched[name] = entry
         del model
@@ -452,9 +452,10 @@ def _drop_weights(folder: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def run_attacks(model, tokenizer, config: CompareConfig) -> dict[str, Any]:
+def run_attacks(model, tokenizer, config: CompareConfig, seed: int = 0) -> dict[str, Any]:
     """The configured attacks on a matched model: relearning the even forget-evaluation questions (measured on the
-    odd ones) and quantization (measured on all of them)."""
+    odd ones), quantization (measured on all of them) and the presets (on all of them, seeded with the run's
+    seed)."""
     from datasets import Dataset
 
     from ..evaluation.robustness import quantization_attack, relearning_attack
@@ -483,6 +484,12 @@ def run_attacks(model, tokenizer, config: CompareConfig) -> dict[str, Any]:
                                               **attacks.relearning).to_dict()  # fmt: skip
     if attacks.quantization is not None:
         out["quantization"] = quantization_attack(model, tokenizer, qa(slice(None)), **attacks.quantization).to_dict()
+    if attacks.presets:
+        from ..evaluation.robustness.presets import run_preset
+
+        for name in attacks.presets:  # as the papers run them, on every forget question
+            overrides = (attacks.preset_overrides or {}).get(name)
+            out[name] = run_preset(name, model, tokenizer, qa(slice(None)), overrides=overrides, seed=seed)
     return out
 
 
