@@ -97,8 +97,8 @@ def test_full_parameter_sequence_end_to_end(full_run, target_model_dir):
     second_start = records[1]["trajectory"][0]["forget_probability"]
     assert second_start == pytest.approx(first["forget"]["per_request"][1]["forget_probability"], rel=1e-4)
     # only the latest full model is kept (a resumed sequence starts from it)
-    assert not (out / "methods/npo/request_1/model").exists()
-    assert (out / "methods/npo/request_3/model/model.safetensors").is_file()
+    assert not (out / "methods/npo/seed_0/request_1/model").exists()
+    assert (out / "methods/npo/seed_0/request_3/model/model.safetensors").is_file()
     report = (out / "report.md").read_text()
     assert "| 0 (target) |" in report and "| 3 |" in report and "cumulative forget quality" in report
     assert (out / "sequential.png").is_file()
@@ -122,7 +122,7 @@ def test_cumulative_forget_quality_is_the_ks_test_of_the_concatenated_statistics
     keys = [r["evaluated"] for r in results["requests"]]
     for record in results["methods"]["npo"]["requests"]:
         k = record["request"]
-        log = json.loads((out / f"methods/npo/request_{k}/eval/eval_log_forget.json").read_text())
+        log = json.loads((out / f"methods/npo/seed_0/request_{k}/eval/eval_log_forget.json").read_text())
         seen = [key for request_keys in keys[:k] for key in request_keys]
         expected = ks_2samp(_stats(log, seen), _stats(retain_log, seen)).pvalue
         assert record["forget"]["cumulative"]["forget_quality"] == pytest.approx(expected, rel=1e-9)
@@ -150,8 +150,8 @@ def test_resuming_mid_sequence_runs_only_the_missing_requests(full_run, target_m
     with pytest.raises(KeyboardInterrupt):
         seq_runner.run_sequence(config, tmp_path, report=False)
     assert calls == [1, 2, 3]
-    assert (tmp_path / "methods/npo/request_2/record.json").is_file()
-    assert not (tmp_path / "methods/npo/request_3/record.json").exists()
+    assert (tmp_path / "methods/npo/seed_0/request_2/record.json").is_file()
+    assert not (tmp_path / "methods/npo/seed_0/request_3/record.json").exists()
     calls.clear()
     monkeypatch.setattr(seq_runner, "run_request", lambda *a, **k: calls.append(a[2].number) or real(*a, **k))
     resumed = seq_runner.run_sequence(config, tmp_path, report=False)
@@ -179,7 +179,10 @@ def test_grun_sequence_stacks_one_module_per_request(target_model_dir, retain_mo
     assert all(0 < r["stored_bytes"] < 100_000 for r in records)
     assert records[0]["reference"] is None  # GA reads no reference
     # every request's module is saved, and a later request leaves the earlier ones as they were
-    saved = [load_file(tmp_path / f"methods/grun/request_{k}/model/grun_interventions.safetensors") for k in (1, 2, 3)]
+    saved = [
+        load_file(tmp_path / f"methods/grun/seed_0/request_{k}/model/grun_interventions.safetensors")
+        for k in (1, 2, 3)
+    ]
     assert {key.split(".")[0] for key in saved[2]} == {"request_0", "request_1", "request_2"}
     for k in (0, 1):
         for key, value in saved[k].items():
@@ -192,7 +195,7 @@ def test_grun_sequence_stacks_one_module_per_request(target_model_dir, retain_mo
     assert all(0 <= v <= 1 for row in gates["fires"].values() for v in row.values())
     assert "Gates after request 3" in (tmp_path / "report.md").read_text()
     # resumed at request 3, which stacks its module on the two loaded from request 2's folder: the same numbers
-    (tmp_path / "methods/grun/request_3/record.json").unlink()
+    (tmp_path / "methods/grun/seed_0/request_3/record.json").unlink()
     again = seq_runner.run_sequence(SequentialConfig.from_dict(raw), tmp_path, report=False)
     assert again["methods"]["grun"]["requests"][2]["forget"] == records[2]["forget"]
     assert again["methods"]["grun"]["requests"][2]["gates"] == records[2]["gates"]
@@ -282,16 +285,16 @@ def test_lora_adapters_are_merged_after_each_request_and_original_reference(targ
     assert [r["reference"] for r in records] == ["the original model", "the original model"]
     # the model after request 2 is the model after request 1 plus request 2's adapter, merged (scaling alpha / r = 2)
     name = "model.layers.0.self_attn.q_proj.weight"
-    before = load_file(tmp_path / "methods/lora/request_1/model/model.safetensors")[name]
-    after = load_file(tmp_path / "methods/lora/request_2/model/model.safetensors")[name]
-    adapter = load_file(tmp_path / "methods/lora/request_2/adapter/adapter_model.safetensors")
+    before = load_file(tmp_path / "methods/lora/seed_0/request_1/model/model.safetensors")[name]
+    after = load_file(tmp_path / "methods/lora/seed_0/request_2/model/model.safetensors")[name]
+    adapter = load_file(tmp_path / "methods/lora/seed_0/request_2/adapter/adapter_model.safetensors")
     prefix = "base_model.model." + name.removesuffix(".weight")
     delta = adapter[f"{prefix}.lora_B.weight"] @ adapter[f"{prefix}.lora_A.weight"] * 2.0
     assert delta.abs().max() > 0
     torch.testing.assert_close(after, before + delta, rtol=0, atol=1e-6)
     assert (
         records[1]["stored_bytes"]
-        == (tmp_path / "methods/lora/request_2/adapter/adapter_model.safetensors").stat().st_size
+        == (tmp_path / "methods/lora/seed_0/request_2/adapter/adapter_model.safetensors").stat().st_size
     )
     assert 0 < records[1]["trainable_parameters"] < 2_000
 
@@ -315,3 +318,169 @@ def test_requests_from_files_number_their_questions_one_after_another(tofu, tmp_
     assert [r.keys for r in requests] == [["0", "1", "2", "3", "4"], ["6", "7", "8", "9"]]
     assert [len(r.forget) for r in requests] == [6, 4] and len(retain) == 8
     assert requests[1].evaluation["question"] == rows["question"][6:10]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# seeds and claims
+# ---------------------------------------------------------------------------------------------------------------------
+
+GD = {"forget_loss": "ga", "retain_loss": "nll", "learning_rate": 5e-3}
+TOFU_MINI = Path(__file__).resolve().parents[1] / "examples" / "sequential" / "tofu_mini.yaml"
+
+
+def _by_hand(claim_methods, results, request):
+    """A claim's verdict from results.json's numbers, by THE VERDICT RULE written out again: seed s counts only
+    where both methods met every target on requests 1..k; d_s = U_A(s) - U_B(s) after request k."""
+    config = results["config"]
+    targets = list(config["targets"].values())
+    sides = []
+    for name in claim_methods:
+        values = {}
+        for seed, records in results["methods"][name]["seeds"].items():
+            met = all(all(t in r["met"] for t in targets) for r in records[:request])
+            values[int(seed)] = records[request - 1]["utility"][config["utility"]] if met else None
+        sides.append(values)
+    if any(v is None for side in sides for v in side.values()):
+        return "not testable", []
+    d = [sides[0][s] - sides[1][s] for s in sorted(sides[0])]
+    if all(x > 0 for x in d) and np.mean(d) >= config["min_effect"]:
+        return "holds", d
+    if all(x < 0 for x in d) and np.mean(d) <= -config["min_effect"]:
+        return "contradicted", d
+    return "no clear difference", d
+
+
+def test_seeds_run_one_sequence_each_resume_per_seed_and_claims_are_judged(target_model_dir, retain_model_dir,
+                                                                          tmp_path, monkeypatch):  # fmt: skip
+    raw = base_config(target_model_dir, retain_model_dir, {"npo": NPO, "gd": GD}, seeds=[0, 1], max_steps=4,
+                      eval_every=2, claims=["npo > gd", {"better": "gd", "than": "npo", "request": 1}])  # fmt: skip
+    raw["requests"] = {"size": 8, "limit": 2}
+    config = SequentialConfig.from_dict(raw)
+    results = seq_runner.run_sequence(config, tmp_path)
+    for method in ("npo", "gd"):
+        entry = results["methods"][method]
+        assert list(entry["seeds"]) == ["0", "1"] and entry["requests"] == entry["seeds"]["0"]
+        for seed in (0, 1):
+            records = entry["seeds"][str(seed)]
+            assert [(r["request"], r["seed"]) for r in records] == [(1, seed), (2, seed)]
+            assert (tmp_path / f"methods/{method}/seed_{seed}/request_2/record.json").is_file()
+    # each seed trains its own sequence (a seed-specific fingerprint; the first seed's is the one-seed config's)
+    assert config.fingerprint("npo", 0) != config.fingerprint("npo", 1)
+    assert config.for_seed(1).fingerprint("npo") == config.fingerprint("npo", 1)
+    one_seed = SequentialConfig.from_dict(
+        {**{k: v for k, v in raw.items() if k not in ("seeds", "claims")}, "seed": 0}
+    )
+    assert one_seed.fingerprint("npo") == config.fingerprint("npo", 0)
+    # the verdicts, recomputed from results.json's numbers
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [(v["better"], v["than"], v["request"]) for v in saved["verdicts"]] == [("npo", "gd", 2), ("gd", "npo", 1)]
+    for verdict in saved["verdicts"]:
+        expected, d = _by_hand((verdict["better"], verdict["than"]), saved, verdict["request"])
+        assert verdict["verdict"].startswith(expected)
+        assert verdict["differences"] == pytest.approx(d, abs=1e-12)
+        assert verdict["seeds"] == [0, 1]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Verdicts" in report and "### seed 1" in report and saved["verdicts"][0]["claim"] in report
+    # resume per method and seed: only GD's seed-1 sequence runs again, every other sequence is reused
+    (tmp_path / "methods/gd/seed_1/request_2/record.json").unlink()
+    real, calls = seq_runner.run_request, []
+    monkeypatch.setattr(
+        seq_runner,
+        "run_request",
+        lambda c, m, r, *a, **k: calls.append((m, c.seeds[0], r.number)) or real(c, m, r, *a, **k),
+    )
+    again = seq_runner.run_sequence(config, tmp_path, report=False)
+    # request 1's full model was deleted once request 2 was recorded: that seed's sequence runs both again
+    assert calls == [("gd", 1, 1), ("gd", 1, 2)]
+    assert [v["verdict"] for v in again["verdicts"]] == [v["verdict"] for v in results["verdicts"]]
+
+
+def _record(request: int, utility: float, met: bool, forget: float = 0.05) -> dict:
+    return {
+        "request": request,
+        "met": {"forget_probability<=0.1": 3} if met else {},
+        "utility": {"retain_utility": utility},
+        "forget": {"per_request": [{"request": j, "forget_probability": forget} for j in (1, 2, 3)], "cumulative": {}},
+    }
+
+
+def test_a_claim_is_not_testable_where_a_request_missed_its_target():
+    from hf_unlearn.compare.rules import MatchedValue, paired_verdict
+    from hf_unlearn.sequential.config import parse_sequential_claim
+    from hf_unlearn.sequential.verdicts import judge
+
+    a = {"0": [_record(1, 0.8, True), _record(2, 0.7, True)], "1": [_record(1, 0.9, True), _record(2, 0.6, False)]}
+    b = {"0": [_record(1, 0.5, True), _record(2, 0.4, True)], "1": [_record(1, 0.6, True), _record(2, 0.3, True)]}
+    methods = {"a": {"label": "A", "seeds": a}, "b": {"label": "B", "seeds": b}}
+    claims = [parse_sequential_claim("a > b"), parse_sequential_claim({"better": "a", "than": "b", "request": 1})]
+    last, first = judge(claims, methods, targets=["forget_probability<=0.1"], utility="retain_utility",
+                        num_requests=2, min_effect=0.01)  # fmt: skip
+    assert last["request"] == 2 and last["verdict"].startswith("not testable")
+    assert "A seed 1: target not met at request(s) [2]" in last["verdict"] and last["differences"] == []
+    # after request 1 both met their targets on both seeds: THE VERDICT RULE of compare, on the same numbers
+    assert first["request"] == 1 and first["differences"] == pytest.approx([0.3, 0.3])
+    expected = paired_verdict("x", "y", {0: MatchedValue(0.8, 0), 1: MatchedValue(0.9, 0)},
+                              {0: MatchedValue(0.5, 0), 1: MatchedValue(0.6, 0)}, tolerance=0.0)  # fmt: skip
+    assert first["verdict"] == expected.verdict == "holds"
+    assert first["claim"] == "A keeps more utility than B after request 1"
+    # a seed one method did not run is not testable either
+    methods["b"]["seeds"] = {"0": b["0"]}
+    (only,) = judge(claims[1:], methods, targets=["forget_probability<=0.1"], utility="retain_utility",
+                    num_requests=2, min_effect=0.01)  # fmt: skip
+    assert only["verdict"] == "holds" and only["seeds"] == [0]  # the rule pairs the seeds both ran
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"seeds": [0, 1], "seed": 0}, "Give seeds .* or seed .*, not both"),
+        ({"seeds": []}, "non-empty list"),
+        ({"seeds": [0, 0]}, "distinct integers"),
+        ({"claims": ["npo > gdx"]}, "no method 'gdx'"),
+        ({"claims": ["npo gd"]}, "Cannot read the claim"),
+        ({"claims": [{"better": "npo", "than": "gd", "request": 0}]}, "request must be an integer >= 1"),
+        ({"claims": [{"better": "npo", "than": "gd", "targets": ["p10"]}]}, "drop 'targets'"),
+        ({"claims": [{"better": "npo", "than": "gd", "metric": "attack:relearning"}]}, "runs no attacks"),
+        ({"claims": [{"better": "npo", "than": "gd", "requests": 2}]}, "Did you mean 'request'"),
+        ({"claims": "npo > gd"}, "claims must be a list"),
+    ],
+)
+def test_seed_and_claim_config_errors(change, message, target_model_dir, retain_model_dir):
+    raw = base_config(target_model_dir, retain_model_dir, {"npo": NPO, "gd": GD})
+    raw.update(change)
+    with pytest.raises(ValueError, match=message):
+        SequentialConfig.from_dict(raw)
+
+
+def test_seed_is_a_one_seed_shorthand_and_a_claim_after_a_missing_request_is_refused(target_model_dir,
+                                                                                    retain_model_dir):  # fmt: skip
+    from hf_unlearn.sequential.plan import format_plan
+
+    raw = base_config(target_model_dir, retain_model_dir, {"npo": NPO, "gd": GD}, seed=3)
+    assert SequentialConfig.from_dict(raw).seeds == [3]
+    assert SequentialConfig.from_dict(base_config(target_model_dir, retain_model_dir, {"npo": NPO})).seeds == [0]
+    raw = base_config(target_model_dir, retain_model_dir, {"npo": NPO, "gd": GD}, seeds=[0, 1])
+    raw["claims"] = [{"better": "npo", "than": "gd", "request": 3}]
+    text = format_plan(SequentialConfig.from_dict(raw))  # 3 requests (limit 3)
+    assert "Seeds: [0, 1]" in text and "npo + nll keeps more utility than ga + nll after request 3" in text
+    raw["claims"] = [{"better": "npo", "than": "gd", "request": 4}]
+    with pytest.raises(ValueError, match="request 4, but the sequence has 3 requests"):
+        format_plan(SequentialConfig.from_dict(raw))
+
+
+def test_the_shipped_tofu_mini_config_parses():
+    config = SequentialConfig.from_yaml(TOFU_MINI)
+    assert config.seeds == [0, 1, 2] and config.requests.size == 16
+    assert list(config.methods) == ["grun_npo", "npo", "npo_gru", "gd"]
+    assert config.targets == {"forget_probability<=0.1": "forget_probability<=0.1"}
+    grun = config.methods["grun_npo"]
+    assert (grun.kind, grun.learning_rates, grun.steps_factor) == ("grun", [0.1], 10)
+    assert config.methods["npo_gru"].rectification == "gru" and config.utility == "retain_utility"
+    assert [(c.better, c.than, c.after(5), c.metric) for c in config.claims] == [
+        ("grun_npo", "npo", 5, "utility"),
+        ("grun_npo", "gd", 5, "utility"),
+    ]
+    assert config.target_model.endswith("examples/benchmarks/tofu_mini_models/full/target")
+    assert SequentialConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
+    if Path(config.data.forget).is_file() and Path(config.target_model).is_dir():  # the models exist: the dry run
+        assert cli_main(["sequential", "--config", str(TOFU_MINI), "--dry-run"]) == 0

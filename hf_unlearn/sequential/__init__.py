@@ -9,9 +9,17 @@ results = run_sequence(config, "sequential_output")   # results.json, report.md,
 ```
 """
 
-from .config import REFERENCES, RequestsSpec, SequentialConfig
+from .config import REFERENCES, RequestsSpec, SequentialClaim, SequentialConfig
 
-__all__ = ["REFERENCES", "RequestsSpec", "SequentialConfig", "format_plan", "run_sequence", "write_report"]
+__all__ = [
+    "REFERENCES",
+    "RequestsSpec",
+    "SequentialClaim",
+    "SequentialConfig",
+    "format_plan",
+    "run_sequence",
+    "write_report",
+]
 
 
 def __getattr__(name: str):

@@ -11,22 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..compare.config import (
     METHOD_NAME,
     UTILITY_METRICS,
+    Claim,
     CompareConfig,
     DataSpec,
     MethodSpec,
+    _parse_claim,
     check_keys,
     parse_named_targets,
 )
 from ..evaluation.targets import TARGET_BENCHMARKS, Target, parse_target
 
-__all__ = ["REFERENCES", "RequestsSpec", "SequentialConfig", "TOFU_QUESTIONS_PER_AUTHOR"]
+__all__ = ["REFERENCES", "RequestsSpec", "SequentialClaim", "SequentialConfig", "TOFU_QUESTIONS_PER_AUTHOR"]
 
 #: The reference model of NPO-like losses from the second request on: the model the previous request left
 #: (MUSE's sustainability runs and the TOFU continual protocol rebuild the trainer, and NPO's reference, per request),
@@ -100,6 +102,55 @@ class RequestsSpec:
 
 
 @dataclass
+class SequentialClaim(Claim):
+    """A [`hf_unlearn.compare.Claim`] on a sequence: "`better` keeps more `metric` than `than` after request
+    `request`" (default: the last request), judged over the seeds by THE VERDICT RULE
+    ([`hf_unlearn.compare.rules.paired_verdict`], d_s = A's value - B's after request `request` on seed s).
+
+    The forgetting is matched by the targets: the claim is testable only where both methods met every request's
+    target, requests 1..`request`, on every seed. `metric`: `"utility"` (the sequence's utility) or a key of the
+    evaluation after a request (its utility summary, e.g. `model_utility`, or `cumulative_forget_quality`: the
+    cumulative forget quality of requests 1..k); higher is better. `targets` and attack metrics do not apply.
+    """
+
+    request: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        where = f"Claim {self.better} > {self.than}"
+        if self.request is not None and (
+            isinstance(self.request, bool) or not isinstance(self.request, int) or self.request < 1
+        ):
+            raise ValueError(f"{where}: request must be an integer >= 1 (a request number), got {self.request!r}.")
+        if self.targets is not None:
+            raise ValueError(
+                f"{where}: a sequence's claim is judged after a request (request: k), where both methods met every "
+                "request's target; drop 'targets'."
+            )
+        if self.attack is not None:
+            raise ValueError(f"{where}: a sequence runs no attacks; metric {self.metric!r} is not measured.")
+
+    def after(self, num_requests: int) -> int:
+        """The request after which the claim is judged (the last by default)."""
+        return num_requests if self.request is None else self.request
+
+    def describe(self, labels: Mapping[str, str]) -> str:
+        text = super().describe(labels)
+        when = f"request {self.request}" if self.request else "the last request"
+        return text if self.text else f"{text} after {when}"
+
+
+def parse_sequential_claim(raw: Any) -> SequentialClaim:
+    """`"A > B"` (after the last request) or a mapping of [`SequentialClaim`]'s keys (`request: k`)."""
+    if isinstance(raw, Mapping):
+        check_keys("claim", raw, SequentialClaim)
+        raw = dict(raw)
+        request = raw.pop("request", None)
+        return SequentialClaim(**asdict(_parse_claim(raw)), request=request)
+    return SequentialClaim(**asdict(_parse_claim(raw)))
+
+
+@dataclass
 class SequentialConfig:
     """A sequence of deletion requests, each unlearned from the model the previous one left
     (`hf-unlearn sequential --config FILE`).
@@ -132,7 +183,10 @@ class SequentialConfig:
         tokenizer: where the tokenizer is (default: the target model's).
         reference: `"previous"` (default) or `"original"`: the reference model of NPO-like losses from request 2 on.
             GRUN's reference is always the base model with every edit off (the original model).
-        seed: the training seed of every request.
+        seeds: the training seeds: every method runs its whole sequence once per seed (folders `seed_<s>`).
+        seed: a one-seed shorthand (`seed: 0` is `seeds: [0]`; give one of them; default: seed 0).
+        claims: [`SequentialClaim`]s written before the run (`"A > B"`, or a mapping with `request: k`), judged
+            after request k over the seeds; `min_effect`: the verdict rule's smallest mean difference.
         max_steps, max_epochs: each request's budget (one of them; epochs are passes over the request's rows),
             times the method's `steps_factor`.
         eval_every: the cheap evaluation's interval in optimizer steps (times `steps_factor`); a request is also
@@ -154,7 +208,10 @@ class SequentialConfig:
     retain_logs: str | None = None
     tokenizer: str | None = None
     reference: str = "previous"
-    seed: int = 0
+    seeds: list[int] | None = None
+    seed: int | None = None
+    claims: list[SequentialClaim] = field(default_factory=list)
+    min_effect: float = 0.01
     max_steps: int | None = None
     max_epochs: float | None = None
     eval_every: int = 10
@@ -188,6 +245,25 @@ class SequentialConfig:
             raise ValueError(
                 f"targets {muse}: a sequence evaluates TOFU metrics; MUSE targets are not supported here."
             )
+        if self.seeds is not None and self.seed is not None:
+            raise ValueError(f"Give seeds (a list) or seed (one seed), not both: seeds {self.seeds}, seed {self.seed}")
+        if self.seeds is None:
+            self.seeds = [0 if self.seed is None else self.seed]
+        self.seed = None  # normalised: `seeds` holds them
+        if isinstance(self.seeds, (int, str)) or not self.seeds:
+            raise ValueError(f"seeds must be a non-empty list of integers, got {self.seeds!r}.")
+        if any(isinstance(s, bool) or not isinstance(s, int) for s in self.seeds) or len(set(self.seeds)) != len(
+            self.seeds
+        ):
+            raise ValueError(f"seeds must be distinct integers, got {self.seeds!r}.")
+        self.seeds = list(self.seeds)
+        self.claims = [c if isinstance(c, SequentialClaim) else parse_sequential_claim(c) for c in self.claims]
+        for claim in self.claims:
+            for side in (claim.better, claim.than):
+                if side not in self.methods:
+                    raise ValueError(f"Claim {claim.better} > {claim.than}: no method {side!r} in methods.")
+        if self.min_effect < 0:
+            raise ValueError(f"min_effect must be >= 0, got {self.min_effect}.")
         if self.reference not in REFERENCES:
             raise ValueError(f"reference must be one of {list(REFERENCES)}, got {self.reference!r}.")
         if (self.max_steps is None) == (self.max_epochs is None):
@@ -248,6 +324,10 @@ class SequentialConfig:
                 except (TypeError, ValueError) as err:
                     raise ValueError(f"{key}: {err}") from err
         values.setdefault("targets", {})
+        claims = values.get("claims") or []
+        if not isinstance(claims, Sequence) or isinstance(claims, (str, Mapping)):
+            raise ValueError("claims must be a list of claims ('A > B' or mappings with better/than/request).")
+        values["claims"] = [parse_sequential_claim(c) for c in claims]
         return cls(**values)
 
     @classmethod
@@ -286,11 +366,17 @@ class SequentialConfig:
         """Plain data (JSON-able); `from_dict(to_dict())` gives the same config."""
         return asdict(self)
 
-    def fingerprint(self, method: str) -> str:
-        """What a method's sequence computes: everything but the other methods and the bookkeeping."""
+    def for_seed(self, seed: int) -> SequentialConfig:
+        """This config with one seed (what one run of each method's sequence computes)."""
+        return replace(self, seeds=[seed], seed=None)
+
+    def fingerprint(self, method: str, seed: int | None = None) -> str:
+        """What a method's sequence on `seed` (default: the first seed) computes: everything but the other
+        methods, the other seeds, the claims and the bookkeeping (the same as before seeds and claims existed)."""
         data = self.to_dict()
-        for key in ("methods", "keep_models"):
+        for key in ("methods", "keep_models", "seeds", "claims", "min_effect"):
             data.pop(key)
+        data["seed"] = self.seeds[0] if seed is None else seed
         payload = [data, asdict(self.methods[method])]
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -312,7 +398,7 @@ class SequentialConfig:
             retain_model=self.retain_model,
             retain_logs=self.retain_logs,
             tokenizer=self.tokenizer,
-            seeds=[self.seed],
+            seeds=list(self.seeds),
             max_steps=self.max_steps,
             max_epochs=self.max_epochs,
             eval_every=self.eval_every,

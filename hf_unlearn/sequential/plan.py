@@ -124,6 +124,7 @@ def format_plan(config: SequentialConfig) -> str:
         f"Requests: {len(requests)} ({config.requests.describe()}): "
         + ", ".join(f"#{r.number} {r.size} rows / {len(r.keys)} evaluated" for r in requests),
         "Targets of each request (on its own questions): " + ", ".join(config.targets.values()),
+        f"Seeds: {config.seeds} (each method runs its whole sequence once per seed).",
         f"Reference of NPO-like losses from request 2 on: the {config.reference} model (GRUN: the base model).",
         "",
         "| method | kind | carried over as | learning rate | step cap per request | cheap evaluations (max) |",
@@ -142,11 +143,19 @@ def format_plan(config: SequentialConfig) -> str:
             f"| {spec.display_label()} | {spec.kind} | {carried.get(spec.kind, 'its model')} | "
             f"{spec.learning_rates[0]:g} | {cap_text} | {evals} |"
         )
-    full = len(config.methods) * len(requests) + 1 + bool(config.retain_model)
+    n_seeds = len(config.seeds)
+    full = len(config.methods) * len(requests) * n_seeds + 1 + bool(config.retain_model)
     lines += [
         "",
-        f"At most {total_steps} optimizer steps and {total_evals} cheap evaluations over {len(requests)} requests "
-        f"({sum(s or 0 for s in sizes)} forget rows); {full} full evaluations (the target, the retain model, each "
-        "method after each request). Requests stop at their targets.",
+        f"At most {total_steps * n_seeds} optimizer steps and {total_evals * n_seeds} cheap evaluations over "
+        f"{len(requests)} requests ({sum(s or 0 for s in sizes)} forget rows) and {n_seeds} seed(s); {full} full "
+        "evaluations (the target, the retain model, each method after each request on each seed). Requests stop at "
+        "their targets.",
     ]
+    if config.claims:
+        from .verdicts import check_claims
+
+        check_claims(config.claims, len(requests))
+        lines += ["", "Claims (judged over the seeds; testable where both methods met every target up to request k):"]
+        lines += [f"  {claim.describe(config.labels)}" for claim in config.claims]
     return "\n".join(lines)

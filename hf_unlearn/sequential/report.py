@@ -1,6 +1,6 @@
 """The report of a sequence (`report.md`) and its plot (`sequential.png`) from `results.json`: per method, the
 metrics against the number of requests; the forget probability of every request after each one (does an earlier
-request come back?); GRUN's gate firing matrix; the cost."""
+request come back?); GRUN's gate firing matrix; the cost; per seed, and the claims' verdicts over the seeds."""
 
 from __future__ import annotations
 
@@ -40,10 +40,17 @@ def _bytes(value: int | None) -> str:
     return str(value)
 
 
-def method_table(results: Mapping[str, Any], method: str) -> str:
-    """Metrics against the number of requests (row 0: the target model)."""
-    utility = results["config"]["utility"]
+def _records(results: Mapping[str, Any], method: str, seed: str | None = None) -> list[dict[str, Any]]:
+    """A method's records on `seed` (default: the first seed; one-seed results have only `requests`)."""
     entry = results["methods"][method]
+    if seed is None or "seeds" not in entry:
+        return entry["requests"]
+    return entry["seeds"][str(seed)]
+
+
+def method_table(results: Mapping[str, Any], method: str, seed: str | None = None) -> str:
+    """Metrics against the number of requests (row 0: the target model) on `seed` (default: the first)."""
+    utility = results["config"]["utility"]
     target = results["references"]["target"]
     lines = [
         "| requests | steps | targets met | forget prob. (this request) | worst earlier request's forget prob. | "
@@ -55,7 +62,7 @@ def method_table(results: Mapping[str, Any], method: str) -> str:
         f"| 0 (target) | – | – | {_fmt(first)} (request 1) | – | – | – | {_fmt(target['utility'].get(utility))} "
         "| – | – | – |"
     )
-    for record in entry["requests"]:
+    for record in _records(results, method, seed):
         k = record["request"]
         per = record["forget"]["per_request"]
         earlier = [p["forget_probability"] for p in per[: k - 1]]
@@ -71,9 +78,11 @@ def method_table(results: Mapping[str, Any], method: str) -> str:
     return "\n".join(lines)
 
 
-def request_matrix(results: Mapping[str, Any], method: str, metric: str = "forget_probability") -> str:
+def request_matrix(
+    results: Mapping[str, Any], method: str, metric: str = "forget_probability", seed: str | None = None
+) -> str:
     """`metric` of request j (columns) after k requests (rows); requests not yet made in italics."""
-    records = results["methods"][method]["requests"]
+    records = _records(results, method, seed)
     numbers = [r["request"] for r in results["requests"]]
     lines = ["| after \\ request | " + " | ".join(f"#{j}" for j in numbers) + " |"]
     lines.append("|---:|" + "---:|" * len(numbers))
@@ -99,6 +108,16 @@ def gate_table(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def verdict_table(results: Mapping[str, Any]) -> str:
+    """The claims' verdicts: claim, the request after which it is judged, the verdict (mean ± std of d), d per
+    seed."""
+    lines = ["| claim | metric | after request | verdict | d per seed |", "|---|---|---:|---|---|"]
+    for v in results.get("verdicts", []):
+        per_seed = ", ".join(f"{s}: {d:+.3f}" for s, d in zip(v["seeds"], v["differences"])) or "–"
+        lines.append(f"| {v['claim']} | {v['metric']} | {v['request']} | {v['cell']} | {per_seed} |")
+    return "\n".join(lines)
+
+
 def format_report(results: Mapping[str, Any]) -> str:
     config = results["config"]
     requests = results["requests"]
@@ -121,19 +140,37 @@ def format_report(results: Mapping[str, Any]) -> str:
     if "retain model" in refs:
         retain = refs["retain model"]["utility"].get(config["utility"])
         lines += [f"Retain model's {config['utility']}: {_fmt(retain)}.", ""]
+    if results.get("verdicts"):
+        lines += [
+            "## Verdicts",
+            "",
+            f"Over the seeds {config.get('seeds')}, d = A's value - B's after the request; *holds* if d > 0 on every "
+            f"seed and mean(d) >= {config.get('min_effect', 0.01)}, *contradicted* if d < 0 on every seed and "
+            "mean(d) <= -that, *no clear difference* otherwise (hf_unlearn.compare.rules.paired_verdict); *not "
+            "testable* unless both methods met every request's target, requests 1..k, on every seed.",
+            "",
+            verdict_table(results),
+            "",
+        ]
     for method, entry in results["methods"].items():
-        lines += [f"## {entry['label']} (`{method}`, {entry['kind']})", "", method_table(results, method), ""]
-        lines += ["Forget probability of each request (columns) after k requests (rows; *italics*: not yet made):"]
-        lines += ["", request_matrix(results, method), ""]
-        last = entry["requests"][-1] if entry["requests"] else None
-        if last and last.get("gates"):
-            lines += [
-                f"Gates after request {last['request']}: mean gate (share of prompts with gate > 0.5) of each "
-                "request's module on each request's evaluated prompts and on retain prompts:",
-                "",
-                gate_table(last),
-                "",
-            ]
+        seeds = list(entry.get("seeds") or {None: entry["requests"]})
+        lines += [f"## {entry['label']} (`{method}`, {entry['kind']})", ""]
+        for seed in seeds:
+            if len(seeds) > 1:
+                lines += [f"### seed {seed}", ""]
+            lines += [method_table(results, method, seed), ""]
+            lines += ["Forget probability of each request (columns) after k requests (rows; *italics*: not yet made):"]
+            lines += ["", request_matrix(results, method, seed=seed), ""]
+            records = _records(results, method, seed)
+            last = records[-1] if records else None
+            if last and last.get("gates"):
+                lines += [
+                    f"Gates after request {last['request']}: mean gate (share of prompts with gate > 0.5) of each "
+                    "request's module on each request's evaluated prompts and on retain prompts:",
+                    "",
+                    gate_table(last),
+                    "",
+                ]
     machine = results.get("machine", {})
     if machine:
         lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in machine.items()) + ".")
@@ -161,12 +198,15 @@ def plot(results: Mapping[str, Any], output_dir: Path) -> Path:
         (utility, lambda r: r["utility"].get(utility)),
     )
     for ax, (title, get) in zip(axes, panels):
-        for entry in results["methods"].values():
-            points = [(r["request"], get(r)) for r in entry["requests"] if get(r) is not None]
-            if title == utility and target["utility"].get(utility) is not None:
-                points = [(0, target["utility"][utility]), *points]
-            if points:
-                ax.plot(*zip(*points), marker="o", label=entry["label"])
+        for i, entry in enumerate(results["methods"].values()):
+            per_seed = entry.get("seeds") or {"": entry["requests"]}
+            for j, records in enumerate(per_seed.values()):
+                points = [(r["request"], get(r)) for r in records if get(r) is not None]
+                if title == utility and target["utility"].get(utility) is not None:
+                    points = [(0, target["utility"][utility]), *points]
+                if points:  # one colour per method, one line per seed
+                    label = entry["label"] if j == 0 else None
+                    ax.plot(*zip(*points), marker="o", color=f"C{i % 10}", alpha=0.8, label=label)
         if title.startswith("cumulative"):
             ax.set_yscale("log")
         ax.set_xlabel("requests")

@@ -5,16 +5,18 @@ request unlearned from the model the previous one left, each followed by the eva
 Layout of the output folder:
 
     references/                  the target's and the retain model's evaluations (references.json, logs)
-    methods/<method>/request_<n>/
+    methods/<method>/seed_<s>/request_<n>/
         record.json              request n's numbers (written last: a request without it is run again)
         run/                     the cheap evaluations of its training (trajectory.jsonl)
         model/                   the model after request n (full weights, the merged model, or every GRUN module)
         adapter/                 LoRA: the request's adapter (what it stores)
         eval/                    the logs of the evaluation after request n
 
-A killed sequence resumes: rerunning it reuses every request with a record of the same fingerprint and starts at the
-first request without one, from the model the request before it saved. The full or merged models of earlier
-requests are deleted once the next request is recorded, unless `keep_models`.
+Every method runs its sequence once per seed (`seed_<s>`); the claims are judged over the seeds after the run
+([`hf_unlearn.sequential.verdicts.judge`]). A killed sequence resumes, per method and seed: rerunning it reuses
+every request with a record of the same fingerprint and starts at the first request without one, from the model the
+request before it saved. The full or merged models of earlier requests are deleted once the next request is
+recorded, unless `keep_models`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from ..io import write_json_atomic
 from .config import SequentialConfig
 from .evaluate import evaluate_model, gate_matrix, renumber, sequence_metrics
 from .plan import Request, load_requests, request_steps
+from .verdicts import check_claims, judge
 
 __all__ = ["REPORT_FILE", "RESULTS_FILE", "run_sequence", "run_method"]
 
@@ -44,8 +47,8 @@ REPORT_FILE = "report.md"
 STORED = {"full": "the whole model", "peft": "the LoRA adapter", "grun": "the request's gated modules"}
 
 
-def _request_folder(output_dir: Path, method: str, number: int) -> Path:
-    return Path(output_dir) / "methods" / method / f"request_{number}"
+def _request_folder(output_dir: Path, method: str, number: int, seed: int = 0) -> Path:
+    return Path(output_dir) / "methods" / method / f"seed_{seed}" / f"request_{number}"
 
 
 def _empty_cache() -> None:
@@ -237,7 +240,7 @@ def run_request(
         evaluate_at_start=True,
     )
     max_steps = request_steps(config, method, request)
-    job = RunJob({}, method, spec.learning_rates[0], config.seed, str(folder), config.fingerprint(method))
+    job = RunJob({}, method, spec.learning_rates[0], config.seeds[0], str(folder), config.fingerprint(method))
     args = unlearning_args(cc, spec, job, folder / "run", max_steps)
     extra = {}
     if config.reference == "original" and spec.kind != "grun" and request.number > 1:
@@ -304,16 +307,17 @@ def run_method(
     retain_log: dict[str, Any] | None,
     output_dir: Path,
 ) -> list[dict[str, Any]]:
-    """Every request of `method`'s sequence, resumed at the first request without a record of the same
-    fingerprint; returns the requests' records."""
+    """Every request of `method`'s sequence on `config`'s first seed (run once per seed: `config.for_seed`),
+    resumed at the first request without a record of the same fingerprint; returns the requests' records."""
     from ..compare.worker import load_target
 
+    seed = config.seeds[0]
     cc = config.compare_config()
     spec = config.methods[method]
     fingerprint = config.fingerprint(method)
     records: list[dict[str, Any]] = []
     for request in requests:
-        record_file = _request_folder(output_dir, method, request.number) / RECORD_FILE
+        record_file = _request_folder(output_dir, method, request.number, seed) / RECORD_FILE
         if not record_file.is_file():
             break
         record = json.loads(record_file.read_text(encoding="utf-8"))
@@ -323,23 +327,23 @@ def run_method(
     while (
         records
         and len(records) < len(requests)
-        and not (_request_folder(output_dir, method, len(records)) / "model").is_dir()
+        and not (_request_folder(output_dir, method, len(records), seed) / "model").is_dir()
     ):
         records.pop()  # the model it left is gone (a later request's record was removed): run it again
     for request in requests[len(records) :]:  # what an interrupted or outdated run left
-        shutil.rmtree(_request_folder(output_dir, method, request.number), ignore_errors=True)
+        shutil.rmtree(_request_folder(output_dir, method, request.number, seed), ignore_errors=True)
     if len(records) == len(requests):
-        print(f"  {method}: all {len(requests)} requests reused")
+        print(f"  {method} seed {seed}: all {len(requests)} requests reused")
         return records
     target, tokenizer = load_target(cc)
     if records:
-        print(f"  {method}: resuming at request {len(records) + 1} ({len(records)} reused)")
-        model = _load_model(config, spec.kind, _request_folder(output_dir, method, len(records)) / "model")
+        print(f"  {method} seed {seed}: resuming at request {len(records) + 1} ({len(records)} reused)")
+        model = _load_model(config, spec.kind, _request_folder(output_dir, method, len(records), seed) / "model")
     else:
         model = copy.deepcopy(target)
     model.train()
     for request in requests[len(records) :]:
-        folder = _request_folder(output_dir, method, request.number)
+        folder = _request_folder(output_dir, method, request.number, seed)
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         model, training = run_request(config, method, request, model, retain_rows, retain_log, folder)
@@ -356,6 +360,7 @@ def run_method(
             "label": spec.display_label(),
             "kind": spec.kind,
             "request": request.number,
+            "seed": seed,
             "questions": request.size,
             "fingerprint": fingerprint,
             **training,
@@ -365,14 +370,14 @@ def run_method(
         }
         write_json_atomic(folder / RECORD_FILE, record)
         records.append(record)
-        previous = _request_folder(output_dir, method, request.number - 1) / "model"
+        previous = _request_folder(output_dir, method, request.number - 1, seed) / "model"
         if request.number > 1 and spec.kind != "grun" and not config.keep_models and previous.is_dir():
             shutil.rmtree(previous)
         met = ", ".join(f"{t} at step {s}" for t, s in training["met"].items()) or "no target"
         current = record["forget"]["per_request"][request.number - 1]
         cumulative = record["forget"]["cumulative"]
         print(
-            f"  {method} request {request.number}/{len(requests)}: {training['steps']} steps ({met}); "
+            f"  {method} seed {seed} request {request.number}/{len(requests)}: {training['steps']} steps ({met}); "
             f"forget probability {current['forget_probability']:.3g}, cumulative forget quality "
             f"{_fmt(cumulative.get('forget_quality'))}, {config.utility} {_fmt(summary.get(config.utility))}"
         )
@@ -400,18 +405,39 @@ def run_sequence(
     write_json_atomic(output_dir / "config.json", config.to_dict())
     started = time.perf_counter()
     requests, retain_rows = load_requests(config)
+    check_claims(config.claims, len(requests))
     print(f"1/3 The target and the retain model ({len(requests)} requests)")
     refs, retain_log = references(config, requests, output_dir)
-    print("2/3 The sequences")
+    print(f"2/3 The sequences (seeds {config.seeds})")
     methods = {}
     for method, spec in config.methods.items():
-        records = run_method(config, method, requests, retain_rows, retain_log, output_dir)
-        methods[method] = {"label": spec.display_label(), "kind": spec.kind, "requests": records}
+        per_seed = {}
+        for seed in config.seeds:
+            seeded = config.for_seed(seed)
+            per_seed[str(seed)] = run_method(seeded, method, requests, retain_rows, retain_log, output_dir)
+        methods[method] = {
+            "label": spec.display_label(),
+            "kind": spec.kind,
+            "requests": per_seed[str(config.seeds[0])],  # the first seed's (what one-seed readers expect)
+            "seeds": per_seed,
+        }
+    verdicts = judge(
+        config.claims,
+        methods,
+        targets=list(config.targets.values()),
+        utility=config.utility,
+        num_requests=len(requests),
+        min_effect=config.min_effect,
+        labels=config.labels,
+    )
+    for verdict in verdicts:
+        print(f"  {verdict['claim']}: {verdict['cell']}")
     results = {
         "config": config.to_dict(),
         "requests": [{"request": r.number, "questions": r.size, "evaluated": r.keys} for r in requests],
         "references": refs,
         "methods": methods,
+        "verdicts": verdicts,
         "seconds": {"total": time.perf_counter() - started},
         "machine": machine_info(),
     }
