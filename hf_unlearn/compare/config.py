@@ -447,26 +447,14 @@ class CompareConfig:
             raise ValueError(f"A comparison config is a mapping of keys, got {type(raw).__name__}.")
         check_keys("compare config", raw, cls)
         values = dict(raw)
-        methods = values.get("methods") or {}
-        if not isinstance(methods, Mapping):
-            raise ValueError("methods must map a name to a method (forget_loss, learning_rates, ...).")
-        parsed_methods = {}
-        for name, spec in methods.items():
-            if not isinstance(spec, Mapping):
-                raise ValueError(f"methods.{name} must be a mapping (forget_loss, learning_rates, ...).")
-            check_keys(f"methods.{name}", spec, MethodSpec)
-            try:
-                parsed_methods[str(name)] = MethodSpec(**spec)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"methods.{name}: {err}") from err
-        values["methods"] = parsed_methods
+        values["methods"] = parse_methods(values.get("methods"))
         tolerance = float(values.get("match_tolerance", 0.02))
         values["targets"] = parse_named_targets(values.get("targets") or {}, tolerance)
         data = values.get("data") or {}
         if isinstance(data, Mapping):
             check_keys("data", data, DataSpec)
             values["data"] = DataSpec(**data)
-        values["claims"] = [_parse_claim(c) for c in values.get("claims") or []]
+        values["claims"] = [parse_claim(c) for c in values.get("claims") or []]
         attacks = values.get("attacks")
         if isinstance(attacks, Mapping):
             check_keys("attacks", attacks, AttackSpec)
@@ -538,6 +526,27 @@ class CompareConfig:
         return ["retain", "forget"]
 
 
+def parse_methods(raw: Any, rename: Mapping[str, str] | None = None) -> dict[str, MethodSpec]:
+    """`methods:` of a config: name -> [`MethodSpec`], with errors naming the method and the bad key. `rename` maps
+    a key a config may use to the spec's (a sequence's `learning_rate` -> `learning_rates`, as a one-rate grid)."""
+    if not isinstance(raw, Mapping):
+        raise ValueError("methods must map a name to a method (forget_loss, learning_rates, ...).")
+    parsed = {}
+    for name, spec in raw.items():
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"methods.{name} must be a mapping (forget_loss, learning_rates, ...).")
+        spec = dict(spec)
+        for given, field_name in (rename or {}).items():
+            if given in spec and field_name not in spec:
+                spec[field_name] = [spec.pop(given)]
+        check_keys(f"methods.{name}", spec, MethodSpec)
+        try:
+            parsed[str(name)] = MethodSpec(**spec)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"methods.{name}: {err}") from err
+    return parsed
+
+
 def parse_named_targets(raw: Any, tolerance: float) -> dict[str, NamedTarget]:
     """Targets from a config: name -> `"metric<=x"` or `{target:, tolerance:}`, or a list of strings (named by
     themselves); `tolerance` is the default matched-forgetting tolerance."""
@@ -567,7 +576,7 @@ def parse_named_targets(raw: Any, tolerance: float) -> dict[str, NamedTarget]:
 _CLAIM = re.compile(r"^\s*(\S+)\s*>\s*(\S+)\s*$")
 
 
-def _parse_claim(raw: Any) -> Claim:
+def parse_claim(raw: Any) -> Claim:
     """`"A > B"` or `{better: A, than: B, targets: [...], text: ...}`."""
     if isinstance(raw, str):
         match = _CLAIM.match(raw)

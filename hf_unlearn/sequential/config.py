@@ -22,8 +22,9 @@ from ..compare.config import (
     CompareConfig,
     DataSpec,
     MethodSpec,
-    _parse_claim,
     check_keys,
+    parse_claim,
+    parse_methods,
     parse_named_targets,
 )
 from ..evaluation.targets import TARGET_BENCHMARKS, Target, parse_target
@@ -146,8 +147,8 @@ def parse_sequential_claim(raw: Any) -> SequentialClaim:
         check_keys("claim", raw, SequentialClaim)
         raw = dict(raw)
         request = raw.pop("request", None)
-        return SequentialClaim(**asdict(_parse_claim(raw)), request=request)
-    return SequentialClaim(**asdict(_parse_claim(raw)))
+        return SequentialClaim(**asdict(parse_claim(raw)), request=request)
+    return SequentialClaim(**asdict(parse_claim(raw)))
 
 
 @dataclass
@@ -293,22 +294,7 @@ class SequentialConfig:
             raise ValueError(f"A sequence config is a mapping of keys, got {type(raw).__name__}.")
         check_keys("sequential config", raw, cls)
         values = dict(raw)
-        methods = values.get("methods") or {}
-        if not isinstance(methods, Mapping):
-            raise ValueError("methods must map a name to a method (forget_loss, learning_rates, ...).")
-        parsed = {}
-        for name, spec in methods.items():
-            if not isinstance(spec, Mapping):
-                raise ValueError(f"methods.{name} must be a mapping (forget_loss, learning_rates, ...).")
-            spec = dict(spec)
-            if "learning_rate" in spec and "learning_rates" not in spec:
-                spec["learning_rates"] = [spec.pop("learning_rate")]
-            check_keys(f"methods.{name}", spec, MethodSpec)
-            try:
-                parsed[str(name)] = MethodSpec(**spec)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"methods.{name}: {err}") from err
-        values["methods"] = parsed
+        values["methods"] = parse_methods(values.get("methods"), rename={"learning_rate": "learning_rates"})
         for key, cls_ in (("requests", RequestsSpec), ("data", DataSpec)):
             section = values.get(key)
             if section is None:
