@@ -353,7 +353,7 @@ def test_shipped_configs_parse_and_the_gpu_one_plans_offline(capsys):
     folder = Path(__file__).resolve().parents[1] / "examples" / "compare"
     full = CompareConfig.from_yaml(folder / "tofu_mini.yaml")
     assert len(full.methods) == 22 and full.methods["idk"].targets == ["rouge"]
-    assert [t.name for t in full.targets_of("idk")] == ["rouge"] and len(full.targets_of("npo")) == 3
+    assert [t.name for t in full.targets_of("idk")] == ["rouge"] and len(full.targets_of("npo")) == 2
     CompareConfig.from_yaml(folder / "tofu_mini_quick.yaml")
     assert cli_main(["compare", "--config", str(folder / "tofu_forget10_llama32_1b.yaml"), "--dry-run"]) == 0
     text = capsys.readouterr().out
