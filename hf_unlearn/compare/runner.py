@@ -25,7 +25,7 @@ from typing import Any
 from ..io import write_json_atomic
 from .config import CompareConfig
 from .rules import MatchedValue, choose_learning_rate, paired_verdict
-from .worker import RECORD_FILE, RunJob
+from .worker import RECORD_FILE, RunJob, clear_job_folder
 
 __all__ = ["RESULTS_FILE", "REPORT_FILE", "run_comparison", "run_fingerprint", "run_folder"]
 
@@ -125,6 +125,7 @@ def execute(jobs: Sequence[RunJob], config: CompareConfig, desc: str, progress: 
     def launch(job: RunJob) -> dict[str, Any]:
         slot = slots.get()
         try:
+            clear_job_folder(job.folder)
             job_file = job.write()
             env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
             if slot is not None:

@@ -321,6 +321,16 @@ def _brackets(trajectory: Sequence[Mapping[str, Any]], met: Mapping[str, int]) -
     return out
 
 
+def clear_job_folder(folder: str | Path) -> None:
+    """Remove what an interrupted or outdated run of a job left in its folder (its job file stays)."""
+    for stale in ("run", "refine", RECORD_FILE):
+        path = Path(folder) / stale
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
 def run_job(job: RunJob) -> dict[str, Any]:
     """Run one job (see the module docstring); returns its record (also written to `<folder>/record.json`)."""
     import torch
@@ -328,12 +338,8 @@ def run_job(job: RunJob) -> dict[str, Any]:
     config = CompareConfig.from_dict(job.config)
     spec = config.methods[job.method]
     folder = Path(job.folder)
-    for stale in ("run", "refine", RECORD_FILE):  # what an interrupted or outdated run of this job left
-        path = folder / stale
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # under accelerate the launcher cleared it, before any rank began
+        clear_job_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     budget = steps_budget(config, forget_size(config))
@@ -346,8 +352,6 @@ def run_job(job: RunJob) -> dict[str, Any]:
     callback, train_seconds, trainer = _train(
         config, spec, job, folder / "run", max_steps, targets, evaluate_at_start=True
     )
-    if not trainer.is_world_process_zero():
-        return {}
     trajectory = [dict(p) for p in callback.trajectory]
     met = {name_of[n]: step for n, step in callback.met.items()}
     checkpoints = {name: folder / "run" / config.targets[name].target.name for name in met}
@@ -380,6 +384,8 @@ def run_job(job: RunJob) -> dict[str, Any]:
             refined.setdefault(name, {"step": None, "note": "the replay did not meet the target (not deterministic)"})
         trajectory = [by_step[s] for s in sorted(by_step)]
 
+    if not trainer.is_world_process_zero():
+        return {}  # under accelerate every rank trained (and replayed); the main process evaluates and records
     matched: dict[str, Any] = {t.name: None for t in targets}
     full_seconds = attack_seconds = 0.0
     for name, step in met.items():
