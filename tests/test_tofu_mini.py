@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from launch import REPO
@@ -84,161 +85,61 @@ def test_metric_separation_tells_models_apart_only_when_they_differ(tofu_mini):
     assert "| forget_truth_ratio |" in tofu_mini.format_separation(same)
 
 
-def test_methods_cover_the_issue(tofu_mini):
-    settings = tofu_mini.Settings.full()
-    methods = tofu_mini.methods_for(settings)
-    bases = ["ga", "gd", "npo", "npo_kl", "simnpo", "wga", "tnpo", "idk", "dpo", "rmu"]
-    assert set(methods) == {*bases, *(f"{b}_gru" for b in bases), "grun_ga", "grun_npo"}
-    assert methods["ga"].retain_loss == "none" and methods["gd"].retain_loss == "nll"
-    assert methods["npo_kl"].retain_loss == "kl" and methods["dpo"].retain_loss == "nll"
-    # GRU(X) rectifies the same objective as X (tmlr-group/GRU: its whole gradient is projected)
-    for base in bases:
-        assert methods[f"{base}_gru"] == replace(methods[base], rectification="gru")
-    assert methods["rmu_gru"].retain_loss == "embed_diff"
-    assert tofu_mini.label("npo_gru") == "GRU(NPO)" and tofu_mini.label("grun_ga") == "GRUN(GA)"
-    # a model deep enough for GRUN, edited at the paper's relative depths (20, 25, 31 of 32)
-    assert settings.num_layers >= 4 and settings.hidden_size >= 256 and settings.num_authors >= 40
-    assert methods["grun_npo"].grun_layers == (2, 3) == replace(settings, num_layers=4).grun_layers()
-    assert replace(settings, num_layers=32).grun_layers() == (20, 25, 31)
-    assert settings.grid(methods["grun_ga"]) == settings.grun_learning_rates
-    assert settings.grid(methods["rmu_gru"]) == settings.rmu_learning_rates
-    assert settings.grid(methods["npo"]) == settings.learning_rates
-
-
 def test_model_cache_key_follows_recipe_and_rows(tofu_mini):
     settings = tofu_mini.Settings.full()
     data = tofu_mini.load_data(tofu_mini.select_authors(40))
     key = tofu_mini.model_cache_key(settings, data)
-    assert key == tofu_mini.model_cache_key(replace(settings, seeds=(5,), learning_rates=(1.0,)), data)
+    assert key == tofu_mini.model_cache_key(replace(settings, workers=1, rmu_norm_scale=3.0), data)
     assert key != tofu_mini.model_cache_key(replace(settings, finetune_epochs=3), data)
     assert key != tofu_mini.model_cache_key(settings, tofu_mini.load_data(tofu_mini.select_authors(20)))
 
 
-def test_the_learning_rate_rule_and_the_verdict_rule(tofu_mini):
-    from tofu_mini_matched import (
-        DEFAULT_TARGETS,
-        FORGET_QUALITY_TARGET,
-        Matched,
-        RunRecord,
-        Target,
-        choose_learning_rate,
-        paired_verdict,
-    )
+def test_the_shipped_configs_match_the_models_the_script_builds(tofu_mini):
+    """examples/compare/tofu_mini*.yaml read what --prepare writes, and RMU steers the layer the script measures."""
+    from hf_unlearn.compare import CompareConfig
 
-    def run(lr, utility, seed=0):
-        matched = {"p10": None if utility is None else Matched(step=5, point={}, summary={"retain_utility": utility})}
-        return RunRecord("GA", seed, lr, 5, 1.0, 0.5, [], matched)
-
-    # the rate that reaches the target with the highest utility; a rate that does not reach it never wins
-    assert choose_learning_rate([run(1e-5, None), run(1e-4, 0.4), run(1e-3, 0.6)], "p10") == 1e-3
-    assert choose_learning_rate([run(1e-4, 0.5), run(1e-3, 0.5)], "p10") == 1e-4  # tie: the smaller rate
-    assert choose_learning_rate([run(1e-4, None), run(1e-3, 0.9, seed=1)], "p10") is None  # seed 0 only
-    holds = paired_verdict("A > B", "p10", {0: 0.5, 1: 0.6, 2: 0.55}, {0: 0.4, 1: 0.5, 2: 0.5})
-    assert holds.verdict == "holds" and holds.mean == pytest.approx(0.25 / 3) and holds.cell().startswith("holds (+")
-    assert paired_verdict("", "", {0: 0.4, 1: 0.4}, {0: 0.5, 1: 0.6}).verdict == "contradicted"
-    assert paired_verdict("", "", {0: 0.5, 1: 0.4}, {0: 0.4, 1: 0.5}).verdict == "no clear difference"
-    assert paired_verdict("", "", {0: 0.505, 1: 0.505}, {0: 0.5, 1: 0.5}).verdict == "no clear difference"  # < 0.01
-    untestable = paired_verdict("", "", {0: 0.5, 1: None}, {0: 0.4, 1: 0.3})
-    assert untestable.verdict.startswith("not testable") and "1/2 of 2" in untestable.verdict
-    # targets are checked when built, and met as documented
-    assert [t.name for t in DEFAULT_TARGETS] == ["p10", "p02"]
-    p10, fq = DEFAULT_TARGETS[0], FORGET_QUALITY_TARGET
-    assert p10.met({"forget_probability": 0.1}) and not fq.met({"forget_quality": 0.009})
-    with pytest.raises(ValueError, match="op must be"):
-        Target("x", "forget_probability", "<", 0.1)
-    with pytest.raises(ValueError, match="unknown metric"):
-        Target("x", "utility", "<=", 0.1)
+    folder = REPO / "examples" / "compare"
+    for name, settings in (
+        ("tofu_mini.yaml", tofu_mini.Settings.full()),
+        ("tofu_mini_quick.yaml", tofu_mini.Settings.quick()),
+    ):
+        config = CompareConfig.from_yaml(folder / name)
+        prepared = Path(config.target_model).parent
+        assert Path(config.retain_model).parent == prepared and Path(config.data.forget).parent == prepared / "data"
+        for spec in config.methods.values():
+            if spec.forget_loss == "rmu":
+                assert spec.forget_loss_kwargs["layer"] == settings.rmu_layer
+                assert spec.retain_loss_kwargs["layer"] == settings.rmu_layer
 
 
 @pytest.mark.slow
-def test_command_line_overrides(tofu_mini, capsys):
-    parse = tofu_mini.build_parser().parse_args
-    full = tofu_mini.settings_from_args(parse([]))
-    assert full == tofu_mini.Settings.full()
-    line = "--methods grun_npo --seeds 0,2 --grun-learning-rates 4e-3,1e-2 --grun-steps-factor 7 --no-attacks"
-    settings = tofu_mini.settings_from_args(parse(line.split()))
-    assert settings == replace(
-        full, methods=("grun_npo",), seeds=(0, 2), grun_learning_rates=(4e-3, 1e-2), grun_steps_factor=7,
-        robustness_target="",
-    )  # fmt: skip
-    assert tofu_mini.settings_from_args(parse(["--quick"])).num_layers == tofu_mini.Settings.quick().num_layers
-    for bad in ("abc", "0,1e-2", ""):
-        with pytest.raises(SystemExit):
-            parse(["--grun-learning-rates", bad])
-        assert "--grun-learning-rates: expected" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="--grun-steps-factor must be >= 1"):
-        tofu_mini.settings_from_args(parse(["--grun-steps-factor", "0"]))
+def test_prepare_then_compare_then_results_md(tofu_mini, tmp_path):
+    """A micro TOFU-mini: --prepare writes the models and rows, hf_unlearn.compare runs on them, --results-md writes
+    the separation check and the comparison's report."""
+    from hf_unlearn.compare import CompareConfig
+    from hf_unlearn.compare.runner import run_comparison
 
-
-@pytest.mark.slow
-def test_micro_run_writes_the_matched_tables_and_resumes(tofu_mini, tmp_path):
-    from tofu_mini_matched import Target
-
-    settings = replace(
-        tofu_mini.Settings.quick(),
-        num_authors=2,
-        hidden_size=32,
-        vocab_size=512,
-        finetune_epochs=1,
-        max_epochs=1,
-        eval_every=2,
-        max_new_tokens=4,
-        seeds=(0, 1),
-        learning_rates=(1e-3, 1e-2),
-        grun_learning_rates=(5e-2,),
-        methods=("ga", "ga_gru", "grun_ga"),
-        workers=1,
-        require_separation=False,  # one epoch teaches nothing: the check would stop the run
-        relearn_steps=1,
-    )
-    # "always": met before the first step (the target itself); "never": forget quality cannot exceed 1
-    targets = [Target("always", "forget_probability", "<=", 1.0), Target("never", "forget_quality", ">=", 2.0)]
-    settings = replace(settings, robustness_target="always")
-    cache = tmp_path / "cache"
-    result = tofu_mini.run_benchmark(settings, tmp_path / "out", progress=False, cache_dir=cache, targets=targets)
-    by_job = {(r["key"], r["seed"], r["learning_rate"]): r for r in result.runs}
-    # seed 0 ran the whole grid; seed 1 only the chosen rate
-    assert {(k, lr) for k, s, lr in by_job if s == 0} == {("ga", 1e-3), ("ga", 1e-2), ("ga_gru", 1e-3),
-                                                       ("ga_gru", 1e-2), ("grun_ga", 5e-2)}  # fmt: skip
-    assert {k for k, s, _ in by_job if s == 1} == {"ga", "ga_gru", "grun_ga"}
-    ga = by_job[("ga", 0, 1e-2)]
-    # the trajectory: step 0, then every 2 steps up to the cap (never met -> the whole cap): one pass over the 20
-    # forget questions is 3 steps of 8, rounded up to whole evaluation intervals
-    assert [p["step"] for p in ga["trajectory"]] == [0, 2, 4]
-    assert ga["matched"]["never"] is None and ga["matched"]["always"]["step"] == 0
-    # at step 0 the model is the target: its full evaluation is the target's
-    target_summary = result.references["target"]
-    assert ga["matched"]["always"]["summary"]["forget_probability"] == pytest.approx(
-        target_summary["forget_probability"], rel=1e-5
-    )
-    assert ga["matched"]["always"]["point"]["forget_probability"] == pytest.approx(
-        target_summary["forget_probability"], rel=1e-5
-    )
-    assert ga["matched"]["always"]["point"]["forget_quality"] == pytest.approx(
-        target_summary["forget_quality"], rel=1e-5
-    )
-    # the attacks: on each method's seed-0 model at its chosen rate, repeated to the same matched point
-    assert set(result.robustness) == {"ga", "ga_gru", "grun_ga"}
-    assert result.robustness["ga"]["step"] == 0 and result.robustness["ga"]["learning_rate"] == 1e-3
-    assert {"relearning", "quantization"} <= set(result.robustness["ga"])
-    # its scorer skips the truth ratio (no target needs it) and still gives the full evaluation's forget probability
-    point = result.robustness["ga"]["point"]
-    assert "forget_quality" not in point
-    assert point["forget_probability"] == pytest.approx(target_summary["forget_probability"], rel=1e-5)
-    assert result.chosen["ga"]["never"] is None and result.chosen["ga"]["always"] == 1e-3  # tie: the smaller rate
-    from tofu_mini_report import matched_tables, verdict_table, write_report
-
-    tables = matched_tables(result)
-    assert "Results at matched forgetting: forget prob. ≤ 1" in tables
-    assert "| GRU(GA) | 0.001 | 2/2 | 0 ± 0 |" in tables and "| GA | - | 0/2 | not reached |" in tables
-    verdicts = verdict_table(result)
-    assert "| GRU(GA) > GA | no clear difference (+0.000 ± 0.000) | not testable" in verdicts
-    # a second run reuses every finished unlearning run and the cached models
-    again = tofu_mini.run_benchmark(settings, tmp_path / "out", progress=False, cache_dir=cache, targets=targets)
-    assert again.model_training["cached"] and again.runs == result.runs
-    report = write_report(again, tmp_path / "RESULTS.md").read_text()
-    assert "matched forgetting" in report and "## Verdicts" in report and "### Robustness" in report
-    assert (tmp_path / "tofu_mini_tradeoffs.png").stat().st_size > 0
-    assert (tmp_path / "tofu_mini_matched_utility.png").stat().st_size > 0
-    assert tofu_mini.main(["--report-from", str(tmp_path / "out"), "--results-md", str(tmp_path / "R2.md")]) == 0
-    assert (tmp_path / "R2.md").read_text() == report
+    settings = tofu_mini.Settings(num_authors=2, hidden_size=32, num_layers=2, vocab_size=512, finetune_epochs=2,
+                                  rmu_layer=0, workers=1)  # fmt: skip
+    prepared = tmp_path / "prepared"
+    info = tofu_mini.prepare_for_compare(settings, prepared, cache_dir=tmp_path / "cache", progress=False)
+    assert info["rmu_steering_coeff"] > 0 and list(info["split"]["forget"]) == [199]
+    rows = {n: (prepared / "data" / f"{n}.jsonl").read_text().count("\n") for n in ("forget", "retain", "forget_eval")}
+    assert rows == {"forget": 20, "retain": 20, "forget_eval": 20}
+    again = tofu_mini.prepare_for_compare(settings, tmp_path / "again", cache_dir=tmp_path / "cache", progress=False)
+    assert again["training"]["cached"]
+    data = {k: str(prepared / "data" / f"{k}.jsonl") for k in ("forget", "retain", "forget_eval", "retain_eval")}
+    config = CompareConfig.from_dict({
+        "target_model": str(prepared / "target"), "retain_model": str(prepared / "retain"),
+        "data": {"source": "files", **data, "max_new_tokens": 4, "max_questions": 6},
+        "methods": {"ga": {"forget_loss": "ga", "retain_loss": "none", "learning_rates": [1e-2]}},
+        "targets": {"never": "forget_probability<=1e-12"}, "seeds": [0], "max_steps": 4, "eval_every": 2,
+        "utility": "retain_utility",
+    })  # fmt: skip
+    run_comparison(config, tmp_path / "out", progress=False)
+    assert tofu_mini.main(["--results-md", str(tmp_path / "RESULTS.md"), "--compare-output", str(tmp_path / "out"),
+                           "--prepared", str(prepared)]) == 0  # fmt: skip
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Do the metrics separate the target from the retain model?" in text and "| forget_truth_ratio |" in text
+    assert "### never: forget_probability ≤ 1e-12" in text and "(2 authors x 20 questions" in text
+    assert (tmp_path / "tofu_mini_trajectories.png").stat().st_size > 0 and "tofu_mini_trajectories.png" in text

@@ -39,6 +39,7 @@ def _sibling(name: str):
 MIRRORED = {
     "examples/benchmarks/README.md": "benchmarks/scripts.md",
     "examples/benchmarks/RESULTS.md": "benchmarks/tofu-mini.md",
+    "examples/benchmarks/RESULTS_v2.md": "benchmarks/tofu-mini-v2.md",
 }
 
 
