@@ -464,17 +464,8 @@ class CompareConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> CompareConfig:
         """Read a config file (YAML or JSON). Relative paths in it are taken from the file's folder."""
-        import yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No comparison config at {path}.")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {err}") from err
-        config = cls.from_dict(raw or {})
-        return config.relative_to(path.parent)
+        return cls.from_dict(read_yaml(path, "comparison config")).relative_to(path.parent)
 
     def relative_to(self, folder: Path) -> CompareConfig:
         """Paths starting with `./` or `../` are taken from `folder` (the config file's)."""
@@ -524,6 +515,19 @@ class CompareConfig:
         if self.utility == "model_utility":
             return ["retain", "real_authors", "world_facts", "forget"]
         return ["retain", "forget"]
+
+
+def read_yaml(path: str | Path, what: str) -> Any:
+    """A config file's data (YAML or JSON; an empty file is an empty mapping), with errors naming the file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No {what} at {path}.")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path} is not valid YAML: {err}") from err
 
 
 def parse_methods(raw: Any, rename: Mapping[str, str] | None = None) -> dict[str, MethodSpec]:

@@ -26,6 +26,7 @@ from ..compare.config import (
     parse_claim,
     parse_methods,
     parse_named_targets,
+    read_yaml,
 )
 from ..evaluation.targets import TARGET_BENCHMARKS, Target, parse_target
 
@@ -319,16 +320,8 @@ class SequentialConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> SequentialConfig:
         """Read a config file (YAML or JSON). Paths starting with `./` or `../` are taken from the file's folder."""
-        import yaml
-
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"No sequence config at {path}.")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {err}") from err
-        return cls.from_dict(raw or {}).relative_to(path.parent)
+        return cls.from_dict(read_yaml(path, "sequence config")).relative_to(path.parent)
 
     def relative_to(self, folder: Path) -> SequentialConfig:
         """Paths starting with `./` or `../` are taken from `folder` (the config file's)."""
