@@ -65,6 +65,22 @@ def test_config_errors_name_the_valid_values(tmp_path, kwargs, message):
         _config(tmp_path, **kwargs)
 
 
+def test_sharded_and_weight_updating_parallelisms_are_refused(target_model, tokenizer, small_forget, tmp_path):
+    trainer = make_trainer(target_model, tokenizer, small_forget, small_forget, tmp_path, smoothing="sam")
+    trainer._check_smoothing_supported()  # one device: supported
+    for flag, name in [
+        ("is_fsdp_enabled", r"FSDP \(the weights are sharded\)"),
+        ("is_deepspeed_enabled", "DeepSpeed"),
+    ]:
+        setattr(trainer, flag, True)  # what accelerate sets under `accelerate launch` with an FSDP/DeepSpeed config
+        with pytest.raises(ValueError, match=rf"smoothing='sam' supports single-device training .* not {name}"):
+            trainer._check_smoothing_supported()
+        setattr(trainer, flag, False)
+    trainer.args.optim = "lomo"
+    with pytest.raises(ValueError, match="LOMO updates the weights during the backward pass"):
+        trainer._check_smoothing_supported()
+
+
 # ------------------------------------------------------------------ the perturbation
 def test_the_perturbation_has_norm_rho_over_all_tensors_and_is_zero_for_a_zero_gradient():
     grads = [torch.tensor([3.0, 0.0]), None, torch.tensor([[4.0]])]

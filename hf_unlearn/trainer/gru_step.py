@@ -13,6 +13,7 @@ import torch
 from ..config import UnlearningConfig
 from ..gru import GradientRectifier, all_reduce_mean_, all_reduce_sum_, stats_to_logs
 from ..losses import RetainLoss, get_loss
+from .parallelism import unsupported_parallelism
 
 __all__ = ["GRUStepMixin"]
 
@@ -39,20 +40,12 @@ class GRUStepMixin:
         or FSDP2's DTensor shards)."""
         from accelerate.utils import DistributedType
 
-        kind = self.accelerator.distributed_type
-        unsupported = None
-        if self.is_deepspeed_enabled or kind == DistributedType.DEEPSPEED:
-            unsupported = "DeepSpeed (its ZeRO stages keep gradients in their own partitioned buffers)"
-        elif (self.is_fsdp_enabled or kind == DistributedType.FSDP) and not self._gru_sharded:
+        unsupported = unsupported_parallelism(
+            self, deepspeed="its ZeRO stages keep gradients in their own partitioned buffers", fsdp=None
+        )
+        fsdp = self.is_fsdp_enabled or self.accelerator.distributed_type == DistributedType.FSDP
+        if unsupported is None and fsdp and not self._gru_sharded:
             unsupported = "FSDP1 (set `fsdp_version: 2` in the accelerate config: GRU supports FSDP2)"
-        elif kind in (DistributedType.MEGATRON_LM, DistributedType.XLA):
-            unsupported = str(kind.value)
-        elif self.args.n_gpu > 1:
-            unsupported = "torch.nn.DataParallel (several GPUs in one process)"
-        elif self.args.parallelism_config is not None or getattr(
-            self, "is_distributed_loading_by_transformers", False
-        ):
-            unsupported = "tensor/context/sequence parallelism or a sharded parallelism_config"
         if unsupported:
             raise ValueError(
                 f"rectification='gru' supports single-device training, multi-process DDP (`accelerate launch` or "

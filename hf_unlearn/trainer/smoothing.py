@@ -43,6 +43,7 @@ import torch
 
 from ..gru import all_reduce_mean_
 from ..losses import LossContext
+from .parallelism import unsupported_parallelism
 
 __all__ = ["SmoothingMixin", "noise_seed", "sam_perturbation_"]
 
@@ -92,24 +93,12 @@ class SmoothingMixin:
     # ------------------------------------------------------------------ checks
     def _check_smoothing_supported(self) -> None:
         """Smoothing perturbs each rank's full copy of the trainable weights: one device or multi-process DDP."""
-        from accelerate.utils import DistributedType
-
-        kind = self.accelerator.distributed_type
-        unsupported = None
-        if self.is_deepspeed_enabled or kind == DistributedType.DEEPSPEED:
-            unsupported = "DeepSpeed (its ZeRO stages partition the weights and gradients)"
-        elif self.is_fsdp_enabled or kind == DistributedType.FSDP:
-            unsupported = "FSDP (the weights are sharded)"
-        elif kind in (DistributedType.MEGATRON_LM, DistributedType.XLA):
-            unsupported = str(kind.value)
-        elif self.args.n_gpu > 1:
-            unsupported = "torch.nn.DataParallel (several GPUs in one process)"
-        elif self.args.parallelism_config is not None or getattr(
-            self, "is_distributed_loading_by_transformers", False
-        ):
-            unsupported = "tensor/context/sequence parallelism or a sharded parallelism_config"
-        elif "lomo" in str(self.args.optim).lower():
-            unsupported = f"optim={self.args.optim!r} (LOMO updates the weights during the backward pass)"
+        unsupported = unsupported_parallelism(
+            self,
+            deepspeed="its ZeRO stages partition the weights and gradients",
+            fsdp="the weights are sharded",
+            check_optimizer=True,
+        )
         if unsupported:
             raise ValueError(
                 f"smoothing={self.args.smoothing!r} supports single-device training and multi-process DDP "
