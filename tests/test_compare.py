@@ -90,6 +90,15 @@ def test_config_round_trips_and_reads_yaml(target_model_dir, thresholds, tmp_pat
     assert CompareConfig.from_yaml(tmp_path / "c.yaml").target_model == str((tmp_path / "models").resolve())
 
 
+def test_a_claim_without_targets_is_judged_where_both_methods_run(target_model_dir):
+    raw = base_config(target_model_dir, (0.5, 0.2))
+    raw["methods"]["ga"]["targets"] = ["low"]  # gd runs to both
+    config = CompareConfig.from_dict(raw)
+    assert config.claim_targets(config.claims[0]) == ["low"]
+    raw["methods"]["ga"]["targets"] = None
+    assert CompareConfig.from_dict(raw).claim_targets(config.claims[0]) == ["high", "low"]
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -118,6 +127,25 @@ def test_config_round_trips_and_reads_yaml(target_model_dir, thresholds, tmp_pat
             "give the claim targets: \\[low\\]",
         ),
         ({"claims": [{"better": "gd", "than": "ga", "margin": -1}]}, "margin must be a number >= 0"),
+        (
+            {
+                "methods": {
+                    "ga": {"forget_loss": "ga", "learning_rates": [1e-3], "targets": ["high"]},
+                    "gd": {"forget_loss": "ga", "retain_loss": "nll", "learning_rates": [1e-3]},
+                },
+                "claims": [{"better": "gd", "than": "ga", "targets": ["low"]}],
+            },
+            "at 'low': method 'ga' does not run to it",
+        ),
+        (
+            {
+                "methods": {
+                    "ga": {"forget_loss": "ga", "learning_rates": [1e-3], "targets": ["high"]},
+                    "gd": {"forget_loss": "ga", "retain_loss": "nll", "learning_rates": [1e-3], "targets": ["low"]},
+                },
+            },
+            "run to no common target",
+        ),
     ],
 )
 def test_config_errors_name_the_problem(change, message, target_model_dir):
@@ -338,10 +366,16 @@ def test_report_only_rebuilds_the_report(comparison, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     (copy / "report.md").unlink()
+    # the claims are judged again from the runs (a stored verdict made by an older rule is replaced)
+    stored = json.loads((copy / "results.json").read_text())
+    stored["verdicts"] = [{**v, "cell": "stale"} for v in stored["verdicts"]]
+    (copy / "results.json").write_text(json.dumps(stored))
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config.to_dict()))
     assert cli_main(["compare", "--config", str(path), "--output-dir", str(copy), "--report-only"]) == 0
     assert (copy / "report.md").read_text() == (out / "report.md").read_text()
+    rejudged = json.loads((copy / "results.json").read_text())["verdicts"]
+    assert rejudged == json.loads((out / "results.json").read_text())["verdicts"]
     assert "# Methods compared at matched forgetting" in capsys.readouterr().out
 
 

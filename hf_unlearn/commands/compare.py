@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print the plan (runs, steps, evaluations) and resolve every name; train nothing",
     )
     parser.add_argument(
-        "--report-only", action="store_true", help="rebuild report.md and the plots from --output-dir's results.json"
+        "--report-only",
+        action="store_true",
+        help="judge the claims again and rebuild report.md and the plots from --output-dir's results.json",
     )
     parser.add_argument("--workers", type=int, default=None, help="parallel runs (overrides the config's workers)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -49,9 +51,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_plan(config))
         return 0
     if args.report_only:
-        from ..compare.report import load_results, write_report
+        from ..compare.report import write_report
+        from ..compare.runner import rejudge
 
-        text = write_report(load_results(args.output_dir), args.output_dir)
+        text = write_report(rejudge(args.output_dir), args.output_dir)
         print(text)
         return 0
     from ..compare.plan import resolve

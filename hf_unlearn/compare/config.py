@@ -228,7 +228,8 @@ ATTACK_METRIC_PREFIX = "attack:"
 
 @dataclass
 class Claim:
-    """A claim about two methods at the same forgetting, judged at each of `targets` (default all).
+    """A claim about two methods at the same forgetting, judged at each of `targets` (default: every target both
+    methods run to).
 
     By default "`better` keeps more utility than `than`". `metric` names another quantity at the matched points: a
     key of the full evaluation's summary (higher is better, e.g. `forget_quality`) or `attack:<name>`, the forget
@@ -418,6 +419,17 @@ class CompareConfig:
             for name in claim.targets or []:
                 if name not in self.targets:
                     raise ValueError(f"Claim {claim.better} > {claim.than}: no target {name!r} in targets.")
+                for side in (claim.better, claim.than):
+                    if name not in (t.name for t in self.targets_of(side)):
+                        raise ValueError(
+                            f"Claim {claim.better} > {claim.than} at {name!r}: method {side!r} does not run to it "
+                            f"(methods.{side}.targets: {self.methods[side].targets}); drop it from the claim."
+                        )
+            if not self.claim_targets(claim):
+                raise ValueError(
+                    f"Claim {claim.better} > {claim.than}: the two methods run to no common target "
+                    "(see their targets:); they cannot be compared at the same forgetting."
+                )
             if claim.attack is not None:
                 attacks = self.attacks
                 if attacks is None or claim.attack not in attacks.names():
@@ -430,7 +442,7 @@ class CompareConfig:
                         f"Claim {claim.better} > {claim.than} on {claim.metric} is judged over seeds {self.seeds}: "
                         f"attack them all (attacks.seeds: {self.seeds})."
                     )
-                if (claim.targets or list(self.targets)) != [attacks.target]:
+                if self.claim_targets(claim) != [attacks.target]:
                     raise ValueError(
                         f"Claim {claim.better} > {claim.than} on {claim.metric}: the attacks run at target "
                         f"{attacks.target!r} only; give the claim targets: [{attacks.target}]."
@@ -501,6 +513,13 @@ class CompareConfig:
         """The targets `method` runs to (all, or those its spec names), in the config's order."""
         wanted = self.methods[method].targets
         return [t for name, t in self.targets.items() if wanted is None or name in wanted]
+
+    def claim_targets(self, claim: Claim) -> list[str]:
+        """The targets `claim` is judged at: its own, or else every target that both of its methods run to."""
+        if claim.targets:
+            return list(claim.targets)
+        both = {t.name for t in self.targets_of(claim.better)} & {t.name for t in self.targets_of(claim.than)}
+        return [name for name in self.targets if name in both]
 
     @property
     def labels(self) -> dict[str, str]:

@@ -275,7 +275,7 @@ def judge(config: CompareConfig, records: Sequence[dict[str, Any]], chosen) -> l
     labels = config.labels
     verdicts = []
     for claim in config.claims:
-        for target in claim.targets or list(config.targets):
+        for target in config.claim_targets(claim):
             verdict = paired_verdict(
                 claim.describe(labels),
                 target,
@@ -287,6 +287,18 @@ def judge(config: CompareConfig, records: Sequence[dict[str, Any]], chosen) -> l
             )
             verdicts.append({**asdict(verdict), "mean": verdict.mean, "std": verdict.std, "cell": verdict.cell()})
     return verdicts
+
+
+def rejudge(output_dir: str | Path) -> dict[str, Any]:
+    """Judge a finished comparison's claims again from its `results.json` (its runs, chosen rates and config, with
+    this version's rules: e.g. a claim without targets is judged where both methods run); rewrites the file."""
+    from .report import load_results
+
+    results = load_results(output_dir)
+    config = CompareConfig.from_dict(results["config"])
+    results["verdicts"] = judge(config, results["runs"], results["chosen"])
+    write_json_atomic(Path(output_dir) / RESULTS_FILE, results)
+    return results
 
 
 def run_comparison(
