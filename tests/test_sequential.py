@@ -484,3 +484,30 @@ def test_the_shipped_tofu_mini_config_parses():
     assert SequentialConfig.from_dict(config.to_dict()).to_dict() == config.to_dict()
     if Path(config.data.forget).is_file() and Path(config.target_model).is_dir():  # the models exist: the dry run
         assert cli_main(["sequential", "--config", str(TOFU_MINI), "--dry-run"]) == 0
+
+
+def _without_times(records: list[dict]) -> list[dict]:
+    """A sequence's records without what depends on the machine's speed."""
+    return [{k: v for k, v in r.items() if k not in ("seconds",)} for r in records]
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_in_process_sequences_and_a_failure_keeps_the_others(
+    target_model_dir, retain_model_dir, tmp_path
+):
+    raw = base_config(target_model_dir, retain_model_dir, {"npo": NPO}, seeds=[0, 1], max_steps=4, eval_every=2)
+    raw["requests"] = {"size": 8, "limit": 2}
+    raw["threads_per_worker"] = 1
+    in_process = seq_runner.run_sequence(SequentialConfig.from_dict(raw), tmp_path / "one", report=False)
+    pooled = seq_runner.run_sequence(SequentialConfig.from_dict({**raw, "workers": 2}), tmp_path / "two")
+    for seed in ("0", "1"):
+        one, two = in_process["methods"]["npo"]["seeds"][seed], pooled["methods"]["npo"]["seeds"][seed]
+        assert _without_times(two) == _without_times(one)
+        assert "request 2/2" in (tmp_path / f"two/methods/npo/seed_{seed}/sequence.log").read_text()
+    # a sequence that fails in its worker is named with its log; the other one's requests are saved
+    broken = {**raw, "workers": 2, "seeds": [0], "methods": {"npo": NPO, "bad": {**GD, "forget_loss": "no_such"}}}
+    with pytest.raises(RuntimeError, match=r"1 of 2 sequences failed: bad seed 0 .*sequence\.log"):
+        seq_runner.run_sequence(SequentialConfig.from_dict(broken), tmp_path / "broken")
+    assert (tmp_path / "broken/methods/npo/seed_0/request_2/record.json").is_file()
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        SequentialConfig.from_dict({**raw, "workers": 0})

@@ -13,7 +13,8 @@ carried over, LoRA merged after each request, GRUN one gated module per request)
 questions or its step budget; after each request, the forget metrics of every request, the cumulative forget quality
 against the retain model, the utility and the cost. Writes results.json, report.md and sequential.png to --output-dir.
 
-A killed sequence resumes at the first request without a saved result: rerun the same command.
+A killed sequence resumes at the first request without a saved result: rerun the same command. With --workers N
+(or `workers:` in the config), N (method, seed) sequences run at once, each in its own process (one GPU each).
 
     hf-unlearn sequential --config examples/sequential/tofu_forget05_llama32_1b.yaml --dry-run
     hf-unlearn sequential --config examples/sequential/tofu_forget05_llama32_1b.yaml --output-dir sequential_out
@@ -35,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--report-only", action="store_true", help="rebuild report.md and the plot from --output-dir's results.json"
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="(method, seed) sequences run at once (overrides the config's)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -42,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from ..sequential.config import SequentialConfig
 
     config = SequentialConfig.from_yaml(args.config)
+    if args.workers is not None:
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}.")
+        config.workers = args.workers
     if args.dry_run:
         from ..sequential.plan import format_plan
 

@@ -199,6 +199,9 @@ class SequentialConfig:
         keep_models: keep every request's model (default: only the latest full or merged model, which a resumed
             sequence starts from; GRUN modules and LoRA adapters are small and always kept).
         dtype: the models' dtype (`float32`, `bfloat16`).
+        workers: how many (method, seed) sequences run at once, each in its own process (default 1: in this
+            process). With GPUs, each worker process is pinned to one of them.
+        threads_per_worker: torch threads of each worker on the CPU (default: the CPU cores over `workers`).
     """
 
     target_model: str
@@ -222,6 +225,8 @@ class SequentialConfig:
     gate_matrix: bool = True
     keep_models: bool = False
     dtype: str = "float32"
+    workers: int = 1
+    threads_per_worker: int | None = None
 
     def __post_init__(self) -> None:
         if not self.methods:
@@ -276,6 +281,12 @@ class SequentialConfig:
             raise ValueError(f"max_epochs must be > 0, got {self.max_epochs}.")
         if self.eval_every < 1:
             raise ValueError(f"eval_every must be >= 1, got {self.eval_every}.")
+        for key in ("workers", "threads_per_worker"):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{key} must be an integer >= 1, got {value!r}.")
+        if self.workers is None:
+            self.workers = 1
         if self.utility not in UTILITY_METRICS:
             raise ValueError(f"utility must be one of {list(UTILITY_METRICS)}, got {self.utility!r}.")
         if self.retain_model and self.retain_logs:
@@ -353,7 +364,7 @@ class SequentialConfig:
         """What a method's sequence on `seed` (default: the first seed) computes: everything but the other
         methods, the other seeds, the claims and the bookkeeping (the same as before seeds and claims existed)."""
         data = self.to_dict()
-        for key in ("methods", "keep_models", "seeds", "claims", "min_effect"):
+        for key in ("methods", "keep_models", "seeds", "claims", "min_effect", "workers", "threads_per_worker"):
             data.pop(key)
         data["seed"] = self.seeds[0] if seed is None else seed
         payload = [data, asdict(self.methods[method])]

@@ -39,7 +39,7 @@ from .evaluate import evaluate_model, gate_matrix, renumber, sequence_metrics
 from .plan import Request, load_requests, request_steps
 from .verdicts import check_claims, judge
 
-__all__ = ["REPORT_FILE", "RESULTS_FILE", "run_sequence", "run_method"]
+__all__ = ["REPORT_FILE", "RESULTS_FILE", "run_method", "run_sequence", "run_sequences"]
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
@@ -386,6 +386,106 @@ def run_method(
     return records
 
 
+def _sequence_log(output_dir: Path, method: str, seed: int) -> Path:
+    return output_dir / "methods" / method / f"seed_{seed}" / "sequence.log"
+
+
+def _start_worker(threads: int, gpu_slots: Any) -> None:
+    """A worker process: `threads` torch threads; pinned to one GPU when `gpu_slots` hands it one (before CUDA
+    starts in this process)."""
+    import os
+
+    import torch
+
+    if gpu_slots is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_slots.get()
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    torch.set_num_threads(threads)
+
+
+def _run_method_in_worker(config, method, seed, requests, retain_rows, retain_log, output_dir) -> list[dict]:
+    """`run_method` on one seed with its output in that sequence's `sequence.log`."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    log = _sequence_log(output_dir, method, seed)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8") as out, contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        return run_method(config.for_seed(seed), method, requests, retain_rows, retain_log, output_dir)
+
+
+def run_sequences(
+    config: SequentialConfig,
+    requests: Sequence[Request],
+    retain_rows,
+    retain_log: dict[str, Any] | None,
+    output_dir: Path,
+    *,
+    progress: bool = True,
+) -> dict[tuple[str, int], list[dict[str, Any]]]:
+    """Every (method, seed) sequence: one after another in this process (`workers: 1`), or `workers` at a time in
+    worker processes (each sequence's output in its `sequence.log`). A sequence that fails does not stop the
+    others; the error names the failed sequences and their logs once every other one has finished and saved its
+    requests (rerunning resumes them)."""
+    jobs = [(method, seed) for method in config.methods for seed in config.seeds]
+    if config.workers == 1 or len(jobs) == 1:
+        return {
+            (method, seed): run_method(config.for_seed(seed), method, requests, retain_rows, retain_log, output_dir)
+            for method, seed in jobs
+        }
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import torch
+    from tqdm.auto import tqdm
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch threads or CUDA state
+    workers = min(config.workers, len(jobs))
+    gpu_slots = None
+    if torch.cuda.is_available():
+        gpus = [str(i) for i in range(torch.cuda.device_count())]
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible:
+            gpus = [g.strip() for g in visible.split(",") if g.strip()]
+        workers = min(workers, len(gpus))
+        gpu_slots = context.Queue()
+        for gpu in gpus[:workers]:
+            gpu_slots.put(gpu)
+    threads = config.threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    done: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    failures = []
+    bar = tqdm(total=len(jobs), desc="sequences", disable=not progress)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(threads, gpu_slots))
+    with pool:
+        futures = {
+            pool.submit(_run_method_in_worker, config, method, seed, requests, retain_rows, retain_log, output_dir): (
+                method,
+                seed,
+            )
+            for method, seed in jobs
+        }
+        for future in as_completed(futures):
+            method, seed = futures[future]
+            log = _sequence_log(output_dir, method, seed)
+            try:
+                done[method, seed] = future.result()
+            except Exception as err:  # noqa: BLE001 - reported with the others after every sequence ends
+                failures.append(f"{method} seed {seed} ({type(err).__name__}: {err}; see {log})")
+            else:
+                last = done[method, seed][-1] if done[method, seed] else {}
+                met = ", ".join(f"{t} at step {s}" for t, s in last.get("met", {}).items()) or "no target"
+                bar.write(f"  {method} seed {seed}: {len(done[method, seed])} requests (last: {met}); log {log}")
+            bar.update()
+    bar.close()
+    if failures:
+        raise RuntimeError(
+            f"{len(failures)} of {len(jobs)} sequences failed: " + "; ".join(failures) + ". The requests they "
+            "finished are saved: rerun the same command to resume them."
+        )
+    return done
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
@@ -409,12 +509,10 @@ def run_sequence(
     print(f"1/3 The target and the retain model ({len(requests)} requests)")
     refs, retain_log = references(config, requests, output_dir)
     print(f"2/3 The sequences (seeds {config.seeds})")
+    done = run_sequences(config, requests, retain_rows, retain_log, output_dir, progress=progress)
     methods = {}
     for method, spec in config.methods.items():
-        per_seed = {}
-        for seed in config.seeds:
-            seeded = config.for_seed(seed)
-            per_seed[str(seed)] = run_method(seeded, method, requests, retain_rows, retain_log, output_dir)
+        per_seed = {str(seed): done[method, seed] for seed in config.seeds}
         methods[method] = {
             "label": spec.display_label(),
             "kind": spec.kind,
