@@ -393,6 +393,11 @@ def test_seeds_run_one_sequence_each_resume_per_seed_and_claims_are_judged(targe
     # request 1's full model was deleted once request 2 was recorded: that seed's sequence runs both again
     assert calls == [("gd", 1, 1), ("gd", 1, 2)]
     assert [v["verdict"] for v in again["verdicts"]] == [v["verdict"] for v in results["verdicts"]]
+    # --report-only judges the claims again from results.json's records
+    stale = json.loads((tmp_path / "results.json").read_text())
+    (tmp_path / "results.json").write_text(json.dumps({**stale, "verdicts": []}))
+    assert seq_runner.rejudge(tmp_path)["verdicts"] == again["verdicts"]
+    assert json.loads((tmp_path / "results.json").read_text())["verdicts"] == again["verdicts"]
 
 
 def _record(request: int, utility: float, met: bool, forget: float = 0.05) -> dict:

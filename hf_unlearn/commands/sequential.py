@@ -34,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="print the plan (requests, steps, evaluations) and resolve every name; train nothing",
     )
     parser.add_argument(
-        "--report-only", action="store_true", help="rebuild report.md and the plot from --output-dir's results.json"
+        "--report-only",
+        action="store_true",
+        help="judge the claims again and rebuild report.md and the plot from --output-dir's results.json",
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="(method, seed) sequences run at once (overrides the config's)"
@@ -56,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_plan(config))
         return 0
     if args.report_only:
-        from ..sequential.report import load_results, write_report
+        from ..sequential.report import write_report
+        from ..sequential.runner import rejudge
 
-        print(write_report(load_results(args.output_dir), args.output_dir))
+        print(write_report(rejudge(args.output_dir), args.output_dir))
         return 0
     from ..compare.plan import resolve
     from ..sequential.runner import run_sequence

@@ -39,7 +39,7 @@ from .evaluate import evaluate_model, gate_matrix, renumber, sequence_metrics
 from .plan import Request, load_requests, request_steps
 from .verdicts import check_claims, judge
 
-__all__ = ["REPORT_FILE", "RESULTS_FILE", "run_method", "run_sequence", "run_sequences"]
+__all__ = ["REPORT_FILE", "RESULTS_FILE", "rejudge", "run_method", "run_sequence", "run_sequences"]
 
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
@@ -490,6 +490,29 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3g}"
 
 
+def _judge(config: SequentialConfig, methods: dict[str, Any], num_requests: int) -> list[dict[str, Any]]:
+    return judge(
+        config.claims,
+        methods,
+        targets=list(config.targets.values()),
+        utility=config.utility,
+        num_requests=num_requests,
+        min_effect=config.min_effect,
+        labels=config.labels,
+    )
+
+
+def rejudge(output_dir: str | Path) -> dict[str, Any]:
+    """Judge a finished sequence's claims again from its `results.json` with this version's rules; rewrites it."""
+    from .report import load_results
+
+    results = load_results(output_dir)
+    config = SequentialConfig.from_dict(results["config"])
+    results["verdicts"] = _judge(config, results["methods"], len(results["requests"]))
+    write_json_atomic(Path(output_dir) / RESULTS_FILE, results)
+    return results
+
+
 def run_sequence(
     config: SequentialConfig, output_dir: str | Path, *, progress: bool = True, report: bool = True
 ) -> dict[str, Any]:
@@ -519,15 +542,7 @@ def run_sequence(
             "requests": per_seed[str(config.seeds[0])],  # the first seed's (what one-seed readers expect)
             "seeds": per_seed,
         }
-    verdicts = judge(
-        config.claims,
-        methods,
-        targets=list(config.targets.values()),
-        utility=config.utility,
-        num_requests=len(requests),
-        min_effect=config.min_effect,
-        labels=config.labels,
-    )
+    verdicts = _judge(config, methods, len(requests))
     for verdict in verdicts:
         print(f"  {verdict['claim']}: {verdict['cell']}")
     results = {
