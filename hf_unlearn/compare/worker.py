@@ -87,17 +87,18 @@ def training_data(config: CompareConfig) -> tuple[Any, Any]:
     return load_tofu(data.forget_split, data.data_dir), load_tofu(TOFU_RETAIN_OF[data.forget_split], data.data_dir)
 
 
-def muse_text(config: CompareConfig, split: str) -> Any:
-    """A MUSE `raw` split (the Hub's `muse-bench/MUSE-News` or `<data_dir>/raw/<split>.json[l]`) as a `Dataset` of
-    texts, trained on whole as `hf-unlearn train` trains on raw text."""
+def muse_text(config: CompareConfig, split: str, muse_config: str = "raw") -> Any:
+    """A MUSE text split (default the `raw` configuration's; the sequences' folds read `sust`) from the Hub's
+    `muse-bench/MUSE-News` or `<data_dir>/<muse_config>/<split>.json[l]`, as a `Dataset` of texts, trained on whole
+    as `hf-unlearn train` trains on raw text."""
     from datasets import Dataset
 
     from ..evaluation.muse import load_muse
 
-    rows = load_muse("raw", split, config.data.data_dir)
+    rows = load_muse(muse_config, split, config.data.data_dir)
     texts = [row.get("text") for row in rows]
     if not texts or any(not isinstance(t, str) for t in texts):
-        raise ValueError(f"MUSE raw/{split} must be a non-empty list of rows with a 'text' field.")
+        raise ValueError(f"MUSE {muse_config}/{split} must be a non-empty list of rows with a 'text' field.")
     return Dataset.from_dict({"text": texts})
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from ..compare.config import (
     METHOD_NAME,
     UTILITY_METRICS,
+    UTILITY_OF_BENCHMARK,
     Claim,
     CompareConfig,
     DataSpec,
@@ -30,7 +31,15 @@ from ..compare.config import (
 )
 from ..evaluation.targets import TARGET_BENCHMARKS, Target, parse_target
 
-__all__ = ["REFERENCES", "RequestsSpec", "SequentialClaim", "SequentialConfig", "TOFU_QUESTIONS_PER_AUTHOR"]
+__all__ = [
+    "MUSE_FOLDS",
+    "REFERENCES",
+    "RequestsSpec",
+    "SequentialClaim",
+    "SequentialConfig",
+    "TOFU_QUESTIONS_PER_AUTHOR",
+    "muse_fold_split",
+]
 
 #: The reference model of NPO-like losses from the second request on: the model the previous request left
 #: (MUSE's sustainability runs and the TOFU continual protocol rebuild the trainer, and NPO's reference, per request),
@@ -38,11 +47,22 @@ __all__ = ["REFERENCES", "RequestsSpec", "SequentialClaim", "SequentialConfig", 
 REFERENCES = ("previous", "original")
 #: TOFU asks 20 questions about each fictitious author (forget05 = 10 authors = 200 questions).
 TOFU_QUESTIONS_PER_AUTHOR = 20
+#: MUSE-News's sustainability folds (jaechan-repo/muse_bench `baselines/scripts/unlearn_bbc_sust.sh`): fold 1 is the
+#: `raw/forget` run, folds 2-4 are `sust/forget_2` .. `sust/forget_4` (disjoint), each unlearned from the model the
+#: fold before it left.
+MUSE_FOLDS = (1, 2, 3, 4)
+
+
+def muse_fold_split(fold: int, first: str = "forget") -> tuple[str, str]:
+    """The MUSE (configuration, split) of sustainability fold `fold`: `("raw", first)` for fold 1 (`first`: the
+    data's raw forget split), `("sust", "forget_<fold>")` after it."""
+    return ("raw", first) if fold == 1 else ("sust", f"forget_{fold}")
 
 
 @dataclass
 class RequestsSpec:
-    """How the forget data is cut into deletion requests (give one of `size`, `authors`, `count`, `files`).
+    """How the forget data is cut into deletion requests (give one of `size`, `authors`, `count`, `files`,
+    `muse_folds`).
 
     Args:
         size: questions per request: the forget split's rows in consecutive chunks (the last may be smaller).
@@ -52,6 +72,8 @@ class RequestsSpec:
         files: one data file per request (JSON Lines, CSV or Parquet with `question` and `answer`; TOFU's perturbed
             layout, with `paraphrased_answer` and `perturbed_answer`, for the truth ratio and forget quality).
         eval_files: the requests' evaluation rows, one file per request (default: the training files).
+        muse_folds: MUSE data only (and its default there: `[1, 2, 3, 4]`): MUSE-News's sustainability folds, in
+            order, one request each: fold 1 is `raw/forget`, fold k is `sust/forget_k` ([`MUSE_FOLDS`]).
         limit: run only the first `limit` requests (a shorter sequence over the same cut).
     """
 
@@ -60,12 +82,13 @@ class RequestsSpec:
     count: int | None = None
     files: list[str] | None = None
     eval_files: list[str] | None = None
+    muse_folds: list[int] | None = None
     limit: int | None = None
 
     def __post_init__(self) -> None:
-        given = [k for k in ("size", "authors", "count", "files") if getattr(self, k) is not None]
+        given = [k for k in ("size", "authors", "count", "files", "muse_folds") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"requests: give one of size, authors, count and files, got {given}.")
+            raise ValueError(f"requests: give one of size, authors, count, files and muse_folds, got {given}.")
         for key in ("size", "authors", "count", "limit"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -78,6 +101,8 @@ class RequestsSpec:
             if self.files is None or len(self.eval_files) != len(self.files):
                 raise ValueError("requests.eval_files needs requests.files and one evaluation file per request file.")
             self.eval_files = [str(f) for f in self.eval_files]
+        if self.muse_folds is not None:
+            self.muse_folds = _check_folds(self.muse_folds)
 
     def chunks(self, num_rows: int) -> list[list[int]]:
         """The requests' row indices into the forget rows (`num_rows` of them), for `size` / `authors` / `count`."""
@@ -94,6 +119,9 @@ class RequestsSpec:
         return chunks[: self.limit] if self.limit is not None else chunks
 
     def describe(self) -> str:
+        if self.muse_folds is not None:
+            folds = self.muse_folds[: self.limit] if self.limit else self.muse_folds
+            return "MUSE-News sustainability folds " + ", ".join(str(f) for f in folds)
         if self.files is not None:
             return f"{len(self.files)} request(s) from files"
         if self.count is not None:
@@ -101,6 +129,20 @@ class RequestsSpec:
         if self.size is not None:
             return f"{self.size} questions a request"
         return f"{self.authors or 2} authors ({TOFU_QUESTIONS_PER_AUTHOR * (self.authors or 2)} questions) a request"
+
+
+def _check_folds(folds: Any) -> list[int]:
+    """`requests.muse_folds`: distinct folds of [`MUSE_FOLDS`] in increasing order (the protocol's order)."""
+    if isinstance(folds, (str, int)) or not isinstance(folds, Sequence) or not folds:
+        raise ValueError(f"requests.muse_folds must be a non-empty list of folds among {list(MUSE_FOLDS)}, got "
+                         f"{folds!r}.")  # fmt: skip
+    folds = list(folds)
+    if any(isinstance(f, bool) or f not in MUSE_FOLDS for f in folds) or folds != sorted(set(folds)):
+        raise ValueError(
+            f"requests.muse_folds must list folds among {list(MUSE_FOLDS)} once each, in increasing order (each "
+            f"fold is unlearned from the model the fold before it left), got {folds!r}."
+        )
+    return folds
 
 
 @dataclass
@@ -170,18 +212,30 @@ class SequentialConfig:
     - `grun`: one new gated module per request on top of the frozen earlier ones (h + sum_i s_i(h) edit_i(h)); the
       base model never changes.
 
+    MUSE data (`data: {source: muse}`): the requests are MUSE-News's sustainability folds (`requests.muse_folds`,
+    default 1 to 4: `raw/forget`, then `sust/forget_2` .. `sust/forget_4`), trained as raw text with MUSE's raw
+    retain text (`raw/retain1`), as a MUSE comparison trains; the targets are MUSE metrics on MUSE's standard forget
+    set (`knowmem_forget_rougeL_f1`, `verbmem_forget_rougeL_f1`), the utility is `knowmem_retain_rougeL_f1`, and
+    after each request the model gets MUSE's evaluation and each fold's mean per-token NLL
+    ([`hf_unlearn.sequential.evaluate.muse_sequence_metrics`]). Cumulative forget quality is TOFU's (truth ratios of
+    QA pairs) and is not computed.
+
     Args:
         target_model: the model to unlearn (a Hub id or a folder).
         methods: name -> [`hf_unlearn.compare.MethodSpec`] with ONE learning rate.
         targets: what a request must reach on its own questions before it stops (a target string such as
             `"forget_probability<=0.1"`, a list of them, or name -> target); at least one. An unreachable target
-            runs every request to its budget.
+            runs every request to its budget. MUSE: MUSE targets, measured on MUSE's standard forget set (KnowMem and
+            VerbMem of `raw/forget`, fold 1's news) for every fold, as a MUSE comparison measures them: a later fold
+            starts where fold 1 left them, so a target fold 1 met stops it at its start unless it is out of reach
+            (e.g. `verbmem_forget_rougeL_f1<=0`: every fold trains its budget, as MUSE's sustainability script does).
         data: a [`hf_unlearn.compare.DataSpec`]: the forget rows (TOFU's forget split, or `files`) and the retain rows
             trained on and evaluated. `max_questions` caps every utility split and each request's forget
             evaluation.
         requests: a [`RequestsSpec`] (default: 2 TOFU authors a request, or 4 chunks of a files forget set).
         retain_model, retain_logs: the retain model (evaluated here on every request's questions) or its TOFU logs
-            (a folder whose forget log's question indices are the forget split's), for forget quality.
+            (a folder whose forget log's question indices are the forget split's), for forget quality. MUSE: a
+            retain model is evaluated as a reference (and is PrivLeak's reference); `retain_logs` do not apply.
         tokenizer: where the tokenizer is (default: the target model's).
         reference: `"previous"` (default) or `"original"`: the reference model of NPO-like losses from request 2 on.
             GRUN's reference is always the base model with every edit off (the original model).
@@ -194,7 +248,10 @@ class SequentialConfig:
         eval_every: the cheap evaluation's interval in optimizer steps (times `steps_factor`); a request is also
             evaluated before its first step, so one already forgotten by earlier requests trains 0 steps.
         training: `UnlearningConfig` fields of every request (batch size, scheduler, `bf16`, ...).
-        utility: `"model_utility"` or `"retain_utility"`.
+        utility: `"model_utility"` (the default on TOFU and files data) or `"retain_utility"`; MUSE:
+            `"knowmem_retain_rougeL_f1"` (its default and only utility).
+        privleak: MUSE only: also MUSE's PrivLeak after each request (needs `privleak/forget` and `privleak/holdout`;
+            relative to the retain model's AUC when there is one, else, on the Hub, to MUSE's published retrain AUC).
         gate_matrix: for GRUN, record the gates' firing matrix after each request.
         keep_models: keep every request's model (default: only the latest full or merged model, which a resumed
             sequence starts from; GRUN modules and LoRA adapters are small and always kept).
@@ -221,7 +278,8 @@ class SequentialConfig:
     max_epochs: float | None = None
     eval_every: int = 10
     training: dict[str, Any] = field(default_factory=dict)
-    utility: str = "model_utility"
+    utility: str | None = None
+    privleak: bool = False
     gate_matrix: bool = True
     keep_models: bool = False
     dtype: str = "float32"
@@ -247,11 +305,6 @@ class SequentialConfig:
         if not self.targets:
             raise ValueError("A sequence needs a target per request, e.g. targets: [forget_probability<=0.1].")
         self.targets = {name: str(_target(value)) for name, value in dict(self.targets).items()}
-        muse = [t for t in self.targets.values() if TARGET_BENCHMARKS.get(_target(t).metric) != "tofu"]
-        if muse:
-            raise ValueError(
-                f"targets {muse}: a sequence evaluates TOFU metrics; MUSE targets are not supported here."
-            )
         if self.seeds is not None and self.seed is not None:
             raise ValueError(f"Give seeds (a list) or seed (one seed), not both: seeds {self.seeds}, seed {self.seed}")
         if self.seeds is None:
@@ -269,6 +322,7 @@ class SequentialConfig:
             for side in (claim.better, claim.than):
                 if side not in self.methods:
                     raise ValueError(f"Claim {claim.better} > {claim.than}: no method {side!r} in methods.")
+        self._check_benchmark()
         if self.min_effect < 0:
             raise ValueError(f"min_effect must be >= 0, got {self.min_effect}.")
         if self.reference not in REFERENCES:
@@ -287,15 +341,65 @@ class SequentialConfig:
                 raise ValueError(f"{key} must be an integer >= 1, got {value!r}.")
         if self.workers is None:
             self.workers = 1
-        if self.utility not in UTILITY_METRICS:
-            raise ValueError(f"utility must be one of {list(UTILITY_METRICS)}, got {self.utility!r}.")
         if self.retain_model and self.retain_logs:
             raise ValueError("Give retain_model or retain_logs, not both.")
-        if self.requests.authors is not None and self.data.source != "tofu":
+        if self.requests.authors is not None and self.data.source == "files":
             raise ValueError("requests.authors cuts TOFU's forget split; with files give size, count or files.")
         needs_retain = [t for t in self.targets.values() if t.startswith("forget_quality")]
         if needs_retain and not (self.retain_model or self.retain_logs):
             raise ValueError(f"The target(s) {needs_retain} need forget quality: give retain_model or retain_logs.")
+
+    def _check_benchmark(self) -> None:
+        """The targets, the utility, the requests and the claims must be those of the data's benchmark (TOFU for
+        TOFU and files data, MUSE for MUSE data); sets the benchmark's defaults (utility, MUSE's folds)."""
+        benchmark = self.data.benchmark
+        kinds = {t: TARGET_BENCHMARKS[_target(t).metric] for t in self.targets.values()}
+        tofu = [t for t, kind in kinds.items() if kind == "tofu"]
+        muse = [t for t, kind in kinds.items() if kind == "muse"]
+        if tofu and muse:
+            raise ValueError(
+                f"targets mix TOFU metrics {tofu} and MUSE metrics {muse}: a request is evaluated by one benchmark, "
+                f"its data's ({self.data.source}: {benchmark.upper()}); keep the {benchmark.upper()} targets."
+            )
+        if benchmark == "tofu" and muse:
+            raise ValueError(
+                f"targets {muse}: {self.data.source} data is evaluated with TOFU metrics; MUSE targets are not "
+                "supported here (they need data: {source: muse} and MUSE's folds)."
+            )
+        if benchmark == "muse" and tofu:
+            raise ValueError(
+                f"targets {tofu}: MUSE data is evaluated with MUSE metrics (its folds are raw text, no TOFU "
+                "questions); use knowmem_forget_rougeL_f1<=x or verbmem_forget_rougeL_f1<=x."
+            )
+        if self.utility is None:
+            self.utility = UTILITY_OF_BENCHMARK[benchmark][0]
+        if self.utility not in UTILITY_METRICS:
+            raise ValueError(f"utility must be one of {list(UTILITY_METRICS)}, got {self.utility!r}.")
+        if self.utility not in UTILITY_OF_BENCHMARK[benchmark]:
+            raise ValueError(
+                f"utility {self.utility!r} is not computed on {self.data.source} data: its evaluation "
+                f"({benchmark.upper()}) gives {list(UTILITY_OF_BENCHMARK[benchmark])}; drop `utility` for the default."
+            )
+        if benchmark != "muse":
+            if self.requests.muse_folds is not None:
+                raise ValueError("requests.muse_folds are MUSE's sustainability folds; they need data: {source: muse}")
+            if self.privleak:
+                raise ValueError("privleak is MUSE's PrivLeak: it needs data: {source: muse}.")
+            return
+        cut = [k for k in ("size", "authors", "count", "files") if getattr(self.requests, k) is not None]
+        if cut:
+            raise ValueError(
+                f"requests.{cut[0]}: a MUSE sequence's requests are MUSE-News's sustainability folds (raw/forget, "
+                "sust/forget_2..4), not cuts of one forget set; drop it, or choose folds with requests.muse_folds "
+                "(and requests.limit)."
+            )
+        if self.requests.muse_folds is None:
+            self.requests = replace(self.requests, muse_folds=list(MUSE_FOLDS))
+        if self.retain_logs:
+            raise ValueError("retain_logs are TOFU logs (forget quality); a MUSE sequence does not read them.")
+        cumulative = [c.metric for c in self.claims if c.metric.startswith("cumulative_")]
+        if cumulative:
+            raise ValueError(f"Claims on {cumulative}: cumulative forget metrics are TOFU's; not on MUSE data.")
 
     # ------------------------------------------------------------------------------------------------------------
 
@@ -356,6 +460,16 @@ class SequentialConfig:
         """Plain data (JSON-able); `from_dict(to_dict())` gives the same config."""
         return asdict(self)
 
+    def stable_dict(self) -> dict[str, Any]:
+        """`to_dict()` without the MUSE-only keys at their defaults (`privleak`, `requests.muse_folds`): what the
+        fingerprints hash, so that TOFU sequences keep the fingerprints (and resume) they had before MUSE's."""
+        data = self.to_dict()
+        if not data["privleak"]:
+            data.pop("privleak")
+        if data["requests"]["muse_folds"] is None:
+            data["requests"].pop("muse_folds")
+        return data
+
     def for_seed(self, seed: int) -> SequentialConfig:
         """This config with one seed (what one run of each method's sequence computes)."""
         return replace(self, seeds=[seed], seed=None)
@@ -363,7 +477,7 @@ class SequentialConfig:
     def fingerprint(self, method: str, seed: int | None = None) -> str:
         """What a method's sequence on `seed` (default: the first seed) computes: everything but the other
         methods, the other seeds, the claims and the bookkeeping (the same as before seeds and claims existed)."""
-        data = self.to_dict()
+        data = self.stable_dict()
         for key in ("methods", "keep_models", "seeds", "claims", "min_effect", "workers", "threads_per_worker"):
             data.pop(key)
         data["seed"] = self.seeds[0] if seed is None else seed

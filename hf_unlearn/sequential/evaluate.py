@@ -1,6 +1,10 @@
 """The evaluation of a model after a request: the full TOFU evaluation of the utility splits, every request's forget
 questions (keyed as in [`hf_unlearn.sequential.plan`]), the forget metrics of each request and of all requests so
 far against the retain model's on the same questions, and GRUN's gate firing matrix.
+
+On MUSE data ([`evaluate_muse_model`], [`muse_sequence_metrics`]): MUSE's evaluation (KnowMem forget and retain,
+VerbMem forget; PrivLeak when asked) and, per sustainability fold, the mean per-token NLL of its evaluated texts
+([`text_nll`]).
 """
 
 from __future__ import annotations
@@ -16,15 +20,21 @@ from .plan import Request
 
 __all__ = [
     "FORGET_KEYS",
+    "MUSE_GATE_TOKENS",
     "evaluate_model",
+    "evaluate_muse_model",
     "forget_metrics",
     "gate_matrix",
+    "muse_sequence_metrics",
     "restrict",
     "sequence_metrics",
+    "text_nll",
 ]
 
 #: The forget metrics computed per request and over the requests so far.
 FORGET_KEYS = ("forget_probability", "forget_rougeL_recall", "forget_truth_ratio", "forget_quality")
+#: MUSE: GRUN's gates are read at the last of a text's first this-many tokens (a fold's texts have no prompt).
+MUSE_GATE_TOKENS = 64
 
 
 def restrict(log: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -108,6 +118,97 @@ def evaluate_model(
         prompts[f"request_{request.number}"] = [next(questions).prompt_ids for _ in request.keys]
     summary = {k: v for k, v in summary.items() if not k.startswith("forget_") and k not in ("split",)}
     return summary, forget_log, prompts
+
+
+def text_nll(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 8) -> dict[str, float]:
+    """The mean per-token negative log-likelihood of `texts` (teacher-forced; each encoded with the tokenizer's
+    special tokens and cut to `max_length` tokens, as training cuts them; every token after the first is scored,
+    pooled over the texts). Returns `{"nll": ..., "tokens": ..., "texts": ...}`.
+
+    A MUSE sustainability fold is raw news text with no questions: this is its per-fold forget measure (the
+    TOFU metrics need QA pairs; MUSE's KnowMem / VerbMem exist only for the standard forget set). A GRUN model gets
+    labels laid out as training lays text out (every token after the first), so that it edits where it trained."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    encoded = [tokenizer(text, add_special_tokens=True)["input_ids"][:max_length] for text in texts]
+    encoded = [ids for ids in encoded if len(ids) > 1]  # a one-token text has nothing teacher-forced to score
+    total, count = 0.0, 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(encoded), batch_size):
+                batch = encoded[start : start + batch_size]
+                width = max(len(ids) for ids in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                for i, row in enumerate(batch):
+                    ids[i, : len(row)] = torch.tensor(row)
+                    mask[i, : len(row)] = 1
+                labels = ids.masked_fill(mask == 0, -100)
+                labels[:, 0] = -100
+                ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
+                # GRUN finds its edit position from the labels; other models would compute a loss not needed
+                extra = {"labels": labels} if hasattr(model, "gate_values") else {}
+                logits = model(input_ids=ids, attention_mask=mask, **extra).logits[:, :-1].float()
+                scored = labels[:, 1:] != -100
+                losses = torch.nn.functional.cross_entropy(
+                    logits.transpose(1, 2), labels[:, 1:].clamp(min=0), reduction="none"
+                )
+                total += float((losses * scored).sum())
+                count += int(scored.sum())
+    finally:
+        model.train(was_training)
+    return {"nll": total / count if count else None, "tokens": count, "texts": len(texts)}
+
+
+def evaluate_muse_model(
+    model, tokenizer, config, requests: Sequence[Request], output_dir: Path | None, retain_auc: Any = None
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, list[list[int]]]]:
+    """MUSE: evaluate `model` with `MUSEEvaluator` (KnowMem forget and retain, VerbMem forget, and PrivLeak when
+    `config.privleak`, relative to `retain_auc`) and every fold's NLL ([`text_nll`], texts cut to the training's
+    `max_length`). `config` is the [`hf_unlearn.sequential.SequentialConfig`]. Returns the MUSE summary, the
+    per-fold NLL (request number -> [`text_nll`]'s dict) and GRUN's gate prompts (each fold's and the retain
+    texts' first [`MUSE_GATE_TOKENS`] tokens, as `request_<n>` and `retain`). Writes the logs into `output_dir`."""
+    from ..compare.worker import muse_kwargs
+    from ..config import UnlearningConfig
+    from ..evaluation.muse import MUSEEvaluator, load_muse
+
+    cc = config.compare_config()
+    metrics = ["knowmem", "verbmem"] + (["privleak"] if config.privleak else [])
+    evaluator = MUSEEvaluator(model, tokenizer, metrics=metrics, progress=False, **muse_kwargs(cc))
+    summary = dict(evaluator.evaluate(output_dir=output_dir, retain_auc=retain_auc if config.privleak else None))
+    max_length = int(config.training.get("max_length") or UnlearningConfig.__dataclass_fields__["max_length"].default)
+    batch_size = config.data.eval_batch_size
+    folds = {str(r.number): text_nll(model, tokenizer, r.evaluation["text"], max_length, batch_size) for r in requests}
+    if output_dir is not None:
+        from ..io import write_json_atomic
+
+        write_json_atomic(Path(output_dir) / "fold_nll.json", folds)
+
+    def starts(texts: Sequence[str]) -> list[list[int]]:
+        return [tokenizer(t, add_special_tokens=True)["input_ids"][:MUSE_GATE_TOKENS] for t in texts]
+
+    retain_texts = [row["text"] for row in load_muse("raw", config.data.muse_splits()[1], config.data.data_dir)]
+    prompts = {"retain": starts(retain_texts[: config.data.max_questions or len(retain_texts)])}
+    prompts.update({f"request_{r.number}": starts(r.evaluation["text"]) for r in requests})
+    return summary, folds, prompts
+
+
+def muse_sequence_metrics(
+    folds: Mapping[str, Mapping[str, Any]], requests: Sequence[Request], done: int
+) -> dict[str, Any]:
+    """MUSE, after `done` requests: each fold's NLL (`per_request`, with `seen` and the fold's split; higher: more
+    forgotten) and the NLL of every fold's texts pooled (`all_requests`). `cumulative` is None: cumulative forget
+    quality is TOFU's (the KS test of QA truth ratios), which raw-text folds do not have."""
+    per_request = [
+        {"request": r.number, "split": r.split, "seen": r.number <= done, **folds[str(r.number)]} for r in requests
+    ]
+    tokens = sum(p["tokens"] for p in per_request)
+    pooled = sum(p["nll"] * p["tokens"] for p in per_request if p["nll"] is not None) / tokens if tokens else None
+    return {"per_request": per_request, "cumulative": None, "all_requests": {"nll": pooled, "tokens": tokens}}
 
 
 def gate_matrix(model, prompts: Mapping[str, Sequence[list[int]]], pad_token_id: int, batch_size: int = 32) -> dict:

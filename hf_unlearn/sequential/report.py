@@ -1,6 +1,9 @@
 """The report of a sequence (`report.md`) and its plot (`sequential.png`) from `results.json`: per method, the
 metrics against the number of requests; the forget probability of every request after each one (does an earlier
-request come back?); GRUN's gate firing matrix; the cost; per seed, and the claims' verdicts over the seeds."""
+request come back?); GRUN's gate firing matrix; the cost; per seed, and the claims' verdicts over the seeds.
+
+MUSE sequences (sustainability folds) show MUSE's numbers (KnowMem forget, VerbMem forget, the utility KnowMem
+retain) and each fold's mean per-token NLL in place of TOFU's forget probability; no cumulative forget quality."""
 
 from __future__ import annotations
 
@@ -13,6 +16,18 @@ __all__ = ["format_report", "load_results", "plot", "write_report"]
 
 REPORT_FILE = "report.md"
 PLOT_FILE = "sequential.png"
+#: MUSE's forget numbers in a MUSE sequence's table (on MUSE's standard forget set; lower: more forgotten).
+MUSE_FORGET_COLUMNS = {"knowmem_forget_rougeL_f1": "KnowMem forget", "verbmem_forget_rougeL_f1": "VerbMem forget"}
+
+
+def is_muse(results: Mapping[str, Any]) -> bool:
+    """Whether `results` are a MUSE sequence's (its requests are MUSE-News's sustainability folds)."""
+    return results["config"].get("data", {}).get("source") == "muse"
+
+
+def forget_metric(results: Mapping[str, Any]) -> str:
+    """The per-request forget measure: TOFU's forget probability, or a MUSE fold's mean per-token NLL."""
+    return "nll" if is_muse(results) else "forget_probability"
 
 
 def load_results(output_dir: str | Path) -> dict[str, Any]:
@@ -48,8 +63,42 @@ def _records(results: Mapping[str, Any], method: str, seed: str | None = None) -
     return entry["seeds"][str(seed)]
 
 
+def muse_method_table(results: Mapping[str, Any], method: str, seed: str | None = None) -> str:
+    """MUSE: metrics against the number of folds unlearned (row 0: the target model) on `seed`: the fold's own NLL,
+    the lowest NLL of an earlier fold (the one that came back most), MUSE's forget numbers and the utility."""
+    utility = results["config"]["utility"]
+    target = results["references"]["target"]
+    muse = " | ".join(MUSE_FORGET_COLUMNS.values())
+    lines = [
+        f"| requests | fold | steps | targets met | NLL of this fold | lowest earlier fold's NLL | {muse} | {utility} "
+        "| trainable params | stored | seconds |",
+        "|---:|---|---:|---|---:|---:|" + "---:|" * len(MUSE_FORGET_COLUMNS) + "---:|---:|---:|---:|",
+    ]
+    first = target["forget"]["per_request"][0]
+    numbers = " | ".join(_fmt(target["utility"].get(k)) for k in MUSE_FORGET_COLUMNS)
+    lines.append(
+        f"| 0 (target) | – | – | – | {_fmt(first['nll'])} ({first['split']}) | – | {numbers} | "
+        f"{_fmt(target['utility'].get(utility))} | – | – | – |"
+    )
+    for record in _records(results, method, seed):
+        k = record["request"]
+        per = record["forget"]["per_request"]
+        earlier = [p["nll"] for p in per[: k - 1] if p["nll"] is not None]
+        met = ", ".join(f"{t} @{s}" for t, s in record["met"].items()) or "none"
+        numbers = " | ".join(_fmt(record["utility"].get(key)) for key in MUSE_FORGET_COLUMNS)
+        lines.append(
+            f"| {k} | {per[k - 1]['split']} | {record['steps']} | {met} | {_fmt(per[k - 1]['nll'])} | "
+            f"{_fmt(min(earlier)) if earlier else '–'} | {numbers} | {_fmt(record['utility'].get(utility))} | "
+            f"{record['trainable_parameters']:,} | {_bytes(record['stored_bytes'])} | "
+            f"{record['seconds']['total']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def method_table(results: Mapping[str, Any], method: str, seed: str | None = None) -> str:
     """Metrics against the number of requests (row 0: the target model) on `seed` (default: the first)."""
+    if is_muse(results):
+        return muse_method_table(results, method, seed)
     utility = results["config"]["utility"]
     target = results["references"]["target"]
     lines = [
@@ -78,10 +127,10 @@ def method_table(results: Mapping[str, Any], method: str, seed: str | None = Non
     return "\n".join(lines)
 
 
-def request_matrix(
-    results: Mapping[str, Any], method: str, metric: str = "forget_probability", seed: str | None = None
-) -> str:
-    """`metric` of request j (columns) after k requests (rows); requests not yet made in italics."""
+def request_matrix(results: Mapping[str, Any], method: str, metric: str | None = None, seed: str | None = None) -> str:
+    """`metric` (default: [`forget_metric`]) of request j (columns) after k requests (rows); requests not yet made
+    in italics."""
+    metric = metric or forget_metric(results)
     records = _records(results, method, seed)
     numbers = [r["request"] for r in results["requests"]]
     lines = ["| after \\ request | " + " | ".join(f"#{j}" for j in numbers) + " |"]
@@ -119,9 +168,37 @@ def verdict_table(results: Mapping[str, Any]) -> str:
 
 
 def format_report(results: Mapping[str, Any]) -> str:
+    """`report.md`'s text: the header of the sequence's benchmark, the verdicts, and per method and seed the
+    table, the matrix of every request after each one and GRUN's gates."""
+    lines = _muse_header(results) if is_muse(results) else _tofu_header(results)
+    return _body(results, lines)
+
+
+def _muse_header(results: Mapping[str, Any]) -> list[str]:
     config = results["config"]
     requests = results["requests"]
-    lines = [
+    folds = ", ".join(f"{r['split']} ({r['questions']} texts)" for r in results["requests"])
+    return [
+        "# Sequential unlearning: MUSE-News sustainability",
+        "",
+        f"Target model `{config['target_model']}`; {len(requests)} folds, each unlearned from the model the fold "
+        f"before it left: {folds}; each stops at "
+        + " and ".join(f"`{t}`" for t in config["targets"].values())
+        + " (on MUSE's standard forget set), or at its step budget. Reference of NPO-like losses from fold 2 on: the "
+        f"{config['reference']} model. Utility: `{config['utility']}`.",
+        "",
+        "The folds are raw news text without questions: each fold's forget measure is the mean per-token NLL of its "
+        "evaluated texts (teacher-forced; higher: more forgotten). Cumulative forget quality is TOFU's (the KS test "
+        "of QA truth ratios) and is not computed on MUSE. LoRA adapters are merged into the weights after each fold; "
+        "GRUN adds one gated module per fold on the frozen earlier ones.",
+        "",
+    ]
+
+
+def _tofu_header(results: Mapping[str, Any]) -> list[str]:
+    config = results["config"]
+    requests = results["requests"]
+    return [
         "# Sequential unlearning",
         "",
         f"Target model `{config['target_model']}`; {len(requests)} requests of "
@@ -136,6 +213,10 @@ def format_report(results: Mapping[str, Any]) -> str:
         "after each request; GRUN adds one gated module per request on the frozen earlier ones.",
         "",
     ]
+
+
+def _body(results: Mapping[str, Any], lines: list[str]) -> str:
+    config = results["config"]
     refs = results["references"]
     if "retain model" in refs:
         retain = refs["retain model"]["utility"].get(config["utility"])
@@ -159,7 +240,8 @@ def format_report(results: Mapping[str, Any]) -> str:
             if len(seeds) > 1:
                 lines += [f"### seed {seed}", ""]
             lines += [method_table(results, method, seed), ""]
-            lines += ["Forget probability of each request (columns) after k requests (rows; *italics*: not yet made):"]
+            what = "Mean per-token NLL of each fold" if is_muse(results) else "Forget probability of each request"
+            lines += [f"{what} (columns) after k requests (rows; *italics*: not yet made):"]
             lines += ["", request_matrix(results, method, seed=seed), ""]
             records = _records(results, method, seed)
             last = records[-1] if records else None
@@ -189,21 +271,29 @@ def plot(results: Mapping[str, Any], output_dir: Path) -> Path:
     target = results["references"]["target"]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
 
+    metric = forget_metric(results)
+
     def current(record: Mapping[str, Any]) -> float | None:
-        return record["forget"]["per_request"][record["request"] - 1]["forget_probability"]
+        return record["forget"]["per_request"][record["request"] - 1][metric]
 
     panels: Sequence[tuple[str, Any]] = (
         ("cumulative forget quality", lambda r: (r["forget"]["cumulative"] or {}).get("forget_quality")),
         ("forget probability of the request", current),
         (utility, lambda r: r["utility"].get(utility)),
     )
+    if is_muse(results):  # no cumulative forget quality: MUSE's VerbMem on its standard forget set instead
+        panels = (
+            ("verbmem_forget_rougeL_f1", lambda r: r["utility"].get("verbmem_forget_rougeL_f1")),
+            ("NLL of the fold (higher: more forgotten)", current),
+            (utility, lambda r: r["utility"].get(utility)),
+        )
     for ax, (title, get) in zip(axes, panels):
         for i, entry in enumerate(results["methods"].values()):
             per_seed = entry.get("seeds") or {"": entry["requests"]}
             for j, records in enumerate(per_seed.values()):
                 points = [(r["request"], get(r)) for r in records if get(r) is not None]
-                if title == utility and target["utility"].get(utility) is not None:
-                    points = [(0, target["utility"][utility]), *points]
+                if title in (utility, "verbmem_forget_rougeL_f1") and target["utility"].get(title) is not None:
+                    points = [(0, target["utility"][title]), *points]
                 if points:  # one colour per method, one line per seed
                     label = entry["label"] if j == 0 else None
                     ax.plot(*zip(*points), marker="o", color=f"C{i % 10}", alpha=0.8, label=label)

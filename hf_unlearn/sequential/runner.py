@@ -17,6 +17,9 @@ Every method runs its sequence once per seed (`seed_<s>`); the claims are judged
 every request with a record of the same fingerprint and starts at the first request without one, from the model the
 request before it saved. The full or merged models of earlier requests are deleted once the next request is
 recorded, unless `keep_models`.
+
+On MUSE data the requests are MUSE-News's sustainability folds and the evaluation after each is MUSE's with every
+fold's NLL ([`hf_unlearn.sequential.evaluate.evaluate_muse_model`]); the training path is the same for every kind.
 """
 
 from __future__ import annotations
@@ -35,7 +38,14 @@ from typing import Any
 from ..compare.worker import RECORD_FILE, RunJob
 from ..io import write_json_atomic
 from .config import SequentialConfig
-from .evaluate import evaluate_model, gate_matrix, renumber, sequence_metrics
+from .evaluate import (
+    evaluate_model,
+    evaluate_muse_model,
+    gate_matrix,
+    muse_sequence_metrics,
+    renumber,
+    sequence_metrics,
+)
 from .plan import Request, load_requests, request_steps
 from .verdicts import check_claims, judge
 
@@ -78,9 +88,10 @@ def references(
     from ..evaluation.logs import read_tofu_logs
 
     cc = config.compare_config()
-    data = config.to_dict()
+    data = config.stable_dict()
     keys = ["target_model", "retain_model", "retain_logs", "tokenizer", "data", "requests", "utility", "dtype"]
-    fingerprint = json.dumps({k: data[k] for k in keys}, sort_keys=True, default=str)
+    keys += ["privleak"]  # MUSE only: absent from TOFU's (their fingerprints stay as they were)
+    fingerprint = json.dumps({k: data[k] for k in keys if k in data}, sort_keys=True, default=str)
     folder = Path(output_dir) / "references"
     saved = folder / "references.json"
     retain_dir = Path(config.retain_logs) if config.retain_logs else folder / "retain" / "eval"
@@ -90,15 +101,15 @@ def references(
             retain_log = read_tofu_logs(retain_dir)["forget"] if previous.get("has_retain") else None
             return previous["references"], retain_log
     target, tokenizer = load_target(cc)
+    if config.data.benchmark == "muse":
+        out = _muse_references(config, requests, folder, target, tokenizer)
+        write_json_atomic(saved, {"fingerprint": fingerprint, "references": out, "has_retain": False})
+        return out, None
     out: dict[str, Any] = {}
     retain_log = None
     if config.retain_model:
-        from transformers import AutoModelForCausalLM
-
         print(f"  evaluating the retain model {config.retain_model}")
-        retain = AutoModelForCausalLM.from_pretrained(config.retain_model, dtype=getattr(torch, config.dtype))
-        if torch.cuda.is_available():
-            retain.to("cuda")
+        retain = _load_retain(config)
         summary, retain_log, _ = evaluate_model(retain.eval(), tokenizer, cc, requests, retain_dir)
         del retain
         _empty_cache()
@@ -122,6 +133,68 @@ def references(
     out["target"] = {"utility": summary, "forget": sequence_metrics(log, retain_log, requests, 0)}
     write_json_atomic(saved, {"fingerprint": fingerprint, "references": out, "has_retain": retain_log is not None})
     return out, retain_log
+
+
+def _load_retain(config: SequentialConfig):
+    """The retain model, on the GPU when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    retain = AutoModelForCausalLM.from_pretrained(config.retain_model, dtype=getattr(torch, config.dtype))
+    return retain.to("cuda") if torch.cuda.is_available() else retain
+
+
+def muse_retain_auc(config: SequentialConfig, output_dir: Path) -> Any:
+    """PrivLeak's reference (None without `privleak`): the retain model's evaluation when there is one, else on
+    the Hub MUSE's published retrain AUC of MUSE-News; a local folder without a retain model gives the AUC only."""
+    if not config.privleak:
+        return None
+    from ..constants import EVAL_SUMMARY_FILE
+
+    retain = Path(output_dir) / "references" / "retain" / "eval"
+    if config.retain_model and (retain / EVAL_SUMMARY_FILE).is_file():
+        return retain
+    return "news" if config.data.data_dir is None else None
+
+
+def _muse_references(config: SequentialConfig, requests: Sequence[Request], folder: Path, target, tokenizer) -> dict:
+    """MUSE: the retain model's evaluation (when given) and the target's, each with every fold's NLL."""
+    import torch
+
+    out: dict[str, Any] = {}
+    if config.retain_model:
+        print(f"  evaluating the retain model {config.retain_model}")
+        retain = _load_retain(config)
+        summary, folds, _ = evaluate_muse_model(retain.eval(), tokenizer, config, requests, folder / "retain" / "eval")
+        out["retain model"] = {"utility": summary, "forget": muse_sequence_metrics(folds, requests, 0)}
+        del retain
+        _empty_cache()
+    print(f"  evaluating the target model {config.target_model}")
+    model = copy.deepcopy(target).to("cuda") if torch.cuda.is_available() else target
+    auc = muse_retain_auc(config, folder.parent)
+    summary, folds, _ = evaluate_muse_model(model.eval(), tokenizer, config, requests, folder / "target" / "eval", auc)
+    out["target"] = {"utility": summary, "forget": muse_sequence_metrics(folds, requests, 0)}
+    return out
+
+
+def evaluate_after(
+    config: SequentialConfig,
+    model,
+    tokenizer,
+    requests: Sequence[Request],
+    done: int,
+    retain_log: dict[str, Any] | None,
+    folder: Path,
+    output_dir: Path,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[list[int]]]]:
+    """The evaluation after request `done` into `folder`: the summary (utility; MUSE: MUSE's numbers), the forget
+    metrics of every request (TOFU: [`sequence_metrics`]; MUSE: [`muse_sequence_metrics`]) and GRUN's gate prompts."""
+    if config.data.benchmark == "muse":
+        auc = muse_retain_auc(config, output_dir)
+        summary, folds, prompts = evaluate_muse_model(model, tokenizer, config, requests, folder, auc)
+        return summary, muse_sequence_metrics(folds, requests, done), prompts
+    summary, log, prompts = evaluate_model(model, tokenizer, config.compare_config(), requests, folder)
+    return summary, sequence_metrics(log, retain_log, requests, done), prompts
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -215,7 +288,14 @@ def run_request(
 ) -> tuple[Any, dict[str, Any]]:
     """Unlearn `request` from `model` (the previous request's) until its targets or budget; returns the model the
     next request starts from and the training part of the request's record."""
-    from ..compare.worker import _drop_weights, evaluator_kwargs, load_target, method_config, unlearning_args
+    from ..compare.worker import (
+        _drop_weights,
+        evaluator_kwargs,
+        load_target,
+        method_config,
+        muse_kwargs,
+        unlearning_args,
+    )
     from ..evaluation.callback import StopAtTargetCallback
     from ..evaluation.logs import write_tofu_logs
     from ..trainer import create_trainer
@@ -229,15 +309,18 @@ def run_request(
         # the retain model's statistics on this request's questions, numbered as its evaluator numbers them
         retain_dir = folder / "retain_logs"
         write_tofu_logs({"forget": renumber(retain_log, request.keys)}, retain_dir)
-    eval_kwargs = evaluator_kwargs(cc)
-    eval_kwargs["datasets"] = {**eval_kwargs.get("datasets", {}), "forget": request.evaluation}
+    if cc.data.benchmark == "muse":  # MUSE's standard forget set, as a MUSE comparison measures its targets
+        evaluation: dict[str, Any] = {"muse_kwargs": muse_kwargs(cc)}
+    else:
+        eval_kwargs = evaluator_kwargs(cc)
+        eval_kwargs["datasets"] = {**eval_kwargs.get("datasets", {}), "forget": request.evaluation}
+        evaluation = {"evaluator_kwargs": eval_kwargs, "retain_logs": retain_dir}
     callback = StopAtTargetCallback(
         targets,
         every_n_steps=config.eval_every * spec.steps_factor,
-        evaluator_kwargs=eval_kwargs,
-        retain_logs=retain_dir,
         output_dir=folder / "run",
         evaluate_at_start=True,
+        **evaluation,
     )
     max_steps = request_steps(config, method, request)
     job = RunJob({}, method, spec.learning_rates[0], config.seeds[0], str(folder), config.fingerprint(method))
@@ -348,7 +431,9 @@ def run_method(
         started = time.perf_counter()
         model, training = run_request(config, method, request, model, retain_rows, retain_log, folder)
         tic = time.perf_counter()
-        summary, log, prompts = evaluate_model(model, tokenizer, cc, requests, folder / "eval")
+        summary, forget, prompts = evaluate_after(
+            config, model, tokenizer, requests, request.number, retain_log, folder / "eval", output_dir
+        )
         gates = None
         if spec.kind == "grun" and config.gate_matrix and hasattr(model, "gate_values"):
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -365,7 +450,7 @@ def run_method(
             "fingerprint": fingerprint,
             **training,
             "utility": summary,
-            "forget": sequence_metrics(log, retain_log, requests, request.number),
+            "forget": forget,
             "gates": gates,
         }
         write_json_atomic(folder / RECORD_FILE, record)
@@ -375,11 +460,17 @@ def run_method(
             shutil.rmtree(previous)
         met = ", ".join(f"{t} at step {s}" for t, s in training["met"].items()) or "no target"
         current = record["forget"]["per_request"][request.number - 1]
-        cumulative = record["forget"]["cumulative"]
+        if config.data.benchmark == "muse":
+            measured = f"NLL of {request.split} {_fmt(current['nll'])}"
+        else:
+            cumulative = record["forget"]["cumulative"]
+            measured = (
+                f"forget probability {current['forget_probability']:.3g}, cumulative forget quality "
+                f"{_fmt(cumulative.get('forget_quality'))}"
+            )
         print(
             f"  {method} seed {seed} request {request.number}/{len(requests)}: {training['steps']} steps ({met}); "
-            f"forget probability {current['forget_probability']:.3g}, cumulative forget quality "
-            f"{_fmt(cumulative.get('forget_quality'))}, {config.utility} {_fmt(summary.get(config.utility))}"
+            f"{measured}, {config.utility} {_fmt(summary.get(config.utility))}"
         )
     del model
     _empty_cache()
@@ -547,7 +638,10 @@ def run_sequence(
         print(f"  {verdict['claim']}: {verdict['cell']}")
     results = {
         "config": config.to_dict(),
-        "requests": [{"request": r.number, "questions": r.size, "evaluated": r.keys} for r in requests],
+        "requests": [
+            {"request": r.number, "questions": r.size, "evaluated": r.keys, **({"split": r.split} if r.split else {})}
+            for r in requests
+        ],
         "references": refs,
         "methods": methods,
         "verdicts": verdicts,
