@@ -47,6 +47,9 @@ def test_each_preset_holds_its_published_settings():
     for preset in (books, news):
         assert (preset.settings["learning_rate"], preset.settings["batch_size"]) == (1e-5, 4)
         assert preset.settings["scheduler"] == "cosine" and "OPTML-Group/Unlearn-Smooth" in preset.code
+        # transformers.TrainingArguments' defaults in the reference's relearn(): no warmup, no weight decay
+        assert (preset.settings["warmup_steps"], preset.settings["weight_decay"]) == (0, 0.0)
+        assert preset.settings["max_length"] == 2048 and "finetune.py relearn" in preset.code
 
     deeb = get_preset("deeb-roger-retraining")
     assert (deeb.settings["num_splits"], deeb.settings["epochs"]) == (2, 6)

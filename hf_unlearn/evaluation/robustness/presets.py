@@ -20,8 +20,8 @@ The presets (see each one's `notes` for what could not be read from the code):
   `main`) reimplements it: one epoch on the forget set, 4-bit NF4, and the scores of
   [`open_unlearning_scores`];
 - `unlearn-smooth-muse-books`, `unlearn-smooth-muse-news`: Fan et al. 2025 (arXiv 2502.05374), OPTML-Group/
-  Unlearn-Smooth `MUSE/baselines/run_muse_relearn.sh` (not in the code index we read from: its settings are those
-  recorded in the project's ALGORITHMS.md);
+  Unlearn-Smooth `MUSE/baselines/run_muse_relearn.sh` and `MUSE/baselines/baselines/finetune.py` (`relearn`), read in
+  the copy hustmx721/MUtyl keeps under `baselines/Unlearn-Smooth/`;
 - `deeb-roger-retraining`: Deeb and Roger 2024 (arXiv 2410.08827), aghyad-deeb/unlearning_evaluation
   `conf/gd_entanglement.yaml` (`ft:` block; the training code itself is not in the index);
 - `lucki-finetuning`: Łucki et al. 2024 (arXiv 2409.18025), ethz-spylab/unlearning-vs-safety
@@ -175,32 +175,45 @@ _PRESET_LIST = (
         name="unlearn-smooth-muse-books",
         attack="relearning",
         paper="Fan et al. 2025, Towards LLM Unlearning Resilient to Relearning Attacks (arXiv 2502.05374)",
-        code="OPTML-Group/Unlearn-Smooth, MUSE/baselines/run_muse_relearn.sh (Books)",
+        code=(
+            "OPTML-Group/Unlearn-Smooth, MUSE/baselines/run_muse_relearn.sh (Books) and baselines/finetune.py relearn "
+            "(read in hustmx721/MUtyl, baselines/Unlearn-Smooth/)"
+        ),
         settings={
             "steps": (50, 75, 100),
             "learning_rate": 1e-5,
             "batch_size": 4,
             "scheduler": "cosine",
+            "warmup_steps": 0,
+            "weight_decay": 0.0,
+            "max_length": 2048,
             "relearn_data": "the forget set; measured on the same forget set",
         },
         scaled={"relearn_data": "the forget set given (MUSE Books' forget split in the paper)"},
         notes=(
-            "The script is not in the code index we read from: steps, learning rate, batch size and schedule are "
-            "those recorded in ALGORITHMS.md; warmup (none), optimizer (AdamW, no weight decay) and the data "
-            "(relearning on the forget set, measured on it) are our choice. Each step count is its own run from the "
-            "unlearned model (the cosine schedule depends on the length)."
+            "As the script runs relearn(): transformers' Trainer with max_steps, optim adamw_torch, a cosine "
+            "schedule and its defaults otherwise (no warmup, no weight decay), on MUSE's raw forget text cut to "
+            "max_len 2048 tokens (max_length applies to text; question/answer rows train on the answer). The paper "
+            "trains in bf16; the attack keeps the model's dtype. Each step count is its own run from the unlearned "
+            "model (the cosine schedule depends on the length)."
         ),
     ),
     AttackPreset(
         name="unlearn-smooth-muse-news",
         attack="relearning",
         paper="Fan et al. 2025, Towards LLM Unlearning Resilient to Relearning Attacks (arXiv 2502.05374)",
-        code="OPTML-Group/Unlearn-Smooth, MUSE/baselines/run_muse_relearn.sh (News)",
+        code=(
+            "OPTML-Group/Unlearn-Smooth, MUSE/baselines/run_muse_relearn.sh (News) and baselines/finetune.py relearn "
+            "(read in hustmx721/MUtyl, baselines/Unlearn-Smooth/)"
+        ),
         settings={
             "steps": (100, 125, 150),
             "learning_rate": 1e-5,
             "batch_size": 4,
             "scheduler": "cosine",
+            "warmup_steps": 0,
+            "weight_decay": 0.0,
+            "max_length": 2048,
             "relearn_data": "the forget set; measured on the same forget set",
         },
         scaled={"relearn_data": "the forget set given (MUSE News' forget split in the paper)"},
@@ -442,6 +455,9 @@ def run_preset(
                     learning_rate=settings["learning_rate"],
                     batch_size=settings["batch_size"],
                     scheduler=settings["scheduler"],
+                    warmup_steps=settings["warmup_steps"],
+                    weight_decay=settings["weight_decay"],
+                    max_length=settings["max_length"],
                     seed=seed,
                     progress=progress,
                 ).to_dict()
