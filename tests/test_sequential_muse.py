@@ -183,6 +183,7 @@ def test_a_fold_met_at_its_start_trains_nothing(target_model_dir, muse_dir, tmp_
 def test_grun_and_lora_muse_sequences(target_model_dir, muse_dir, tmp_path):
     pytest.importorskip("pyreft")
     raw = muse_config(target_model_dir, muse_dir, {"grun": GRUN, "lora": LORA}, requests={"limit": 2})
+    raw["training"]["max_length"] = 128  # room after GRUN's 32-word prompts
     results = seq_runner.run_sequence(SequentialConfig.from_dict(raw), tmp_path)
     grun = results["methods"]["grun"]["requests"]
     assert [r["steps"] for r in grun] == [4, 4] and all(0 < r["stored_bytes"] < 100_000 for r in grun)
@@ -192,6 +193,9 @@ def test_grun_and_lora_muse_sequences(target_model_dir, muse_dir, tmp_path):
     assert {key.split(".")[0] for key in second} == {"request_0", "request_1"}
     for key, value in first.items():  # request 2 stacked its module on request 1's, which did not change
         assert torch.equal(value, second[key]), key
+    target = results["references"]["target"]["forget"]["per_request"]
+    own = grun[0]["forget"]["per_request"][0]["nll"]  # GRUN's edit at the end of the prompt reaches the NLL
+    assert abs(own - target[0]["nll"]) > 1e-4
     gates = grun[-1]["gates"]
     assert list(gates["mean"]) == ["request_1", "request_2"]
     assert set(gates["mean"]["request_1"]) == {"retain", "request_1", "request_2"}

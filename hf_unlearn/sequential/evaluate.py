@@ -9,6 +9,7 @@ VerbMem forget; PrivLeak when asked) and, per sustainability fold, the mean per-
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from .plan import Request
 
 __all__ = [
     "FORGET_KEYS",
-    "MUSE_GATE_TOKENS",
+    "MUSE_PROMPT_WORDS",
+    "as_prompt_completion",
     "evaluate_model",
     "evaluate_muse_model",
     "forget_metrics",
@@ -28,13 +30,16 @@ __all__ = [
     "muse_sequence_metrics",
     "restrict",
     "sequence_metrics",
+    "split_prefix",
     "text_nll",
 ]
 
 #: The forget metrics computed per request and over the requests so far.
 FORGET_KEYS = ("forget_probability", "forget_rougeL_recall", "forget_truth_ratio", "forget_quality")
-#: MUSE: GRUN's gates are read at the last of a text's first this-many tokens (a fold's texts have no prompt).
-MUSE_GATE_TOKENS = 64
+#: MUSE, GRUN: a text's first this-many words are its prompt. GRUN edits and gates at the last prompt token and
+#: refuses raw text (no prompt); a MUSE text becomes a prompt/completion row, as a VerbMem prompt is the beginning of
+#: a forget text and its continuation the rest.
+MUSE_PROMPT_WORDS = 32
 
 
 def restrict(log: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -120,20 +125,45 @@ def evaluate_model(
     return summary, forget_log, prompts
 
 
+def split_prefix(text: str, words: int = MUSE_PROMPT_WORDS) -> tuple[str, str]:
+    """`text` cut after its first `words` words (at most half of them in a short text, so that a continuation is
+    left): (prompt, completion), the completion keeping its leading whitespace."""
+    ends = [m.end() for m in re.finditer(r"\S+", text)]
+    n = min(words, max(1, len(ends) // 2))
+    cut = ends[n - 1] if ends else 0
+    return text[:cut], text[cut:]
+
+
+def as_prompt_completion(texts):
+    """A `Dataset` of texts as GRUN's `prompt` / `completion` rows ([`split_prefix`])."""
+    from datasets import Dataset
+
+    pairs = [split_prefix(t) for t in texts["text"]]
+    return Dataset.from_dict({"prompt": [p for p, _ in pairs], "completion": [c for _, c in pairs]})
+
+
 def text_nll(model, tokenizer, texts: Sequence[str], max_length: int, batch_size: int = 8) -> dict[str, float]:
     """The mean per-token negative log-likelihood of `texts` (teacher-forced; each encoded with the tokenizer's
     special tokens and cut to `max_length` tokens, as training cuts them; every token after the first is scored,
     pooled over the texts). Returns `{"nll": ..., "tokens": ..., "texts": ...}`.
 
     A MUSE sustainability fold is raw news text with no questions: this is its per-fold forget measure (the
-    TOFU metrics need QA pairs; MUSE's KnowMem / VerbMem exist only for the standard forget set). A GRUN model gets
-    labels laid out as training lays text out (every token after the first), so that it edits where it trained."""
+    TOFU metrics need QA pairs; MUSE's KnowMem / VerbMem exist only for the standard forget set). A GRUN model edits
+    at the last token of each text's [`split_prefix`] prompt, where it trained on MUSE text (it scores the same
+    tokens: the edit reaches the tokens after it)."""
     import torch
 
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    encoded = [tokenizer(text, add_special_tokens=True)["input_ids"][:max_length] for text in texts]
-    encoded = [ids for ids in encoded if len(ids) > 1]  # a one-token text has nothing teacher-forced to score
+    grun = hasattr(model, "gate_values")
+    encoded, edits = [], []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=True)["input_ids"][:max_length]
+        if len(ids) > 1:  # a one-token text has nothing teacher-forced to score
+            encoded.append(ids)
+            if grun:
+                prompt = tokenizer(split_prefix(text)[0], add_special_tokens=True)["input_ids"]
+                edits.append(min(len(prompt), len(ids)) - 1)
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -150,8 +180,7 @@ def text_nll(model, tokenizer, texts: Sequence[str], max_length: int, batch_size
                 labels = ids.masked_fill(mask == 0, -100)
                 labels[:, 0] = -100
                 ids, mask, labels = ids.to(device), mask.to(device), labels.to(device)
-                # GRUN finds its edit position from the labels; other models would compute a loss not needed
-                extra = {"labels": labels} if hasattr(model, "gate_values") else {}
+                extra = {"intervention_positions": edits[start : start + batch_size]} if grun else {}
                 logits = model(input_ids=ids, attention_mask=mask, **extra).logits[:, :-1].float()
                 scored = labels[:, 1:] != -100
                 losses = torch.nn.functional.cross_entropy(
@@ -171,7 +200,7 @@ def evaluate_muse_model(
     `config.privleak`, relative to `retain_auc`) and every fold's NLL ([`text_nll`], texts cut to the training's
     `max_length`). `config` is the [`hf_unlearn.sequential.SequentialConfig`]. Returns the MUSE summary, the
     per-fold NLL (request number -> [`text_nll`]'s dict) and GRUN's gate prompts (each fold's and the retain
-    texts' first [`MUSE_GATE_TOKENS`] tokens, as `request_<n>` and `retain`). Writes the logs into `output_dir`."""
+    texts' [`split_prefix`] prompts, as `request_<n>` and `retain`). Writes the logs into `output_dir`."""
     from ..compare.worker import muse_kwargs
     from ..config import UnlearningConfig
     from ..evaluation.muse import MUSEEvaluator, load_muse
@@ -189,7 +218,7 @@ def evaluate_muse_model(
         write_json_atomic(Path(output_dir) / "fold_nll.json", folds)
 
     def starts(texts: Sequence[str]) -> list[list[int]]:
-        return [tokenizer(t, add_special_tokens=True)["input_ids"][:MUSE_GATE_TOKENS] for t in texts]
+        return [tokenizer(split_prefix(t)[0], add_special_tokens=True)["input_ids"][:max_length] for t in texts]
 
     retain_texts = [row["text"] for row in load_muse("raw", config.data.muse_splits()[1], config.data.data_dir)]
     prompts = {"retain": starts(retain_texts[: config.data.max_questions or len(retain_texts)])}

@@ -39,6 +39,7 @@ from ..compare.worker import RECORD_FILE, RunJob
 from ..io import write_json_atomic
 from .config import SequentialConfig
 from .evaluate import (
+    as_prompt_completion,
     evaluate_model,
     evaluate_muse_model,
     gate_matrix,
@@ -329,11 +330,14 @@ def run_request(
     if config.reference == "original" and spec.kind != "grun" and request.number > 1:
         if _needs_reference(config, method):
             extra["ref_model"] = copy.deepcopy(target)
+    forget_rows = request.forget
+    if cc.data.benchmark == "muse" and spec.kind == "grun":  # GRUN needs prompts: MUSE text as prompt/completion
+        forget_rows, retain_rows = as_prompt_completion(forget_rows), as_prompt_completion(retain_rows)
     trainer = create_trainer(
         model,
         args,
         method_config(spec, target.config.num_hidden_layers),
-        forget_dataset=request.forget,
+        forget_dataset=forget_rows,
         retain_dataset=retain_rows,
         processing_class=tokenizer,
         callbacks=[callback],
