@@ -88,7 +88,7 @@ class RequestsSpec:
     def __post_init__(self) -> None:
         given = [k for k in ("size", "authors", "count", "files", "muse_folds") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"requests: give one of size, authors, count, files and muse_folds, got {given}.")
+            raise ValueError(f"requests: give one of size, authors, count and files (MUSE: muse_folds), got {given}.")
         for key in ("size", "authors", "count", "limit"):
             value = getattr(self, key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
