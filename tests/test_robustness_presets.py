@@ -57,6 +57,8 @@ def test_each_preset_holds_its_published_settings():
     assert rates[0] == 1e-7 and max(rates) <= 5e-6 < 2 * max(rates)
     assert all(b / a == pytest.approx(2) for a, b in zip(rates, rates[1:]))
     assert "2410.08827" in deeb.paper and "aghyad-deeb/unlearning_evaluation" in deeb.code
+    assert (deeb.settings["optimizer"], deeb.settings["warmup_steps"]) == ("lion", 24)
+    assert deeb.settings["scheduler"] == "constant_after_linear_warmup" and "finetune_corpus.py" in deeb.code
 
     lucki = get_preset("lucki-finetuning")
     assert (lucki.settings["lora_rank"], lucki.settings["lora_alpha"]) == (128, 16)
@@ -149,7 +151,10 @@ def test_relearning_presets_run_with_their_settings(target_model, tokenizer, tof
         get_preset("deeb-roger-retraining").settings["learning_rates"]
     )
     assert all(run["settings"]["epochs"] == 6 and run["steps"] == 6 for run in deeb["runs"])  # 4 rows, batch 4
-    assert all(run["settings"]["warmup_steps"] == 6 for run in deeb["runs"])  # 24, cut to the run's 6 steps
+    # finetune_corpus.py's schedule: lr * min(1, k / 24) on step k, not cut to the run; Lion, not AdamW
+    assert all(run["settings"]["warmup_steps"] == 24 for run in deeb["runs"])
+    assert all(run["settings"]["optimizer"] == "lion" for run in deeb["runs"])
+    assert all(run["settings"]["scheduler"] == "constant_after_linear_warmup" for run in deeb["runs"])
     assert deeb["after"] == max(run["after"] for run in deeb["runs"])
     rows = forget.to_list()  # plain rows too; measured on the second half only, as from the Dataset
     again = run_preset("deeb-roger-retraining", target_model, tokenizer, rows, overrides={"learning_rates": (1e-3,)})

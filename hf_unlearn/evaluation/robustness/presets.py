@@ -223,28 +223,33 @@ _PRESET_LIST = (
         name="deeb-roger-retraining",
         attack="relearning",
         paper="Deeb and Roger 2024, Do Unlearning Methods Remove Information from LLM Weights? (arXiv 2410.08827)",
-        code="aghyad-deeb/unlearning_evaluation, conf/gd_entanglement.yaml (ft: num_splits, epochs_lst, lrs)",
+        code=(
+            "aghyad-deeb/unlearning_evaluation, conf/gd_entanglement.yaml (ft: num_splits, epochs_lst, lrs) and "
+            "finetune_corpus.py main (optimizer, warmup; read in the fork dsjoint/unlearning_evaluation-1)"
+        ),
         settings={
             "num_splits": 2,
             "epochs": 6,
             "learning_rates": (1e-7, 2e-7, 4e-7, 8e-7, 1.6e-6, 3.2e-6),
             "batch_size": 4,
             "warmup_steps": 24,
-            "scheduler": "constant_with_warmup",
+            "scheduler": "constant_after_linear_warmup",
+            "optimizer": "lion",
             "relearn_data": "the first half of the forget set; measured on the second half",
             "worst_case": "the highest forget probability over the learning-rate sweep",
         },
         scaled={
             "relearn_data": "the forget set given, halved in order (the paper's facts: WMDP, years, MMLU, random "
             "birthdays)",
-            "warmup_steps": "at most the run's optimizer steps",
         },
         notes=(
             "lrs is `${get_log_range:1e-7,5e-6,2}`: we read it as 1e-7 doubled while <= 5e-6 (the resolver is not "
-            "in the index). batch_size 4 and warmup_steps 24 are the file's top-level values. The scheduler after "
-            "warmup, the optimizer (AdamW, no weight decay) and training on one half only (not both folds) are our "
-            "choice. The learning rates are the paper's for 7-8B models: a small model may need larger ones "
-            "(override `learning_rates`)."
+            "in the index). batch_size 4 and warmup_steps 24 are the file's top-level values. finetune_corpus.py "
+            "trains with Lion (lion-pytorch's defaults: betas (0.9, 0.99), no weight decay) at lr * min(1, k / 24) "
+            "on the k-th step, then constant; both are reproduced. Its batches are reshuffled each epoch with "
+            "random.Random(epoch); ours follow the attack's seed. It trains in float16; the attack keeps the "
+            "model's dtype. Training on one half only (not both folds) is our choice. The learning rates are the "
+            "paper's for 7-8B models: a small model may need larger ones (override `learning_rates`)."
         ),
     ),
     AttackPreset(
@@ -483,6 +488,7 @@ def run_preset(
                     batch_size=settings["batch_size"],
                     warmup_steps=settings["warmup_steps"],
                     scheduler=settings["scheduler"],
+                    optimizer=settings["optimizer"],
                     seed=seed,
                     progress=progress,
                 ).to_dict()

@@ -54,7 +54,8 @@ def relearning_score(attacked: RelearningAttackResult, reference: RelearningAtta
     return robustness_score(attacked.change, reference.change)
 
 
-SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine")
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "constant_after_linear_warmup")
+OPTIMIZERS = ("adamw", "lion")
 
 
 def encode_texts(tokenizer: PreTrainedTokenizerBase, texts: Any, text_key: str, max_length: int | None) -> QAPairs:
@@ -134,6 +135,7 @@ def relearning_attack(
     lora_target_modules: str | Sequence[str] = "all-linear",
     text_key: str | None = None,
     max_length: int | None = None,
+    optimizer: str = "adamw",
 ) -> RelearningAttackResult:
     """Fine-tune a copy of `model` on `relearn_dataset` and measure TOFU's answer probability on `eval_dataset`
     before and after. The input model is not changed.
@@ -148,7 +150,12 @@ def relearning_attack(
     - `gradient_accumulation_steps`: micro-batches per optimizer step (their losses averaged);
     - `scheduler` ("constant", "constant_with_warmup", "linear" or "cosine", transformers' `get_scheduler`), with
       `warmup_steps` (or `warmup_ratio` of the steps; warmup_steps wins when both are given);
-    - `weight_decay` (AdamW's, decoupled);
+    - `scheduler="constant_after_linear_warmup"`: lr * min(1, k / warmup_steps) on the k-th step (k = 1, 2, ...),
+      as Deeb and Roger's `finetune_corpus.py` sets it: the first step already takes lr / warmup_steps, and the warmup
+      is not shortened to the run (transformers' `constant_with_warmup` starts at 0 and is capped to the run here);
+    - `optimizer`: "adamw" (default) or "lion" ([`~hf_unlearn.evaluation.robustness.lion.Lion`], lion-pytorch's
+      defaults: betas (0.9, 0.99));
+    - `weight_decay` (decoupled: AdamW's, or Lion's scaled by the learning rate);
     - `lora_alpha`, `lora_dropout`, `lora_target_modules` (a list of module names, as peft matches them; the names
       the model lacks are dropped, and none left means every linear layer, "all-linear");
     - `text_key`: `relearn_dataset` is a plain-text corpus (strings, or rows with this column), trained on with the
@@ -164,6 +171,8 @@ def relearning_attack(
         raise ValueError(f"gradient_accumulation_steps must be >= 1, got {gradient_accumulation_steps}.")
     if scheduler not in SCHEDULERS:
         raise ValueError(f"Unknown learning-rate scheduler {scheduler!r}; choose one of {list(SCHEDULERS)}.")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}.")
     if text_key is not None:
         train_pairs = encode_texts(tokenizer, relearn_dataset, text_key, max_length)
     else:
@@ -190,12 +199,22 @@ def relearning_attack(
     else:
         attacked.requires_grad_(True)
     params = [p for p in attacked.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
+    optimizer_name = optimizer
+    if optimizer == "lion":
+        from .lion import Lion
+
+        optimizer = Lion(params, lr=learning_rate, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=weight_decay)
     plan = _optimizer_steps(
         len(train_pairs), steps, epochs, batch_size, gradient_accumulation_steps, random.Random(seed)
     )
-    warmup = min(warmup_steps if warmup_steps is not None else math.ceil(warmup_ratio * len(plan)), len(plan))
-    schedule = get_scheduler(scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=len(plan))
+    if scheduler == "constant_after_linear_warmup":
+        warmup = warmup_steps if warmup_steps is not None else math.ceil(warmup_ratio * len(plan))
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: min(1.0, (k + 1) / max(1, warmup)))
+    else:
+        warmup = min(warmup_steps if warmup_steps is not None else math.ceil(warmup_ratio * len(plan)), len(plan))
+        schedule = get_scheduler(scheduler, optimizer, num_warmup_steps=warmup, num_training_steps=len(plan))
     pad = resolve_pad_token_id(tokenizer, owner="The relearning attack")
     device = model_device(model)
     attacked.train()
@@ -217,6 +236,7 @@ def relearning_attack(
         "weight_decay": weight_decay,
         "batch_size": batch_size,
         "corpus": text_key is not None,
+        "optimizer": optimizer_name,
     }
     if lora:
         custom.update(
@@ -226,7 +246,7 @@ def relearning_attack(
             lora_target_modules=targets if isinstance(targets, str) else list(targets),
         )
     defaults = {"epochs": None, "gradient_accumulation_steps": 1, "scheduler": "constant", "warmup_steps": 0}
-    defaults.update(weight_decay=0.0, batch_size=4, corpus=False)
+    defaults.update(weight_decay=0.0, batch_size=4, corpus=False, optimizer="adamw")
     is_default = all(custom[k] == v for k, v in defaults.items()) and (
         not lora or (lora_alpha is None and lora_dropout == 0.0 and lora_target_modules == "all-linear")
     )
