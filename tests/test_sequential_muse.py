@@ -49,8 +49,8 @@ def _text(row: dict[str, str]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def muse_dir(tmp_path_factory):
-    """MUSE's layout with four disjoint folds of forget01 (raw/forget, sust/forget_2..4), raw/retain1, KnowMem and
-    VerbMem on fold 1's rows (MUSE's standard forget set is raw/forget's); no PrivLeak."""
+    """MUSE's layout with four disjoint folds of forget01 (raw/forget, sust/forget_2..4), raw/retain1, KnowMem,
+    VerbMem and PrivLeak on fold 1's rows (MUSE's standard forget set is raw/forget's)."""
     root = tmp_path_factory.mktemp("muse_sust")
     folds = [_qa("forget01", FOLD_SIZE * i, FOLD_SIZE) for i in range(4)]
     retain, fold_1 = _qa("retain99", 0, 16), folds[0]
@@ -63,6 +63,8 @@ def muse_dir(tmp_path_factory):
         "knowmem/retain_qa": retain[2:6],
         "knowmem/retain_qa_icl": retain[:2],
         "verbmem/forget": [{"prompt": f"Question: {r['question']}\nAnswer:", "gt": f" {r['answer']}"} for r in fold_1],
+        "privleak/forget": [_text(r) for r in fold_1],
+        "privleak/holdout": [_text(r) for r in _qa("holdout01", 0, FOLD_SIZE)],
     }
     for key, rows in splits.items():
         config, split = key.split("/")
@@ -173,6 +175,24 @@ def test_a_fold_met_at_its_start_trains_nothing(target_model_dir, muse_dir, tmp_
         assert record["steps"] == 0 and record["met"] == {"verbmem_forget_rougeL_f1<=1": 0}
         assert record["stored_bytes"] == 0
         assert [p["nll"] for p in record["forget"]["per_request"]] == pytest.approx([p["nll"] for p in target])
+
+
+def test_privleak_when_asked_is_relative_to_the_retain_model(target_model_dir, tokenizer, muse_dir, tmp_path):
+    from hf_unlearn.demo.tiny import tiny_llama
+
+    retain_dir = tmp_path / "retain_model"  # never saw the forget texts (untrained): the retain model
+    tiny_llama(len(tokenizer), num_layers=2, hidden_size=64, seed=1).save_pretrained(retain_dir)
+    raw = muse_config(target_model_dir, muse_dir, {"ga": GA}, requests={"limit": 2}, max_steps=2, eval_every=2,
+                      privleak=True, retain_model=str(retain_dir))  # fmt: skip
+    results = seq_runner.run_sequence(SequentialConfig.from_dict(raw), tmp_path / "out")
+    refs = results["references"]
+    retain_auc = refs["retain model"]["utility"]["privleak_auc"]
+    assert refs["retain model"]["utility"]["privleak"] is None  # the reference itself has none
+    for summary in [refs["target"]["utility"]] + [r["utility"] for r in results["methods"]["ga"]["requests"]]:
+        assert summary["privleak_retain_auc"] == pytest.approx(retain_auc)
+        assert summary["privleak"] is not None and summary["num_items"]["privleak_holdout"] == MAX_ITEMS
+    assert len(refs["retain model"]["forget"]["per_request"]) == 2  # the retain model's fold NLLs, for reference
+    assert "| PrivLeak |" in (tmp_path / "out" / "report.md").read_text()
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..compare.config import CompareConfig
+from .config import SequentialConfig
 from .plan import Request
 
 __all__ = [
@@ -193,29 +194,43 @@ def text_nll(model, tokenizer, texts: Sequence[str], max_length: int, batch_size
     return {"nll": total / count if count else None, "tokens": count, "texts": len(texts)}
 
 
+def training_max_length(config: SequentialConfig) -> int:
+    """The length texts are cut to in training (`training.max_length`, else `UnlearningConfig`'s default)."""
+    from ..config import UnlearningConfig
+
+    return int(config.training.get("max_length") or UnlearningConfig.__dataclass_fields__["max_length"].default)
+
+
 def evaluate_muse_model(
-    model, tokenizer, config, requests: Sequence[Request], output_dir: Path | None, retain_auc: Any = None
+    model,
+    tokenizer,
+    config: SequentialConfig,
+    requests: Sequence[Request],
+    output_dir: Path | None,
+    retain_auc: Any = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, list[list[int]]]]:
     """MUSE: evaluate `model` with `MUSEEvaluator` (KnowMem forget and retain, VerbMem forget, and PrivLeak when
     `config.privleak`, relative to `retain_auc`) and every fold's NLL ([`text_nll`], texts cut to the training's
-    `max_length`). `config` is the [`hf_unlearn.sequential.SequentialConfig`]. Returns the MUSE summary, the
-    per-fold NLL (request number -> [`text_nll`]'s dict) and GRUN's gate prompts (each fold's and the retain
-    texts' [`split_prefix`] prompts, as `request_<n>` and `retain`). Writes the logs into `output_dir`."""
+    `max_length`). Returns the MUSE summary, the per-fold NLL (request number -> [`text_nll`]'s dict) and, for a
+    GRUN model, its gate prompts (each fold's and the retain texts' [`split_prefix`] prompts, as `request_<n>` and
+    `retain`; empty for other models). Writes the logs into `output_dir`."""
     from ..compare.worker import muse_kwargs
-    from ..config import UnlearningConfig
     from ..evaluation.muse import MUSEEvaluator, load_muse
 
     cc = config.compare_config()
     metrics = ["knowmem", "verbmem"] + (["privleak"] if config.privleak else [])
     evaluator = MUSEEvaluator(model, tokenizer, metrics=metrics, progress=False, **muse_kwargs(cc))
     summary = dict(evaluator.evaluate(output_dir=output_dir, retain_auc=retain_auc if config.privleak else None))
-    max_length = int(config.training.get("max_length") or UnlearningConfig.__dataclass_fields__["max_length"].default)
-    batch_size = config.data.eval_batch_size
+    max_length = training_max_length(config)
+    batch_size = min(config.data.eval_batch_size, 8)  # full-length texts: their logits are large
     folds = {str(r.number): text_nll(model, tokenizer, r.evaluation["text"], max_length, batch_size) for r in requests}
     if output_dir is not None:
         from ..io import write_json_atomic
 
         write_json_atomic(Path(output_dir) / "fold_nll.json", folds)
+
+    if not hasattr(model, "gate_values"):
+        return summary, folds, {}
 
     def starts(texts: Sequence[str]) -> list[list[int]]:
         return [tokenizer(split_prefix(t)[0], add_special_tokens=True)["input_ids"][:max_length] for t in texts]

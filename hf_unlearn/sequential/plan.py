@@ -148,7 +148,10 @@ def load_muse_requests(config: SequentialConfig) -> tuple[list[Request], Any]:
     first = config.data.muse_splits()[0]
     spec = config.requests
     folds = spec.muse_folds[: spec.limit] if spec.limit else spec.muse_folds
-    texts = {fold: muse_text(cc, *reversed(muse_fold_split(fold, first))) for fold in folds}
+    texts = {}
+    for fold in folds:
+        muse_config, split = muse_fold_split(fold, first)
+        texts[fold] = muse_text(cc, split, muse_config)
     requests = plan_muse_requests(config, {fold: len(rows) for fold, rows in texts.items()})
     for request, fold in zip(requests, folds):
         request.forget = texts[fold]

@@ -68,14 +68,16 @@ def muse_method_table(results: Mapping[str, Any], method: str, seed: str | None 
     the lowest NLL of an earlier fold (the one that came back most), MUSE's forget numbers and the utility."""
     utility = results["config"]["utility"]
     target = results["references"]["target"]
-    muse = " | ".join(MUSE_FORGET_COLUMNS.values())
+    columns = dict(MUSE_FORGET_COLUMNS)
+    if results["config"].get("privleak"):
+        columns["privleak"] = "PrivLeak"
     lines = [
-        f"| requests | fold | steps | targets met | NLL of this fold | lowest earlier fold's NLL | {muse} | {utility} "
-        "| trainable params | stored | seconds |",
-        "|---:|---|---:|---|---:|---:|" + "---:|" * len(MUSE_FORGET_COLUMNS) + "---:|---:|---:|---:|",
+        f"| requests | fold | steps | targets met | NLL of this fold | lowest earlier fold's NLL | "
+        f"{' | '.join(columns.values())} | {utility} | trainable params | stored | seconds |",
+        "|---:|---|---:|---|---:|---:|" + "---:|" * len(columns) + "---:|---:|---:|---:|",
     ]
     first = target["forget"]["per_request"][0]
-    numbers = " | ".join(_fmt(target["utility"].get(k)) for k in MUSE_FORGET_COLUMNS)
+    numbers = " | ".join(_fmt(target["utility"].get(k)) for k in columns)
     lines.append(
         f"| 0 (target) | – | – | – | {_fmt(first['nll'])} ({first['split']}) | – | {numbers} | "
         f"{_fmt(target['utility'].get(utility))} | – | – | – |"
@@ -85,7 +87,7 @@ def muse_method_table(results: Mapping[str, Any], method: str, seed: str | None 
         per = record["forget"]["per_request"]
         earlier = [p["nll"] for p in per[: k - 1] if p["nll"] is not None]
         met = ", ".join(f"{t} @{s}" for t, s in record["met"].items()) or "none"
-        numbers = " | ".join(_fmt(record["utility"].get(key)) for key in MUSE_FORGET_COLUMNS)
+        numbers = " | ".join(_fmt(record["utility"].get(key)) for key in columns)
         lines.append(
             f"| {k} | {per[k - 1]['split']} | {record['steps']} | {met} | {_fmt(per[k - 1]['nll'])} | "
             f"{_fmt(min(earlier)) if earlier else '–'} | {numbers} | {_fmt(record['utility'].get(utility))} | "
