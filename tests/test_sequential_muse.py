@@ -307,7 +307,8 @@ def test_dry_run_on_the_hub_prints_the_plan_without_loading(target_model_dir, mo
     raw["data"] = {"source": "muse"}
     text = format_plan(SequentialConfig.from_dict(raw))
     assert "Requests: 4 (MUSE-News sustainability folds 1, 2, 3, 4)" in text
-    assert "#4 sust/forget_4 (texts counted when loaded from the Hub)" in text
+    assert "#3 sust/forget_3, #4 sust/forget_4 (texts counted when the run loads them from the Hub)" in text
+    assert "At most 5 epochs of each request" in text
     assert "the Hub (muse-bench/MUSE-News)" in text and "5 epochs x 1" in text
 
 

@@ -13,6 +13,10 @@ carried over, LoRA merged after each request, GRUN one gated module per request)
 questions or its step budget; after each request, the forget metrics of every request, the cumulative forget quality
 against the retain model, the utility and the cost. Writes results.json, report.md and sequential.png to --output-dir.
 
+With `data: {source: muse}` the requests are MUSE-News's sustainability folds (raw/forget, then sust/forget_2 to
+sust/forget_4), measured after each by MUSE's KnowMem / VerbMem and every fold's NLL
+(examples/sequential/muse_news_sust.yaml).
+
 A killed sequence resumes at the first request without a saved result: rerun the same command. With --workers N
 (or `workers:` in the config), N (method, seed) sequences run at once, each in its own process (one GPU each).
 

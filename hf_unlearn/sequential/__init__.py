@@ -7,11 +7,14 @@ from hf_unlearn.sequential import SequentialConfig, run_sequence
 config = SequentialConfig.from_yaml("examples/sequential/tofu_forget05_llama32_1b.yaml")
 results = run_sequence(config, "sequential_output")   # results.json, report.md, sequential.png
 ```
+
+`examples/sequential/muse_news_sust.yaml`: MUSE-News's sustainability folds (`data: {source: muse}`).
 """
 
-from .config import REFERENCES, RequestsSpec, SequentialClaim, SequentialConfig
+from .config import MUSE_FOLDS, REFERENCES, RequestsSpec, SequentialClaim, SequentialConfig
 
 __all__ = [
+    "MUSE_FOLDS",
     "REFERENCES",
     "RequestsSpec",
     "SequentialClaim",

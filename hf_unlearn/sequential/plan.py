@@ -163,7 +163,7 @@ def _describe(request: Request) -> str:
     if request.split is None:
         return f"#{request.number} {request.size} rows / {len(request.keys)} evaluated"
     if request.keys is None:
-        return f"#{request.number} {request.split} (texts counted when loaded from the Hub)"
+        return f"#{request.number} {request.split}"
     return f"#{request.number} {request.split} {request.size} texts / {len(request.keys)} evaluated"
 
 
@@ -183,7 +183,9 @@ def format_plan(config: SequentialConfig) -> str:
     muse = config.requests.muse_folds is not None
     lines += [
         "",
-        f"Requests: {len(requests)} ({config.requests.describe()}): " + ", ".join(_describe(r) for r in requests),
+        f"Requests: {len(requests)} ({config.requests.describe()}): "
+        + ", ".join(_describe(r) for r in requests)
+        + (" (texts counted when the run loads them from the Hub)" if None in sizes else ""),
         (
             "Targets of each request (on MUSE's standard forget set: KnowMem / VerbMem of raw/forget): "
             if muse
@@ -205,21 +207,26 @@ def format_plan(config: SequentialConfig) -> str:
         total_steps += sum(c for c in caps if c is not None)
         total_evals += evals
         cap_text = str(caps[0]) if len(set(caps)) == 1 else ", ".join(str(c) for c in caps)
-        if None in caps:  # max_epochs over folds not loaded (the Hub)
-            cap_text = f"{config.max_epochs:g} epochs x {spec.steps_factor}"
+        evals_text = str(evals)
+        if None in caps:  # max_epochs over folds not counted (the Hub)
+            cap_text, evals_text = f"{config.max_epochs:g} epochs x {spec.steps_factor}", f"every {interval} steps"
         lines.append(
             f"| {spec.display_label()} | {spec.kind} | {carried.get(spec.kind, 'its model')} | "
-            f"{spec.learning_rates[0]:g} | {cap_text} | {evals} |"
+            f"{spec.learning_rates[0]:g} | {cap_text} | {evals_text} |"
         )
     n_seeds = len(config.seeds)
     full = len(config.methods) * len(requests) * n_seeds + 1 + bool(config.retain_model)
-    rows = f"{sum(s or 0 for s in sizes)} forget rows" if None not in sizes else "forget rows not counted: the Hub"
+    if None in sizes:  # epochs over folds on the Hub: the steps are known once the folds are loaded
+        budget = f"{config.max_epochs:g} epochs of each request (its texts not counted yet)"
+    else:
+        budget = (
+            f"{total_steps * n_seeds} optimizer steps and {total_evals * n_seeds} cheap evaluations over "
+            f"{len(requests)} requests ({sum(s or 0 for s in sizes)} forget rows)"
+        )
     lines += [
         "",
-        f"At most {total_steps * n_seeds} optimizer steps and {total_evals * n_seeds} cheap evaluations over "
-        f"{len(requests)} requests ({rows}) and {n_seeds} seed(s); {full} full "
-        "evaluations (the target, the retain model, each method after each request on each seed). Requests stop at "
-        "their targets.",
+        f"At most {budget} and {n_seeds} seed(s); {full} full evaluations (the target, the retain model, each method "
+        "after each request on each seed). Requests stop at their targets.",
     ]
     if muse:
         metrics = "KnowMem forget and retain, VerbMem forget" + (", PrivLeak" if config.privleak else "")
