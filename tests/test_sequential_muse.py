@@ -177,6 +177,25 @@ def test_a_fold_met_at_its_start_trains_nothing(target_model_dir, muse_dir, tmp_
         assert [p["nll"] for p in record["forget"]["per_request"]] == pytest.approx([p["nll"] for p in target])
 
 
+def test_without_the_stop_every_fold_trains_its_budget_and_records_where_it_met_the_target(
+    target_model_dir, muse_dir, tmp_path
+):
+    # the same target as above, met before the first step: with stop_at_targets false nothing stops the folds
+    raw = muse_config(target_model_dir, muse_dir, {"ga": GA}, targets=["verbmem_forget_rougeL_f1<=1"],
+                      requests={"muse_folds": [1, 3]}, stop_at_targets=False)  # fmt: skip
+    results = seq_runner.run_sequence(SequentialConfig.from_dict(raw), tmp_path, report=False)
+    for record in results["methods"]["ga"]["requests"]:
+        assert record["steps"] == 4 and record["met"] == {"verbmem_forget_rougeL_f1<=1": 0}
+        assert [p["step"] for p in record["trajectory"]] == [0, 4] and record["stored_bytes"] > 0
+    assert "Every request trains its whole budget" in format_plan(SequentialConfig.from_dict(raw))
+
+
+def test_claims_need_the_stop(target_model_dir, muse_dir):
+    raw = muse_config(target_model_dir, muse_dir, {"ga": GA, "gd": GA}, stop_at_targets=False, claims=["ga > gd"])
+    with pytest.raises(ValueError, match="matched forgetting"):
+        SequentialConfig.from_dict(raw)
+
+
 def test_privleak_when_asked_is_relative_to_the_retain_model(target_model_dir, tokenizer, muse_dir, tmp_path):
     from hf_unlearn.demo.tiny import tiny_llama
 
@@ -317,3 +336,4 @@ def test_the_shipped_muse_example_dry_runs_offline(capsys):
     text = capsys.readouterr().out
     assert "Hub model muse-bench/MUSE-News_target" in text
     assert "Requests: 4 (MUSE-News sustainability folds 1, 2, 3, 4)" in text and "GRU(NPO)" in text
+    assert "Every request trains its whole budget" in text  # as MUSE's sustainability script trains each fold

@@ -405,6 +405,9 @@ class StopAtTargetCallback(TOFUEvalCallback):
             `dataset`, `datasets`, `max_items`, `batch_size`, `knowmem_max_new_tokens`, `verbmem_max_new_tokens`,
             ...); `metrics` is set from the targets, `progress` defaults to False. With MUSE targets
             `evaluator_factory` may instead return a `MUSEEvaluator`.
+        stop: False: training goes on to its budget when every target is met (the trajectory, the step where each
+            target was first met and its checkpoint are recorded as with a stop): a fixed-budget run that still
+            says when it reached each target.
 
     `self.trajectory` holds the points; `self.met` target name -> step where it was first met; `self.seconds` the
     time spent evaluating. A run resumed from a checkpoint reads the trajectory and the targets met up to that
@@ -424,6 +427,7 @@ class StopAtTargetCallback(TOFUEvalCallback):
         eval_steps: Iterable[int] | None = None,
         evaluate_at_start: bool = False,
         muse_kwargs: Mapping[str, Any] | None = None,
+        stop: bool = True,
     ):
         self.targets = parse_targets(targets)
         if not self.targets:
@@ -472,6 +476,7 @@ class StopAtTargetCallback(TOFUEvalCallback):
         if self.eval_steps is not None and any(s < 1 for s in self.eval_steps):
             raise ValueError(f"eval_steps must be optimizer steps >= 1, got {self.eval_steps[:5]}.")
         self.evaluate_at_start = bool(evaluate_at_start)
+        self.stop = bool(stop)
         self.trajectory: list[dict[str, Any]] = []
         self.met: dict[str, int] = {}
         #: Wall-clock seconds spent in the target evaluations (the cost a comparison reports beside training).
@@ -515,7 +520,7 @@ class StopAtTargetCallback(TOFUEvalCallback):
             (folder / TRAJECTORY_FILE).write_text("", encoding="utf-8")  # a fresh run's trajectory
         if self.evaluate_at_start and state.global_step == 0:
             self.evaluate(args, state, kwargs.get("model"), kwargs.get("processing_class"))
-            if len(self.met) == len(self.targets):
+            if self.stop and len(self.met) == len(self.targets):
                 control.should_training_stop = True
 
     def _restore(self, path: Path, step: int) -> None:
@@ -546,7 +551,7 @@ class StopAtTargetCallback(TOFUEvalCallback):
         step = state.global_step
         if self._due(step, state.max_steps):
             self.evaluate(args, state, kwargs.get("model"), kwargs.get("processing_class"))
-            if len(self.met) == len(self.targets):
+            if self.stop and len(self.met) == len(self.targets):
                 logger.info(f"stop_at_targets: every target is met ({self._met_text()}); training stops.")
                 control.should_training_stop = True
             elif self.eval_steps is not None and step >= self.eval_steps[-1]:

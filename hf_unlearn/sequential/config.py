@@ -224,11 +224,15 @@ class SequentialConfig:
         target_model: the model to unlearn (a Hub id or a folder).
         methods: name -> [`hf_unlearn.compare.MethodSpec`] with ONE learning rate.
         targets: what a request must reach on its own questions before it stops (a target string such as
-            `"forget_probability<=0.1"`, a list of them, or name -> target); at least one. An unreachable target
-            runs every request to its budget. MUSE: MUSE targets, measured on MUSE's standard forget set (KnowMem and
-            VerbMem of `raw/forget`, fold 1's news) for every fold, as a MUSE comparison measures them: a later fold
-            starts where fold 1 left them, so a target fold 1 met stops it at its start unless it is out of reach
-            (e.g. `verbmem_forget_rougeL_f1<=0`: every fold trains its budget, as MUSE's sustainability script does).
+            `"forget_probability<=0.1"`, a list of them, or name -> target); at least one. MUSE: MUSE targets,
+            measured on MUSE's standard forget set (KnowMem and VerbMem of `raw/forget`, fold 1's news) for every
+            fold, as a MUSE comparison measures them: a later fold starts where fold 1 left them, so a target fold 1
+            met would stop it at its start; MUSE's sustainability script trains every fold its budget
+            (`stop_at_targets: false`).
+        stop_at_targets: True (default): a request stops at the first evaluation meeting every target (matched
+            forgetting). False: every request trains its whole budget; the targets are still evaluated every
+            `eval_every` steps (the trajectory, and the step where each was first met). Claims need the stop: a
+            fixed budget does not match the forgetting.
         data: a [`hf_unlearn.compare.DataSpec`]: the forget rows (TOFU's forget split, or `files`) and the retain rows
             trained on and evaluated. `max_questions` caps every utility split and each request's forget
             evaluation.
@@ -264,6 +268,7 @@ class SequentialConfig:
     target_model: str
     methods: dict[str, MethodSpec]
     targets: dict[str, Any]
+    stop_at_targets: bool = True
     data: DataSpec = field(default_factory=DataSpec)
     requests: RequestsSpec = field(default_factory=RequestsSpec)
     retain_model: str | None = None
@@ -318,6 +323,14 @@ class SequentialConfig:
             raise ValueError(f"seeds must be distinct integers, got {self.seeds!r}.")
         self.seeds = list(self.seeds)
         self.claims = [c if isinstance(c, SequentialClaim) else parse_sequential_claim(c) for c in self.claims]
+        if not isinstance(self.stop_at_targets, bool):
+            raise ValueError(f"stop_at_targets must be true or false, got {self.stop_at_targets!r}.")
+        if self.claims and not self.stop_at_targets:
+            raise ValueError(
+                "Claims are judged at matched forgetting, which the targets' stop gives: with stop_at_targets: false "
+                "every request trains its budget and the forgetting differs between methods; drop the claims or "
+                "the stop_at_targets line."
+            )
         for claim in self.claims:
             for side in (claim.better, claim.than):
                 if side not in self.methods:
@@ -461,11 +474,14 @@ class SequentialConfig:
         return asdict(self)
 
     def stable_dict(self) -> dict[str, Any]:
-        """`to_dict()` without the MUSE-only keys at their defaults (`privleak`, `requests.muse_folds`): what the
-        fingerprints hash, so that TOFU sequences keep the fingerprints (and resume) they had before MUSE's."""
+        """`to_dict()` without the later keys at their defaults (`privleak`, `requests.muse_folds`,
+        `stop_at_targets`): what the fingerprints hash, so that sequences keep the fingerprints (and resume) they had
+        before those keys existed."""
         data = self.to_dict()
         if not data["privleak"]:
             data.pop("privleak")
+        if data["stop_at_targets"]:
+            data.pop("stop_at_targets")
         if data["requests"]["muse_folds"] is None:
             data["requests"].pop("muse_folds")
         return data

@@ -191,7 +191,8 @@ def format_plan(config: SequentialConfig) -> str:
             if muse
             else "Targets of each request (on its own questions): "
         )
-        + ", ".join(config.targets.values()),
+        + ", ".join(config.targets.values())
+        + ("" if config.stop_at_targets else " (recorded along the way; every request trains its budget)"),
         f"Seeds: {config.seeds} (each method runs its whole sequence once per seed).",
         f"Reference of NPO-like losses from request 2 on: the {config.reference} model (GRUN: the base model).",
         "",
@@ -225,8 +226,9 @@ def format_plan(config: SequentialConfig) -> str:
         )
     lines += [
         "",
-        f"At most {budget} and {n_seeds} seed(s); {full} full evaluations (the target, the retain model, each method "
-        "after each request on each seed). Requests stop at their targets.",
+        f"{'At most ' if config.stop_at_targets else ''}{budget} and {n_seeds} seed(s); {full} full evaluations "
+        "(the target, the retain model, each method after each request on each seed). "
+        + ("Requests stop at their targets." if config.stop_at_targets else "Every request trains its whole budget."),
     ]
     if muse:
         metrics = "KnowMem forget and retain, VerbMem forget" + (", PrivLeak" if config.privleak else "")

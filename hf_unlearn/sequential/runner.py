@@ -321,6 +321,7 @@ def run_request(
         every_n_steps=config.eval_every * spec.steps_factor,
         output_dir=folder / "run",
         evaluate_at_start=True,
+        stop=config.stop_at_targets,
         **evaluation,
     )
     max_steps = request_steps(config, method, request)
@@ -350,7 +351,12 @@ def run_request(
     seconds = time.perf_counter() - tic
     trained = trainer.accelerator.unwrap_model(trainer.model)
     steps = int(trainer.state.global_step)
-    if callback.met and all(step == 0 for step in callback.met.values()) and len(callback.met) == len(targets):
+    if (
+        config.stop_at_targets
+        and callback.met
+        and all(step == 0 for step in callback.met.values())
+        and len(callback.met) == len(targets)
+    ):
         # Earlier requests already forgot this one: the Trainer still takes a step after a stop at its start, so the
         # model before it is restored (the request trains 0 steps and stores nothing).
         trained, steps = _before_training(config, spec.kind, trained, folder / "run" / targets[0].name), 0
