@@ -477,7 +477,7 @@ def test_the_shipped_tofu_mini_config_parses():
     config = SequentialConfig.from_yaml(TOFU_MINI)
     assert config.seeds == [0, 1, 2] and config.requests.size == 16
     assert list(config.methods) == ["grun_npo", "npo", "npo_gru", "gd"]
-    assert config.targets == {"forget_probability<=0.35": "forget_probability<=0.35"} and config.max_epochs == 40
+    assert config.targets == {"forget_probability<=0.45": "forget_probability<=0.45"} and config.max_epochs == 80
     assert (config.workers, config.threads_per_worker) == (2, 1)
     grun = config.methods["grun_npo"]
     assert (grun.kind, grun.learning_rates, grun.steps_factor) == ("grun", [0.1], 10)
