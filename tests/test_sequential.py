@@ -381,6 +381,8 @@ def test_seeds_run_one_sequence_each_resume_per_seed_and_claims_are_judged(targe
         assert verdict["seeds"] == [0, 1]
     report = (tmp_path / "report.md").read_text()
     assert "## Verdicts" in report and "### seed 1" in report and saved["verdicts"][0]["claim"] in report
+    summary = report.split("## Summary")[1].split("\n## ")[0]
+    assert [line.split(" | ")[1] for line in summary.splitlines() if line.startswith("| ")][1:] == ["0", "1"] * 2
     # resume per method and seed: only GD's seed-1 sequence runs again, every other sequence is reused
     (tmp_path / "methods/gd/seed_1/request_2/record.json").unlink()
     real, calls = seq_runner.run_request, []
@@ -433,6 +435,34 @@ def test_a_claim_is_not_testable_where_a_request_missed_its_target():
     (only,) = judge(claims[1:], methods, targets=["forget_probability<=0.1"], utility="retain_utility",
                     num_requests=2, min_effect=0.01)  # fmt: skip
     assert only["verdict"] == "holds" and only["seeds"] == [0]  # the rule pairs the seeds both ran
+
+
+def test_the_summary_counts_the_targets_met_and_lists_the_utility_after_each_request():
+    from hf_unlearn.sequential.report import summary_table
+
+    def seq(utilities, met, forget):
+        return [{**_record(k, u, m, f), "steps": 3} for k, (u, m, f) in enumerate(zip(utilities, met, forget), 1)]
+
+    results = {
+        "config": {"utility": "retain_utility", "targets": {"p": "forget_probability<=0.1"}, "data": {}},
+        "requests": [{}, {}],
+        "methods": {
+            "a": {
+                "label": "A",
+                "seeds": {
+                    "0": seq([0.8, 0.7], [True, False], [0.05, 0.4]),
+                    "1": seq([0.9, 0.6], [True, True], [0.05, 0.08]),
+                },
+            },  # fmt: skip
+            "b": {"label": "B", "seeds": {"0": seq([0.5], [True], [0.02])}},  # stopped after request 1
+        },
+    }
+    rows = summary_table(results).splitlines()[2:]
+    assert rows == [
+        "| A | 0 | 1/2 | 6 | 0.800 | 0.700 | 0.400 |",
+        "| A | 1 | 2/2 | 6 | 0.900 | 0.600 | 0.080 |",
+        "| B | 0 | 1/1 | 3 | 0.500 | – | 0.020 |",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -159,6 +159,38 @@ def gate_table(record: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(results: Mapping[str, Any]) -> str:
+    """One row per method and seed: how many requests met every target, the steps over the sequence, the utility
+    after each request and the worst request's forget measure after the last one (TOFU: the highest forget
+    probability; MUSE: the lowest fold NLL)."""
+    utility = results["config"]["utility"]
+    targets = list(results["config"]["targets"].values())
+    n = len(results["requests"])
+    worst = "lowest fold NLL" if is_muse(results) else "highest forget prob."
+    lines = [
+        "| method | seed | requests that met every target | steps | "
+        + " | ".join(f"{utility} after {k}" for k in range(1, n + 1))
+        + f" | {worst} after {n} |",
+        "|---|---:|---:|---:|" + "---:|" * (n + 1),
+    ]
+    metric = forget_metric(results)
+    for method, entry in results["methods"].items():
+        for seed in list(entry.get("seeds") or {"–": None}):
+            records = _records(results, method, None if seed == "–" else seed)
+            met = sum(all(t in r.get("met", {}) for t in targets) for r in records)
+            values = [r["utility"].get(utility) for r in records] + [None] * (n - len(records))
+            last = (
+                [p[metric] for p in records[-1]["forget"]["per_request"] if p[metric] is not None] if records else []
+            )
+            extreme = (min(last) if is_muse(results) else max(last)) if last else None
+            lines.append(
+                f"| {entry['label']} | {seed} | {met}/{len(records)} | {sum(r['steps'] for r in records)} | "
+                + " | ".join(_fmt(v) for v in values)
+                + f" | {_fmt(extreme)} |"
+            )
+    return "\n".join(lines)
+
+
 def verdict_table(results: Mapping[str, Any]) -> str:
     """The claims' verdicts: claim, the request after which it is judged, the verdict (mean ± std of d), d per
     seed."""
@@ -235,6 +267,7 @@ def _body(results: Mapping[str, Any], lines: list[str]) -> str:
             verdict_table(results),
             "",
         ]
+    lines += ["## Summary", "", summary_table(results), ""]
     for method, entry in results["methods"].items():
         seeds = list(entry.get("seeds") or {None: entry["requests"]})
         lines += [f"## {entry['label']} (`{method}`, {entry['kind']})", ""]
